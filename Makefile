@@ -1,0 +1,33 @@
+# Every target sets up .venv itself. torch is pinned to the CPU build that
+# installs from local disk; setup.cfg keeps an open range for real users.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: install test test-fast demo bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e ".[test,plots,tracking]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --timeout 900 -q -ra tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m "not slow" tests
+
+demo: $(STAMP)
+	$(PY) tools/demo.py --workdir demo
+
+bench: $(STAMP)
+	$(PY) tools/bench.py --workdir bench
+
+clean:
+	rm -rf $(VENV) demo bench .pytest_cache

@@ -1,0 +1,1 @@
+"""losses subpackage of cmrssl."""

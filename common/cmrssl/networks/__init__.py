@@ -1,0 +1,1 @@
+"""networks subpackage of cmrssl."""

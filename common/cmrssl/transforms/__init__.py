@@ -1,0 +1,1 @@
+"""transforms subpackage of cmrssl."""
