@@ -1,0 +1,46 @@
+"""Shared fixtures: the phantom cohort (generated once per test session/worker)
+and the real data folder beside the repository (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CMRSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real ACDC / Sunnybrook scans); skips when not present."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def acdc_root(shared_data) -> Path:
+    root = shared_data / "acdc" / "training"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    return root
+
+
+@pytest.fixture(scope="session")
+def sunnybrook_root(shared_data) -> Path:
+    root = shared_data / "sunnybrook"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    return root
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory) -> Path:
+    """A small deterministic phantom cohort (3 subjects, NIfTI + DICOM), made once per worker."""
+    from cmrssl.data.phantom import generate_cohort
+
+    out = tmp_path_factory.mktemp("phantom") / "cohort"
+    generate_cohort(out, num_subjects=3, seed=0)
+    return out
