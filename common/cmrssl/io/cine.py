@@ -45,6 +45,8 @@ class CineStudy:
         source: path the study was read from (a file or a folder); never a patient name.
         source_slice_index: ``[Z]`` index of each slice in the source's order.
         view: ``"sax"``, ``"2ch"`` or ``"4ch"``.
+        source_frame_index: ``[T]`` 0-based index of each frame in the full cycle of the
+            source (e.g. ACDC keeps only ED and ES: ``[0, 11]``); defaults to ``arange(T)``.
     """
 
     pixels: np.ndarray
@@ -56,6 +58,7 @@ class CineStudy:
     source: str = ""
     source_slice_index: Optional[np.ndarray] = None
     view: str = "sax"
+    source_frame_index: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.pixels = np.asarray(self.pixels)
@@ -81,6 +84,8 @@ class CineStudy:
                 self.labelled_frames = list(range(self.pixels.shape[0]))
         if self.source_slice_index is None:
             self.source_slice_index = np.arange(n_slices)
+        if self.source_frame_index is None:
+            self.source_frame_index = np.arange(self.pixels.shape[0])
 
     @property
     def num_frames(self) -> int:

@@ -1,0 +1,429 @@
+"""NIfTI cine I/O: 4D cines ``[x, y, z, t]``, one 3D file per frame, long-axis cines.
+
+On disk (nibabel / MONAI convention) the data array is ``[x=column, y=row,
+z=slice(, t=frame)]`` and the affine maps voxel ``(i, j, k)`` to RAS mm. In
+memory (:class:`~cmrssl.io.cine.CineStudy`) pixels are ``[T, Z, H, W]`` and
+affines map to LPS mm; the conversion negates the first two world rows.
+
+Slice order: NIfTI keeps the stored order (``k = 0`` first). Files written by
+this package store the base first, and so does ACDC; nothing in a NIfTI header
+says where the base is, so no reordering is attempted.
+
+ACDC quirk: the ACDC files carry an sform (code 2) of ``diag(-1, -1, 1)`` with
+no spacing, while the header zooms hold the true spacing (e.g. 1.5625, 1.5625,
+10 mm). When the affine's column norms disagree with the zooms we trust the
+zooms: the affine's directions are kept and rescaled to the zooms (MONAI's
+``correct_nifti_header_if_necessary`` makes the same choice). The slice order
+stays the stored one.
+
+Time: frames are written with ``pixdim[4]`` = frame interval (ms) and
+``toffset`` = first trigger time, and read back as ``trigger_times_ms``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import nibabel as nib
+import numpy as np
+
+from .atomic import atomic_file, atomic_folder
+from .cine import CineStudy
+from .errors import CineReadError, CineWriteError
+from .geometry import LPS_TO_RAS
+
+__all__ = [
+    "ACDC_TO_CANONICAL",
+    "MNMS_TO_CANONICAL",
+    "CANONICAL_LABELS",
+    "resolve_label_map",
+    "read_nifti_cine",
+    "read_nifti_frames",
+    "read_long_axis_nifti",
+    "write_cine_nifti",
+    "write_frames_nifti",
+    "write_long_axis_nifti",
+    "frame_file_name",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+#: Canonical labels: 0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity.
+CANONICAL_LABELS: Dict[int, int] = {0: 0, 1: 1, 2: 2, 3: 3}
+#: ACDC stores 1 RV cavity, 2 LV myocardium, 3 LV cavity.
+ACDC_TO_CANONICAL: Dict[int, int] = {0: 0, 1: 3, 2: 2, 3: 1}
+#: M&Ms / M&Ms-2 store 1 LV, 2 MYO, 3 RV: already canonical.
+MNMS_TO_CANONICAL: Dict[int, int] = dict(CANONICAL_LABELS)
+
+_NAMED_LABEL_MAPS = {"canonical": CANONICAL_LABELS, "acdc": ACDC_TO_CANONICAL, "mnms": MNMS_TO_CANONICAL}
+
+_ACDC_FRAME = re.compile(r"^(?P<subject>patient\d+)_frame(?P<number>\d+)(?P<gt>_gt)?\.nii(\.gz)?$")
+_OUR_FRAME = re.compile(r"^frame_(?P<number>\d+)(?P<gt>_gt)?\.nii(\.gz)?$")
+
+
+def resolve_label_map(label_map: Union[str, Mapping[int, int], None]) -> Dict[int, int]:
+    """``"canonical"`` / ``"acdc"`` / ``"mnms"`` / a dict ``{source value: canonical}`` -> dict."""
+    if label_map is None:
+        return dict(CANONICAL_LABELS)
+    if isinstance(label_map, str):
+        key = label_map.lower()
+        if key not in _NAMED_LABEL_MAPS:
+            raise ValueError(f"label_map must be one of {sorted(_NAMED_LABEL_MAPS)} or a dict, got {label_map!r}")
+        return dict(_NAMED_LABEL_MAPS[key])
+    return {int(k): int(v) for k, v in dict(label_map).items()}
+
+
+def frame_file_name(frame: int, num_frames: int, *, labels: bool = False) -> str:
+    """``frame_XX.nii.gz`` (``frame_XX_gt.nii.gz`` for labels), 0-based, zero-padded to >= 2 digits."""
+    width = max(2, len(str(max(num_frames - 1, 0))))
+    return f"frame_{frame:0{width}d}{'_gt' if labels else ''}.nii.gz"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _load(path: Path) -> nib.Nifti1Image:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such NIfTI file")
+    try:
+        img = nib.load(str(path))
+        _ = img.shape
+    except Exception as err:  # nibabel raises several types for damaged files
+        raise CineReadError(f"{path}: not a readable NIfTI file ({err})") from err
+    return img
+
+
+def _array(img: nib.Nifti1Image, path: Path, *, integer: bool = False) -> np.ndarray:
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # truncated gzip streams fail here, not at load
+        raise CineReadError(f"{path}: image data cannot be read ({err})") from err
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise CineReadError(f"{path}: {bad} voxels are NaN or infinite")
+    if integer and np.issubdtype(data.dtype, np.floating) and not np.array_equal(data, np.round(data)):
+        raise CineReadError(f"{path}: label image holds non-integer values")
+    return data
+
+
+def _spatial_affine_lps(img: nib.Nifti1Image, path: Path) -> Tuple[np.ndarray, bool]:
+    """Voxel ``(i, j, k)`` -> LPS affine, rescaled to the header zooms when they disagree."""
+    ras = np.array(img.affine, dtype=np.float64)
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    zooms = np.concatenate([zooms, np.ones(3 - zooms.size)]) if zooms.size < 3 else zooms
+    norms = np.linalg.norm(ras[:3, :3], axis=0)
+    rescaled = False
+    if np.all(zooms > 0) and not np.allclose(norms, zooms, rtol=1e-3, atol=1e-4):
+        # ACDC: affine diag(-1,-1,1) without spacing; the zooms are the truth.
+        directions = ras[:3, :3] / np.where(norms > 1e-9, norms, 1.0)
+        for axis in range(3):
+            if norms[axis] <= 1e-9:
+                directions[:, axis] = np.eye(3)[:, axis]
+        ras[:3, :3] = directions * zooms
+        rescaled = True
+        logger.info("%s: affine column norms %s disagree with header zooms %s; using the zooms", path, norms, zooms)
+    return LPS_TO_RAS @ ras, rescaled
+
+
+def _slice_affines(lps: np.ndarray, num_slices: int) -> Tuple[np.ndarray, float]:
+    normal = np.cross(lps[:3, 0], lps[:3, 1])
+    normal = normal / np.linalg.norm(normal)
+    if float(normal @ lps[:3, 2]) < 0:
+        normal = -normal
+    affines = np.repeat(lps[None], num_slices, axis=0)
+    for z in range(num_slices):
+        affines[z, :3, 2] = normal
+        affines[z, :3, 3] = lps[:3, 3] + z * lps[:3, 2]
+    spacing = abs(float(normal @ lps[:3, 2])) if num_slices > 1 else 0.0
+    return affines, spacing
+
+
+def _as_txyz(data: np.ndarray, path: Path) -> np.ndarray:
+    """``[x, y, z(, t)]`` -> ``[T, Z, H, W]``."""
+    if data.ndim == 5 and data.shape[3] == 1:  # some writers put time in the 5th dim
+        data = data[:, :, :, 0, :]
+    if data.ndim < 3:
+        raise CineReadError(
+            f"{path}: a {data.ndim}D image {data.shape} where a cine or stack [x, y, z(, t)] is expected"
+        )
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4:
+        raise CineReadError(f"{path}: expected a 3D or 4D image [x, y, z(, t)], got shape {data.shape}")
+    return np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0)))
+
+
+def _map_labels(data: np.ndarray, label_map: Dict[int, int], path: Path) -> np.ndarray:
+    values = np.unique(data)
+    unexpected = [v for v in values.tolist() if int(v) not in label_map]
+    if unexpected:
+        raise CineReadError(
+            f"{path}: label values {sorted(int(v) for v in unexpected)} outside the expected set "
+            f"{sorted(label_map)}"
+        )
+    lut_keys = np.array(sorted(label_map), dtype=np.int64)
+    lut_vals = np.array([label_map[k] for k in lut_keys], dtype=np.int16)
+    idx = np.searchsorted(lut_keys, data.astype(np.int64))
+    return lut_vals[idx]
+
+
+def _trigger_times(img: nib.Nifti1Image, num_frames: int) -> Optional[np.ndarray]:
+    header = img.header
+    if len(img.shape) < 4:
+        return None
+    _, time_unit = header.get_xyzt_units()
+    dt = float(header.get_zooms()[3]) if len(header.get_zooms()) > 3 else 0.0
+    if dt <= 0 or time_unit not in ("msec", "sec", "usec"):
+        return None
+    scale = {"msec": 1.0, "sec": 1000.0, "usec": 0.001}[time_unit]
+    offset = float(header["toffset"])
+    return (offset + np.arange(num_frames) * dt) * scale
+
+
+def _read_labels(label_path: PathLike, shape: tuple, label_map) -> np.ndarray:
+    label_path = Path(label_path)
+    img = _load(label_path)
+    labels = _as_txyz(_array(img, label_path, integer=True), label_path)
+    if labels.shape != shape:
+        raise CineReadError(f"{label_path}: label shape {labels.shape} [T,Z,H,W] differs from the image {shape}")
+    return _map_labels(labels, resolve_label_map(label_map), label_path)
+
+
+def read_nifti_cine(
+    path: PathLike,
+    *,
+    label_path: Optional[PathLike] = None,
+    label_map: Union[str, Mapping[int, int], None] = "canonical",
+    view: str = "sax",
+) -> CineStudy:
+    """Read a 4D NIfTI cine ``[x, y, z, t]`` (a 3D file is read as one frame).
+
+    Args:
+        path: ``.nii`` / ``.nii.gz``.
+        label_path: optional label cine of the same shape.
+        label_map: ``"canonical"``, ``"acdc"``, ``"mnms"`` or ``{source: canonical}``;
+            values outside its keys raise.
+        view: ``"sax"``, ``"2ch"`` or ``"4ch"``.
+
+    Returns:
+        :class:`CineStudy` with pixels ``[T, Z, H, W]`` float32.
+
+    Raises:
+        FileNotFoundError: missing file.
+        CineReadError: unreadable file, NaN/inf voxels, a 2D image, labels outside the set.
+    """
+    path = Path(path)
+    img = _load(path)
+    pixels = _as_txyz(_array(img, path), path).astype(np.float32)
+    lps, _ = _spatial_affine_lps(img, path)
+    affines, spacing = _slice_affines(lps, pixels.shape[1])
+    labels = None if label_path is None else _read_labels(label_path, pixels.shape, label_map)
+    return CineStudy(
+        pixels=pixels,
+        slice_affines=affines,
+        slice_spacing_mm=spacing,
+        trigger_times_ms=_trigger_times(img, pixels.shape[0]),
+        labels=labels,
+        source=str(path),
+        view=view,
+    )
+
+
+def read_long_axis_nifti(path: PathLike, *, view: str = "4ch", label_path: Optional[PathLike] = None) -> CineStudy:
+    """Read a single-slice long-axis cine ``[x, y, 1, t]`` (2Ch / 4Ch) as a CineStudy with Z = 1."""
+    study = read_nifti_cine(path, label_path=label_path, view=view)
+    if study.num_slices != 1:
+        raise CineReadError(f"{path}: a long-axis cine must hold one slice, got {study.num_slices}")
+    return study
+
+
+def _discover_frames(folder: Path) -> Tuple[list, Dict[int, Path], Optional[str]]:
+    """Frame image files and label files in a folder (ours or ACDC), keyed by 0-based frame."""
+    images: Dict[int, Path] = {}
+    labels: Dict[int, Path] = {}
+    naming = None
+    for f in sorted(folder.iterdir()):
+        m = _OUR_FRAME.match(f.name)
+        if m:
+            frame, naming = int(m.group("number")), "ours"
+        else:
+            m = _ACDC_FRAME.match(f.name)
+            if not m:
+                continue
+            frame, naming = int(m.group("number")) - 1, "acdc"  # ACDC frame numbers are 1-based
+        (labels if m.group("gt") else images)[frame] = f
+    return sorted(images.items()), labels, naming
+
+
+def read_nifti_frames(
+    frames: Union[PathLike, Sequence[PathLike]],
+    *,
+    label_paths: Optional[Mapping[int, PathLike]] = None,
+    frame_indices: Optional[Sequence[int]] = None,
+    label_map: Union[str, Mapping[int, int], None] = "auto",
+) -> CineStudy:
+    """Read one 3D NIfTI per frame into a cine.
+
+    Args:
+        frames: a folder holding ``frame_XX.nii.gz`` (0-based, written by
+            :func:`write_frames_nifti`) or ACDC ``patientNNN_frameYY.nii.gz``
+            (1-based YY), with optional ``_gt`` label files beside them; or a list
+            of 3D files (then ``frame_indices`` gives their 0-based frame numbers,
+            default ``0..N-1``).
+        label_paths: for a list input, ``{position in the list: label file}``.
+        frame_indices: 0-based frame numbers of a list input.
+        label_map: ``"auto"`` (ACDC mapping for ACDC-named files, else canonical),
+            or as in :func:`read_nifti_cine`.
+
+    Returns:
+        :class:`CineStudy` with ``source_frame_index`` = the frame numbers and
+        labels on the frames that have a label file (-1 elsewhere).
+    """
+    naming = None
+    if isinstance(frames, (str, Path)):
+        folder = Path(frames)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder of NIfTI frames")
+        found, label_files, naming = _discover_frames(folder)
+        if not found:
+            raise CineReadError(f"{folder}: no frame_XX.nii.gz or patientNNN_frameYY.nii.gz files")
+        frame_numbers = [k for k, _ in found]
+        paths = [p for _, p in found]
+        label_by_pos = {i: label_files[k] for i, k in enumerate(frame_numbers) if k in label_files}
+        source = str(folder)
+    else:
+        paths = [Path(p) for p in frames]
+        if not paths:
+            raise CineReadError("read_nifti_frames: empty list of frame files")
+        frame_numbers = list(frame_indices) if frame_indices is not None else list(range(len(paths)))
+        if len(frame_numbers) != len(paths):
+            raise ValueError(f"frame_indices has {len(frame_numbers)} entries for {len(paths)} files")
+        label_by_pos = {int(k): Path(v) for k, v in (label_paths or {}).items()}
+        source = str(paths[0].parent)
+        if all(_ACDC_FRAME.match(p.name) for p in paths):
+            naming = "acdc"
+    if isinstance(label_map, str) and label_map == "auto":
+        label_map = "acdc" if naming == "acdc" else "canonical"
+
+    volumes, affine_ref, first_img = [], None, None
+    for p in paths:
+        img = _load(p)
+        data = _array(img, p)
+        if data.ndim != 3:
+            raise CineReadError(f"{p}: a frame must be a 3D image [x, y, z], got shape {data.shape}")
+        lps, _ = _spatial_affine_lps(img, p)
+        if affine_ref is None:
+            affine_ref, first_img = lps, img
+        elif volumes[0].shape != data.shape or not np.allclose(lps, affine_ref, atol=1e-3):
+            raise CineReadError(f"{p}: shape or affine differs from {paths[0]}")
+        volumes.append(data)
+    pixels = np.stack([_as_txyz(v, p)[0] for v, p in zip(volumes, paths)]).astype(np.float32)
+    affines, spacing = _slice_affines(affine_ref, pixels.shape[1])
+    labels = None
+    labelled = sorted(label_by_pos)
+    if labelled:
+        labels = np.full(pixels.shape, -1, dtype=np.int16)
+        for pos in labelled:
+            labels[pos] = _read_labels(label_by_pos[pos], pixels[pos : pos + 1].shape, label_map)[0]
+    return CineStudy(
+        pixels=pixels,
+        slice_affines=affines,
+        slice_spacing_mm=spacing,
+        labels=labels,
+        labelled_frames=labelled,
+        source=source,
+        source_frame_index=np.asarray(frame_numbers),
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _ras_stack_affine(study: CineStudy) -> np.ndarray:
+    return LPS_TO_RAS @ study.stack_affine
+
+
+def _nifti_image(array_txyz: np.ndarray, study: CineStudy, *, four_d: bool) -> nib.Nifti1Image:
+    data = np.transpose(array_txyz, (3, 2, 1, 0))  # [T,Z,H,W] -> [x, y, z, t]
+    if not four_d:
+        data = data[..., 0]
+    affine = _ras_stack_affine(study)
+    img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    dz = float(study.slice_spacing_mm) or 1.0
+    dy, dx = study.pixel_spacing_mm
+    if four_d:
+        tt = study.trigger_times_ms
+        dt = float(np.median(np.diff(tt))) if tt is not None and len(tt) > 1 else 1.0
+        img.header.set_zooms((dx, dy, dz, dt))
+        img.header["toffset"] = float(tt[0]) if tt is not None and len(tt) else 0.0
+        img.header.set_xyzt_units("mm", "msec")
+    else:
+        img.header.set_xyzt_units("mm")
+    return img
+
+
+def _label_array(study: CineStudy, what: str) -> np.ndarray:
+    if what == "pixels":
+        return study.pixels.astype(np.float32)
+    if what != "labels":
+        raise ValueError(f"what must be 'pixels' or 'labels', got {what!r}")
+    if study.labels is None:
+        raise CineWriteError(f"{study.source or 'cine'}: has no labels to write")
+    labels = np.asarray(study.labels)
+    if labels.min() >= 0 and labels.max() <= 255:
+        return labels.astype(np.uint8)
+    return labels.astype(np.int16)
+
+
+def write_cine_nifti(study: CineStudy, path: PathLike, *, what: str = "pixels", overwrite: bool = False) -> Path:
+    """Write the cine as one 4D NIfTI ``[x, y, z, t]`` with the RAS stack affine.
+
+    Args:
+        study: the cine.
+        path: output ``.nii.gz``.
+        what: ``"pixels"`` (float32) or ``"labels"`` (uint8, int16 if -1 present).
+        overwrite: replace an existing file.
+
+    Raises:
+        FileExistsError: ``path`` exists and not ``overwrite``.
+        CineWriteError: labels requested from a study without labels.
+    """
+    array = _label_array(study, what)
+    path = Path(path)
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        nib.save(_nifti_image(array, study, four_d=True), str(tmp))
+    return path
+
+
+def write_long_axis_nifti(study: CineStudy, path: PathLike, *, what: str = "pixels", overwrite: bool = False) -> Path:
+    """Write a single-slice (Z = 1) long-axis cine as ``[x, y, 1, t]``."""
+    if study.num_slices != 1:
+        raise CineWriteError(f"{study.source or 'cine'}: a long-axis cine has one slice, got {study.num_slices}")
+    return write_cine_nifti(study, path, what=what, overwrite=overwrite)
+
+
+def write_frames_nifti(study: CineStudy, folder: PathLike, *, overwrite: bool = False) -> Path:
+    """Write every frame as a 3D NIfTI ``folder/frame_XX.nii.gz`` (0-based), and
+    ``frame_XX_gt.nii.gz`` for each labelled frame. The folder appears whole or not at all.
+
+    Raises:
+        FileExistsError: ``folder`` exists and not ``overwrite``.
+    """
+    folder = Path(folder)
+    pixels = study.pixels.astype(np.float32)
+    labels = _label_array(study, "labels") if study.labels is not None else None
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        for t in range(study.num_frames):
+            name = frame_file_name(t, study.num_frames)
+            nib.save(_nifti_image(pixels[t : t + 1], study, four_d=False), str(tmp / name))
+            if labels is not None and t in set(int(f) for f in study.labelled_frames):
+                gt_name = frame_file_name(t, study.num_frames, labels=True)
+                nib.save(_nifti_image(labels[t : t + 1], study, four_d=False), str(tmp / gt_name))
+    return folder
