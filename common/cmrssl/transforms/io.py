@@ -1,0 +1,128 @@
+"""Load one frame of a cine as a MONAI 3D image ``[1, W, H, Z]`` with a RAS affine.
+
+Datalist records (see the data contract) point either at a 3D NIfTI frame or
+at the whole cine (a 4D NIfTI or a DICOM folder) plus ``frame_index``.
+:class:`LoadCineFramed` reads both into the same layout that
+``LoadImaged(keys, ensure_channel_first=True)`` gives on the project's NIfTI
+frames: ``[C=1, W=columns, H=rows, Z=slices base->apex]`` float32, affine
+voxel -> RAS mm. Geometry goes through :func:`cmrssl.io.read_cine`, so ACDC's
+spacing-less affines come out with the header spacing (where plain
+``LoadImaged`` would keep MONAI's own header rectification).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Hashable, Mapping, Optional, Union
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import MetaKeys, SpaceKeys
+
+from cmrssl.io.cine import CineStudy
+from cmrssl.io.reader import read_cine, study_ras_affine
+
+__all__ = ["LoadCineFrame", "LoadCineFramed"]
+
+
+class LoadCineFrame(Transform):
+    """Read frame ``frame_index`` of a cine, or a 3D NIfTI frame, as ``MetaTensor [1, W, H, Z]``.
+
+    Args:
+        dtype: output dtype (float32 like ``LoadImaged``).
+        cache_size: studies kept in memory, keyed by path and modification time;
+            records of one subject come in a row, and re-reading a DICOM folder of
+            hundreds of files for each frame would dominate loading.
+
+    Call:
+        ``loader(path, frame_index=None)``: ``frame_index`` (0-based) is required
+        for a multi-frame cine and ignored for a single 3D frame (a record may
+        carry the frame's index in the cycle beside a 3D frame file).
+
+    Raises:
+        ValueError: ``frame_index`` missing or outside ``[0, T-1]``.
+        FileNotFoundError, cmrssl.io.CineReadError: from the readers.
+    """
+
+    def __init__(self, dtype=np.float32, cache_size: int = 2) -> None:
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        self.dtype = dtype
+        self.cache_size = int(cache_size)
+        self._cache: "OrderedDict[tuple, CineStudy]" = OrderedDict()
+
+    def _study(self, path: Path) -> CineStudy:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such cine or frame")
+        key = (str(path.resolve()), path.stat().st_mtime_ns)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        study = read_cine(path)
+        if self.cache_size:
+            self._cache[key] = study
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return study
+
+    def __call__(self, path: Union[str, Path], frame_index: Optional[int] = None) -> MetaTensor:
+        path = Path(path)
+        study = self._study(path)
+        if study.num_frames == 1:
+            t = 0
+        elif frame_index is None:
+            raise ValueError(f"{path}: cine of {study.num_frames} frames; give frame_index to pick one")
+        else:
+            t = int(frame_index)
+            if not 0 <= t < study.num_frames:
+                raise ValueError(f"{path}: frame_index {t} outside [0, {study.num_frames - 1}]")
+        array = np.ascontiguousarray(np.transpose(study.pixels[t], (2, 1, 0))[None], dtype=self.dtype)
+        affine = torch.as_tensor(study_ras_affine(study), dtype=torch.float64)
+        dz, dy, dx = study.spacing_mm
+        times = study.trigger_times_ms
+        meta = {
+            "filename_or_obj": str(path),
+            MetaKeys.ORIGINAL_AFFINE: affine.clone(),
+            MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape[1:]),
+            MetaKeys.ORIGINAL_CHANNEL_DIM: "no_channel",
+            MetaKeys.SPACE: SpaceKeys.RAS,
+            "spacing_mm": np.asarray([dx, dy, dz]),
+            # index in the cardiac cycle: the cine's own, or the record's for a 3D frame file
+            "frame_index": int(study.source_frame_index[t]) if study.num_frames > 1 else int(frame_index or 0),
+            "trigger_time_ms": float("nan") if times is None else float(times[t]),
+        }
+        return MetaTensor(torch.from_numpy(array), affine=affine, meta=meta)
+
+
+class LoadCineFramed(MapTransform):
+    """Dictionary twin of :class:`LoadCineFrame`.
+
+    Args:
+        keys: keys holding paths (``"image"``, ``"label"``).
+        frame_key: key of the 0-based frame index in the record (may be absent for 3D frames).
+        dtype, cache_size: as :class:`LoadCineFrame`.
+        allow_missing_keys: skip absent keys.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        frame_key: str = "frame_index",
+        dtype=np.float32,
+        cache_size: int = 2,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.frame_key = frame_key
+        self.loader = LoadCineFrame(dtype=dtype, cache_size=cache_size)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        frame_index = d.get(self.frame_key)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key], None if frame_index is None else int(frame_index))
+        return d
