@@ -1,0 +1,41 @@
+"""Real ACDC frames from ../shared/data (skipped when absent): header spacing, labels, frame numbers."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cmrssl.io import read_nifti_cine, read_nifti_frames
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def patient001(acdc_root):
+    folder = acdc_root / "patient001"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    return folder
+
+
+def test_acdc_3d_frame_reads_with_header_spacing(patient001):
+    path = patient001 / "patient001_frame01.nii.gz"
+    header = nib.load(path).header
+    dx, dy, dz = (float(v) for v in header.get_zooms()[:3])
+    study = read_nifti_cine(path)
+    assert study.num_frames == 1 and study.num_slices == nib.load(path).shape[2]
+    assert study.spacing_mm == pytest.approx((dz, dy, dx), abs=1e-5)
+    assert study.spacing_mm == pytest.approx((10.0, 1.5625, 1.5625))
+
+
+def test_acdc_patient_folder_gives_ed_es_with_mapped_labels(patient001):
+    info = dict(line.split(":", 1) for line in (patient001 / "Info.cfg").read_text().splitlines() if ":" in line)
+    ed, es = int(info["ED"]), int(info["ES"])
+    study = read_nifti_frames(patient001)
+    assert study.source_frame_index.tolist() == sorted([ed - 1, es - 1])
+    assert list(study.labelled_frames) == [0, 1]
+    raw = np.asarray(nib.load(patient001 / f"patient001_frame{ed:02d}_gt.nii.gz").dataobj)
+    ed_labels = study.labels[list(study.source_frame_index).index(ed - 1)]
+    # ACDC 3 (LV cavity) becomes canonical 1, ACDC 1 (RV) becomes 3
+    assert int((ed_labels == 1).sum()) == int((raw == 3).sum()) > 0
+    assert int((ed_labels == 3).sum()) == int((raw == 1).sum()) > 0
+    assert set(np.unique(study.labels).tolist()) <= {0, 1, 2, 3}

@@ -1,0 +1,181 @@
+"""NIfTI cines: 4D and per-frame round trips, ACDC quirks, labels, and bad input."""
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cmrssl.io import (
+    CineReadError,
+    CineWriteError,
+    read_long_axis_nifti,
+    read_nifti_cine,
+    read_nifti_frames,
+    write_cine_nifti,
+    write_frames_nifti,
+    write_long_axis_nifti,
+)
+from io_cine_cases import long_axis_study, sax_study
+
+
+def _geometry_close(a, b, atol=1e-4):
+    np.testing.assert_allclose(a.slice_affines[:, :3, [0, 1, 3]], b.slice_affines[:, :3, [0, 1, 3]], atol=atol)
+    assert a.slice_spacing_mm == pytest.approx(b.slice_spacing_mm, abs=atol)
+
+
+def test_4d_round_trip_pixels_labels_geometry_and_times(tmp_path):
+    study = sax_study()
+    write_cine_nifti(study, tmp_path / "cine.nii.gz")
+    write_cine_nifti(study, tmp_path / "cine_gt.nii.gz", what="labels")
+    img = nib.load(tmp_path / "cine.nii.gz")
+    # on disk: [x = columns, y = rows, z = slices, t = frames]
+    assert img.shape == (10, 12, 5, 4)
+    np.testing.assert_array_equal(np.asarray(img.dataobj)[3, 7, 2, 1], study.pixels[1, 2, 7, 3])
+    # RAS affine: first two rows of the LPS stack affine negated
+    np.testing.assert_allclose(img.affine[:2], -study.stack_affine[:2], atol=1e-5)
+    assert nib.load(tmp_path / "cine_gt.nii.gz").get_data_dtype() == np.uint8
+
+    read = read_nifti_cine(tmp_path / "cine.nii.gz", label_path=tmp_path / "cine_gt.nii.gz")
+    np.testing.assert_array_equal(read.pixels, study.pixels)
+    np.testing.assert_array_equal(read.labels, study.labels)
+    _geometry_close(read, study)
+    np.testing.assert_allclose(read.trigger_times_ms, study.trigger_times_ms, atol=1e-4)
+
+
+def test_frames_round_trip_and_file_names(tmp_path):
+    study = sax_study(num_frames=3)
+    study.labels[1] = -1  # frame 1 has no reference
+    study.labelled_frames = [0, 2]
+    folder = write_frames_nifti(study, tmp_path / "frames")
+    assert sorted(os.listdir(folder)) == [
+        "frame_00.nii.gz", "frame_00_gt.nii.gz", "frame_01.nii.gz", "frame_02.nii.gz", "frame_02_gt.nii.gz"]
+    read = read_nifti_frames(folder)
+    assert list(read.labelled_frames) == [0, 2]
+    assert read.source_frame_index.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(read.pixels, study.pixels)
+    np.testing.assert_array_equal(read.labels[[0, 2]], study.labels[[0, 2]])
+    assert np.all(read.labels[1] == -1)
+    _geometry_close(read, study)
+
+
+def test_long_axis_round_trip(tmp_path):
+    lax = long_axis_study(view="4ch")
+    write_long_axis_nifti(lax, tmp_path / "lax_4ch.nii.gz")
+    assert nib.load(tmp_path / "lax_4ch.nii.gz").shape == (16, 14, 1, 4)
+    read = read_long_axis_nifti(tmp_path / "lax_4ch.nii.gz", view="4ch")
+    assert read.view == "4ch" and read.num_slices == 1 and read.slice_spacing_mm == 0.0
+    _geometry_close(read, lax)
+    with pytest.raises(CineWriteError, match="one slice"):
+        write_long_axis_nifti(sax_study(), tmp_path / "not_lax.nii.gz")
+    assert not (tmp_path / "not_lax.nii.gz").exists()
+
+
+def _acdc_like(folder, labels_values=(0, 1, 2, 3)):
+    """An ACDC-style patient: affine diag(-1,-1,1) without spacing, zooms in the header."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for frame in (1, 12):
+        data = rng.integers(0, 300, size=(6, 5, 3)).astype(np.int16)
+        img = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]))
+        img.header.set_zooms((1.5625, 1.5625, 10.0))
+        img.header.set_sform(np.diag([-1.0, -1.0, 1.0, 1.0]), code=2)
+        nib.save(img, folder / f"patient007_frame{frame:02d}.nii.gz")
+        gt = rng.choice(np.array(labels_values, dtype=np.uint8), size=(6, 5, 3))
+        gt_img = nib.Nifti1Image(gt, img.affine, img.header)
+        nib.save(gt_img, folder / f"patient007_frame{frame:02d}_gt.nii.gz")
+    return folder
+
+
+def test_acdc_affine_without_spacing_uses_header_zooms_and_maps_labels(tmp_path):
+    folder = _acdc_like(tmp_path / "patient007")
+    study = read_nifti_frames(folder)
+    assert study.spacing_mm == pytest.approx((10.0, 1.5625, 1.5625))
+    assert study.source_frame_index.tolist() == [0, 11]  # ACDC frame numbers are 1-based
+    raw = np.asarray(nib.load(folder / "patient007_frame12_gt.nii.gz").dataobj)
+    # ACDC 1 RV, 2 MYO, 3 LV -> canonical 1 LV, 2 MYO, 3 RV; stored slice order kept
+    expected = np.choose(raw, [0, 3, 2, 1]).transpose(2, 1, 0)
+    np.testing.assert_array_equal(study.labels[1], expected)
+    # a single ACDC frame through the 3D reader has the same spacing
+    one = read_nifti_cine(folder / "patient007_frame01.nii.gz")
+    assert one.num_frames == 1 and one.spacing_mm == pytest.approx((10.0, 1.5625, 1.5625))
+    np.testing.assert_allclose(one.slice_affines[1, :3, 3] - one.slice_affines[0, :3, 3], [0, 0, 10.0])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_nan_or_inf_names_the_file(tmp_path):
+    for bad in (np.nan, np.inf):
+        data = np.ones((4, 4, 2, 3), np.float32)
+        data[1, 1, 1, 1] = bad
+        path = tmp_path / f"bad_{bad}.nii.gz"
+        nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+        with pytest.raises(CineReadError, match=f"{path.name}: 1 voxels are NaN or infinite"):
+            read_nifti_cine(path)
+
+
+def test_labels_outside_the_expected_set_are_named(tmp_path):
+    study = sax_study()
+    write_cine_nifti(study, tmp_path / "cine.nii.gz")
+    labels = np.asarray(study.labels).copy()
+    labels[0, 0, 0, 0] = 7
+    study.labels = labels
+    write_cine_nifti(study, tmp_path / "gt.nii.gz", what="labels")
+    with pytest.raises(CineReadError, match=r"gt.nii.gz: label values \[7\] outside the expected set"):
+        read_nifti_cine(tmp_path / "cine.nii.gz", label_path=tmp_path / "gt.nii.gz")
+    folder = _acdc_like(tmp_path / "patient008", labels_values=(0, 1, 2, 3, 4))
+    with pytest.raises(CineReadError, match="patient007_frame01_gt.nii.gz: label values \\[4\\]"):
+        read_nifti_frames(folder)
+
+
+def test_non_integer_labels_are_refused(tmp_path):
+    write_cine_nifti(sax_study(num_frames=1, num_slices=2), tmp_path / "cine.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((10, 12, 2, 1), 1.5, np.float32), np.eye(4)), tmp_path / "gt.nii.gz")
+    with pytest.raises(CineReadError, match="non-integer"):
+        read_nifti_cine(tmp_path / "cine.nii.gz", label_path=tmp_path / "gt.nii.gz")
+
+
+def test_2d_image_where_a_cine_is_expected(tmp_path):
+    path = tmp_path / "picture.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), path)
+    with pytest.raises(CineReadError, match="picture.nii.gz: a 2D image"):
+        read_nifti_cine(path)
+
+
+def test_missing_or_damaged_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.nii.gz"):
+        read_nifti_cine(tmp_path / "absent.nii.gz")
+    write_cine_nifti(sax_study(), tmp_path / "cine.nii.gz")
+    data = (tmp_path / "cine.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CineReadError, match="cut.nii.gz"):
+        read_nifti_cine(tmp_path / "cut.nii.gz")
+
+
+def test_writers_refuse_existing_outputs_and_leave_nothing_on_failure(tmp_path, monkeypatch):
+    study = sax_study()
+    write_cine_nifti(study, tmp_path / "cine.nii.gz")
+    with pytest.raises(FileExistsError, match="cine.nii.gz"):
+        write_cine_nifti(study, tmp_path / "cine.nii.gz")
+    write_cine_nifti(study, tmp_path / "cine.nii.gz", overwrite=True)
+
+    no_labels = sax_study(labels=False)
+    with pytest.raises(CineWriteError, match="no labels"):
+        write_cine_nifti(no_labels, tmp_path / "gt.nii.gz", what="labels")
+    assert not (tmp_path / "gt.nii.gz").exists()
+
+    calls = {"n": 0}
+    real_save = nib.save
+
+    def failing_save(img, filename):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real_save(img, filename)
+
+    monkeypatch.setattr(nib, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_frames_nifti(study, tmp_path / "frames")
+    assert not (tmp_path / "frames").exists()
+    assert sorted(os.listdir(tmp_path)) == ["cine.nii.gz"]  # no temporary leftovers
