@@ -26,9 +26,12 @@ def main(out: str, subjects: int = 10, seed: int = 0, overwrite: bool = False, n
     try:
         folders = generate_cohort(out, subjects, seed, write_dicom=not no_dicom, overwrite=overwrite,
                                   num_frames=num_frames, image_size=image_size)
-    except (FileExistsError, ValueError) as err:
-        print(f"phantom: error: {err}", file=sys.stderr)
+    except FileExistsError as err:
+        print(f"phantom: error: {err} (use --overwrite)", file=sys.stderr)
         raise SystemExit(1)
+    except ValueError as err:
+        print(f"phantom: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
     for folder in folders:
         a = json.loads((folder / "analytic.json").read_text())
         dz, dy, dx = a["spacing_mm"]
