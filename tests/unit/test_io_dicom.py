@@ -266,3 +266,13 @@ def test_writer_refuses_existing_output_and_leaves_nothing_on_failure(tmp_path, 
         calls["n"] = 0
         write_dicom_series(study, series, overwrite=True)
     assert sorted(os.listdir(series)) == before  # the old series survives a failed overwrite
+
+
+def test_mixed_series_listed_file_by_file_are_still_detected(tmp_path, series):
+    other = write_dicom_series(sax_study(num_frames=3, seed=5, labels=False), tmp_path / "other", series_number=9)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(series, mixed)
+    for f in _files(other):
+        shutil.copy(f, mixed / f"b_{f.name}")
+    with pytest.raises(CineReadError, match="2 series mixed"):
+        read_dicom_cine(_files(mixed))

@@ -29,7 +29,16 @@ from .nifti import (
     write_frames_nifti,
     write_long_axis_nifti,
 )
-from .reader import CineImageReader, read_cine
+from .reader import read_cine
+
+
+def __getattr__(name: str):
+    # Lazy: CineImageReader needs MONAI (and torch), seconds to import.
+    if name == "CineImageReader":
+        from .monai_reader import CineImageReader
+
+        return CineImageReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CineStudy",

@@ -102,16 +102,21 @@ def _gather_files(path_or_paths: Union[PathLike, Sequence[PathLike]]) -> List[tu
     inputs = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
     if not inputs:
         raise CineReadError("read_dicom_cine: no input paths given")
+    # Each file is tagged with the input it came from: a folder given, or for a
+    # file given directly its parent folder, so that files listed one by one
+    # from a single folder still count as one input for mixed-series detection.
     files = []
-    for index, item in enumerate(inputs):
+    groups: Dict[str, int] = {}
+    for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
             if not found:
                 raise CineReadError(f"{p}: folder holds no files")
+            index = groups.setdefault(str(p.resolve()), len(groups))
             files.extend((f, index) for f in found)
         elif p.is_file():
-            files.append((p, index))
+            files.append((p, groups.setdefault(str(p.resolve().parent), len(groups))))
         else:
             raise FileNotFoundError(f"{p}: no such DICOM file or folder")
     return files
