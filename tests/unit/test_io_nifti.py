@@ -179,3 +179,23 @@ def test_writers_refuse_existing_outputs_and_leave_nothing_on_failure(tmp_path, 
         write_frames_nifti(study, tmp_path / "frames")
     assert not (tmp_path / "frames").exists()
     assert sorted(os.listdir(tmp_path)) == ["cine.nii.gz"]  # no temporary leftovers
+
+
+def test_partially_labelled_cine_round_trips_through_4d_and_frames(tmp_path):
+    study = sax_study(num_frames=4)
+    labels = np.asarray(study.labels).copy()
+    labels[[1, 2]] = -1
+    study.labels, study.labelled_frames = labels, [0, 3]
+    write_cine_nifti(study, tmp_path / "cine.nii.gz")
+    write_cine_nifti(study, tmp_path / "gt.nii.gz", what="labels")
+    read = read_nifti_cine(tmp_path / "cine.nii.gz", label_path=tmp_path / "gt.nii.gz")
+    assert list(read.labelled_frames) == [0, 3]
+    np.testing.assert_array_equal(read.labels, labels)
+    write_frames_nifti(study, tmp_path / "frames")
+    assert nib.load(tmp_path / "frames" / "frame_03_gt.nii.gz").get_data_dtype() == np.uint8
+    # -1 inside a labelled frame is still a value outside the set
+    labels[0, 0, 0, 0] = -1
+    study.labels = labels
+    write_cine_nifti(study, tmp_path / "gt_bad.nii.gz", what="labels")
+    with pytest.raises(CineReadError, match=r"label values \[-1\]"):
+        read_nifti_cine(tmp_path / "cine.nii.gz", label_path=tmp_path / "gt_bad.nii.gz")

@@ -304,13 +304,9 @@ def read_dicom_cine(
     ref = frames[0]
     normal = np.cross(ref.orientation[:3], ref.orientation[3:])
     normal /= np.linalg.norm(normal)
+    cosine = 1.0
     if slice_order == "base_to_apex":
         normal, cosine = orient_normal_base_to_apex(normal)
-        if cosine < 0.2:
-            logger.warning(
-                "%s: slice normal is nearly perpendicular to the expected long axis (cos %.2f); "
-                "base-to-apex order is uncertain", source, cosine
-            )
 
     # Cluster files into slices by their position along the normal.
     projections = np.array([f.position @ normal for f in frames])
@@ -323,6 +319,11 @@ def read_dicom_cine(
         else:
             slices.append([frames[i]])
             slice_pos.append(float(projections[i]))
+    if slice_order == "base_to_apex" and len(slices) > 1 and cosine < 0.2:
+        logger.warning(
+            "%s: slice normal is nearly perpendicular to the expected LV long axis (cos %.2f); "
+            "base-to-apex order is uncertain", source, cosine
+        )
     if slice_order == "source":
         keys = [min((f.input_index, f.instance_number or 0) for f in s) for s in slices]
         perm = sorted(range(len(slices)), key=lambda k: keys[k])

@@ -185,13 +185,23 @@ def _trigger_times(img: nib.Nifti1Image, num_frames: int) -> Optional[np.ndarray
     return (offset + np.arange(num_frames) * dt) * scale
 
 
-def _read_labels(label_path: PathLike, shape: tuple, label_map) -> np.ndarray:
+def _read_labels(label_path: PathLike, shape: tuple, label_map) -> Tuple[np.ndarray, list]:
+    """Mapped labels ``[T, Z, H, W]`` int16 and the labelled frames.
+
+    A frame filled with -1 is "not labelled" (how :func:`write_cine_nifti` stores a
+    partially labelled cine); -1 anywhere else is a value outside the set.
+    """
     label_path = Path(label_path)
     img = _load(label_path)
     labels = _as_txyz(_array(img, label_path, integer=True), label_path)
     if labels.shape != shape:
         raise CineReadError(f"{label_path}: label shape {labels.shape} [T,Z,H,W] differs from the image {shape}")
-    return _map_labels(labels, resolve_label_map(label_map), label_path)
+    unlabelled = [t for t in range(labels.shape[0]) if np.all(labels[t] == -1)]
+    labelled = [t for t in range(labels.shape[0]) if t not in unlabelled]
+    mapped = np.full(labels.shape, -1, dtype=np.int16)
+    if labelled:
+        mapped[labelled] = _map_labels(labels[labelled], resolve_label_map(label_map), label_path)
+    return mapped, labelled
 
 
 def read_nifti_cine(
@@ -222,13 +232,16 @@ def read_nifti_cine(
     pixels = _as_txyz(_array(img, path), path).astype(np.float32)
     lps, _ = _spatial_affine_lps(img, path)
     affines, spacing = _slice_affines(lps, pixels.shape[1])
-    labels = None if label_path is None else _read_labels(label_path, pixels.shape, label_map)
+    labels, labelled = (None, []) if label_path is None else _read_labels(label_path, pixels.shape, label_map)
+    if labels is not None and not labelled:
+        raise CineReadError(f"{label_path}: every frame is marked unlabelled (-1)")
     return CineStudy(
         pixels=pixels,
         slice_affines=affines,
         slice_spacing_mm=spacing,
         trigger_times_ms=_trigger_times(img, pixels.shape[0]),
         labels=labels,
+        labelled_frames=labelled,
         source=str(path),
         view=view,
     )
@@ -329,7 +342,10 @@ def read_nifti_frames(
     if labelled:
         labels = np.full(pixels.shape, -1, dtype=np.int16)
         for pos in labelled:
-            labels[pos] = _read_labels(label_by_pos[pos], pixels[pos : pos + 1].shape, label_map)[0]
+            frame_labels, ok = _read_labels(label_by_pos[pos], pixels[pos : pos + 1].shape, label_map)
+            if not ok:
+                raise CineReadError(f"{label_by_pos[pos]}: label frame holds only -1 (unlabelled)")
+            labels[pos] = frame_labels[0]
     return CineStudy(
         pixels=pixels,
         slice_affines=affines,
@@ -369,7 +385,7 @@ def _nifti_image(array_txyz: np.ndarray, study: CineStudy, *, four_d: bool) -> n
     return img
 
 
-def _label_array(study: CineStudy, what: str) -> np.ndarray:
+def _label_array(study: CineStudy, what: str, frames: Optional[Sequence[int]] = None) -> np.ndarray:
     if what == "pixels":
         return study.pixels.astype(np.float32)
     if what != "labels":
@@ -377,7 +393,9 @@ def _label_array(study: CineStudy, what: str) -> np.ndarray:
     if study.labels is None:
         raise CineWriteError(f"{study.source or 'cine'}: has no labels to write")
     labels = np.asarray(study.labels)
-    if labels.min() >= 0 and labels.max() <= 255:
+    if frames is not None:
+        labels = labels[list(frames)]
+    if labels.size == 0 or (labels.min() >= 0 and labels.max() <= 255):
         return labels.astype(np.uint8)
     return labels.astype(np.int16)
 
@@ -388,7 +406,8 @@ def write_cine_nifti(study: CineStudy, path: PathLike, *, what: str = "pixels", 
     Args:
         study: the cine.
         path: output ``.nii.gz``.
-        what: ``"pixels"`` (float32) or ``"labels"`` (uint8, int16 if -1 present).
+        what: ``"pixels"`` (float32) or ``"labels"`` (uint8; int16 when some frames are
+            unlabelled, stored as frames of -1 and read back as such).
         overwrite: replace an existing file.
 
     Raises:
@@ -418,12 +437,15 @@ def write_frames_nifti(study: CineStudy, folder: PathLike, *, overwrite: bool = 
     """
     folder = Path(folder)
     pixels = study.pixels.astype(np.float32)
-    labels = _label_array(study, "labels") if study.labels is not None else None
+    labelled = sorted(int(f) for f in study.labelled_frames) if study.labels is not None else []
+    # only labelled frames get a _gt file, so they fit uint8 even when others hold -1
+    labels = _label_array(study, "labels", frames=labelled) if labelled else None
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         for t in range(study.num_frames):
             name = frame_file_name(t, study.num_frames)
             nib.save(_nifti_image(pixels[t : t + 1], study, four_d=False), str(tmp / name))
-            if labels is not None and t in set(int(f) for f in study.labelled_frames):
+            if t in labelled:
+                i = labelled.index(t)
                 gt_name = frame_file_name(t, study.num_frames, labels=True)
-                nib.save(_nifti_image(labels[t : t + 1], study, four_d=False), str(tmp / gt_name))
+                nib.save(_nifti_image(labels[i : i + 1], study, four_d=False), str(tmp / gt_name))
     return folder
