@@ -39,3 +39,19 @@ def test_acdc_patient_folder_gives_ed_es_with_mapped_labels(patient001):
     assert int((ed_labels == 1).sum()) == int((raw == 3).sum()) > 0
     assert int((ed_labels == 3).sum()) == int((raw == 1).sum()) > 0
     assert set(np.unique(study.labels).tolist()) <= {0, 1, 2, 3}
+
+
+@pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")
+def test_acdc_frame_through_load_cine_framed_matches_monai_loadimaged(patient001):
+    from monai.transforms import LoadImaged
+
+    from cmrssl.transforms.io import LoadCineFramed
+
+    path = str(patient001 / "patient001_frame01.nii.gz")
+    ours = LoadCineFramed("image")({"image": path, "frame_index": 0})["image"]
+    theirs = LoadImaged("image", ensure_channel_first=True)({"image": path})["image"]
+    assert ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    # MONAI rectifies the spacing-less sform from the header too: both give 1.5625 x 1.5625 x 10 mm
+    np.testing.assert_allclose(ours.affine.numpy(), theirs.affine.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours.affine.numpy()[:3, :3], axis=0), [1.5625, 1.5625, 10.0], atol=1e-5)

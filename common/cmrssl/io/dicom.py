@@ -145,20 +145,26 @@ def _optional_number(ds: Dataset, keyword: str) -> Optional[float]:
         return None
 
 
-def _read_frame(path: Path, input_index: int) -> Optional[_Frame]:
-    """Header and pixels of one file, or None (with a warning) when it is not a usable image."""
+def _skip(path: Path, reason: str, skipped: List[str]) -> None:
+    logger.warning("skipping %s: %s", path, reason)
+    skipped.append(f"{path.name}: {reason}")
+
+
+def _read_frame(path: Path, input_index: int, skipped: List[str]) -> Optional[_Frame]:
+    """Header and pixels of one file, or None (logged and appended to ``skipped``)
+    when it is not a usable image."""
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as err:  # InvalidDicomError, EOFError, struct errors on truncation...
-        logger.warning("skipping %s: not a readable DICOM file (%s)", path, type(err).__name__)
+        _skip(path, f"not a readable DICOM file ({type(err).__name__})", skipped)
         return None
     if "PixelData" not in ds:
-        logger.warning("skipping %s: DICOM file without pixel data", path)
+        _skip(path, "DICOM file without pixel data", skipped)
         return None
     try:
         pixels = ds.pixel_array
     except Exception as err:
-        logger.warning("skipping %s: pixel data cannot be decoded, file truncated? (%s)", path, err)
+        _skip(path, f"pixel data cannot be decoded, truncated or unsupported compression? ({err})", skipped)
         return None
     if pixels.ndim != 2:
         raise CineReadError(f"{path}: expected a single-frame 2D image, got pixel array shape {pixels.shape}")
@@ -294,10 +300,13 @@ def read_dicom_cine(
         raise ValueError(f"slice_order must be 'base_to_apex' or 'source', got {slice_order!r}")
     source = str(path_or_paths) if isinstance(path_or_paths, (str, Path)) else str(Path(path_or_paths[0]).parent)
     files = _gather_files(path_or_paths)
+    skipped: List[str] = []
     with _quiet_pydicom():
-        frames = [fr for fr in (_read_frame(p, i) for p, i in files) if fr is not None]
+        frames = [fr for fr in (_read_frame(p, i, skipped) for p, i in files) if fr is not None]
     if not frames:
-        raise CineReadError(f"{source}: no readable DICOM image among {len(files)} files")
+        raise CineReadError(
+            f"{source}: no readable DICOM image among {len(files)} files (e.g. {skipped[0] if skipped else '-'})"
+        )
     frames = _select_series(frames, series, source)
     _check_consistent(frames, source)
 
@@ -350,7 +359,8 @@ def read_dicom_cine(
     counts = [len(s) for s in slices]
     if len(set(counts)) > 1:
         detail = ", ".join(f"slice at {p:.1f} mm ({s[0].path.name}...): {c}" for p, s, c in zip(slice_pos, slices, counts))
-        raise CineReadError(f"{source}: unequal number of phases per slice: {detail}")
+        note = f"; {len(skipped)} files were skipped ({'; '.join(skipped[:3])})" if skipped else ""
+        raise CineReadError(f"{source}: unequal number of phases per slice: {detail}{note}")
 
     num_frames = counts[0]
     pixels = np.empty((num_frames, len(slices)) + ref.shape, dtype=np.float32)
