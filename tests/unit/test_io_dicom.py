@@ -276,3 +276,14 @@ def test_mixed_series_listed_file_by_file_are_still_detected(tmp_path, series):
         shutil.copy(f, mixed / f"b_{f.name}")
     with pytest.raises(CineReadError, match="2 series mixed"):
         read_dicom_cine(_files(mixed))
+
+
+def test_same_depth_but_shifted_in_plane_is_an_error(series):
+    victim = _by_slice(series)[2][1]
+    ds = pydicom.dcmread(victim)
+    iop = np.array(ds.ImageOrientationPatient, float)
+    ds.ImagePositionPatient = list(np.array(ds.ImagePositionPatient, float) + 5.0 * iop[:3])
+    ds.save_as(victim)
+    with pytest.raises(CineReadError, match="lies 5.00 mm in-plane") as err:
+        read_dicom_cine(series)
+    assert victim.name in str(err.value)

@@ -339,6 +339,18 @@ def read_dicom_cine(
         slices = [slices[k] for k in perm]
         slice_pos = [slice_pos[k] for k in perm]
 
+    # Files of one slice must sit at one position, not merely at one depth: two
+    # acquisitions shifted in-plane would otherwise be silently interleaved.
+    half_pixel = 0.5 * float(np.min(ref.pixel_spacing))
+    for s in slices:
+        offsets = np.linalg.norm(np.array([f.position for f in s]) - s[0].position, axis=1)
+        if offsets.max() > half_pixel:
+            worst = s[int(np.argmax(offsets))]
+            raise CineReadError(
+                f"{source}: {worst.path} lies {offsets.max():.2f} mm in-plane from {s[0].path} at the same slice "
+                f"depth; two acquisitions at one slice position?"
+            )
+
     # Spacing from positions; gaps (a missing slice) or irregular steps are errors.
     spacing = 0.0
     if len(slices) > 1:
