@@ -11,7 +11,7 @@ bundle code).
 
 Two rewrites make that work:
 
-- configs: ``$import cmrssl`` becomes ``$from scripts import cmrssl`` (so
+- configs: ``$import cmrssl`` becomes ``$import scripts.cmrssl as cmrssl`` (so
   ``$cmrssl.x.f(...)`` expressions resolve to the vendored copy unchanged), other
   ``$import``/``$from`` of ``cmrssl...`` and ``_target_`` values get the
   ``scripts.`` prefix; other strings (descriptions) are left alone;
@@ -51,7 +51,7 @@ _PLAIN_IMPORT = re.compile(r"^\s*import\s+cmrssl\b.*$", re.MULTILINE)
 def rewrite_config_expression(expression: str) -> str:
     """Rewrite one ``$...`` config string so its package references resolve from ``scripts``.
 
-    ``$import cmrssl`` -> ``$from scripts import cmrssl`` binds the name
+    ``$import cmrssl`` -> ``$import scripts.cmrssl as cmrssl`` binds the name
     ``cmrssl`` to the vendored package, so expressions such as
     ``$cmrssl.engines.x.f(...)`` work unchanged; ``$import cmrssl.a.b`` (which
     only loads a submodule) and ``$from cmrssl.a import b`` get the
@@ -60,7 +60,7 @@ def rewrite_config_expression(expression: str) -> str:
     body = expression[1:].strip()
     bare = re.fullmatch(r"import\s+cmrssl(\s+as\s+\w+)?", body)
     if bare:
-        return f"$from scripts import cmrssl{bare.group(1) or ''}"
+        return f"$import {VENDORED_PREFIX} as {(bare.group(1) or ' as cmrssl').split()[-1]}"
     if re.match(r"(import|from)\s+cmrssl\b", body):
         return "$" + re.sub(r"^(import|from)\s+cmrssl\b", rf"\1 {VENDORED_PREFIX}", body)
     return expression

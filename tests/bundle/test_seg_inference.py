@@ -1,0 +1,269 @@
+"""Inference of the segmentation bundle: cine in, masks in the input geometry, function report out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from cmrssl.engines import cine_inference
+from cmrssl.engines.cine_inference import (
+    CineSegmentationWriter,
+    CineStudyCache,
+    load_network_checkpoint,
+    read_cine_for_inference,
+    write_cine_outputs,
+)
+from cmrssl.io import read_cine
+from cmrssl.io.geometry import LPS_TO_RAS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
+INFERENCE = BUNDLE / "configs" / "inference.json"
+
+
+def _parser():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(INFERENCE))
+    parser["bundle_root"] = str(BUNDLE)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """Randomly initialised weights of the bundle's network_def (geometry does not need training)."""
+    torch.manual_seed(0)
+    network = _parser().get_parsed_content("network_def", instantiate=True)
+    path = tmp_path_factory.mktemp("checkpoint") / "model.pt"
+    torch.save(network.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_cine(tmp_path_factory) -> Path:
+    """A 4-frame phantom cine (48x48 px) as a 4D NIfTI with its label cine beside it."""
+    from cmrssl.data.phantom import generate_subject
+    from cmrssl.io import write_cine_nifti
+
+    folder = tmp_path_factory.mktemp("small_cine")
+    sax = generate_subject(3, num_frames=4, image_size=48).sax
+    write_cine_nifti(sax, folder / "sax_cine.nii.gz")
+    write_cine_nifti(sax, folder / "sax_cine_gt.nii.gz", what="labels")
+    return folder / "sax_cine.nii.gz"
+
+
+def _messages(error: BaseException) -> str:
+    """Messages of an exception and its causes (MONAI wraps config errors in RuntimeError)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__
+    return "\n".join(messages)
+
+
+def _run_workflow(input_path: Path, output_dir: Path, checkpoint: Path, **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=str(INFERENCE), workflow_type="infer", bundle_root=str(BUNDLE),
+        input=str(input_path), output_dir=str(output_dir), checkpoint=str(checkpoint), **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def test_infer_properties_for_monai_label(small_cine, random_checkpoint, tmp_path):
+    """What MONAI Label's bundle app reads is there, and the infer workflow has every required property."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=str(INFERENCE), workflow_type="infer", bundle_root=str(BUNDLE),
+        input=str(small_cine), output_dir=str(tmp_path / "out"), checkpoint=str(random_checkpoint),
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    for key in ("network_def", "network", "preprocessing", "postprocessing", "inferer", "bundle_root", "device",
+                "dataset_dir", "datalist"):
+        assert key in workflow.parser, key
+
+
+def test_single_3d_frame_as_monai_label_runs_it(small_cine, random_checkpoint, tmp_path):
+    """preprocessing -> inferer -> postprocessing on one 3D frame gives labels on that frame's grid."""
+    from monai.data import decollate_batch
+
+    frame = nib.load(str(small_cine)).slicer[..., 1]
+    frame_path = tmp_path / "frame_01.nii.gz"
+    nib.save(frame, str(frame_path))
+    parser = _parser()
+    parser["checkpoint"] = str(random_checkpoint)
+    preprocessing = parser.get_parsed_content("preprocessing")
+    inferer = parser.get_parsed_content("inferer")
+    postprocessing = parser.get_parsed_content("postprocessing")
+    network = parser.get_parsed_content("network").eval()
+    data = preprocessing({"image": str(frame_path)})
+    with torch.no_grad():
+        data["pred"] = inferer(data["image"][None].to(parser.get_parsed_content("device")), network)
+    data["pred"] = decollate_batch(data["pred"])[0]
+    out = postprocessing(data)
+    assert tuple(out["pred"].shape) == (1, *frame.shape)
+    assert set(np.unique(out["pred"].numpy())) <= {0, 1, 2, 3}
+
+
+def test_nifti_input_masks_keep_input_geometry(small_cine, random_checkpoint, tmp_path):
+    output_dir = tmp_path / "result"
+    _run_workflow(small_cine, output_dir, random_checkpoint, write_plots=False)
+    source, mask = nib.load(str(small_cine)), nib.load(str(output_dir / "segmentation.nii.gz"))
+    assert mask.shape == source.shape
+    np.testing.assert_allclose(mask.affine, source.affine, atol=1e-5)
+    assert mask.get_data_dtype() == np.uint8
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 3}
+    report = json.loads((output_dir / "function.json").read_text())
+    assert report["input"] == str(small_cine.resolve())
+    assert len(report["lv_volume_curve_ml"]) == source.shape[3]
+
+
+@pytest.mark.slow
+def test_bundle_run_on_phantom_dicom(phantom_cohort, random_checkpoint, tmp_path):
+    """`python -m monai.bundle run --config_file configs/inference.json` on a DICOM folder."""
+    dicom = phantom_cohort / "phantom_001" / "dicom" / "sax"
+    output_dir = tmp_path / "dicom_result"
+    command = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+        "--bundle_root", str(BUNDLE), "--input", str(dicom), "--output_dir", str(output_dir),
+        "--checkpoint", str(random_checkpoint),
+    ]
+    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = read_cine(dicom)
+    mask = nib.load(str(output_dir / "segmentation.nii.gz"))
+    assert mask.shape == (study.pixels.shape[3], study.pixels.shape[2], study.num_slices, study.num_frames)
+    np.testing.assert_allclose(mask.affine, LPS_TO_RAS @ study.stack_affine, atol=1e-4)
+    for name in ("function.json", "function.csv", "contours_ed.png", "contours_es.png"):
+        assert (output_dir / name).stat().st_size > 0, name
+    report = json.loads((output_dir / "function.json").read_text())
+    assert report["status"] == "ok" or report["status"].startswith("no function")
+    # Nothing identifying from DICOM headers goes to the outputs: only the path the user gave.
+    assert "PatientName" not in (output_dir / "function.json").read_text()
+
+
+def test_perfect_segmentation_reports_analytic_volumes(phantom_cohort, tmp_path):
+    """The post-processing -> report step on the phantom's own labels: EDV/ESV within 3 % of analytic."""
+    subject = phantom_cohort / "phantom_000"
+    analytic = json.loads((subject / "analytic.json").read_text())
+    study = read_cine(subject / "sax_cine.nii.gz", label_path=subject / "sax_cine_gt.nii.gz")
+    report = write_cine_outputs(study, study.labels, tmp_path / "perfect", subject / "sax_cine.nii.gz")
+    assert report["status"] == "ok"
+    assert report["lv_edv_ml"] == pytest.approx(analytic["edv_ml"], rel=0.03)
+    assert report["lv_esv_ml"] == pytest.approx(analytic["esv_ml"], rel=0.03)
+    assert report["ed_frame"] == analytic["ed_frame"] and report["es_frame"] == analytic["es_frame"]
+    assert report["lv_mass_g"] == pytest.approx(analytic["lv_mass_g"], rel=0.05)
+    for name in report["files"].values():
+        assert (tmp_path / "perfect" / name).stat().st_size > 0, name
+    with open(tmp_path / "perfect" / "function.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["lv_edv_ml"]) == pytest.approx(report["lv_edv_ml"])
+    written = nib.load(str(tmp_path / "perfect" / "segmentation.nii.gz"))
+    reference = nib.load(str(subject / "sax_cine_gt.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(reference.dataobj))
+
+
+def test_refuses_output_folder_with_results(small_cine, random_checkpoint, tmp_path):
+    output_dir = tmp_path / "taken"
+    output_dir.mkdir()
+    (output_dir / "segmentation.nii.gz").write_bytes(b"earlier result")
+    with pytest.raises(Exception) as caught:
+        _run_workflow(small_cine, output_dir, random_checkpoint, write_plots=False)
+    assert f"{output_dir}: output folder already holds results" in _messages(caught.value)
+    assert sorted(p.name for p in output_dir.iterdir()) == ["segmentation.nii.gz"]
+    assert (output_dir / "segmentation.nii.gz").read_bytes() == b"earlier result"
+    _run_workflow(small_cine, output_dir, random_checkpoint, write_plots=False, overwrite=True)
+    assert nib.load(str(output_dir / "segmentation.nii.gz")).shape == nib.load(str(small_cine)).shape
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_failed_write_leaves_nothing(small_cine, tmp_path, monkeypatch):
+    """A failure while writing (here: the report) leaves no output folder and no temporary."""
+    study = CineStudyCache().get(small_cine)
+    cines = [{"cine_key": "c", "cine": str(small_cine.resolve())}]
+    cache = CineStudyCache()
+    writer = CineSegmentationWriter(tmp_path / "out", cines, cache, plots=False)
+    writer.labels = {"c": np.zeros(study.pixels.shape, dtype=np.int16)}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cine_inference, "_write_function_csv", broken)
+    with pytest.raises(OSError, match="disk full"):
+        writer.write()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_frames_are_an_error(small_cine, tmp_path):
+    cines = [{"cine_key": "c", "cine": str(small_cine.resolve())}]
+    writer = CineSegmentationWriter(tmp_path / "out", cines, CineStudyCache(), plots=False)
+    with pytest.raises(RuntimeError, match="not segmented"):
+        writer.write()
+    assert not (tmp_path / "out").exists()
+
+
+def test_2d_image_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.rand(32, 32).astype(np.float32), np.eye(4)), str(path))
+    with pytest.raises(ValueError, match="2D image") as caught:
+        read_cine_for_inference(path)
+    assert str(path) in str(caught.value)
+    single = tmp_path / "single_slice.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.rand(32, 32, 1).astype(np.float32), np.eye(4)), str(single))
+    with pytest.raises(ValueError, match=f"{single}.*single 2D image"):
+        read_cine_for_inference(single)
+
+
+def test_unexpected_channel_count_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "rgb_cine.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.rand(16, 16, 3, 4, 3).astype(np.float32), np.eye(4)), str(path))
+    with pytest.raises(ValueError, match="3 channels") as caught:
+        read_cine_for_inference(path)
+    assert str(path) in str(caught.value)
+
+
+def test_checkpoint_with_wrong_keys_is_refused_naming_file_and_keys(small_cine, random_checkpoint, tmp_path):
+    network = _parser().get_parsed_content("network_def", instantiate=True)
+    state = torch.load(random_checkpoint, weights_only=True)
+    first = next(iter(state))
+    state["encoder_from_elsewhere.weight"] = state.pop(first)
+    bad = tmp_path / "wrong_keys.pt"
+    torch.save(state, bad)
+    with pytest.raises(ValueError) as caught:
+        load_network_checkpoint(network, bad)
+    message = str(caught.value)
+    assert str(bad) in message and first in message and "encoder_from_elsewhere.weight" in message
+    with pytest.raises(FileNotFoundError, match="no_such.pt"):
+        load_network_checkpoint(network, tmp_path / "no_such.pt")
+    # the same through the workflow, before anything is written
+    with pytest.raises(Exception) as through_config:
+        _run_workflow(small_cine, tmp_path / "o", bad)
+    assert f"{bad}: checkpoint does not match" in _messages(through_config.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_wrapped_and_ddp_checkpoints_load(random_checkpoint, tmp_path):
+    network = _parser().get_parsed_content("network_def", instantiate=True)
+    state = torch.load(random_checkpoint, weights_only=True)
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}}, wrapped)
+    loaded = load_network_checkpoint(network, wrapped)
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, state[key])
