@@ -60,23 +60,28 @@ def plot_volume_curve(function, path, title: Optional[str] = None, overwrite: bo
     frames = np.asarray(
         function.frame_indices if function.frame_indices is not None else np.arange(len(lv)), dtype=np.int64
     )
-    labelled = np.isfinite(lv)
-    fig = _new_figure(6.4, 4.0)
+    fig = _new_figure(6.4, 4.2)
     ax = fig.add_subplot(1, 1, 1)
-    # Lines only join consecutive labelled frames; markers show every measurement.
-    ax.plot(frames[labelled], lv[labelled], "-o", color=STRUCTURE_COLOURS[1][1], ms=3, label="LV cavity")
+    # Unlabelled frames are NaN: the line breaks there, so only consecutive
+    # measurements are joined and an ED/ES-only study shows two points.
+    ax.plot(frames, lv, "-o", color=STRUCTURE_COLOURS[1][1], ms=4, label="LV cavity")
     if function.rv_edv_ml is not None:
-        ax.plot(frames[labelled], rv[labelled], "-s", color=STRUCTURE_COLOURS[3][1], ms=3, label="RV cavity")
-    for name, frame, volume, colour in (
-        ("ED", function.ed_frame, function.lv_edv_ml, "black"),
-        ("ES", function.es_frame, function.lv_esv_ml, "dimgray"),
+        ax.plot(frames, rv, "-s", color=STRUCTURE_COLOURS[3][1], ms=4, label="RV cavity")
+    for name, frame, volume, colour, offset in (
+        ("ED", function.ed_frame, function.lv_edv_ml, "black", (6, -22)),
+        ("ES", function.es_frame, function.lv_esv_ml, "dimgray", (6, 8)),
     ):
         ax.axvline(frame, color=colour, ls="--", lw=1)
         ax.plot([frame], [volume], "D", color=colour, ms=7)
         ax.annotate(
             f"{name} (frame {frame})\n{volume:.1f} ml",
-            (frame, volume), textcoords="offset points", xytext=(6, 6), fontsize=8,
+            (frame, volume), textcoords="offset points", xytext=offset, fontsize=8,
         )
+    ax.set_xlim(float(frames.min()) - 0.5, float(frames.max()) + 0.5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(y=0.12)
     ax.set_xlabel("frame (0-based)")
     ax.set_ylabel("volume (ml)")
     ef = function.lv_ef_percent
@@ -97,6 +102,7 @@ def plot_contour_overlays(
     title: str = "",
     slices: Optional[Sequence[int]] = None,
     max_columns: int = 4,
+    crop_margin: Optional[int] = 16,
     overwrite: bool = False,
 ) -> Path:
     """Draw the contours of LV cavity, LV myocardium and RV cavity on a grid of slices.
@@ -108,6 +114,8 @@ def plot_contour_overlays(
         title: figure title (study, frame).
         slices: slice indices to show; default every slice holding a label, or all when none do.
         max_columns: grid width.
+        crop_margin: zoom on the labelled region (union over the shown slices) plus this
+            many pixels; None shows the whole field of view.
         overwrite: replace an existing ``path``.
 
     Returns:
@@ -130,15 +138,24 @@ def plot_contour_overlays(
     rows = int(math.ceil(len(slices) / columns))
     fig = _new_figure(2.6 * columns, 2.6 * rows + 0.4)
     # One intensity window for the whole stack, robust to a few bright pixels.
+    rows_range, cols_range = slice(None), slice(None)
+    labelled = labels[slices] > 0
+    if crop_margin is not None and labelled.any():
+        r = np.flatnonzero(labelled.any(axis=(0, 2)))
+        c = np.flatnonzero(labelled.any(axis=(0, 1)))
+        rows_range = slice(max(0, r[0] - crop_margin), r[-1] + crop_margin + 1)
+        cols_range = slice(max(0, c[0] - crop_margin), c[-1] + crop_margin + 1)
     finite = image[np.isfinite(image)]
     vmin, vmax = (np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0))
     for k, z in enumerate(slices):
         ax = fig.add_subplot(rows, columns, k + 1)
-        ax.imshow(image[z], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-        for label, (name, colour) in STRUCTURE_COLOURS.items():
-            mask = labels[z] == label
+        ax.imshow(image[z][rows_range, cols_range], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        # Cavities last: their edge is shared with the myocardium's inner edge.
+        for label in (2, 3, 1):
+            name, colour = STRUCTURE_COLOURS[label]
+            mask = labels[z][rows_range, cols_range] == label
             if mask.any() and not mask.all():
-                ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=0.8)
+                ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.0)
         ax.set_title(f"slice {z}", fontsize=8)
         ax.set_axis_off()
     if title:
