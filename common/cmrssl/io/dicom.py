@@ -62,7 +62,9 @@ MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 # differ by less than this (mm): far below any real slice spacing, far above
 # the rounding of DS strings.
 _SAME_SLICE_MM = 0.1
-_ORIENTATION_TOLERANCE = 1e-3
+# Direction cosines may differ by rounding (DS strings) and tiny table moves; 5e-3
+# is about 0.3 degrees, far below a deliberately re-planned slice.
+_ORIENTATION_TOLERANCE = 5e-3
 _SPACING_RTOL = 1e-3
 
 
