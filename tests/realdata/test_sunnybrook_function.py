@@ -75,3 +75,38 @@ def test_x_is_column_contour_sits_on_the_bright_blood_pool(sunnybrook):
     assert walls_checked == 9
     assert all(b > s for b, s in zip(blood_means, swapped_means))
     assert np.mean(blood_means) > 1.15 * np.mean(swapped_means)
+
+
+def test_index_sunnybrook_real_root(sunnybrook_root, tmp_path):
+    import nibabel as nib
+
+    from cmrssl.data.sunnybrook import index_sunnybrook
+
+    records = index_sunnybrook(sunnybrook_root, tmp_path / "converted")
+    assert [(r["subject"], r["phase"], r["frame"], r["frame_index"]) for r in records] == [
+        ("SCD0000101", "ES", "ES", 7), ("SCD0000101", "ED", "ED", 18)]
+    ed = records[1]
+    assert ed["spacing"] == pytest.approx([10.0, 1.367188, 1.367188], abs=1e-3)
+    assert ed["labelled_slices"] == list(range(2, 11))
+    label = nib.load(ed["label"])
+    assert label.shape == (256, 256, 12)
+    voxel_ml = float(np.prod(label.header.get_zooms())) / 1000.0
+    edv = float((np.asarray(label.dataobj) == 1).sum()) * voxel_ml
+    assert edv == pytest.approx(README_EDV_ML, rel=0.03)
+
+
+def test_function_cli_on_sunnybrook_root(sunnybrook_root, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "function"
+    proc = subprocess.run([sys.executable, str(repo / "tools" / "function.py"), str(sunnybrook_root), "--out", str(out)],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "function.json").read_text())
+    assert (result["ed_frame"], result["es_frame"]) == (18, 7)
+    assert result["lv_edv_ml"] == pytest.approx(README_EDV_ML, rel=0.03)
+    assert result["rv_edv_ml"] is None  # Sunnybrook has no RV contours
