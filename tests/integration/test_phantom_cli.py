@@ -104,6 +104,38 @@ def test_dicom_and_nifti_read_back_as_the_same_cine(phantom_cohort: Path):
     assert four.pixels.shape == (a["num_frames"], 1, *a["image_size"])
 
 
+def test_view_lines_from_the_files_cross_the_lv_in_both_views(phantom_cohort: Path):
+    """The position-prediction path on disk: DICOM geometry -> plane intersection -> pixels of both
+    images; along the 4Ch/2Ch line drawn on a mid SAX slice (and the SAX line drawn on the
+    long-axis image) the labels written beside the DICOM show LV cavity."""
+    from cmrssl.io.dicom import read_dicom_cine, read_long_axis_dicom
+    from cmrssl.io.geometry import intersect_planes, plane_from_affine, project_line_to_pixels
+    from cmrssl.io.nifti import read_long_axis_nifti, read_nifti_cine
+
+    d = phantom_cohort / "phantom_002"
+    a = json.loads((d / "analytic.json").read_text())
+    ed = a["ed_frame"]
+    sax = read_dicom_cine(d / "dicom" / "sax")
+    sax_labels = read_nifti_cine(d / "sax_cine.nii.gz", label_path=d / "sax_cine_gt.nii.gz").labels
+    lv_area = (sax_labels[ed] == 1).sum(axis=(1, 2))
+    z = int(np.argmax(lv_area))  # a mid-ventricular slice
+    for view in ("4ch", "2ch"):
+        lax = read_long_axis_dicom(d / "dicom" / view, view=view)
+        lax_labels = read_long_axis_nifti(d / f"lax_{view}.nii.gz", view=view,
+                                          label_path=d / f"lax_{view}_gt.nii.gz").labels
+        line = intersect_planes(plane_from_affine(sax.slice_affines[z]), plane_from_affine(lax.slice_affines[0]))
+        assert line is not None
+        for affine, labels in ((sax.slice_affines[z], sax_labels[ed, z]), (lax.slice_affines[0], lax_labels[ed, 0])):
+            segment = project_line_to_pixels(line, affine, labels.shape)
+            assert segment is not None
+            samples = np.linspace(segment[0], segment[1], 400)
+            col = np.clip(np.rint(samples[:, 0]).astype(int), 0, labels.shape[1] - 1)
+            row = np.clip(np.rint(samples[:, 1]).astype(int), 0, labels.shape[0] - 1)
+            on_line = labels[row, col]
+            assert (on_line == 1).sum() >= 20, view  # a long chord of cavity in each image
+            assert (on_line == 2).sum() > 0  # crossing the myocardium on the way
+
+
 def test_cli_writes_prints_and_refuses_to_overwrite(tmp_path: Path, capsys):
     out = tmp_path / "cohort"
     stdout = _run_in_process(capsys, "--out", out, "--subjects", 2, "--seed", 3, "--no_dicom", *TINY)
