@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,8 @@ def _run_workflow(input_path: Path, output_dir: Path, checkpoint: Path, **overri
 
     workflow = ConfigWorkflow(
         config_file=str(INFERENCE), workflow_type="infer", bundle_root=str(BUNDLE),
-        input=str(input_path), output_dir=str(output_dir), checkpoint=str(checkpoint), **overrides,
+        input=str(input_path) if input_path else "", output_dir=str(output_dir), checkpoint=str(checkpoint),
+        **overrides,
     )
     workflow.initialize()
     workflow.run()
@@ -267,3 +269,21 @@ def test_wrapped_and_ddp_checkpoints_load(random_checkpoint, tmp_path):
     loaded = load_network_checkpoint(network, wrapped)
     for key, value in loaded.state_dict().items():
         torch.testing.assert_close(value, state[key])
+
+
+def test_datalist_input_writes_one_folder_per_cine(small_cine, random_checkpoint, tmp_path):
+    """`--datalist` (MONAI datalist, test split): every distinct cine, outputs under its subject key."""
+    shutil.copy(small_cine, tmp_path / "b.nii.gz")
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"test": [
+        {"image": str(small_cine), "subject": "a", "frame_index": 0, "cine": str(small_cine)},
+        {"image": str(small_cine), "subject": "a", "frame_index": 2, "cine": str(small_cine)},
+        {"image": "b.nii.gz", "subject": "b", "frame_index": 0, "cine": "b.nii.gz"},
+    ]}))
+    output_dir = tmp_path / "results"
+    _run_workflow("", output_dir, random_checkpoint, datalist=str(datalist), write_plots=False)
+    assert sorted(p.name for p in output_dir.iterdir()) == ["a", "b"]
+    for subject in ("a", "b"):
+        mask = nib.load(str(output_dir / subject / "segmentation.nii.gz"))
+        assert mask.shape == nib.load(str(small_cine)).shape
+        assert (output_dir / subject / "function.json").is_file()
