@@ -50,7 +50,7 @@ elliptic cylinder of soft tissue (~0.45) with a bright subcutaneous fat rim,
 dark lungs, air 0; +-8 % per subject. A smooth multiplicative coil field
 (a sum of four Gaussian coil sensitivities on the chest wall, in world
 coordinates so SAX and LAX agree) and Rician noise (magnitude of a complex
-Gaussian-corrupted signal, blood SNR 18-35).
+Gaussian-corrupted signal, blood SNR 18-35), in whole numbers (blood ~400).
 
 Images. A pixel of a slice of thickness ``th`` (<= 8 mm, <= the spacing) averages
 the tissue signal over ``K = 5`` sub-planes across the slab (through-plane
@@ -510,7 +510,9 @@ def _render(model: _HeartModel, affines: np.ndarray, height: int, width: int, th
         # finite in-plane resolution (apodised k-space): a Gaussian point-spread function
         signal = gaussian_filter(signal, sigma=(0.0, _PSF_SIGMA_PX, _PSF_SIGMA_PX), mode="nearest")
         noise = rng.normal(0.0, model.noise_sigma, size=(2,) + signal.shape)
-        pixels[t] = np.hypot(signal + noise[0], noise[1])  # Rician magnitude
+        # Rician magnitude, kept to whole numbers as scanners store it (the step is << the noise,
+        # and integer-valued floats compress to half the size in .nii.gz)
+        pixels[t] = np.rint(np.hypot(signal + noise[0], noise[1]))
         labels[t] = _LABEL_OF_TISSUE[tissue[:, mid]]
     return pixels, labels
 
