@@ -108,6 +108,8 @@ __all__ = [
     "PhantomSubject",
     "generate_subject",
     "generate_cohort",
+    "write_phantom_subject",
+    "subject_seed",
     "LV_MYOCARDIUM_DENSITY_G_PER_ML",
 ]
 
