@@ -115,7 +115,7 @@ def test_analytic_volumes_agree_with_voxelising_the_model():
     for key, t in (("ed", analytic["ed_frame"]), ("es", analytic["es_frame"])):
         tissue = model.heart_tissue(grid, t)
         vox_ml = step**3 / 1000.0
-        lv = (tissue == phantom.LV_BLOOD).sum() * vox_ml
+        lv = np.isin(tissue, [phantom.LV_BLOOD, phantom.PAPILLARY]).sum() * vox_ml  # papillary: cavity
         rv = (tissue == phantom.RV_BLOOD).sum() * vox_ml
         assert lv == pytest.approx(analytic["edv_ml" if key == "ed" else "esv_ml"], rel=0.01)
         assert rv == pytest.approx(analytic["rv_edv_ml" if key == "ed" else "rv_esv_ml"], rel=0.02)
@@ -154,6 +154,19 @@ def test_sax_stack_geometry(subjects):
     lv_per_slice = (sax.labels[ed] == 1).sum(axis=(1, 2))
     assert lv_per_slice[0] == 0 and lv_per_slice.max() > 0
     assert lv_per_slice[-1] == 0
+
+
+def test_papillary_muscles_are_dark_but_labelled_cavity():
+    rng = np.random.default_rng(5)
+    model, acq, _ = phantom._build_subject(rng, 8, 32)
+    t = acq.ed_frame
+    angle = model.papillary_angles[0]
+    r = 0.65 * model.a_endo[t]
+    point = np.array([[r * np.cos(angle), r * np.sin(angle), model.base_s[t] + 0.5 * model.c_endo[t]]])
+    tissue = model.heart_tissue(point, t)
+    assert tissue[0] == phantom.PAPILLARY
+    assert phantom._LABEL_OF_TISSUE[phantom.PAPILLARY] == 1
+    assert model.signal[phantom.PAPILLARY] < 0.5 * model.signal[phantom.LV_BLOOD]
 
 
 def test_contrast_blood_bright_myocardium_dark_tissue_between(subjects):

@@ -43,7 +43,9 @@ valve plane, whose septal side dips into the LV: minus the LV epicardium it is
 the RV crescent. A 3 mm free wall (myocardial signal, label 0) surrounds it. Its
 semi-axes shrink in systole with the same filling curve (RV EF ~ 40-60 %).
 Atria are blood ellipsoids on the basal side of the valve plane (label 0),
-filling while the ventricles empty.
+filling while the ventricles empty. Two papillary muscles (cylinders of
+myocardial signal on the lateral side of the mid and apical cavity) are labelled
+as cavity, as in ACDC and Sunnybrook contours, so they change no volume.
 
 Contrast (bSSFP-like). Blood bright (1.0), myocardium dark (~0.28), body an
 elliptic cylinder of soft tissue (~0.45) with a bright subcutaneous fat rim,
@@ -118,9 +120,10 @@ logger = logging.getLogger(__name__)
 LV_MYOCARDIUM_DENSITY_G_PER_ML = 1.05
 
 # Tissue classes of the model (rendered to intensities), and the canonical label of each.
-AIR, LV_BLOOD, LV_MYO, RV_BLOOD, RV_WALL, ATRIAL_BLOOD, TISSUE, FAT, LUNG = range(9)
-_LABEL_OF_TISSUE = np.array([0, 1, 2, 3, 0, 0, 0, 0, 0], dtype=np.int16)
-_NOMINAL_SIGNAL = np.array([0.0, 1.0, 0.28, 1.0, 0.28, 0.95, 0.45, 0.85, 0.07])
+# Papillary muscles look like myocardium but belong to the cavity label (ACDC / Sunnybrook habit).
+AIR, LV_BLOOD, LV_MYO, RV_BLOOD, RV_WALL, ATRIAL_BLOOD, TISSUE, FAT, LUNG, PAPILLARY = range(10)
+_LABEL_OF_TISSUE = np.array([0, 1, 2, 3, 0, 0, 0, 0, 0, 1], dtype=np.int16)
+_NOMINAL_SIGNAL = np.array([0.0, 1.0, 0.28, 1.0, 0.28, 0.95, 0.45, 0.85, 0.07, 0.28])
 _SIGNAL_SCALE = 400.0  # arbitrary units; blood ~400 keeps magnitudes DICOM-friendly
 
 _SUBPLANES = 5  # odd, so the centre plane (labels) is one of the slab samples
@@ -175,6 +178,8 @@ class _HeartModel:
     la_length: float
     ra_radius: float
     ra_length: float
+    papillary_angles: np.ndarray  # (2,) radians about u, from the +e1 axis
+    papillary_radius_mm: float
     # static world
     body_semi_axes: np.ndarray  # (2,) LR, AP semi-axes of the chest (mm)
     body_centre: np.ndarray  # (2,) LR, AP centre
@@ -216,6 +221,14 @@ class _HeartModel:
             (xr * xr + y * y) / (self.ra_radius * k) ** 2 + ((zr + 0.8 * ra_c) / ra_c) ** 2
         ) <= 1.0
 
+        # two papillary muscles: cylinders along u, 65 % of the way to the lateral wall, spanning
+        # the mid and apical thirds of the cavity
+        lo, hi = 0.35 * self.c_endo[t], 0.8 * self.c_endo[t]
+        papillary = np.zeros(h.shape[0], dtype=bool)
+        for angle in self.papillary_angles:
+            px, py = 0.65 * self.a_endo[t] * np.cos(angle), 0.65 * self.a_endo[t] * np.sin(angle)
+            papillary |= ((x - px) ** 2 + (y - py) ** 2 <= self.papillary_radius_mm**2) & (zc >= lo) & (zc <= hi)
+
         tissue = np.zeros(h.shape[0], dtype=np.int8)
         basal = ~apical
         tissue[basal & (la | ra)] = ATRIAL_BLOOD
@@ -223,6 +236,7 @@ class _HeartModel:
         tissue[apical & (rv_q <= 1.0)] = RV_BLOOD
         tissue[apical & in_epi] = LV_MYO
         tissue[apical & in_endo] = LV_BLOOD
+        tissue[apical & in_endo & papillary] = PAPILLARY
         return tissue
 
     def static_tissue(self, p: np.ndarray) -> np.ndarray:
@@ -414,6 +428,8 @@ def _build_subject(rng: np.random.Generator, num_frames, image_size):
         rv_b1=rv_b1, rv_b2=rv_b2, rv_c=rv_c, atrium_scale=1.0 + 0.15 * (1.0 - f),
         la_radius=float(rng.uniform(0.55, 0.75)) * a_ed, la_length=float(rng.uniform(22.0, 30.0)),
         ra_radius=float(rng.uniform(0.7, 0.9)) * rv_b1[ed_frame], ra_length=float(rng.uniform(22.0, 30.0)),
+        papillary_angles=np.pi + np.deg2rad([rng.uniform(45.0, 70.0), -rng.uniform(45.0, 70.0)]),
+        papillary_radius_mm=float(rng.uniform(3.5, 5.0)),
         body_semi_axes=body, body_centre=body_centre, fat_mm=float(rng.uniform(6.0, 14.0)),
         lungs=np.array(lungs), coils=np.array(coils), coil_width_mm=float(rng.uniform(110.0, 160.0)),
         signal=signal, noise_sigma=noise_sigma,
