@@ -200,43 +200,46 @@ class _HeartModel:
 
     def heart_tissue(self, h: np.ndarray, t: int) -> np.ndarray:
         """Tissue class of heart points ``h [N, 3]`` at frame ``t`` (0 where no heart)."""
-        x, y, s = h[:, 0], h[:, 1], h[:, 2]
-        zc = s - self.base_s[t]
-        apical = zc >= self.tan_valve_tilt * x  # ventricular side of the valve plane
-        r2 = x * x + y * y
-        in_endo = r2 / self.a_endo[t] ** 2 + (zc / self.c_endo[t]) ** 2 <= 1.0
-        in_epi = r2 / self.a_epi[t] ** 2 + (zc / self.c_epi[t]) ** 2 <= 1.0
-        d = self.rv_offset[t]
-        zr = zc - self.tan_valve_tilt * d
-        xr = x - d
-        b1, b2, cr = self.rv_b1[t], self.rv_b2[t], self.rv_c[t]
-        rv_q = (xr / b1) ** 2 + (y / b2) ** 2 + (zr / cr) ** 2
+        # Python floats keep float32 input in float32 (NumPy 2 promotes to float64 on numpy scalars).
+        base, tilt = float(self.base_s[t]), float(self.tan_valve_tilt)
+        a_endo, c_endo = float(self.a_endo[t]), float(self.c_endo[t])
+        a_epi, c_epi = float(self.a_epi[t]), float(self.c_epi[t])
+        d = float(self.rv_offset[t])
+        b1, b2, cr = float(self.rv_b1[t]), float(self.rv_b2[t]), float(self.rv_c[t])
+        k = float(self.atrium_scale[t])
         w = _RV_WALL_MM
-        rv_outer = (xr / (b1 + w)) ** 2 + (y / (b2 + w)) ** 2 + (zr / (cr + w)) ** 2
-        k = self.atrium_scale[t]
-        la_c = self.la_length * k
-        la = (r2 / (self.la_radius * k) ** 2 + ((zc + 0.8 * la_c) / la_c) ** 2) <= 1.0
-        ra_c = self.ra_length * k
-        ra = (
-            (xr * xr + y * y) / (self.ra_radius * k) ** 2 + ((zr + 0.8 * ra_c) / ra_c) ** 2
-        ) <= 1.0
+
+        x, y, s = h[:, 0], h[:, 1], h[:, 2]
+        zc = s - base
+        apical = zc >= tilt * x  # ventricular side of the valve plane
+        x2, y2, zc2 = x * x, y * y, zc * zc
+        r2 = x2 + y2
+        in_endo = r2 * (1.0 / a_endo**2) + zc2 * (1.0 / c_endo**2) <= 1.0
+        in_epi = r2 * (1.0 / a_epi**2) + zc2 * (1.0 / c_epi**2) <= 1.0
+        zr = zc - tilt * d
+        xr2, zr2 = (x - d) ** 2, zr * zr
+        rv_blood = xr2 * (1.0 / b1**2) + y2 * (1.0 / b2**2) + zr2 * (1.0 / cr**2) <= 1.0
+        rv_outer = xr2 * (1.0 / (b1 + w) ** 2) + y2 * (1.0 / (b2 + w) ** 2) + zr2 * (1.0 / (cr + w) ** 2) <= 1.0
+        la_c, ra_c = self.la_length * k, self.ra_length * k
+        la = r2 * (1.0 / (self.la_radius * k) ** 2) + ((zc + 0.8 * la_c) * (1.0 / la_c)) ** 2 <= 1.0
+        ra = (xr2 + y2) * (1.0 / (self.ra_radius * k) ** 2) + ((zr + 0.8 * ra_c) * (1.0 / ra_c)) ** 2 <= 1.0
 
         # two papillary muscles: cylinders along u, 65 % of the way to the lateral wall, spanning
         # the mid and apical thirds of the cavity
-        lo, hi = 0.35 * self.c_endo[t], 0.8 * self.c_endo[t]
         papillary = np.zeros(h.shape[0], dtype=bool)
         for angle in self.papillary_angles:
-            px, py = 0.65 * self.a_endo[t] * np.cos(angle), 0.65 * self.a_endo[t] * np.sin(angle)
-            papillary |= ((x - px) ** 2 + (y - py) ** 2 <= self.papillary_radius_mm**2) & (zc >= lo) & (zc <= hi)
+            px, py = 0.65 * a_endo * float(np.cos(angle)), 0.65 * a_endo * float(np.sin(angle))
+            papillary |= (x - px) ** 2 + (y - py) ** 2 <= self.papillary_radius_mm**2
+        papillary &= (zc >= 0.35 * c_endo) & (zc <= 0.8 * c_endo)
 
         tissue = np.zeros(h.shape[0], dtype=np.int8)
-        basal = ~apical
-        tissue[basal & (la | ra)] = ATRIAL_BLOOD
-        tissue[apical & (rv_outer <= 1.0)] = RV_WALL
-        tissue[apical & (rv_q <= 1.0)] = RV_BLOOD
+        tissue[~apical & (la | ra)] = ATRIAL_BLOOD
+        tissue[apical & rv_outer] = RV_WALL
+        tissue[apical & rv_blood] = RV_BLOOD
         tissue[apical & in_epi] = LV_MYO
-        tissue[apical & in_endo] = LV_BLOOD
-        tissue[apical & in_endo & papillary] = PAPILLARY
+        in_cavity = apical & in_endo
+        tissue[in_cavity] = LV_BLOOD
+        tissue[in_cavity & papillary] = PAPILLARY
         return tissue
 
     def static_tissue(self, p: np.ndarray) -> np.ndarray:
@@ -513,9 +516,11 @@ def _render(model: _HeartModel, affines: np.ndarray, height: int, width: int, th
     heart = model.to_heart(points)
     box = model.heart_box
     candidate = np.all((heart >= box[:, 0]) & (heart <= box[:, 1]), axis=-1)
-    heart_points = heart[candidate]
+    # float32 halves the memory traffic of the per-frame work; 1e-5 mm is far below a pixel
+    heart_points = heart[candidate].astype(np.float32)
     static_candidates = static[candidate]
-    coil = model.coil_field(centre_plane)  # [Z, H, W]; smooth, so one plane per slab suffices
+    coil = model.coil_field(centre_plane).astype(np.float32)  # [Z, H, W]; smooth: one plane per slab
+    signal_of_tissue = model.signal.astype(np.float32)
     mid = _SUBPLANES // 2
 
     pixels = np.empty((num_frames, num_slices, height, width), dtype=np.float32)
@@ -524,10 +529,11 @@ def _render(model: _HeartModel, affines: np.ndarray, height: int, width: int, th
     for t in range(num_frames):
         h = model.heart_tissue(heart_points, t)
         tissue[candidate] = np.where(h > 0, h, static_candidates)
-        signal = model.signal[tissue].mean(axis=1) * coil  # slab average = through-plane partial volume
+        # slab average = through-plane partial volume
+        signal = signal_of_tissue[tissue].mean(axis=1, dtype=np.float32) * coil
         # finite in-plane resolution (apodised k-space): a Gaussian point-spread function
         signal = gaussian_filter(signal, sigma=(0.0, _PSF_SIGMA_PX, _PSF_SIGMA_PX), mode="nearest")
-        noise = rng.normal(0.0, model.noise_sigma, size=(2,) + signal.shape)
+        noise = rng.standard_normal(size=(2,) + signal.shape, dtype=np.float32) * np.float32(model.noise_sigma)
         # Rician magnitude, kept to whole numbers as scanners store it (the step is << the noise,
         # and integer-valued floats compress to half the size in .nii.gz)
         pixels[t] = np.rint(np.hypot(signal + noise[0], noise[1]))
