@@ -287,3 +287,15 @@ def test_datalist_input_writes_one_folder_per_cine(small_cine, random_checkpoint
         mask = nib.load(str(output_dir / subject / "segmentation.nii.gz"))
         assert mask.shape == nib.load(str(small_cine)).shape
         assert (output_dir / subject / "function.json").is_file()
+
+
+def test_single_3d_frame_input_gives_a_3d_mask(small_cine, random_checkpoint, tmp_path):
+    """`--input frame.nii.gz`: the per-cine loop runs on one frame; the mask is 3D like the input."""
+    frame_path = tmp_path / "frame_02.nii.gz"
+    nib.save(nib.load(str(small_cine)).slicer[..., 2], str(frame_path))
+    _run_workflow(frame_path, tmp_path / "out", random_checkpoint, write_plots=False)
+    mask, frame = nib.load(str(tmp_path / "out" / "segmentation.nii.gz")), nib.load(str(frame_path))
+    assert mask.shape == frame.shape
+    np.testing.assert_allclose(mask.affine, frame.affine, atol=1e-5)
+    report = json.loads((tmp_path / "out" / "function.json").read_text())
+    assert report["status"].startswith("no function")  # one frame: no ED/ES, but the masks are there

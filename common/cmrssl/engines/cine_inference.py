@@ -320,13 +320,13 @@ def segmentation_nifti(study, labels_tzhw: np.ndarray, source: Union[str, os.Pat
         )
         reference = nib.load(str(frames[0])) if frames else None
     if reference is not None and tuple(reference.shape[:3]) == data_xyzt.shape[:3]:
+        # a single 3D frame (what MONAI Label sends) gets a 3D mask, like its input
+        data = data_xyzt[..., 0] if kind == "nifti" and len(reference.shape) == 3 else data_xyzt
         header = reference.header.copy()
         header.set_data_dtype(np.uint8)
-        image = nib.Nifti1Image(data_xyzt, reference.affine, header)
+        image = nib.Nifti1Image(data, reference.affine, header)
         image.set_qform(reference.get_qform(), code=int(reference.header["qform_code"]) or 1)
         image.set_sform(reference.get_sform(), code=int(reference.header["sform_code"]) or 1)
-        zooms = tuple(reference.header.get_zooms()[:3]) + (1.0,)
-        image.header.set_zooms(zooms)
         return image
     affine = LPS_TO_RAS @ study.stack_affine
     image = nib.Nifti1Image(data_xyzt, affine)
