@@ -1,0 +1,120 @@
+"""LVQuan18/19 .mat readers on tiny synthetic files written by scipy.io.savemat."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.io import loadmat, savemat
+
+from cmrssl.data.lvquan_mat import LVQUAN_SEPTUM_ANGLE_DEG, read_lvquan18, read_lvquan19, read_lvquan19_patient
+from cmrssl.metrics.lv_indices import lv_indices
+
+SIDE = 24
+
+
+def _discs(num, seed=0):
+    """endo/epi ``[SIDE, SIDE, num]`` (MATLAB order) with cavity radius 4-7 px, wall 2-3 px."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:SIDE, 0:SIDE]
+    endo = np.zeros((SIDE, SIDE, num), np.uint8)
+    epi = np.zeros_like(endo)
+    for n in range(num):
+        d = np.hypot(rows - 11.5, cols - 11.7)
+        inner = 4 + 3 * rng.random()
+        endo[..., n] = d < inner
+        epi[..., n] = d < inner + 2 + rng.random()
+    return endo, epi
+
+
+def _indices_px(endo, epi):
+    """Areas (px^2), and made-up but distinct dims/rwt (px) per image."""
+    num = endo.shape[-1]
+    cavity = endo.reshape(-1, num).sum(0).astype(float)
+    myo = (epi & ~endo.astype(bool)).reshape(-1, num).sum(0).astype(float)
+    dims = np.stack([np.sqrt(cavity / np.pi) * 2 + k for k in range(3)])
+    rwt = np.stack([np.full(num, 2.0 + 0.1 * k) for k in range(6)])
+    return np.stack([cavity, myo]), dims, rwt
+
+
+def write_lvquan18(path, num_subjects=2, per_image_ratio=False):
+    num = 20 * num_subjects
+    endo, epi = _discs(num)
+    areas_px, dims_px, rwt_px = _indices_px(endo, epi)
+    pix = np.array([[1.5], [0.8]])[:num_subjects]  # [S, 1] like the challenge file
+    ratio = np.array([[2.0], [3.0]])[:num_subjects]
+    if per_image_ratio:
+        ratio = np.repeat(ratio.ravel(), 20)[None]
+    phase = np.tile(np.r_[np.zeros(8), np.ones(12)], num_subjects)[None]
+    savemat(path, {
+        "images_LV": np.random.default_rng(1).random((SIDE, SIDE, num)), "endo_LV": endo, "epi_LV": epi,
+        "areas": areas_px / SIDE**2, "dims": dims_px / SIDE, "rwt": rwt_px / SIDE, "lv_phase": phase,
+        "pix_spa": pix, "ratio_resize_inverse": ratio,
+    })
+    return areas_px, dims_px, rwt_px, np.repeat([1.5 * 2.0, 0.8 * 3.0][:num_subjects], 20)
+
+
+@pytest.mark.parametrize("per_image_ratio", [False, True])
+def test_lvquan18_fractions_to_mm(tmp_path, per_image_ratio):
+    path = tmp_path / "cardiac-dig.mat"
+    areas_px, dims_px, rwt_px, spacing = write_lvquan18(path, per_image_ratio=per_image_ratio)
+    data = read_lvquan18(path)
+    assert data.source_units == "fraction"
+    assert data.images.shape == (2, 20, SIDE, SIDE) and data.labels.shape == (2, 20, SIDE, SIDE)
+    np.testing.assert_allclose(data.pixel_spacing_mm, [3.0, 2.4])
+    # value x 80(side) x pix_spa x ratio_resize_inverse, squared for areas
+    np.testing.assert_allclose(data.areas_mm2.reshape(-1, 2), areas_px.T * spacing[:, None] ** 2)
+    np.testing.assert_allclose(data.dims_mm.reshape(-1, 3), dims_px.T * spacing[:, None])
+    np.testing.assert_allclose(data.rwt_mm.reshape(-1, 6), rwt_px.T * spacing[:, None])
+    assert data.indices.shape == (2, 20, 11)
+    np.testing.assert_array_equal(data.phase[1], np.r_[np.zeros(8), np.ones(12)])
+    # masks -> canonical labels: recomputing the areas from them gives the stored areas
+    for s in range(2):
+        mine = lv_indices(data.labels[s], (data.pixel_spacing_mm[s],) * 2, septum_angle_deg=LVQUAN_SEPTUM_ANGLE_DEG)
+        np.testing.assert_allclose(mine["cavity_area_mm2"], data.areas_mm2[s, :, 0])
+        np.testing.assert_allclose(mine["myocardium_area_mm2"], data.areas_mm2[s, :, 1])
+
+
+def test_lvquan18_4d_images_and_errors(tmp_path):
+    path = tmp_path / "cardiac-dig.mat"
+    write_lvquan18(path)
+    mat = {k: v for k, v in loadmat(str(path)).items() if not k.startswith("__")}
+    four_d = dict(mat)
+    for key in ("images_LV", "endo_LV", "epi_LV"):
+        four_d[key] = mat[key].reshape(SIDE, SIDE, 20, 2, order="F")
+    savemat(tmp_path / "four_d.mat", four_d)
+    np.testing.assert_array_equal(read_lvquan18(tmp_path / "four_d.mat").labels, read_lvquan18(path).labels)
+
+    missing = {k: v for k, v in mat.items() if k != "rwt"}
+    savemat(tmp_path / "missing.mat", missing)
+    with pytest.raises(ValueError, match="missing field 'rwt'"):
+        read_lvquan18(tmp_path / "missing.mat")
+    wrong_units = dict(mat, areas=mat["areas"] * 7.3)
+    savemat(tmp_path / "wrong.mat", wrong_units)
+    with pytest.raises(ValueError, match="no unit"):
+        read_lvquan18(tmp_path / "wrong.mat")
+    with pytest.raises(FileNotFoundError):
+        read_lvquan18(tmp_path / "absent.mat")
+
+
+@pytest.mark.parametrize("stored", ["pixels", "mm"])
+def test_lvquan19_patient_units(tmp_path, stored):
+    endo, epi = _discs(20, seed=4)
+    areas_px, dims_px, rwt_px = _indices_px(endo, epi)
+    spacing = 1.5625
+    scale = 1.0 if stored == "pixels" else spacing
+    savemat(tmp_path / "patient7.mat", {
+        "image": np.zeros((SIDE, SIDE, 20)), "endo": endo, "epi": epi, "areas": areas_px * scale**2,
+        "dims": dims_px * scale, "rwt": rwt_px * scale, "lv_phase": np.r_[np.zeros(5), np.ones(15)],
+        "pix_spacing": np.array([[spacing]]),
+    })
+    data = read_lvquan19_patient(tmp_path / "patient7.mat")
+    assert data.source_units == stored and data.subjects == ["patient7"]
+    np.testing.assert_allclose(data.areas_mm2[0], areas_px.T * spacing**2)
+    np.testing.assert_allclose(data.dims_mm[0], dims_px.T * spacing)
+    np.testing.assert_allclose(data.rwt_mm[0], rwt_px.T * spacing)
+    np.testing.assert_array_equal(data.phase[0], np.r_[np.zeros(5), np.ones(15)])
+    # a folder of patients stacks by patient number
+    same = {k: v for k, v in loadmat(str(tmp_path / "patient7.mat")).items() if not k.startswith("__")}
+    savemat(tmp_path / "patient10.mat", same)
+    cohort = read_lvquan19(tmp_path)
+    assert cohort.subjects == ["patient7", "patient10"] and cohort.images.shape[0] == 2
