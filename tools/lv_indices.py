@@ -1,0 +1,167 @@
+"""LVQuan indices (2 areas, 3 cavity dimensions, 6 wall thicknesses, phase) per frame and slice.
+
+    python tools/lv_indices.py STUDY [--out DIR] [--overwrite] [--slices mid|all|3,4,5] [--label_map acdc]
+
+STUDY is a phantom subject folder (``sax_cine_gt.nii.gz``) or a labels NIfTI
+(4D ``[x, y, z, t]`` or 3D ``[x, y, z]``, canonical labels unless
+``--label_map``). Writes ``lv_indices.csv`` (one row per slice and labelled
+frame) into ``--out`` (default: the subject folder, or beside the file as
+``<name>_lv_indices.csv``) and prints a summary at ED and ES. Existing output
+is refused unless ``--overwrite``; the CSV appears whole or not at all.
+
+Slices: LVQuan indices are defined on mid-ventricular short-axis slices.
+``mid`` (default) keeps the middle third of the slices whose LV cavity is
+present in every labelled frame (at least one slice); ``all`` keeps every
+slice with a cavity in every labelled frame. Definitions:
+:mod:`cmrssl.metrics.lv_indices` (STACOM18 radial sampling, sectors oriented
+by the RV). In a slice where some frames show no RV, those frames use the
+slice's mean septum direction of the frames that do; a slice without RV in
+any frame is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import fire
+import numpy as np
+
+from cmrssl.io import CineReadError, read_nifti_cine
+from cmrssl.io.atomic import atomic_file, check_can_write
+from cmrssl.metrics.lv_indices import INDEX_NAMES, cardiac_phase, indices_matrix, lv_indices
+
+PHANTOM_LABELS = "sax_cine_gt.nii.gz"
+CSV_NAME = "lv_indices.csv"
+COLUMNS = ("slice", "frame", "phase") + INDEX_NAMES + ("septum_angle_deg", "rv_present")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.endswith((".nii", ".nii.gz"))
+
+
+def default_out(study: Path) -> Path:
+    """The CSV path: ``STUDY/lv_indices.csv`` for a folder, ``<stem>_lv_indices.csv`` beside a file."""
+    if study.is_dir():
+        return study / CSV_NAME
+    stem = study.name[: -len(".nii.gz")] if study.name.endswith(".nii.gz") else study.stem
+    return study.with_name(f"{stem}_lv_indices.csv")
+
+
+def load_labels(study: Path, label_map: Optional[str] = None):
+    """``(labels [T, Z, H, W], labelled frames, (dy, dx))`` of STUDY (see module docstring)."""
+    if not study.exists():
+        raise FileNotFoundError(f"{study}: no such study file or folder")
+    if study.is_dir():
+        labels_path = study / PHANTOM_LABELS
+        if not labels_path.is_file():
+            raise ValueError(f"{study}: not a phantom subject folder (no {PHANTOM_LABELS})")
+    elif _is_nifti(study):
+        labels_path = study
+    else:
+        raise ValueError(f"{study}: expected a phantom subject folder or a labels NIfTI (.nii/.nii.gz)")
+    cine = read_nifti_cine(labels_path, label_path=labels_path, label_map=label_map or "canonical")
+    return cine.labels, list(cine.labelled_frames), cine.pixel_spacing_mm
+
+
+def select_slices(labels: np.ndarray, frames: Sequence[int], slices="mid") -> List[int]:
+    """Slices to measure (``mid``, ``all`` or explicit indices), see module docstring."""
+    with_cavity = [z for z in range(labels.shape[1]) if all((labels[t, z] == 1).any() for t in frames)]
+    if isinstance(slices, (list, tuple)) or (isinstance(slices, str) and slices not in ("mid", "all")) \
+            or isinstance(slices, int):
+        wanted = [int(s) for s in (slices.split(",") if isinstance(slices, str) else np.atleast_1d(slices))]
+        bad = [z for z in wanted if z not in with_cavity]
+        if bad:
+            raise ValueError(f"slice(s) {bad} lack an LV cavity in some labelled frame (usable: {with_cavity})")
+        return wanted
+    if not with_cavity:
+        raise ValueError("no slice shows an LV cavity in every labelled frame")
+    if slices == "all":
+        return with_cavity
+    n = len(with_cavity)
+    third = n // 3
+    return with_cavity[third: n - third] if n - 2 * third >= 1 else with_cavity
+
+
+def _circular_mean_deg(angles: np.ndarray) -> float:
+    rad = np.radians(angles)
+    return float(np.degrees(np.arctan2(np.sin(rad).mean(), np.cos(rad).mean())))
+
+
+def measure(labels: np.ndarray, frames: Sequence[int], spacing, slices) -> List[dict]:
+    """One row dict per (slice, labelled frame), in :data:`COLUMNS`."""
+    rows = []
+    for z in slices:
+        masks = labels[frames, z]
+        has_rv = np.array([(m == 3).any() for m in masks])
+        if not has_rv.any():
+            print(f"lv_indices: slice {z}: no RV in any frame, sectors undefined; skipped", file=sys.stderr)
+            continue
+        fallback = None
+        if not has_rv.all():
+            fallback = _circular_mean_deg(lv_indices(masks[has_rv], spacing, num_rays=60)["septum_angle_deg"])
+        result = lv_indices(masks, spacing, septum_angle_deg=fallback)
+        matrix = indices_matrix(result)
+        # Phase needs the whole cycle: only when every frame is labelled.
+        phase = cardiac_phase(result["cavity_area_mm2"]) if len(frames) == labels.shape[0] > 1 else None
+        for i, t in enumerate(frames):
+            row = {"slice": z, "frame": t, "phase": "" if phase is None else int(phase[i])}
+            row.update({name: float(v) for name, v in zip(INDEX_NAMES, matrix[i])})
+            row["septum_angle_deg"] = float(result["septum_angle_deg"][i])
+            row["rv_present"] = bool(result["rv_present"][i])
+            rows.append(row)
+    return rows
+
+
+def summary(rows: List[dict], labels: np.ndarray, frames: Sequence[int]) -> str:
+    """Mean over the measured slices at ED and ES (max / min LV cavity volume of the labelled frames)."""
+    cavity = [(labels[t] == 1).sum() for t in frames]
+    ed, es = frames[int(np.argmax(cavity))], frames[int(np.argmin(cavity))]
+    slices = sorted({r["slice"] for r in rows})
+    lines = [f"{len(slices)} slice(s) {slices}, {len(frames)} labelled frame(s); ED frame {ed}, ES frame {es}",
+             f"{'index':22s}{'ED mean':>10s}{'ES mean':>10s}"]
+    for name in INDEX_NAMES:
+        values = [np.nanmean([r[name] for r in rows if r["frame"] == f] or [np.nan]) for f in (ed, es)]
+        lines.append(f"{name:22s}{values[0]:>10.1f}{values[1]:>10.1f}")
+    return "\n".join(lines)
+
+
+def compute_lv_indices(study: str, out: Optional[str] = None, overwrite: bool = False, slices="mid",
+                       label_map: Optional[str] = None) -> Path:
+    """Measure STUDY and write the CSV; returns its path."""
+    study_path = Path(study)
+    csv_path = Path(out) / CSV_NAME if out is not None else default_out(study_path)
+    check_can_write(csv_path, overwrite)  # refuse before any work
+    labels, frames, spacing = load_labels(study_path, label_map)
+    chosen = select_slices(labels, frames, slices)
+    rows = measure(labels, frames, spacing, chosen)
+    if not rows:
+        raise ValueError(f"{study_path}: no measurable slice (LV cavity and RV needed)")
+    with atomic_file(csv_path, overwrite=overwrite) as tmp:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    print(f"study: {study_path} (pixel spacing {spacing[0]:.3f} x {spacing[1]:.3f} mm)")
+    print(summary(rows, labels, frames))
+    print(f"wrote {csv_path} ({len(rows)} rows)")
+    return csv_path
+
+
+def main(study: str, out: Optional[str] = None, overwrite: bool = False, slices="mid",
+         label_map: Optional[str] = None) -> None:
+    try:
+        compute_lv_indices(study, out=out, overwrite=overwrite, slices=slices, label_map=label_map)
+    except FileExistsError as err:
+        print(f"lv_indices: error: {err} (use --overwrite)", file=sys.stderr)
+        raise SystemExit(1)
+    except (FileNotFoundError, CineReadError, ValueError) as err:
+        print(f"lv_indices: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
