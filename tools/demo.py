@@ -55,13 +55,11 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def _bundle_run(config: str, *args: str) -> None:
+def _bundle_run(bundle: Path, config: str, *args: str) -> None:
     """``python -m monai.bundle run`` from the bundle folder, as a user would type it."""
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--bundle_root", str(BUNDLE), *args]
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--bundle_root", str(bundle), *args]
     _say("$ " + " ".join(command[1:]))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "common"), env.get("PYTHONPATH", "")]))
-    subprocess.run(command, cwd=BUNDLE, env=env, check=True)
+    subprocess.run(command, cwd=bundle, check=True)
 
 
 def _check_settings(workdir: Path, settings: dict) -> None:
@@ -111,7 +109,7 @@ def make_datalist(workdir: Path, cohort: Path, seed: int) -> tuple:
     return datalist, test_subjects[0]
 
 
-def train(workdir: Path, cohort: Path, datalist: Path, epochs: int) -> Path:
+def train(workdir: Path, cohort: Path, datalist: Path, epochs: int, bundle: Path = BUNDLE) -> Path:
     out = workdir / "train"
     checkpoint = out / "model.pt"
     if checkpoint.exists():
@@ -119,7 +117,7 @@ def train(workdir: Path, cohort: Path, datalist: Path, epochs: int) -> Path:
         return checkpoint
     shutil.rmtree(out, ignore_errors=True)  # an interrupted training leaves no usable checkpoint
     _bundle_run(
-        "configs/train.json", "--dataset_dir", str(cohort), "--datalist", str(datalist),
+        bundle, "configs/train.json", "--dataset_dir", str(cohort), "--datalist", str(datalist),
         "--output_dir", str(out), "--max_epochs", str(epochs),
     )
     if not checkpoint.exists():
@@ -127,13 +125,13 @@ def train(workdir: Path, cohort: Path, datalist: Path, epochs: int) -> Path:
     return checkpoint
 
 
-def infer(workdir: Path, cohort: Path, subject: str, checkpoint: Path) -> Path:
+def infer(workdir: Path, cohort: Path, subject: str, checkpoint: Path, bundle: Path = BUNDLE) -> Path:
     out = workdir / "inference" / subject
     if (out / "function.json").exists():
         _say(f"inference: reusing {out}")
         return out
     _bundle_run(
-        "configs/inference.json", "--input", str(cohort / subject / "dicom" / "sax"),
+        bundle, "configs/inference.json", "--input", str(cohort / subject / "dicom" / "sax"),
         "--output_dir", str(out), "--checkpoint", str(checkpoint),
     )
     return out
@@ -165,7 +163,7 @@ def print_report(result: Path, analytic_path: Path) -> dict:
 
 
 def main(workdir: str = "demo", subjects: int = 6, epochs: int = 6, seed: int = 0, num_frames: int = 12,
-         image_size: int = 96, threads: int = 2, fresh: bool = False) -> None:
+         image_size: int = 96, threads: int = 2, fresh: bool = False, bundle: str = str(BUNDLE)) -> None:
     """Phantom cohort -> short training -> inference on a held-out DICOM study -> report vs analytic truth."""
     start = time.perf_counter()
     workdir = Path(workdir).resolve()
@@ -181,11 +179,16 @@ def main(workdir: str = "demo", subjects: int = 6, epochs: int = 6, seed: int = 
     _check_settings(workdir, settings)
     cohort = make_cohort(workdir, subjects, seed, num_frames, image_size)
     datalist, held_out = make_datalist(workdir, cohort, seed)
-    checkpoint = train(workdir, cohort, datalist, epochs)
-    result = infer(workdir, cohort, held_out, checkpoint)
+    bundle = Path(bundle).resolve()
+    checkpoint = train(workdir, cohort, datalist, epochs, bundle)
+    result = infer(workdir, cohort, held_out, checkpoint, bundle)
     print_report(result, cohort / held_out / "analytic.json")
     _say(f"done in {time.perf_counter() - start:.0f} s (workdir {workdir})")
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    try:
+        fire.Fire(main)
+    except FileExistsError as refused:  # a clean refusal, not a traceback
+        print(f"[demo] refused: {refused}", file=sys.stderr)
+        sys.exit(2)
