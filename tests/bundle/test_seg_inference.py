@@ -87,11 +87,23 @@ def _run_workflow(input_path: Path, output_dir: Path, checkpoint: Path, **overri
 
 
 def test_infer_properties_for_monai_label(small_cine, random_checkpoint, tmp_path):
-    """What MONAI Label's bundle app reads is there, and the infer workflow has every required property."""
+    """What MONAI Label's bundle app reads is there, and the infer workflow has every required property.
+
+    The metadata's own keys are checked with the bundle's metadata.json; until it exists a
+    minimal one stands in, so this test is about inference.json.
+    """
     from monai.bundle import ConfigWorkflow
 
+    meta_file = BUNDLE / "configs" / "metadata.json"
+    if not meta_file.exists():
+        meta_file = tmp_path / "metadata.json"
+        meta_file.write_text(json.dumps({
+            "version": "0.0.0", "monai_version": "1.6.1", "pytorch_version": "2.13.0", "numpy_version": "1.26",
+            "required_packages_version": {}, "task": "cine segmentation", "description": "-", "authors": "-",
+            "copyright": "-", "network_data_format": {"inputs": {}, "outputs": {}},
+        }))
     workflow = ConfigWorkflow(
-        config_file=str(INFERENCE), workflow_type="infer", bundle_root=str(BUNDLE),
+        config_file=str(INFERENCE), meta_file=str(meta_file), workflow_type="infer", bundle_root=str(BUNDLE),
         input=str(small_cine), output_dir=str(tmp_path / "out"), checkpoint=str(random_checkpoint),
     )
     workflow.initialize()
@@ -99,6 +111,8 @@ def test_infer_properties_for_monai_label(small_cine, random_checkpoint, tmp_pat
     for key in ("network_def", "network", "preprocessing", "postprocessing", "inferer", "bundle_root", "device",
                 "dataset_dir", "datalist"):
         assert key in workflow.parser, key
+    assert workflow.parser["dataset"]["transform"] == "@preprocessing"
+    assert workflow.parser["evaluator"]["postprocessing"] == "@postprocessing"
 
 
 def test_single_3d_frame_as_monai_label_runs_it(small_cine, random_checkpoint, tmp_path):
