@@ -87,3 +87,20 @@ def test_errors_name_the_problem():
         convert_2d_to_3d(net2d, time_kernel=2)
     with pytest.raises(ValueError, match="time_padding"):
         TemporalConv3d(1, 1, 3, time_padding="reflect-ish")
+
+
+def test_se_resnet_features_constant_input():
+    from monai.networks.nets import SENet
+    from monai.networks.nets.senet import SEResNetBottleneck
+
+    torch.manual_seed(2)
+    net2d = SENet(spatial_dims=2, in_channels=1, block=SEResNetBottleneck, layers=(1, 1, 1, 1), groups=1,
+                  reduction=16, dropout_prob=None, inplanes=16, downsample_kernel_size=1, input_3x3=False,
+                  num_classes=2).eval()
+    net3d = convert_2d_to_3d(net2d).eval()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        features2d = backbone_features(net2d, x)
+        features3d = backbone_features(net3d, _constant_in_time(x, 3))
+    for t in range(3):
+        torch.testing.assert_close(features3d[:, :, t], features2d, atol=1e-4, rtol=1e-4)

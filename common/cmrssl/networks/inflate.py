@@ -131,17 +131,26 @@ def convert_2d_to_3d(network: nn.Module, *, time_kernel: int = 3, time_padding: 
     Raises:
         ValueError: even ``time_kernel``, or a convolution with non-numeric/non-zero padding.
 
-    Networks whose ``forward`` flattens with ``view`` (MONAI ``ResNet``) or squeezes to
-    ``[B, C]`` inside a block (squeeze-excitation) are converted module-wise but their full
-    forward needs the per-frame head of :mod:`cmrssl.networks.lvquan`; their feature
-    extractor (``cmrssl.networks.heads.backbone_features``) runs as is for DenseNet/ResNet.
+    Squeeze-excitation blocks (MONAI ``ChannelSELayer``) squeeze the whole clip (time
+    included) and keep their Linear layers. Networks whose ``forward`` flattens with
+    ``view``/``torch.flatten`` (MONAI ``ResNet``, ``SENet``) are converted module-wise but
+    their full forward needs the per-frame head of :mod:`cmrssl.networks.lvquan`; their
+    feature extractor (``cmrssl.networks.heads.backbone_features``) runs as is.
     """
     if time_kernel < 1 or time_kernel % 2 == 0:
         raise ValueError(f"time_kernel must be odd and positive (centred, no time shift), got {time_kernel}")
+    from monai.networks.blocks import ChannelSELayer
+
     converted = copy.deepcopy(network)
 
     def visit(parent: nn.Module):
         for name, child in list(parent.named_children()):
+            if isinstance(child, ChannelSELayer):
+                # Squeeze-excitation squeezes to [B, C] and runs Linear layers on it: the squeeze
+                # pools the whole clip (time too) and its Linear layers stay. On a constant clip
+                # this equals the per-frame squeeze, so the 2D equivalence holds.
+                child.avg_pool = nn.AdaptiveAvgPool3d(1)
+                continue
             twin = _convert_module(child, time_kernel, time_padding, linear_to_conv)
             if twin is None:
                 visit(child)
