@@ -4,7 +4,8 @@ For each method config the bundle's own ``SSLTrainer`` (built by MONAI's
 ``ConfigParser`` from ``configs/<method>.json``, its data loader replaced by
 pre-made view batches) is timed against a plain PyTorch loop (prepare batch,
 forward, loss, backward, step) over the same method definition, optimiser and
-batches in the same process. The views are made once beforehand by the
+batches in the same process; rates are the batch size over the median time between
+consecutive steps. The views are made once beforehand by the
 bundle's own view transform, so neither measurement includes data loading or
 augmentation; the ratio isolates the ignite/MONAI engine overhead.
 
@@ -14,6 +15,7 @@ Used by ``tools/bench.py`` (``make bench``) through
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -85,6 +87,11 @@ def _premade_batches(views, num_batches: int, batch_size: int, image_size: int, 
     return batches
 
 
+def _median_step(marks: List[float], warmup: int) -> float:
+    steps = [b - a for a, b in zip(marks[warmup:], marks[warmup + 1 :])]
+    return statistics.median(steps)
+
+
 def _method_throughput(
     method: str, workdir: Path, iterations: int, warmup: int, batch_size: int, image_size: int,
     overrides: Dict[str, object], bundle: Path,
@@ -108,11 +115,12 @@ def _method_throughput(
     config["train#trainer#epoch_length"] = len(batches)
     config["epochs"] = 1
     trainer = config.get_parsed_content("train#trainer", instantiate=True)
-    marks: Dict[str, float] = {}
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=warmup), lambda e: marks.__setitem__("start", time.perf_counter()))
-    trainer.add_event_handler(Events.COMPLETED, lambda e: marks.__setitem__("end", time.perf_counter()))
+    # median time between consecutive iteration ends: the whole engine loop (batch fetch,
+    # prepare_batch, step, handlers), robust to load spikes from other processes on the machine
+    bundle_marks: List[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: bundle_marks.append(time.perf_counter()))
     trainer.run()
-    bundle_rate = (iterations - warmup) * batch_size / (marks["end"] - marks["start"])
+    bundle_rate = batch_size / _median_step(bundle_marks, warmup)
 
     # --- a plain PyTorch loop over a fresh copy of the same definitions
     torch.manual_seed(0)
@@ -121,10 +129,8 @@ def _method_throughput(
     optimizer = plain.get_parsed_content("optimizer", instantiate=True)
     update_teacher = getattr(model, "update_teacher", None)
     model.train()
-    start = 0.0
-    for step, batch in enumerate(batches):
-        if step == warmup:
-            start = time.perf_counter()
+    plain_marks: List[float] = []
+    for batch in batches:
         inputs = model.prepare_batch(batch, torch.device("cpu"))
         optimizer.zero_grad(set_to_none=True)
         loss = model(inputs)["loss"]
@@ -132,9 +138,10 @@ def _method_throughput(
         optimizer.step()
         if update_teacher is not None:  # DINO's EMA is part of its iteration
             update_teacher(0.996)
-    plain_rate = (iterations - warmup) * batch_size / (time.perf_counter() - start)
+        plain_marks.append(time.perf_counter())
+    plain_rate = batch_size / _median_step(plain_marks, warmup)
 
-    setting = f"{batch_size} slices/batch, {image_size} px, {iterations - warmup} timed steps, {torch.get_num_threads()} thread(s)"
+    setting = f"{batch_size} slices/batch, {image_size} px, median of {iterations - warmup - 1} steps, {torch.get_num_threads()} thread(s)"
     if overrides:
         setting += ", " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     return [
@@ -147,7 +154,7 @@ def _method_throughput(
 def pretraining_throughput(
     workdir: Path,
     methods: Sequence[str] = ("simclr", "pcl", "dino", "mim"),
-    iterations: int = 6,
+    iterations: int = 8,
     warmup: int = 2,
     batch_size: int = 16,
     image_size: int = 128,
@@ -166,8 +173,8 @@ def pretraining_throughput(
         overrides: per-method config overrides (default :data:`CPU_SIZES`).
         bundle: bundle folder (default: ``bundles/cmr_ssp_pretraining`` of this repository).
     """
-    if iterations <= warmup:
-        raise ValueError(f"iterations ({iterations}) must exceed warmup ({warmup})")
+    if iterations < warmup + 2:
+        raise ValueError(f"iterations ({iterations}) must exceed warmup ({warmup}) by at least 2")
     workdir = Path(workdir) / "ssl_pretrain_throughput"
     workdir.mkdir(parents=True, exist_ok=True)
     sizes = CPU_SIZES if overrides is None else overrides
