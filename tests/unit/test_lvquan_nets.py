@@ -1,0 +1,90 @@
+"""LVQuan regression heads and segmentation-regularisation decoder: shapes (2D, 2D+t) and training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import DenseNet, DenseNet121, resnet18
+
+from cmrssl.metrics.lv_indices_bench import synthetic_lv_frames
+from cmrssl.networks.inflate import convert_2d_to_3d
+from cmrssl.networks.lvquan import LVQuanHead, LVQuanNet, SegmentationDecoder, split_outputs
+
+torch.set_num_threads(1)
+
+
+def small_densenet(**kwargs):
+    # stride 32 like DenseNet121, a fraction of its width: a training test in seconds
+    return DenseNet(spatial_dims=2, in_channels=1, out_channels=2, init_features=16, growth_rate=8,
+                    block_config=(2, 2, 2, 2), **kwargs)
+
+
+@pytest.mark.parametrize("task,outputs", [("indices", 11), ("phase", 2), ("both", 13)])
+def test_2d_shapes_per_task(task, outputs):
+    net = LVQuanNet(DenseNet121(spatial_dims=2, in_channels=1, out_channels=2), task=task)
+    x = torch.randn(2, 1, 64, 64)
+    prediction, segmentation = net.train()(x)
+    assert prediction.shape == (2, outputs)
+    assert segmentation.shape == (2, 3, 64, 64)  # 5 stages x2 undo DenseNet's stride 32
+    net.eval()
+    with torch.no_grad():
+        assert net(x).shape == (2, outputs)  # decoder dropped at inference
+    parts = split_outputs(prediction, task)
+    assert sum(p.shape[1] for p in parts.values()) == outputs
+
+
+def test_2d_plus_t_one_prediction_per_frame():
+    backbone = convert_2d_to_3d(small_densenet())
+    net = LVQuanNet(backbone, task="both", spatial_dims=3).train()
+    prediction, segmentation = net(torch.randn(2, 1, 5, 64, 64))
+    assert prediction.shape == (2, 13, 5)
+    assert segmentation.shape == (2, 3, 5, 64, 64)
+    assert split_outputs(prediction, "both")["phase_logits"].shape == (2, 2, 5)
+
+
+def test_resnet_stride_16_segmentation_resampled_to_input():
+    net = LVQuanNet(resnet18(spatial_dims=2, n_input_channels=1, num_classes=2), task="indices").train()
+    prediction, segmentation = net(torch.randn(2, 1, 64, 64))
+    assert prediction.shape == (2, 11) and segmentation.shape == (2, 3, 64, 64)
+
+
+def test_parts_and_errors():
+    decoder = SegmentationDecoder(64, num_classes=3, num_stages=5)
+    assert decoder(torch.randn(1, 64, 2, 3)).shape == (1, 3, 64, 96)
+    assert len(decoder.stages) == 5
+    assert [s[0].out_channels for s in decoder.stages] == [32, 16, 8, 4, 2]  # 1x1 conv halves channels
+    head = LVQuanHead(64, "phase", spatial_dims=3)
+    assert head(torch.randn(2, 64, 7, 3, 3)).shape == (2, 2, 7)
+    with pytest.raises(ValueError, match="task"):
+        LVQuanHead(64, "volumes")
+    with pytest.raises(ValueError, match="halved"):
+        SegmentationDecoder(16, num_stages=5)
+    with pytest.raises(ValueError, match="13 outputs"):
+        split_outputs(torch.zeros(1, 11), "both")
+    net = LVQuanNet(small_densenet(), segmentation_classes=0).train()
+    assert isinstance(net(torch.randn(2, 1, 32, 32)), torch.Tensor)  # no decoder: no tuple
+
+
+def test_trains_on_a_tiny_batch():
+    torch.manual_seed(0)
+    masks = torch.as_tensor(synthetic_lv_frames(4, size=64, seed=5)).long()
+    image = (masks == 2).float() * 1.0 + (masks == 1).float() * 2.0 + 0.1 * torch.randn(4, 64, 64)
+    image = image[:, None]
+    segmentation_target = torch.where(masks == 3, 0, masks)  # decoder classes: bg, cavity, myocardium
+    indices_target = torch.rand(4, 11)  # scaled to 0-1 as in the paper
+    phase_target = torch.tensor([0, 1, 1, 0])
+    net = LVQuanNet(small_densenet(), task="both").train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        optimizer.zero_grad()
+        prediction, segmentation = net(image)
+        parts = split_outputs(prediction, "both")
+        loss = (F.mse_loss(parts["indices"], indices_target)
+                + 0.05 * F.cross_entropy(parts["phase_logits"], phase_target)
+                + 0.1 * F.cross_entropy(segmentation, segmentation_target))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
