@@ -233,21 +233,28 @@ def lv_indices(
     k, j = phi_deg.size, radii.size
     if max_frames_per_chunk is None:
         max_frames_per_chunk = max(1, int(8_000_000 // (k * j)))
+    # One pixel of background around every frame: samples beyond the image are clipped onto it,
+    # so no per-sample bounds mask is needed.
+    padded = np.pad(masks.astype(np.uint8), ((0, 0), (1, 1), (1, 1)))
+    ph, pw = h + 2, w + 2
+    radii_rows = (radii / spacing[0]).astype(np.float32)
+    radii_cols = (radii / spacing[1]).astype(np.float32)
     outer_cavity = np.empty((n, k))
     myo_inner = np.empty((n, k))
     myo_outer = np.empty((n, k))
     for start in range(0, n, max_frames_per_chunk):
         stop = min(n, start + max_frames_per_chunk)
         screen = np.radians(septum[start:stop, None] + sense * phi_deg[None, :])  # [n, K]
-        # Sample positions in (fractional) pixel coordinates, rounded to the nearest pixel centre.
-        rows = (cavity_centre[start:stop, 0, None, None] + np.sin(screen)[..., None] * radii) / spacing[0]
-        cols = (cavity_centre[start:stop, 1, None, None] + np.cos(screen)[..., None] * radii) / spacing[1]
-        rows = np.rint(rows).astype(np.int64)
-        cols = np.rint(cols).astype(np.int64)
-        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-        frame = np.arange(start, stop)[:, None, None]
-        flat = (frame * h + np.clip(rows, 0, h - 1)) * w + np.clip(cols, 0, w - 1)
-        labels = np.where(inside, masks.reshape(-1)[flat], BACKGROUND)  # [n, K, J]
+        # Sample positions in pixel coordinates (+1 for the border), rounded to the nearest pixel.
+        rows = (cavity_centre[start:stop, 0, None] / spacing[0] + 1).astype(np.float32)[:, :, None] \
+            + np.sin(screen).astype(np.float32)[..., None] * radii_rows
+        cols = (cavity_centre[start:stop, 1, None] / spacing[1] + 1).astype(np.float32)[:, :, None] \
+            + np.cos(screen).astype(np.float32)[..., None] * radii_cols
+        rows = np.clip(np.rint(rows), 0, ph - 1).astype(np.int32)
+        cols = np.clip(np.rint(cols), 0, pw - 1).astype(np.int32)
+        flat = rows * pw + cols
+        flat += (np.arange(start, stop, dtype=np.int32) * (ph * pw))[:, None, None]
+        labels = padded.reshape(-1).take(flat)  # [n, K, J]
         outer_cavity[start:stop] = _last_radius(labels == LV_CAVITY, radii)
         is_myo = labels == LV_MYOCARDIUM
         myo_outer[start:stop] = _last_radius(is_myo, radii)
