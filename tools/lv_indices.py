@@ -31,7 +31,8 @@ import numpy as np
 
 from cmrssl.io import CineReadError, read_nifti_cine
 from cmrssl.io.atomic import atomic_file, check_can_write
-from cmrssl.metrics.lv_indices import INDEX_NAMES, cardiac_phase, indices_matrix, lv_indices
+from cmrssl.data.lvquan import measure_slice, select_mid_slices
+from cmrssl.metrics.lv_indices import INDEX_NAMES
 
 PHANTOM_LABELS = "sax_cine_gt.nii.gz"
 CSV_NAME = "lv_indices.csv"
@@ -66,49 +67,18 @@ def load_labels(study: Path, label_map: Optional[str] = None):
     return cine.labels, list(cine.labelled_frames), cine.pixel_spacing_mm
 
 
-def select_slices(labels: np.ndarray, frames: Sequence[int], slices="mid") -> List[int]:
-    """Slices to measure (``mid``, ``all`` or explicit indices), see module docstring."""
-    with_cavity = [z for z in range(labels.shape[1]) if all((labels[t, z] == 1).any() for t in frames)]
-    if isinstance(slices, (list, tuple)) or (isinstance(slices, str) and slices not in ("mid", "all")) \
-            or isinstance(slices, int):
-        wanted = [int(s) for s in (slices.split(",") if isinstance(slices, str) else np.atleast_1d(slices))]
-        bad = [z for z in wanted if z not in with_cavity]
-        if bad:
-            raise ValueError(f"slice(s) {bad} lack an LV cavity in some labelled frame (usable: {with_cavity})")
-        return wanted
-    if not with_cavity:
-        raise ValueError("no slice shows an LV cavity in every labelled frame")
-    if slices == "all":
-        return with_cavity
-    n = len(with_cavity)
-    third = n // 3
-    return with_cavity[third: n - third] if n - 2 * third >= 1 else with_cavity
-
-
-def _circular_mean_deg(angles: np.ndarray) -> float:
-    rad = np.radians(angles)
-    return float(np.degrees(np.arctan2(np.sin(rad).mean(), np.cos(rad).mean())))
-
-
 def measure(labels: np.ndarray, frames: Sequence[int], spacing, slices) -> List[dict]:
     """One row dict per (slice, labelled frame), in :data:`COLUMNS`."""
     rows = []
+    whole_cycle = len(frames) == labels.shape[0]  # phase needs every frame of the cycle
     for z in slices:
-        masks = labels[frames, z]
-        has_rv = np.array([(m == 3).any() for m in masks])
-        if not has_rv.any():
+        result = measure_slice(labels[frames, z], spacing, whole_cycle=whole_cycle)
+        if result is None:
             print(f"lv_indices: slice {z}: no RV in any frame, sectors undefined; skipped", file=sys.stderr)
             continue
-        fallback = None
-        if not has_rv.all():
-            fallback = _circular_mean_deg(lv_indices(masks[has_rv], spacing, num_rays=60)["septum_angle_deg"])
-        result = lv_indices(masks, spacing, septum_angle_deg=fallback)
-        matrix = indices_matrix(result)
-        # Phase needs the whole cycle: only when every frame is labelled.
-        phase = cardiac_phase(result["cavity_area_mm2"]) if len(frames) == labels.shape[0] > 1 else None
         for i, t in enumerate(frames):
-            row = {"slice": z, "frame": t, "phase": "" if phase is None else int(phase[i])}
-            row.update({name: float(v) for name, v in zip(INDEX_NAMES, matrix[i])})
+            row = {"slice": z, "frame": t, "phase": "" if result["phase"] is None else int(result["phase"][i])}
+            row.update({name: float(v) for name, v in zip(INDEX_NAMES, result["indices"][i])})
             row["septum_angle_deg"] = float(result["septum_angle_deg"][i])
             row["rv_present"] = bool(result["rv_present"][i])
             rows.append(row)
@@ -135,7 +105,7 @@ def compute_lv_indices(study: str, out: Optional[str] = None, overwrite: bool = 
     csv_path = Path(out) / CSV_NAME if out is not None else default_out(study_path)
     check_can_write(csv_path, overwrite)  # refuse before any work
     labels, frames, spacing = load_labels(study_path, label_map)
-    chosen = select_slices(labels, frames, slices)
+    chosen = select_mid_slices(labels, frames, slices)
     rows = measure(labels, frames, spacing, chosen)
     if not rows:
         raise ValueError(f"{study_path}: no measurable slice (LV cavity and RV needed)")

@@ -118,3 +118,32 @@ def test_lvquan19_patient_units(tmp_path, stored):
     savemat(tmp_path / "patient10.mat", same)
     cohort = read_lvquan19(tmp_path)
     assert cohort.subjects == ["patient7", "patient10"] and cohort.images.shape[0] == 2
+
+
+def test_samples_from_a_labelled_cine():
+    from cmrssl.data.lvquan import lvquan_samples_from_labels
+    from cmrssl.metrics.lv_indices import indices_matrix
+    from cmrssl.metrics.lv_indices_bench import synthetic_lv_frames
+
+    frames = 8
+    # 5 slices; the first (base) and last (apex) lose the cavity in one frame
+    labels = np.stack([synthetic_lv_frames(frames, size=48, seed=z) for z in range(5)], axis=1)  # [T, Z, H, W]
+    labels[3, 0][labels[3, 0] == 1] = 2
+    labels[5, 4][labels[5, 4] == 1] = 2
+    data = lvquan_samples_from_labels(labels, (1.5, 1.5), pixels=labels.astype(np.float32), name="cine")
+    assert data.subjects == ["cine:slice2"]  # middle third of slices 1..3
+    assert data.images.shape == (1, frames, 48, 48) and data.labels.max() == 2  # RV dropped like the challenge
+    cavity_px = (labels[:, 2] == 1).sum(axis=(1, 2))
+    np.testing.assert_allclose(data.areas_mm2[0, :, 0], cavity_px * 1.5**2)
+    assert np.isfinite(data.indices).all()
+    if (labels[:, 2] == 3).any(axis=(1, 2)).all():  # every frame shows the RV: plain lv_indices agrees
+        np.testing.assert_allclose(data.indices[0], indices_matrix(lv_indices(labels[:, 2], (1.5, 1.5))))
+    assert set(np.unique(data.phase)) == {0, 1}
+    every = lvquan_samples_from_labels(labels, (1.5, 1.5), slices="all")
+    assert [s.split("slice")[1] for s in every.subjects] == ["1", "2", "3"]
+    with pytest.raises(ValueError, match="anisotropic"):
+        lvquan_samples_from_labels(labels, (1.5, 1.0))
+    partly = labels.astype(np.int16)
+    partly[2] = -1
+    with pytest.raises(ValueError, match="unlabelled"):
+        lvquan_samples_from_labels(partly, (1.5, 1.5))
