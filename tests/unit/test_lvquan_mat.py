@@ -147,3 +147,34 @@ def test_samples_from_a_labelled_cine():
     partly[2] = -1
     with pytest.raises(ValueError, match="unlabelled"):
         lvquan_samples_from_labels(partly, (1.5, 1.5))
+
+
+def test_folds_keep_patients_together_and_clip_windows():
+    from cmrssl.data.lvquan import fold_subjects, index_scale_of, lvquan_clip_records, lvquan_records
+
+    names = [f"p{p}:slice{z}" for p in range(6) for z in (3, 4)]
+    seen = []
+    for fold in range(3):
+        training, validation = fold_subjects(names, fold, num_folds=3, seed=1)
+        assert sorted(training + validation) == list(range(12))
+        patients = {names[i].split(":")[0] for i in validation}
+        assert not patients & {names[i].split(":")[0] for i in training}
+        seen += validation
+    assert sorted(seen) == list(range(12))  # every slice validated exactly once
+    with pytest.raises(ValueError, match="patients"):
+        fold_subjects(names[:4], 0, num_folds=5)
+
+    from cmrssl.data.lvquan import lvquan_samples_from_labels
+    from cmrssl.metrics.lv_indices_bench import synthetic_lv_frames
+
+    labels = np.stack([synthetic_lv_frames(6, size=40, seed=z) for z in range(3)], axis=1)
+    data = lvquan_samples_from_labels(labels, (2.0, 2.0), slices="all")
+    scale = index_scale_of(data, [0])
+    frames = lvquan_records(data, [0], scale, target_spacing_mm=1.0)
+    assert len(frames) == 6 and frames[0]["image"].shape == (1, 80, 80)  # 2 mm -> 1 mm
+    assert np.nanmax([f["indices"] for f in frames]) == pytest.approx(1.0)
+    clips = lvquan_clip_records(data, [0], scale, clip_frames=3, target_spacing_mm=None)
+    assert len(clips) == 6 and clips[5]["image"].shape == (1, 3, 40, 40)
+    assert clips[5]["indices"].shape == (11, 3) and clips[5]["phase"].shape == (3,)
+    # cyclic: the window starting at the last frame continues with frames 0 and 1
+    np.testing.assert_array_equal(clips[5]["label"][0, 1], data.labels[0, 0])

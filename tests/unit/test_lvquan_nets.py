@@ -88,3 +88,24 @@ def test_trains_on_a_tiny_batch():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_loss_terms_and_batch_preparation():
+    from cmrssl.engines.lvquan import prepare_lvquan_batch
+    from cmrssl.losses.lvquan import LVQuanLoss
+
+    batch = {"image": torch.zeros(2, 1, 8, 8), "indices": torch.full((2, 11), 0.5), "phase": torch.tensor([0, 1]),
+             "label": torch.zeros(2, 1, 8, 8, dtype=torch.uint8), "subject": ["a", "b"]}
+    image, target = prepare_lvquan_batch(batch, torch.device("cpu"))
+    assert image.shape == (2, 1, 8, 8) and set(target) == {"indices", "phase", "label"}
+    prediction = torch.zeros(2, 13)
+    prediction[:, 11] = 10.0  # confident "diastole" for both frames
+    segmentation = torch.zeros(2, 3, 8, 8)
+    segmentation[:, 0] = 10.0  # confident background everywhere (the label)
+    loss = LVQuanLoss("both", phase_weight=0.05, segmentation_weight=0.1)
+    mse = 0.25
+    phase_ce = (0.0 + 10.0) / 2  # frame 0 right (~0), frame 1 wrong (~10)
+    assert loss((prediction, segmentation), target).item() == pytest.approx(mse + 0.05 * phase_ce, abs=1e-3)
+    assert LVQuanLoss("indices")(prediction[:, :11], target).item() == pytest.approx(mse)
+    with pytest.raises(KeyError, match="label"):
+        prepare_lvquan_batch({k: v for k, v in batch.items() if k != "label"})

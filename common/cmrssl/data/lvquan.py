@@ -23,7 +23,10 @@ import numpy as np
 from cmrssl.data.lvquan_mat import LVQuanData
 from cmrssl.metrics.lv_indices import cardiac_phase, indices_matrix, lv_indices
 
-__all__ = ["select_mid_slices", "measure_slice", "lvquan_samples_from_labels"]
+__all__ = [
+    "select_mid_slices", "measure_slice", "lvquan_samples_from_labels", "concat_lvquan", "lvquan_from_phantom_cohort",
+    "load_lvquan_source", "fold_subjects", "lvquan_records", "lvquan_clip_records", "index_scale_of",
+]
 
 
 def select_mid_slices(labels: np.ndarray, frames: Sequence[int], slices: Union[str, int, Sequence[int]] = "mid") -> List[int]:
@@ -113,3 +116,169 @@ def lvquan_samples_from_labels(labels: np.ndarray, spacing_mm, *, pixels: Option
         phase=np.stack([r["phase"] for r in results]).astype(np.int8),
         pixel_spacing_mm=np.full(len(kept), dy), subjects=[f"{name}:slice{z}" for z in kept], source_units="mm",
     )
+
+
+# ------------------------------------------------------------------ sources, splits and records
+def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Zero-pad ``[..., H, W]`` centred to ``height x width``."""
+    dh, dw = height - array.shape[-2], width - array.shape[-1]
+    pad = [(0, 0)] * (array.ndim - 2) + [(dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)]
+    return np.pad(array, pad)
+
+
+def concat_lvquan(parts: Sequence[LVQuanData]) -> LVQuanData:
+    """Subjects of several containers stacked; images zero-padded (centred) to the largest size.
+
+    Raises:
+        ValueError: the parts differ in frame count.
+    """
+    frames = {p.images.shape[1] for p in parts}
+    if len(frames) != 1:
+        raise ValueError(f"LVQuan parts differ in frames per cycle {sorted(frames)}; resample the cycles first")
+    height = max(p.images.shape[-2] for p in parts)
+    width = max(p.images.shape[-1] for p in parts)
+
+    def cat(name):
+        arrays = [getattr(p, name) for p in parts]
+        if name in ("images", "labels"):
+            arrays = [_pad_to(a, height, width) for a in arrays]
+        return np.concatenate(arrays)
+
+    return LVQuanData(
+        images=cat("images"), labels=cat("labels"), areas_mm2=cat("areas_mm2"), dims_mm=cat("dims_mm"),
+        rwt_mm=cat("rwt_mm"), phase=cat("phase"), pixel_spacing_mm=cat("pixel_spacing_mm"),
+        subjects=[s for p in parts for s in p.subjects],
+        source_units=",".join(sorted({p.source_units for p in parts})),
+    )
+
+
+def lvquan_from_phantom_cohort(cohort_dir, slices="mid", num_frames: Optional[int] = 20) -> LVQuanData:
+    """Mid-ventricular slices of every subject of a phantom cohort (``cohort.json`` layout).
+
+    Cycles are sampled at ``num_frames`` evenly spaced frames (nearest frame, so a shorter cine
+    repeats frames; the challenges use 20 per cycle) so subjects of different frame counts
+    stack; None keeps every frame.
+    """
+    import json
+    from pathlib import Path
+
+    from cmrssl.io import read_nifti_cine
+
+    cohort_dir = Path(cohort_dir)
+    subjects = json.loads((cohort_dir / "cohort.json").read_text())["subjects"]
+    parts = []
+    for subject in subjects:
+        folder = cohort_dir / subject
+        cine = read_nifti_cine(folder / "sax_cine.nii.gz", label_path=folder / "sax_cine_gt.nii.gz")
+        keep = np.arange(cine.num_frames)
+        if num_frames is not None:
+            keep = np.floor(np.arange(num_frames) * cine.num_frames / num_frames).astype(int)
+        parts.append(lvquan_samples_from_labels(cine.labels[keep], cine.pixel_spacing_mm, pixels=cine.pixels[keep],
+                                                slices=slices, name=subject))
+    return concat_lvquan(parts)
+
+
+def load_lvquan_source(path) -> LVQuanData:
+    """An LVQuan dataset from ``path``: LVQuan18 ``cardiac-dig.mat``, an LVQuan19 folder of
+    ``patient*.mat``, or a phantom cohort folder (``cohort.json``).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``. ValueError: none of the layouts.
+    """
+    from pathlib import Path
+
+    from cmrssl.data.lvquan_mat import read_lvquan18, read_lvquan19
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no LVQuan data file or folder")
+    if path.is_file() and path.suffix == ".mat":
+        return read_lvquan18(path)
+    if (path / "cohort.json").is_file():
+        return lvquan_from_phantom_cohort(path)
+    if path.is_dir() and any(path.glob("patient*.mat")):
+        return read_lvquan19(path)
+    if (path / "cardiac-dig.mat").is_file():
+        return read_lvquan18(path / "cardiac-dig.mat")
+    raise ValueError(f"{path}: not an LVQuan18 .mat, an LVQuan19 folder (patient*.mat) or a phantom cohort")
+
+
+def fold_subjects(subjects: Sequence[str], fold: int, num_folds: int = 5, seed: int = 0):
+    """``(training, validation)`` indices into ``subjects`` for cross-validation ``fold``.
+
+    Slices of one patient (names ``patient:sliceZ``) stay in one fold: the split is a seeded
+    permutation of the patients, not of the slices.
+    """
+    patients = sorted({name.split(":")[0] for name in subjects})
+    if not 0 <= fold < num_folds or len(patients) < num_folds:
+        raise ValueError(f"fold {fold} of {num_folds} needs 0 <= fold < num_folds <= patients ({len(patients)})")
+    order = np.random.default_rng(seed).permutation(len(patients))
+    held_out = {patients[i] for i in np.array_split(order, num_folds)[fold]}
+    validation = [i for i, name in enumerate(subjects) if name.split(":")[0] in held_out]
+    training = [i for i, name in enumerate(subjects) if name.split(":")[0] not in held_out]
+    return training, validation
+
+
+def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.ndarray,
+                   target_spacing_mm: Optional[float] = 1.0) -> List[dict]:
+    """One record per (subject, frame) for a MONAI Dataset of 2D samples.
+
+    Record: ``image`` float32 ``[1, H, W]``, ``label`` uint8 ``[1, H, W]`` (0 bg, 1 cavity,
+    2 myocardium), ``indices`` float32 ``[11]`` divided by ``index_scale`` (targets in 0-1, the
+    paper's scaling), ``phase`` int64, ``subject``, ``frame``, ``pixel_spacing_mm``.
+    Images (linear) and labels (nearest) are resampled to ``target_spacing_mm`` (the paper's
+    1 mm) unless None; the indices are in mm, so resampling leaves them unchanged.
+    """
+    from scipy.ndimage import zoom
+
+    index_scale = np.asarray(index_scale, np.float64)
+    records = []
+    for s in subjects:
+        factor = 1.0 if target_spacing_mm is None else float(data.pixel_spacing_mm[s]) / float(target_spacing_mm)
+        for t in range(data.images.shape[1]):
+            image, label = data.images[s, t], data.labels[s, t]
+            if abs(factor - 1.0) > 1e-3:
+                image, label = zoom(image, factor, order=1), zoom(label, factor, order=0)
+            records.append({
+                "image": image[None].astype(np.float32),
+                "label": label[None].astype(np.uint8),
+                "indices": (data.indices[s, t] / index_scale).astype(np.float32),
+                "phase": np.int64(data.phase[s, t]),
+                "subject": data.subjects[s], "frame": t,
+                "pixel_spacing_mm": float(data.pixel_spacing_mm[s]) / factor,
+            })
+    return records
+
+
+def lvquan_clip_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.ndarray, clip_frames: int,
+                        target_spacing_mm: Optional[float] = 1.0) -> List[dict]:
+    """2D+t records: every cyclic window of ``clip_frames`` consecutive frames of each subject.
+
+    Record: ``image`` ``[1, N_S, H, W]``, ``label`` ``[1, N_S, H, W]``, ``indices`` ``[11, N_S]``
+    (0-1), ``phase`` ``[N_S]``, ``subject``, ``frame`` (first frame of the window). Every frame
+    of the cycle starts one window, so each frame is predicted ``N_S`` times (averaged at
+    evaluation, as the paper's multi-window evaluation).
+    """
+    if clip_frames < 1 or clip_frames > data.images.shape[1]:
+        raise ValueError(f"clip_frames must be in 1..{data.images.shape[1]}, got {clip_frames}")
+    frames = lvquan_records(data, subjects, index_scale, target_spacing_mm)
+    num_frames = data.images.shape[1]
+    clips = []
+    for first in range(0, len(frames), num_frames):
+        cycle = frames[first: first + num_frames]
+        for start in range(num_frames):
+            window = [cycle[(start + k) % num_frames] for k in range(clip_frames)]
+            clips.append({
+                "image": np.stack([w["image"][0] for w in window])[None],
+                "label": np.stack([w["label"][0] for w in window])[None],
+                "indices": np.stack([w["indices"] for w in window], axis=1),
+                "phase": np.array([w["phase"] for w in window], np.int64),
+                "subject": window[0]["subject"], "frame": start,
+                "pixel_spacing_mm": window[0]["pixel_spacing_mm"],
+            })
+    return clips
+
+
+def index_scale_of(data: LVQuanData, subjects: Sequence[int]) -> np.ndarray:
+    """``[11]`` per-index maxima over ``subjects`` (training folds only: no leak into validation)."""
+    return np.nanmax(data.indices[list(subjects)].reshape(-1, data.indices.shape[-1]), axis=0)
