@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,3 +110,38 @@ def test_loss_terms_and_batch_preparation():
     assert LVQuanLoss("indices")(prediction[:, :11], target).item() == pytest.approx(mse)
     with pytest.raises(KeyError, match="label"):
         prepare_lvquan_batch({k: v for k, v in batch.items() if k != "label"})
+
+
+class _CropMean(torch.nn.Module):
+    """Fake LVQuan network: every output is the mean intensity of its input crop (per frame for 2D+t)."""
+
+    task = "both"
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        mean = x.mean(dim=(-2, -1))[:, 0]  # [B] or [B, N_S]
+        return mean.unsqueeze(1).expand(-1, 13, *mean.shape[1:]) + self.dummy
+
+
+def test_multi_crop_and_multi_window_averaging():
+    from cmrssl.data.lvquan import lvquan_samples_from_labels, scale_percentiles
+    from cmrssl.engines.lvquan import _preprocess, multi_crop_offsets, predict_lvquan
+
+    labels = np.stack([synthetic_lv_frames(5, size=40, seed=z) for z in range(3)], axis=1)
+    pixels = labels.astype(np.float32) + np.random.default_rng(0).random(labels.shape).astype(np.float32)
+    data = lvquan_samples_from_labels(labels, (1.0, 1.0), pixels=pixels, slices="all")
+    scale = np.full(11, 2.0)
+    two_d = predict_lvquan(_CropMean(), data, [0, 1], scale, crop_size=48, patch_size=32, target_spacing_mm=None)
+    assert two_d["indices"].shape == (10, 11) and two_d["target_indices"].shape == (10, 11)
+    # frame 3 of subject 1: the mean of its 4 corner crops, times the index scale
+    image = _preprocess(scale_percentiles(data.images[1, 3]), 48)
+    expected = np.mean([image[r:r + 32, c:c + 32].mean().item() for r, c in multi_crop_offsets(48, 32)])
+    np.testing.assert_allclose(two_d["indices"][5 + 3], expected * 2.0, rtol=1e-5)
+    # 2D+t: every cyclic window holding a frame agrees for a per-frame network; averaging keeps it
+    clips = predict_lvquan(_CropMean(), data, [0, 1], scale, crop_size=48, patch_size=32, clip_frames=3,
+                           target_spacing_mm=None)
+    np.testing.assert_allclose(clips["indices"], two_d["indices"], rtol=1e-5)
+    assert np.array_equal(clips["frame"], np.tile(np.arange(5), 2))

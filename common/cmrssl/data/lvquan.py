@@ -25,7 +25,7 @@ from cmrssl.metrics.lv_indices import cardiac_phase, indices_matrix, lv_indices
 
 __all__ = [
     "select_mid_slices", "measure_slice", "lvquan_samples_from_labels", "concat_lvquan", "lvquan_from_phantom_cohort",
-    "load_lvquan_source", "fold_subjects", "lvquan_records", "lvquan_clip_records", "index_scale_of",
+    "load_lvquan_source", "fold_subjects", "scale_percentiles", "lvquan_records", "lvquan_clip_records", "index_scale_of",
 ]
 
 
@@ -219,6 +219,18 @@ def fold_subjects(subjects: Sequence[str], fold: int, num_folds: int = 5, seed: 
     return training, validation
 
 
+def scale_percentiles(image: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
+    """One slice clipped to its ``lower``-``upper`` percentiles and scaled to 0-1 (float32).
+
+    The paper z-scores each slice and then scales it to 0-1; after the clip that equals this
+    min-max scaling. A constant slice gives zeros.
+    """
+    low, high = np.percentile(image, (lower, upper))
+    if not high > low:
+        return np.zeros(image.shape, np.float32)
+    return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
 def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.ndarray,
                    target_spacing_mm: Optional[float] = 1.0) -> List[dict]:
     """One record per (subject, frame) for a MONAI Dataset of 2D samples.
@@ -227,7 +239,8 @@ def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.nd
     2 myocardium), ``indices`` float32 ``[11]`` divided by ``index_scale`` (targets in 0-1, the
     paper's scaling), ``phase`` int64, ``subject``, ``frame``, ``pixel_spacing_mm``.
     Images (linear) and labels (nearest) are resampled to ``target_spacing_mm`` (the paper's
-    1 mm) unless None; the indices are in mm, so resampling leaves them unchanged.
+    1 mm) unless None; the indices are in mm, so resampling leaves them unchanged. Each image is
+    then clipped and scaled per slice by :func:`scale_percentiles`.
     """
     from scipy.ndimage import zoom
 
@@ -240,7 +253,7 @@ def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.nd
             if abs(factor - 1.0) > 1e-3:
                 image, label = zoom(image, factor, order=1), zoom(label, factor, order=0)
             records.append({
-                "image": image[None].astype(np.float32),
+                "image": scale_percentiles(image)[None],
                 "label": label[None].astype(np.uint8),
                 "indices": (data.indices[s, t] / index_scale).astype(np.float32),
                 "phase": np.int64(data.phase[s, t]),

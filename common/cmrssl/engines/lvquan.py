@@ -1,12 +1,17 @@
-"""Ignite glue of the LVQuan bundle: batches of ``image`` + a target dict for :class:`cmrssl.losses.lvquan.LVQuanLoss`."""
+"""Glue of the LVQuan bundle: training batches (``image`` + a target dict for
+:class:`cmrssl.losses.lvquan.LVQuanLoss`) and multi-crop / multi-window evaluation
+writing out-of-fold predictions for the ensemble search."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
-__all__ = ["prepare_lvquan_batch", "TARGET_KEYS"]
+__all__ = [
+    "prepare_lvquan_batch", "TARGET_KEYS", "multi_crop_offsets", "predict_lvquan", "write_oof_predictions", "evaluate_fold",
+]
 
 TARGET_KEYS = ("indices", "phase", "label")
 
@@ -22,3 +27,117 @@ def prepare_lvquan_batch(batchdata: Dict, device: Optional[torch.device] = None,
     if missing:
         raise KeyError(f"LVQuan batch lacks {missing}; keys: {sorted(batchdata)}")
     return move(batchdata["image"]), {k: move(batchdata[k]) for k in TARGET_KEYS}
+
+
+def _preprocess(image: np.ndarray, crop_size: int) -> torch.Tensor:
+    """As training: centred pad/crop of ``[..., H, W]`` to ``crop_size`` (records are already scaled per slice)."""
+    scaled = image.astype(np.float32)
+    h, w = scaled.shape[-2:]
+    out = np.zeros(scaled.shape[:-2] + (crop_size, crop_size), np.float32)
+    src_r, src_c = max(0, (h - crop_size) // 2), max(0, (w - crop_size) // 2)
+    dst_r, dst_c = max(0, (crop_size - h) // 2), max(0, (crop_size - w) // 2)
+    ch, cw = min(h, crop_size), min(w, crop_size)
+    out[..., dst_r:dst_r + ch, dst_c:dst_c + cw] = scaled[..., src_r:src_r + ch, src_c:src_c + cw]
+    return torch.from_numpy(out)
+
+
+def multi_crop_offsets(crop_size: int, patch_size: int):
+    """The 4 fixed corner crops ``(row, col)`` of a ``patch_size`` window inside ``crop_size`` (paper: 4 crops)."""
+    far = crop_size - patch_size
+    if far < 0:
+        raise ValueError(f"patch_size {patch_size} exceeds crop_size {crop_size}")
+    return [(0, 0), (0, far), (far, 0), (far, far)]
+
+
+@torch.no_grad()
+def predict_lvquan(network: torch.nn.Module, data, subjects: Sequence[int], index_scale, *, crop_size: int,
+                   patch_size: int, clip_frames: Optional[int] = None, target_spacing_mm: Optional[float] = 1.0,
+                   device: Optional[torch.device] = None) -> Dict[str, np.ndarray]:
+    """Per-frame predictions of ``subjects`` averaged over the 4 fixed crops (and, for 2D+t, over every
+    cyclic window containing the frame).
+
+    Returns:
+        ``indices [N, 11]`` in mm/mm^2 (outputs x ``index_scale``), ``phase_probability [N]``
+        (systole; NaN when the task has no phase), ``target_indices [N, 11]``, ``target_phase [N]``,
+        ``subject_index [N]``, ``frame [N]``; N = subjects x frames.
+    """
+    from cmrssl.data.lvquan import lvquan_records
+    from cmrssl.networks.lvquan import split_outputs
+
+    network.eval()
+    device = device or next(network.parameters()).device
+    index_scale = np.asarray(index_scale, np.float64)
+    task = network.task
+    offsets = multi_crop_offsets(crop_size, patch_size)
+    num_frames = data.images.shape[1]
+    rows: Dict[str, list] = {k: [] for k in ("indices", "phase_probability", "target_indices", "target_phase",
+                                             "subject_index", "frame")}
+    for s in subjects:
+        frames = lvquan_records(data, [s], index_scale, target_spacing_mm)
+        images = np.stack([f["image"][0] for f in frames])  # [T, H, W]
+        sums = np.zeros((num_frames, 11))
+        phase_sums = np.zeros(num_frames)
+        counts = np.zeros(num_frames)
+        if clip_frames is None:
+            batch = torch.stack([_preprocess(images[t], crop_size) for t in range(num_frames)])[:, None]  # [T,1,C,C]
+            windows = [(batch, np.arange(num_frames)[:, None])]
+        else:
+            clips = [np.stack([images[(start + k) % num_frames] for k in range(clip_frames)]) for start in range(num_frames)]
+            batch = torch.stack([_preprocess(c, crop_size) for c in clips])[:, None]  # [T, 1, N_S, C, C]
+            which = (np.arange(num_frames)[:, None] + np.arange(clip_frames)[None]) % num_frames
+            windows = [(batch, which)]
+        for batch, which in windows:
+            for r, c in offsets:
+                crop = batch[..., r:r + patch_size, c:c + patch_size].to(device)
+                parts = split_outputs(network(crop), task)
+                indices = parts.get("indices")
+                logits = parts.get("phase_logits")
+                if indices is not None:
+                    values = indices.cpu().numpy().astype(np.float64)
+                    values = values if values.ndim == 3 else values[..., None]  # [B, 11, N_S]
+                    np.add.at(sums, which.ravel(), np.moveaxis(values, 1, 2).reshape(-1, 11))
+                if logits is not None:
+                    prob = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
+                    prob = prob if prob.ndim == 2 else prob[:, None]
+                    np.add.at(phase_sums, which.ravel(), prob.reshape(-1))
+                np.add.at(counts, which.ravel(), 1)
+        has_indices = task in ("indices", "both")
+        rows["indices"].append(sums / counts[:, None] * index_scale if has_indices else np.full((num_frames, 11), np.nan))
+        rows["phase_probability"].append(phase_sums / counts if task != "indices" else np.full(num_frames, np.nan))
+        rows["target_indices"].append(data.indices[s])
+        rows["target_phase"].append(data.phase[s].astype(np.int64))
+        rows["subject_index"].append(np.full(num_frames, s))
+        rows["frame"].append(np.arange(num_frames))
+    return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+def write_oof_predictions(path, predictions: Dict[str, np.ndarray], subjects: Sequence[str], *, overwrite: bool = False):
+    """Out-of-fold predictions as ``.npz`` (written whole; refused when present unless ``overwrite``)."""
+    from pathlib import Path
+
+    from cmrssl.io.atomic import atomic_file
+
+    path = Path(path)
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, subject_names=np.asarray(list(subjects)), **predictions)
+    return path
+
+
+def evaluate_fold(network: torch.nn.Module, data, validation: Sequence[int], index_scale, path, *, crop_size: int,
+                  patch_size: int, clip_frames: Optional[int] = None, target_spacing_mm: Optional[float] = 1.0,
+                  overwrite: bool = False) -> str:
+    """Predict the held-out subjects, write the out-of-fold ``.npz`` and return the Table 1 text."""
+    from cmrssl.metrics.lvquan_ensemble import format_table, lvquan_table
+
+    predictions = predict_lvquan(network, data, validation, index_scale, crop_size=crop_size, patch_size=patch_size,
+                                 clip_frames=clip_frames, target_spacing_mm=target_spacing_mm)
+    write_oof_predictions(path, predictions, data.subjects, overwrite=overwrite)
+    has_phase = not np.isnan(predictions["phase_probability"]).any()
+    has_indices = not np.isnan(predictions["indices"]).any()
+    table = lvquan_table(
+        predictions["indices"] if has_indices else predictions["target_indices"], predictions["target_indices"],
+        (predictions["phase_probability"] > 0.5).astype(int) if has_phase else None,
+        predictions["target_phase"] if has_phase else None,
+    )
+    return format_table(table, f"{len(validation)} held-out slice cycle(s), {len(predictions['frame'])} frames -> {path}")
