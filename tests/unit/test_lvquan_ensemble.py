@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -52,3 +54,34 @@ def test_table_values_and_format():
     assert "areas (mm^2)" in text and "25.0 % error rate" in text
     with pytest.raises(ValueError, match=r"\[N, 11\]"):
         lvquan_table(pred[:, :10], true[:, :10])
+
+
+def test_ensemble_tool_on_fold_files(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cmrssl.engines.lvquan import write_oof_predictions
+
+    predictions, target, phase = _synthetic(seed=1, n=400)
+    names = [f"p{p:02d}:slice{z}" for p in range(10) for z in (4, 5)]  # 20 slice cycles x 20 frames
+    subject_index, frame = np.repeat(np.arange(20), 20), np.tile(np.arange(20), 20)
+    for config, pred in predictions.items():
+        for fold in range(2):
+            rows = np.flatnonzero(subject_index % 2 == fold)
+            write_oof_predictions(tmp_path / config / f"fold{fold}" / "oof_predictions.npz", {
+                "indices": pred["indices"][rows], "phase_probability": pred["phase_probability"][rows],
+                "target_indices": target[rows], "target_phase": phase[rows],
+                "subject_index": subject_index[rows], "frame": frame[rows]}, names)
+    tool = Path(__file__).resolve().parents[2] / "tools" / "lvquan_ensemble.py"
+    out = tmp_path / "ensemble.json"
+    runs = [str(tmp_path / c) for c in predictions]
+    result = subprocess.run([sys.executable, str(tool), *runs, "--out", str(out), "--top_k", "4"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(out.read_text())
+    assert sorted(payload["search"]["rwt"]["members"]) == ["a", "b", "c"]
+    assert payload["search_frames"] + payload["held_out_frames"] == 400
+    assert "areas (mm^2)" in result.stdout
+    again = subprocess.run([sys.executable, str(tool), *runs, "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
