@@ -145,3 +145,25 @@ def test_multi_crop_and_multi_window_averaging():
                            target_spacing_mm=None)
     np.testing.assert_allclose(clips["indices"], two_d["indices"], rtol=1e-5)
     assert np.array_equal(clips["frame"], np.tile(np.arange(5), 2))
+
+
+def test_zoom_augmentation_scales_targets_like_the_masks():
+    from cmrssl.metrics.lv_indices import indices_matrix, lv_indices
+    from cmrssl.transforms.lvquan import RandZoomLVQuand
+
+    label = synthetic_lv_frames(1, size=96, seed=2)[0]
+    truth = indices_matrix(lv_indices(label, (1.0, 1.0)))[0]
+    sample = {"image": label[None].astype(np.float32), "label": label[None].astype(np.float32),
+              "indices": truth.astype(np.float32)}
+    transform = RandZoomLVQuand(["image", "label"], prob=1.0, min_zoom=1.15, max_zoom=1.15, mode=["bilinear", "nearest"])
+    out = transform(sample)
+    zoomed = np.asarray(out["label"][0]).round().astype(np.uint8)
+    measured = indices_matrix(lv_indices(zoomed, (1.0, 1.0)))[0]
+    np.testing.assert_allclose(out["indices"][:2], truth[:2] * 1.15**2, rtol=1e-5)
+    np.testing.assert_allclose(measured[:2], out["indices"][:2], rtol=0.04)  # areas of the zoomed masks
+    np.testing.assert_allclose(measured[2:5], out["indices"][2:5], atol=1.0)  # dimensions (mm)
+    # 2D+t clip: time untouched, per-frame targets scaled
+    clip = {"image": np.stack([label] * 3)[None].astype(np.float32), "indices": np.tile(truth[:, None], (1, 3))}
+    out_clip = RandZoomLVQuand("image", prob=1.0, min_zoom=0.9, max_zoom=0.9)(clip)
+    assert out_clip["image"].shape == (1, 3, 96, 96)
+    np.testing.assert_allclose(out_clip["indices"][5:, 1], truth[5:] * 0.9, rtol=1e-6)
