@@ -104,3 +104,41 @@ def test_se_resnet_features_constant_input():
         features3d = backbone_features(net3d, _constant_in_time(x, 3))
     for t in range(3):
         torch.testing.assert_close(features3d[:, :, t], features2d, atol=1e-4, rtol=1e-4)
+
+
+def _as_torchvision(state, old_format):
+    """MONAI DenseNet names -> torchvision's (the layout of ImageNet files), new or old style."""
+    out = {}
+    for key, value in state.items():
+        if ".layers." in key:
+            head, tail = key.split(".layers.")
+            name, rest = tail.split(".", 1)
+            key = f"{head}.{name[:-1]}.{name[-1]}.{rest}" if old_format else f"{head}.{tail}"
+        out[key.replace("class_layers.out.", "classifier.")] = value
+    return out
+
+
+@pytest.mark.parametrize("old_format", [False, True])
+def test_imagenet_densenet_file_loads_into_grey_2d_and_3d(tmp_path, old_format):
+    from cmrssl.networks.pretrained import load_pretrained_backbone
+
+    torch.manual_seed(3)
+    imagenet = DenseNet121(spatial_dims=2, in_channels=3, out_channels=1000).eval()
+    path = tmp_path / "densenet121_imagenet.pth"
+    torch.save(_as_torchvision(imagenet.state_dict(), old_format), path)
+    grey2d = DenseNet121(spatial_dims=2, in_channels=1, out_channels=13)
+    untouched = load_pretrained_backbone(grey2d, path)
+    assert untouched == ["class_layers.out.bias", "class_layers.out.weight"]
+    grey3d = convert_2d_to_3d(DenseNet121(spatial_dims=2, in_channels=1, out_channels=13))
+    load_pretrained_backbone(grey3d, path)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        reference = backbone_features(imagenet, x.expand(-1, 3, -1, -1))
+        torch.testing.assert_close(backbone_features(grey2d.eval(), x), reference, atol=1e-4, rtol=1e-4)
+        clip = backbone_features(grey3d.eval(), _constant_in_time(x, 2))
+        torch.testing.assert_close(clip[:, :, 1], reference, atol=1e-4, rtol=1e-4)
+    # a checkpoint missing backbone weights is refused with their names
+    partial = {k: v for k, v in torch.load(path, weights_only=True).items() if "denseblock4" not in k}
+    torch.save(partial, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="denseblock4"):
+        load_pretrained_backbone(grey2d, tmp_path / "partial.pth")
