@@ -58,3 +58,18 @@ def test_bundle_trains_on_the_phantom(phantom_cohort, tmp_path, configs):
     assert np.isfinite(oof["indices"]).all() and ((oof["phase_probability"] >= 0) & (oof["phase_probability"] <= 1)).all()
     again = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
     assert again.returncode != 0 and "already exists" in again.stderr  # never overwritten silently
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "seresnet101", "seresnext101", "densenet169"])
+def test_backbone_configs_build_2d_and_2d_plus_t(backbone):
+    from monai.bundle import ConfigParser
+
+    torch.manual_seed(0)
+    for extra in ([], ["train_3d.json"]):
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLE / "configs" / n) for n in ["train.json", f"{backbone}.json", *extra]])
+        network = parser.get_parsed_content("network_def", instantiate=True).eval()
+        x = torch.randn(1, 1, 2, 64, 64) if extra else torch.randn(1, 1, 64, 64)
+        with torch.no_grad():
+            out = network(x)
+        assert out.shape == ((1, 13, 2) if extra else (1, 13))
