@@ -10,9 +10,7 @@ exactly that environment, so a passing run proves the vendored copy was used.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
