@@ -178,3 +178,24 @@ def test_folds_keep_patients_together_and_clip_windows():
     assert clips[5]["indices"].shape == (11, 3) and clips[5]["phase"].shape == (3,)
     # cyclic: the window starting at the last frame continues with frames 0 and 1
     np.testing.assert_array_equal(clips[5]["label"][0, 1], data.labels[0, 0])
+
+
+def test_input_modes():
+    from cmrssl.data.lvquan import lvquan_clip_records, lvquan_records, lvquan_samples_from_labels
+    from cmrssl.metrics.lv_indices_bench import synthetic_lv_frames
+
+    labels = np.stack([synthetic_lv_frames(4, size=32, seed=z) for z in range(3)], axis=1)
+    data = lvquan_samples_from_labels(labels, (1.0, 1.0), pixels=labels.astype(np.float32) * 10, slices="all")
+    scale = np.ones(11)
+    single = lvquan_records(data, [0], scale, None)
+    neighbours = lvquan_records(data, [0], scale, None, input_mode="neighbours")
+    copy3 = lvquan_records(data, [0], scale, None, input_mode="copy3")
+    assert single[0]["image"].shape == (1, 32, 32) and neighbours[0]["image"].shape == (3, 32, 32)
+    np.testing.assert_array_equal(neighbours[0]["image"][0], single[3]["image"][0])  # cyclic: t-1 of frame 0
+    np.testing.assert_array_equal(neighbours[0]["image"][2], single[1]["image"][0])
+    np.testing.assert_array_equal(copy3[2]["image"][1], single[2]["image"][0])
+    assert lvquan_clip_records(data, [0], scale, 2, None, input_mode="copy3")[0]["image"].shape == (3, 2, 32, 32)
+    with pytest.raises(ValueError, match="neighbours"):
+        lvquan_clip_records(data, [0], scale, 2, None, input_mode="neighbours")
+    with pytest.raises(ValueError, match="input_mode"):
+        lvquan_records(data, [0], scale, None, input_mode="rgb")

@@ -231,11 +231,17 @@ def scale_percentiles(image: np.ndarray, lower: float = 1.0, upper: float = 99.0
     return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
+INPUT_MODES = ("single", "copy3", "neighbours")
+
+
 def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.ndarray,
-                   target_spacing_mm: Optional[float] = 1.0) -> List[dict]:
+                   target_spacing_mm: Optional[float] = 1.0, input_mode: str = "single") -> List[dict]:
     """One record per (subject, frame) for a MONAI Dataset of 2D samples.
 
-    Record: ``image`` float32 ``[1, H, W]``, ``label`` uint8 ``[1, H, W]`` (0 bg, 1 cavity,
+    ``input_mode`` (the paper's 2D inputs): ``"single"`` one channel; ``"copy3"`` the slice in
+    3 channels (ImageNet first convs unchanged); ``"neighbours"`` frames t-1, t, t+1 (cyclic).
+
+    Record: ``image`` float32 ``[C, H, W]``, ``label`` uint8 ``[1, H, W]`` (0 bg, 1 cavity,
     2 myocardium), ``indices`` float32 ``[11]`` divided by ``index_scale`` (targets in 0-1, the
     paper's scaling), ``phase`` int64, ``subject``, ``frame``, ``pixel_spacing_mm``.
     Images (linear) and labels (nearest) are resampled to ``target_spacing_mm`` (the paper's
@@ -244,16 +250,30 @@ def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.nd
     """
     from scipy.ndimage import zoom
 
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
     index_scale = np.asarray(index_scale, np.float64)
     records = []
+    num_frames = data.images.shape[1]
     for s in subjects:
         factor = 1.0 if target_spacing_mm is None else float(data.pixel_spacing_mm[s]) / float(target_spacing_mm)
-        for t in range(data.images.shape[1]):
+        images, labels = [], []
+        for t in range(num_frames):
             image, label = data.images[s, t], data.labels[s, t]
             if abs(factor - 1.0) > 1e-3:
                 image, label = zoom(image, factor, order=1), zoom(label, factor, order=0)
+            images.append(scale_percentiles(image))
+            labels.append(label)
+        for t in range(num_frames):
+            if input_mode == "single":
+                channels = [images[t]]
+            elif input_mode == "copy3":
+                channels = [images[t]] * 3
+            else:
+                channels = [images[(t - 1) % num_frames], images[t], images[(t + 1) % num_frames]]
+            label = labels[t]
             records.append({
-                "image": scale_percentiles(image)[None],
+                "image": np.stack(channels),
                 "label": label[None].astype(np.uint8),
                 "indices": (data.indices[s, t] / index_scale).astype(np.float32),
                 "phase": np.int64(data.phase[s, t]),
@@ -264,17 +284,19 @@ def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.nd
 
 
 def lvquan_clip_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.ndarray, clip_frames: int,
-                        target_spacing_mm: Optional[float] = 1.0) -> List[dict]:
+                        target_spacing_mm: Optional[float] = 1.0, input_mode: str = "single") -> List[dict]:
     """2D+t records: every cyclic window of ``clip_frames`` consecutive frames of each subject.
 
-    Record: ``image`` ``[1, N_S, H, W]``, ``label`` ``[1, N_S, H, W]``, ``indices`` ``[11, N_S]``
+    Record: ``image`` ``[C, N_S, H, W]`` (``input_mode`` ``"single"`` or ``"copy3"``), ``label`` ``[1, N_S, H, W]``, ``indices`` ``[11, N_S]``
     (0-1), ``phase`` ``[N_S]``, ``subject``, ``frame`` (first frame of the window). Every frame
     of the cycle starts one window, so each frame is predicted ``N_S`` times (averaged at
     evaluation, as the paper's multi-window evaluation).
     """
     if clip_frames < 1 or clip_frames > data.images.shape[1]:
         raise ValueError(f"clip_frames must be in 1..{data.images.shape[1]}, got {clip_frames}")
-    frames = lvquan_records(data, subjects, index_scale, target_spacing_mm)
+    if input_mode == "neighbours":
+        raise ValueError("input_mode 'neighbours' is for 2D networks; 2D+t clips carry the frames along time")
+    frames = lvquan_records(data, subjects, index_scale, target_spacing_mm, input_mode)
     num_frames = data.images.shape[1]
     clips = []
     for first in range(0, len(frames), num_frames):
@@ -282,7 +304,7 @@ def lvquan_clip_records(data: LVQuanData, subjects: Sequence[int], index_scale: 
         for start in range(num_frames):
             window = [cycle[(start + k) % num_frames] for k in range(clip_frames)]
             clips.append({
-                "image": np.stack([w["image"][0] for w in window])[None],
+                "image": np.stack([w["image"] for w in window], axis=1),
                 "label": np.stack([w["label"][0] for w in window])[None],
                 "indices": np.stack([w["indices"] for w in window], axis=1),
                 "phase": np.array([w["phase"] for w in window], np.int64),

@@ -52,7 +52,7 @@ def multi_crop_offsets(crop_size: int, patch_size: int):
 @torch.no_grad()
 def predict_lvquan(network: torch.nn.Module, data, subjects: Sequence[int], index_scale, *, crop_size: int,
                    patch_size: int, clip_frames: Optional[int] = None, target_spacing_mm: Optional[float] = 1.0,
-                   device: Optional[torch.device] = None) -> Dict[str, np.ndarray]:
+                   input_mode: str = "single", device: Optional[torch.device] = None) -> Dict[str, np.ndarray]:
     """Per-frame predictions of ``subjects`` averaged over the 4 fixed crops (and, for 2D+t, over every
     cyclic window containing the frame).
 
@@ -73,17 +73,18 @@ def predict_lvquan(network: torch.nn.Module, data, subjects: Sequence[int], inde
     rows: Dict[str, list] = {k: [] for k in ("indices", "phase_probability", "target_indices", "target_phase",
                                              "subject_index", "frame")}
     for s in subjects:
-        frames = lvquan_records(data, [s], index_scale, target_spacing_mm)
-        images = np.stack([f["image"][0] for f in frames])  # [T, H, W]
+        frames = lvquan_records(data, [s], index_scale, target_spacing_mm, input_mode)
+        images = np.stack([f["image"] for f in frames])  # [T, C, H, W]
         sums = np.zeros((num_frames, 11))
         phase_sums = np.zeros(num_frames)
         counts = np.zeros(num_frames)
         if clip_frames is None:
-            batch = torch.stack([_preprocess(images[t], crop_size) for t in range(num_frames)])[:, None]  # [T,1,C,C]
+            batch = torch.stack([_preprocess(images[t], crop_size) for t in range(num_frames)])  # [T, C, P, P]
             windows = [(batch, np.arange(num_frames)[:, None])]
         else:
-            clips = [np.stack([images[(start + k) % num_frames] for k in range(clip_frames)]) for start in range(num_frames)]
-            batch = torch.stack([_preprocess(c, crop_size) for c in clips])[:, None]  # [T, 1, N_S, C, C]
+            clips = [np.stack([images[(start + k) % num_frames] for k in range(clip_frames)], axis=1)
+                     for start in range(num_frames)]  # [C, N_S, H, W] each
+            batch = torch.stack([_preprocess(c, crop_size) for c in clips])  # [T, C, N_S, P, P]
             which = (np.arange(num_frames)[:, None] + np.arange(clip_frames)[None]) % num_frames
             windows = [(batch, which)]
         for batch, which in windows:
@@ -126,12 +127,12 @@ def write_oof_predictions(path, predictions: Dict[str, np.ndarray], subjects: Se
 
 def evaluate_fold(network: torch.nn.Module, data, validation: Sequence[int], index_scale, path, *, crop_size: int,
                   patch_size: int, clip_frames: Optional[int] = None, target_spacing_mm: Optional[float] = 1.0,
-                  overwrite: bool = False) -> str:
+                  input_mode: str = "single", overwrite: bool = False) -> str:
     """Predict the held-out subjects, write the out-of-fold ``.npz`` and return the Table 1 text."""
     from cmrssl.metrics.lvquan_ensemble import format_table, lvquan_table
 
     predictions = predict_lvquan(network, data, validation, index_scale, crop_size=crop_size, patch_size=patch_size,
-                                 clip_frames=clip_frames, target_spacing_mm=target_spacing_mm)
+                                 clip_frames=clip_frames, target_spacing_mm=target_spacing_mm, input_mode=input_mode)
     write_oof_predictions(path, predictions, data.subjects, overwrite=overwrite)
     has_phase = not np.isnan(predictions["phase_probability"]).any()
     has_indices = not np.isnan(predictions["indices"]).any()
