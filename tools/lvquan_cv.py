@@ -1,0 +1,95 @@
+"""Cross-validation of LVQuan configurations, then the optimal ensemble (Gessert & Schlaefer's protocol).
+
+    python tools/lvquan_cv.py --dataset_dir DATA --workdir WORK [--configs densenet121_2d,densenet121_3d]
+        [--num_folds 5] [--overrides '{"epochs": 50}'] [--top_k 6] [--seed 0] [--dry_run] [--overwrite]
+
+For every named configuration and fold, runs the bundle's ``train`` then ``evaluate``
+(``python -m monai.bundle run``, one fresh process each) into ``WORK/runs/<config>/fold<k>``;
+folds that already hold ``oof_predictions.npz`` are kept (resume). Then
+``tools/lvquan_ensemble.py`` chooses per-task subsets on half of the patients and reports the
+other half: ``WORK/ensemble.json`` (refused when present unless ``--overwrite``).
+``--overrides`` (JSON) are passed to every run, e.g. ``{"epochs": 2, "batch_size": 4}``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import fire
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = REPO_ROOT / "bundles" / "cmr_lvquan_ensemble"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+#: Named configurations: config files applied after ``train.json`` (evaluate.json is added for evaluation).
+CONFIGURATIONS: Dict[str, List[str]] = {
+    "densenet121_2d": [],
+    "densenet121_3d": ["train_3d.json"],
+    "densenet169_2d": ["densenet169.json"],
+    "resnet50_2d": ["resnet50.json"],
+    "resnet50_3d": ["resnet50.json", "train_3d.json"],
+    "seresnet101_2d": ["seresnet101.json"],
+    "seresnext101_2d": ["seresnext101.json"],
+}
+
+
+def fold_commands(config: str, fold: int, dataset_dir: str, workdir: Path, num_folds: int, seed: int,
+                  overrides: Dict[str, object]) -> List[List[str]]:
+    """The train and evaluate command lines of one configuration and fold."""
+    if config not in CONFIGURATIONS:
+        raise ValueError(f"unknown configuration {config!r}; known: {sorted(CONFIGURATIONS)}")
+    files = [str(BUNDLE / "configs" / "train.json")] + [str(BUNDLE / "configs" / f) for f in CONFIGURATIONS[config]]
+    out = workdir / "runs" / config / f"fold{fold}"
+    common = ["--bundle_root", str(BUNDLE), "--dataset_dir", str(dataset_dir), "--fold", str(fold),
+              "--num_folds", str(num_folds), "--seed", str(seed), "--output_dir", str(out)]
+    for key, value in overrides.items():
+        common += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    run = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
+    return [run + [json.dumps(files)] + common,
+            run + [json.dumps(files + [str(BUNDLE / "configs" / "evaluate.json")])] + common]
+
+
+def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_2d", "densenet121_3d"),
+         num_folds: int = 5, overrides: Optional[str] = None, top_k: int = 6, seed: int = 0,
+         dry_run: bool = False, overwrite: bool = False) -> None:
+    configs = [c.strip() for c in (configs.split(",") if isinstance(configs, str) else configs) if c.strip()]
+    extra = json.loads(overrides) if isinstance(overrides, str) else dict(overrides or {})
+    work = Path(workdir).resolve()
+    result_path = work / "ensemble.json"
+    if result_path.exists() and not overwrite and not dry_run:
+        print(f"lvquan_cv: error: {result_path} already exists (use --overwrite)", file=sys.stderr)
+        raise SystemExit(1)
+    try:
+        plans = [(c, k, fold_commands(c, k, dataset_dir, work, num_folds, seed, extra))
+                 for c in configs for k in range(num_folds)]
+    except ValueError as err:
+        print(f"lvquan_cv: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    for config, fold, commands in plans:
+        done = (work / "runs" / config / f"fold{fold}" / "oof_predictions.npz").exists()
+        for command in commands:
+            if dry_run:
+                print(("# done: " if done else "") + " ".join(command))
+                continue
+            if done:
+                break
+            print(f"[lvquan_cv] {config} fold {fold}: {'evaluate' if 'evaluate.json' in command[5] else 'train'}",
+                  flush=True)
+            completed = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+            if completed.returncode != 0:
+                print(f"lvquan_cv: error: {config} fold {fold} failed:\n{completed.stderr[-3000:]}", file=sys.stderr)
+                raise SystemExit(3)
+    if dry_run:
+        return
+    from lvquan_ensemble import run_ensemble
+
+    run_ensemble([str(work / "runs" / c) for c in configs], str(result_path), top_k=top_k, seed=seed,
+                 overwrite=overwrite)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
