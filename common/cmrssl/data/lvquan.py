@@ -287,7 +287,8 @@ def lvquan_clip_records(data: LVQuanData, subjects: Sequence[int], index_scale: 
                         target_spacing_mm: Optional[float] = 1.0, input_mode: str = "single") -> List[dict]:
     """2D+t records: every cyclic window of ``clip_frames`` consecutive frames of each subject.
 
-    Record: ``image`` ``[C, N_S, H, W]`` (``input_mode`` ``"single"`` or ``"copy3"``), ``label`` ``[1, N_S, H, W]``, ``indices`` ``[11, N_S]``
+    Record: ``image`` ``[C, N_S, H, W]`` (``input_mode`` ``"single"`` or ``"copy3"``),
+    ``label`` ``[1, N_S, H, W]``, ``indices`` ``[11, N_S]``
     (0-1), ``phase`` ``[N_S]``, ``subject``, ``frame`` (first frame of the window). Every frame
     of the cycle starts one window, so each frame is predicted ``N_S`` times (averaged at
     evaluation, as the paper's multi-window evaluation).

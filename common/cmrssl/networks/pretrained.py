@@ -27,7 +27,9 @@ from cmrssl.networks.inflate import inflate_state_dict
 __all__ = ["torchvision_to_monai_keys", "load_pretrained_backbone"]
 
 _CLASSIFIER_PREFIXES = ("classifier.", "class_layers.out.", "fc.", "last_linear.")
-_OLD_DENSE = re.compile(r"^(.*denselayer\d+)\.(norm|relu|conv)\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+_OLD_DENSE = re.compile(
+    r"^(.*denselayer\d+)\.(norm|relu|conv)\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
+)
 _NEW_DENSE = re.compile(r"^(.*denselayer\d+)\.((?:norm|relu|conv)[12]\..*)$")
 
 
