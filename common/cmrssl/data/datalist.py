@@ -1,0 +1,413 @@
+"""Shared pieces of the dataset indexers: subject splits, datalist files, canonical label files.
+
+A datalist is the MONAI decathlon-style JSON every bundle reads
+(``monai.data.load_decathlon_datalist``)::
+
+    {"training": [record, ...], "validation": [...], "test": [...]}
+
+with one record per subject and frame (see ``DESIGN.md``, "Data contract"):
+``image`` (absolute path), optional ``label``, ``subject``, ``frame``
+("ED"/"ES"/frame index as a string), ``frame_index`` (0-based), ``phase``
+("ED"/"ES"/"other"), ``spacing`` ``[dz, dy, dx]`` mm and, for cine, ``cine``
+(the full stack). Splits are always by subject: all frames of a subject go to
+one split, so no subject's images leak from training into evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import nibabel as nib
+import numpy as np
+
+from cmrssl.io.atomic import atomic_file, check_can_write
+
+__all__ = [
+    "SPLITS",
+    "DEFAULT_FRACTIONS",
+    "split_subjects",
+    "split_records",
+    "check_records",
+    "write_datalist",
+    "datalist_summary",
+    "format_summary",
+    "nifti_spacing_mm",
+    "load_nifti",
+    "nifti_like",
+    "canonical_labels",
+    "canonical_label_image",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+#: The datalist keys, in the order they are written.
+SPLITS: Tuple[str, ...] = ("training", "validation", "test")
+#: Default share of subjects per split.
+DEFAULT_FRACTIONS: Dict[str, float] = {"training": 0.7, "validation": 0.1, "test": 0.2}
+#: When there are fewer subjects than splits asked for, the first splits of this order get them.
+_FILL_ORDER: Tuple[str, ...] = ("training", "test", "validation")
+#: Fields every record must carry.
+REQUIRED_FIELDS: Tuple[str, ...] = ("image", "subject")
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def _check_fractions(fractions: Optional[Mapping[str, float]]) -> Dict[str, float]:
+    if fractions is None:
+        return dict(DEFAULT_FRACTIONS)
+    unknown = sorted(set(fractions) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"fractions: unknown split(s) {unknown}; use {list(SPLITS)}")
+    values = {s: float(fractions.get(s, 0.0)) for s in SPLITS}
+    if any(not np.isfinite(v) or v < 0 for v in values.values()):
+        raise ValueError(f"fractions must be finite and >= 0, got {dict(fractions)}")
+    total = sum(values.values())
+    if total <= 0:
+        raise ValueError(f"fractions must give at least one split a share > 0, got {dict(fractions)}")
+    return {s: v / total for s, v in values.items()}
+
+
+def _split_counts(num_subjects: int, fractions: Dict[str, float]) -> Dict[str, int]:
+    """Largest-remainder rounding of ``num_subjects x fraction`` (ties: ``_FILL_ORDER``)."""
+    exact = {s: num_subjects * fractions[s] for s in SPLITS}
+    counts = {s: int(np.floor(exact[s] + 1e-9)) for s in SPLITS}
+    leftover = num_subjects - sum(counts.values())
+    by_remainder = sorted(SPLITS, key=lambda s: (-(exact[s] - counts[s]), _FILL_ORDER.index(s)))
+    for s in by_remainder[:leftover]:
+        counts[s] += 1
+    return counts
+
+
+def _ensure_every_split(counts: Dict[str, int], fractions: Dict[str, float]) -> Dict[str, int]:
+    """Give every split with a positive fraction at least one subject, taken from the largest split
+    that can spare one (so 5 subjects at 70/10/20 still get a validation and a test subject)."""
+    counts = dict(counts)
+    for s in _FILL_ORDER:
+        if fractions[s] <= 0 or counts[s] > 0:
+            continue
+        donors = [d for d in _FILL_ORDER if counts[d] > 1]
+        if not donors:
+            break
+        donor = max(donors, key=lambda d: counts[d])
+        counts[donor] -= 1
+        counts[s] += 1
+    return counts
+
+
+def _check_explicit(subjects: Sequence[str], assignments: Mapping[str, Iterable[str]]) -> Dict[str, List[str]]:
+    unknown = sorted(set(assignments) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"subject lists: unknown split(s) {unknown}; use {list(SPLITS)}")
+    available = set(subjects)
+    chosen: Dict[str, List[str]] = {s: [] for s in SPLITS}
+    seen: Dict[str, str] = {}
+    for split in SPLITS:
+        for subject in assignments.get(split) or []:
+            subject = str(subject)
+            if subject not in available:
+                raise ValueError(f"subject {subject!r} of the {split} list is not in the data set")
+            if subject in seen:
+                raise ValueError(f"subject {subject!r} is listed for both {seen[subject]} and {split}")
+            seen[subject] = split
+            chosen[split].append(subject)
+    left_out = sorted(available - set(seen))
+    if left_out:
+        logger.info("%d subjects in no subject list are left out of the datalist (e.g. %s)",
+                    len(left_out), left_out[0])
+    return {s: sorted(v) for s, v in chosen.items()}
+
+
+def split_subjects(
+    subjects: Iterable[str],
+    seed: int = 0,
+    fractions: Optional[Mapping[str, float]] = None,
+    *,
+    assignments: Optional[Mapping[str, Iterable[str]]] = None,
+    strata: Optional[Mapping[str, str]] = None,
+) -> Dict[str, List[str]]:
+    """Split subjects into ``training`` / ``validation`` / ``test``, deterministically.
+
+    The subjects are sorted, permuted with ``numpy.random.default_rng(seed)`` and cut
+    by ``fractions`` (largest-remainder rounding). Every split with a fraction > 0
+    gets at least one subject when there are at least as many subjects as such splits;
+    with fewer, training is filled first, then test, then validation.
+
+    Args:
+        subjects: subject keys (duplicates are ignored).
+        seed: permutation seed; the same seed and subjects give the same split.
+        fractions: ``{split: share}`` (normalised to sum 1; missing splits get 0),
+            default :data:`DEFAULT_FRACTIONS`.
+        assignments: explicit ``{split: [subjects]}`` instead of a random split; subjects
+            in no list are left out (logged).
+        strata: ``{subject: group}`` for a stratified split: every split receives each
+            group's share of its subjects (to within one subject).
+
+    Returns:
+        ``{split: sorted subject list}`` for all three splits (possibly empty).
+
+    Raises:
+        ValueError: bad fractions, an explicit subject not in ``subjects`` or listed twice,
+            a subject without a stratum.
+    """
+    unique = sorted({str(s) for s in subjects})
+    if assignments is not None:
+        return _check_explicit(unique, assignments)
+    shares = _check_fractions(fractions)
+    rng = np.random.default_rng(int(seed))
+    if strata is None:
+        order = [unique[i] for i in rng.permutation(len(unique))]
+    else:
+        missing = [s for s in unique if s not in strata]
+        if missing:
+            raise ValueError(f"strata: no group for subject(s) {missing[:5]}")
+        groups: Dict[str, List[str]] = {}
+        for s in unique:
+            groups.setdefault(str(strata[s]), []).append(s)
+        # Systematic stratified order: each group is permuted, its i-th member placed at
+        # (i + 1/2) / group size along [0, 1]; cutting the merged order by the split
+        # counts then gives every split each group's share (to one subject).
+        keyed = []
+        for name in sorted(groups):
+            members = groups[name]
+            for i, k in enumerate(rng.permutation(len(members))):
+                keyed.append(((2 * i + 1) / (2 * len(members)), members[k]))
+        ties = rng.permutation(len(keyed))
+        order = [s for _, _, s in sorted((pos, tie, s) for (pos, s), tie in zip(keyed, ties))]
+    counts = _ensure_every_split(_split_counts(len(order), shares), shares)
+    parts: Dict[str, List[str]] = {}
+    start = 0
+    for split in SPLITS:
+        parts[split] = sorted(order[start : start + counts[split]])
+        start += counts[split]
+    return parts
+
+
+def split_records(
+    records: Sequence[dict],
+    seed: int = 0,
+    fractions: Optional[Mapping[str, float]] = None,
+    *,
+    assignments: Optional[Mapping[str, Iterable[str]]] = None,
+    strata_key: Optional[str] = None,
+) -> Dict[str, List[dict]]:
+    """Group records into splits by their ``subject`` (see :func:`split_subjects`).
+
+    Args:
+        records: datalist records (each with ``subject``).
+        seed, fractions, assignments: as :func:`split_subjects`.
+        strata_key: record field to stratify by (e.g. ``"group"``); ignored when a
+            record lacks it.
+
+    Returns:
+        ``{split: records}`` keeping the input order within each split.
+    """
+    check_records(records, "records")
+    subjects = [r["subject"] for r in records]
+    strata = None
+    if strata_key is not None and records and all(strata_key in r for r in records):
+        strata = {r["subject"]: str(r[strata_key]) for r in records}
+    split_of: Dict[str, str] = {}
+    for split, members in split_subjects(subjects, seed, fractions, assignments=assignments, strata=strata).items():
+        split_of.update({m: split for m in members})
+    out: Dict[str, List[dict]] = {s: [] for s in SPLITS}
+    for r in records:
+        if r["subject"] in split_of:
+            out[split_of[r["subject"]]].append(r)
+    return out
+
+
+# --------------------------------------------------------------------------- datalist files
+
+
+def check_records(records: Sequence[dict], where: str) -> None:
+    """Every record must be a dict with a non-empty ``image`` and ``subject``.
+
+    Raises:
+        ValueError: naming ``where`` and the record's position.
+    """
+    if not isinstance(records, (list, tuple)):
+        raise ValueError(f"{where}: expected a list of records, got {type(records).__name__}")
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise ValueError(f"{where}[{i}]: a record must be a dict, got {type(r).__name__}")
+        missing = [k for k in REQUIRED_FIELDS if r.get(k) in (None, "")]
+        if missing:
+            raise ValueError(f"{where}[{i}]: record lacks {missing}: {dict(r)}")
+
+
+def _check_monai_path_fields(content: Mapping[str, Sequence[dict]], path: Path) -> None:
+    """Refuse values that ``monai.data.load_decathlon_datalist`` would turn into paths.
+
+    MONAI joins the datalist's folder to *every* string field (``image``/``label``
+    always; the others whenever the joined path exists). A subject folder beside the
+    datalist (``OUT/patient001`` next to ``OUT/datalist.json``) would silently turn the
+    ``subject`` "patient001" into ``OUT/patient001`` when the datalist is loaded.
+    """
+    folder = path.resolve().parent
+    for split, records in content.items():
+        for i, record in enumerate(records):
+            for key, value in record.items():
+                if key in ("image", "label"):
+                    continue
+                values = value if isinstance(value, list) else [value]
+                for v in values:
+                    if isinstance(v, str) and not Path(v).is_absolute() and (folder / v).exists():
+                        raise ValueError(
+                            f"{path}: {split}[{i}] field {key!r} = {v!r} names {folder / v}; "
+                            f"monai.data.load_decathlon_datalist would replace the value by that path. "
+                            f"Write the datalist to another folder"
+                        )
+
+
+def write_datalist(records_by_split: Mapping[str, Sequence[dict]], path: PathLike, overwrite: bool = False) -> Path:
+    """Write ``{"training": [...], "validation": [...], "test": [...]}`` to ``path``.
+
+    The file appears whole or not at all (temporary file renamed). Splits missing
+    from ``records_by_split`` are written as empty lists.
+
+    Raises:
+        FileExistsError: ``path`` exists and not ``overwrite`` (the message names it).
+        ValueError: an unknown split key, a record without ``image`` / ``subject``, a
+            subject in two splits, or a field (other than ``image``/``label``) whose value
+            names a file or folder beside ``path`` (MONAI would load it as that path).
+    """
+    path = Path(path)
+    check_can_write(path, overwrite)
+    unknown = sorted(set(records_by_split) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"{path}: unknown split(s) {unknown}; a datalist holds {list(SPLITS)}")
+    owner: Dict[str, str] = {}
+    for split in SPLITS:
+        records = records_by_split.get(split, [])
+        check_records(records, f"{path}:{split}")
+        for subject in {r["subject"] for r in records}:
+            if subject in owner:
+                raise ValueError(f"{path}: subject {subject!r} is in both {owner[subject]} and {split}")
+            owner[subject] = split
+    content = {split: list(records_by_split.get(split, [])) for split in SPLITS}
+    _check_monai_path_fields(content, path)
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(content, indent=1) + "\n")
+    return path
+
+
+def datalist_summary(datalist: Mapping[str, Sequence[dict]]) -> Dict[str, Dict[str, int]]:
+    """``{split: {"subjects": n, "records": n}}`` for the three splits."""
+    return {
+        split: {"subjects": len({r["subject"] for r in datalist.get(split, [])}),
+                "records": len(datalist.get(split, []))}
+        for split in SPLITS
+    }
+
+
+def format_summary(datalist: Mapping[str, Sequence[dict]]) -> List[str]:
+    """One line per split: ``training: 70 subjects, 140 records``."""
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'' if n == 1 else 's'}"
+
+    return [f"{split}: {count(n['subjects'], 'subject')}, {count(n['records'], 'record')}"
+            for split, n in datalist_summary(datalist).items()]
+
+
+# --------------------------------------------------------------------------- NIfTI helpers
+
+
+def nifti_spacing_mm(img: nib.Nifti1Image) -> List[float]:
+    """``[dz, dy, dx]`` mm of a NIfTI image from its header zooms (``[x=column, y=row, z]``).
+
+    The zooms, not the affine: ACDC affines carry no spacing (``diag(-1, -1, 1)``) while
+    the zooms hold it (see :mod:`cmrssl.io.nifti`). Falls back to the affine's column
+    norms when the zooms are not positive; a 2D image gets ``dz = 0``.
+    """
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    norms = np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0).tolist()
+    spacing = [z if z > 0 else float(n) for z, n in zip(zooms, norms)]
+    if len(spacing) < 3:
+        spacing.append(0.0)
+    dx, dy, dz = spacing
+    return [dz, dy, dx]
+
+
+def canonical_labels(data: np.ndarray, label_map: Mapping[int, int], where: str) -> np.ndarray:
+    """Remap a label array to canonical values (uint8, same shape).
+
+    Raises:
+        ValueError: non-integer values, values outside ``label_map``, or no foreground
+            (an empty mask); the message starts with ``where`` (the file).
+    """
+    data = np.asarray(data)
+    if np.issubdtype(data.dtype, np.floating) and not np.array_equal(data, np.round(data)):
+        raise ValueError(f"{where}: label image holds non-integer values")
+    values = [int(v) for v in np.unique(data)]
+    outside = [v for v in values if v not in label_map]
+    if outside:
+        raise ValueError(f"{where}: label values {outside} outside the expected set {sorted(label_map)}")
+    lut = np.zeros(max(values) + 1, dtype=np.uint8)
+    for source, canonical in label_map.items():
+        if 0 <= source < lut.size:
+            lut[source] = canonical
+    mapped = lut[data.astype(np.int64)]
+    if not mapped.any():
+        raise ValueError(f"{where}: empty label mask (only background)")
+    return mapped
+
+
+def load_nifti(path: PathLike, what: str = "NIfTI") -> Tuple[nib.Nifti1Image, np.ndarray]:
+    """``(image, data array)`` of a NIfTI file.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: unreadable or truncated file (naming it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as err:  # nibabel/gzip raise several types for damaged files
+        raise ValueError(f"{path}: not a readable {what} file ({err})") from err
+    return img, data
+
+
+def nifti_like(data: np.ndarray, reference: nib.Nifti1Image) -> nib.Nifti1Image:
+    """A NIfTI of ``data`` (3D) with ``reference``'s affine and header (codes, zooms, units);
+    data type from ``data`` (float64 stored as float32), no intensity scaling."""
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    header = reference.header.copy()
+    header.set_data_dtype(data.dtype)
+    header.set_slope_inter(None, None)
+    return nib.Nifti1Image(np.ascontiguousarray(data), reference.affine, header)
+
+
+def canonical_label_image(path: PathLike, label_map: Mapping[int, int], *,
+                          shape: Optional[Sequence[int]] = None) -> nib.Nifti1Image:
+    """Load a 3D label NIfTI and return it with canonical values (uint8, same affine and header).
+
+    Args:
+        path: label file ``[x, y, z]``.
+        label_map: ``{dataset value: canonical value}``; any other value is an error.
+        shape: expected shape (the image's), checked when given.
+
+    Returns:
+        A ``Nifti1Image`` of the remapped values with the original affine and header
+        (sform/qform codes, zooms); data type uint8, no scaling.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: unreadable file, not 3D, wrong shape, non-integer values, values
+            outside ``label_map``, no foreground (an empty mask), each naming the file.
+    """
+    img, data = load_nifti(path, "label")
+    if data.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D label image [x, y, z], got shape {data.shape}")
+    if shape is not None and tuple(data.shape) != tuple(int(s) for s in shape):
+        raise ValueError(f"{path}: label shape {data.shape} differs from the image shape {tuple(shape)}")
+    return nifti_like(canonical_labels(data, label_map, str(path)), img)
