@@ -1,0 +1,148 @@
+"""Any folder tree of DICOM cine series -> unlabelled MONAI datalist for self-supervision.
+
+Layout read: ``ROOT`` with, anywhere below it, folders that hold the files of one
+short-axis cine series (single-frame MR images, one per slice and phase)::
+
+    ROOT/site_a/case_01/sax/*.dcm       -> subject "site_a/case_01/sax"
+    ROOT/site_a/case_02/*.dcm           -> subject "site_a/case_02"
+    ROOT/site_b/4ch/*.dcm               -> skipped: one slice position (long-axis or single slice)
+
+A *series folder* is a folder holding files directly, with no sub-folder that
+holds files itself: :func:`cmrssl.io.reader.read_cine` reads a folder with all
+its sub-folders, so a folder with files beside series sub-folders would mix
+them (it is skipped with a warning; its sub-folders are indexed on their own).
+Each series folder is read with :func:`cmrssl.io.dicom.read_dicom_cine`, exactly
+as the data loader will read it later; folders that fail (mixed series, gaps,
+missing geometry, unequal phase counts), hold a single slice position or a
+single phase are skipped with a warning naming the folder and the reason.
+
+The subject key is the folder's path relative to ``ROOT``, never anything from
+the DICOM headers: no patient name, ID or date reaches the datalist or the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+from cmrssl.io.atomic import check_can_write
+from cmrssl.io.dicom import read_dicom_cine
+from cmrssl.io.errors import CineReadError
+
+from .datalist import split_records, write_datalist
+
+__all__ = ["find_series_folders", "index_dicom_folder"]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+
+def _holds_files(folder: Path) -> bool:
+    return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+
+
+def find_series_folders(root: PathLike) -> Dict[str, List[Path]]:
+    """Candidate series folders under ``root`` (``root`` included), and the ambiguous ones.
+
+    Returns:
+        ``{"series": [folders holding files, no file-holding sub-folder],
+        "mixed": [folders holding files beside file-holding sub-folders]}``, sorted.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such DICOM folder")
+    with_files = sorted({p for p in [root, *root.rglob("*")]
+                         if p.is_dir() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                         and _holds_files(p)})
+    parents = {a for f in with_files for a in f.parents}
+    return {"series": [f for f in with_files if f not in parents],
+            "mixed": [f for f in with_files if f in parents]}
+
+
+def _subject_key(folder: Path, root: Path) -> str:
+    relative = folder.relative_to(root).as_posix()
+    return root.resolve().name if relative == "." else relative
+
+
+def index_dicom_folder(
+    root: PathLike,
+    datalist_path: PathLike,
+    seed: int = 0,
+    fractions: Optional[Mapping[str, float]] = None,
+    subjects: Optional[Mapping[str, Sequence[str]]] = None,
+    min_slices: int = 2,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Dict[str, list]:
+    """Read every series folder under ``root`` and write an unlabelled datalist.
+
+    Records (one per series and frame): ``image`` and ``cine`` (the series folder,
+    absolute; :func:`cmrssl.io.reader.read_cine` reads it), ``subject`` (the folder
+    relative to ``root``), ``frame`` (the 0-based index as a string), ``frame_index``,
+    ``phase`` ("other"), ``spacing`` ``[dz, dy, dx]`` mm (slice spacing from positions).
+
+    Args:
+        root: the folder tree.
+        datalist_path: output JSON.
+        seed, fractions: seeded split by subject (see :func:`~cmrssl.data.datalist.split_subjects`).
+        subjects: explicit ``{split: [relative folder paths]}``.
+        min_slices: fewer slice positions than this is not a short-axis stack (skipped).
+        overwrite: replace an existing datalist.
+        progress: show a progress bar over the folders.
+
+    Returns:
+        The datalist splits plus ``"skipped"``: ``[{"folder": ..., "reason": ...}]``
+        (not written to the datalist).
+
+    Raises:
+        FileExistsError: the datalist exists and not ``overwrite``.
+        FileNotFoundError: ``root`` is not a folder.
+        ValueError: no readable cine series under ``root``; bad explicit subjects.
+    """
+    root = Path(root)
+    check_can_write(Path(datalist_path), overwrite)
+    folders = find_series_folders(root)
+    skipped: List[dict] = []
+
+    def skip(folder: Path, reason: str) -> None:
+        logger.warning("skipping %s: %s", folder, reason)
+        skipped.append({"folder": str(folder), "reason": reason})
+
+    for folder in folders["mixed"]:
+        skip(folder, "files beside sub-folders holding files; reading it would mix them (sub-folders indexed)")
+    iterator = folders["series"]
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="DICOM folders", unit="folder")
+    records: List[dict] = []
+    for folder in iterator:
+        try:
+            study = read_dicom_cine(folder)
+        except (CineReadError, ValueError) as err:  # ValueError: malformed header values
+            skip(folder, str(err))
+            continue
+        if study.num_slices < min_slices:
+            skip(folder, f"{study.num_slices} slice position(s): not a short-axis stack (long-axis or single slice?)")
+            continue
+        if study.num_frames < 2:
+            skip(folder, "a single phase: not a cine")
+            continue
+        subject = _subject_key(folder, root)
+        spacing = [float(s) for s in study.spacing_mm]
+        path = str(folder.resolve())
+        for t in range(study.num_frames):
+            records.append({"image": path, "subject": subject, "frame": str(t), "frame_index": t,
+                            "phase": "other", "spacing": spacing, "cine": path})
+    if not records:
+        raise ValueError(f"{root}: no readable short-axis cine series among {len(folders['series'])} folders"
+                         + (f" (e.g. {skipped[0]['folder']}: {skipped[0]['reason']})" if skipped else ""))
+    datalist: Dict[str, list] = dict(split_records(records, seed, fractions, assignments=subjects))
+    write_datalist(datalist, datalist_path, overwrite=overwrite)
+    datalist["skipped"] = skipped
+    return datalist
