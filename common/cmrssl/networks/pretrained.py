@@ -22,6 +22,7 @@ from typing import Dict, List
 import torch
 import torch.nn as nn
 
+from cmrssl.networks.checkpoint import read_state_dict
 from cmrssl.networks.inflate import inflate_state_dict
 
 __all__ = ["torchvision_to_monai_keys", "load_pretrained_backbone"]
@@ -47,21 +48,6 @@ def torchvision_to_monai_keys(state: Dict[str, torch.Tensor]) -> Dict[str, torch
     return out
 
 
-def _unwrap(loaded, path: Path) -> Dict[str, torch.Tensor]:
-    if isinstance(loaded, dict):
-        for entry in ("state_dict", "model", "backbone"):
-            if entry in loaded and isinstance(loaded[entry], dict):
-                loaded = loaded[entry]
-                break
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(f"{path}: not a state dict of tensors")
-    state = dict(loaded)
-    for prefix in ("module.", "backbone."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
 def load_pretrained_backbone(backbone: nn.Module, path) -> List[str]:
     """Load ``path`` into ``backbone`` (in place); returns the backbone keys left untouched (its classifier).
 
@@ -72,7 +58,7 @@ def load_pretrained_backbone(backbone: nn.Module, path) -> List[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no pretrained weight file")
-    state = torchvision_to_monai_keys(_unwrap(torch.load(path, map_location="cpu", weights_only=True), path))
+    state = torchvision_to_monai_keys(read_state_dict(path))
     state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
     target = backbone.state_dict()
     wanted = [k for k in target if not k.startswith(_CLASSIFIER_PREFIXES)]

@@ -1,0 +1,210 @@
+"""Checkpoints in and out of the shared U-Net: one place that reads them and says what is wrong.
+
+- :func:`read_state_dict`: a ``{name: tensor}`` dict from any checkpoint file
+  this project writes or accepts (loaded with ``weights_only=True``).
+- :func:`load_pretrained`: a pretraining bundle's checkpoint into a U-Net by
+  parameter name (``encoder.*``, and ``decoder.*`` when present); every encoder
+  weight must be there, nothing may have the wrong shape or belong to another
+  architecture.
+- :func:`prepare_finetuning`: the segmentation bundle's ``--finetune_mode``
+  (scratch / decoder / all / multitask) applied to a freshly built network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "FINETUNE_MODES",
+    "PretrainedLoadReport",
+    "read_state_dict",
+    "load_pretrained",
+    "freeze_parts",
+    "prepare_finetuning",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Fine-tuning modes of de Mooij et al. 2024 / Bai et al. 2019: train from random weights;
+#: SSL+Decoder (pretrained encoder frozen); SSL+All (every weight trained); SSL+MultiTask
+#: (all weights, the pretext head kept and its loss added with weight beta).
+FINETUNE_MODES = ("scratch", "decoder", "all", "multitask")
+
+_WRAPPER_ENTRIES = ("state_dict", "model", "network", "backbone")
+_WRAPPER_PREFIXES = ("module.", "backbone.")
+
+
+def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
+    """The state dict stored in ``path``, loaded on CPU with ``weights_only=True``.
+
+    Accepts a plain ``{name: tensor}`` dict, or one nested under ``state_dict`` /
+    ``model`` / ``network`` / ``backbone``; a ``module.`` (DDP) or ``backbone.``
+    prefix shared by every key is dropped.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a PyTorch checkpoint or holds no tensors (message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors do not name the file
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    if isinstance(loaded, dict):
+        for entry in _WRAPPER_ENTRIES:
+            if isinstance(loaded.get(entry), dict):
+                loaded = loaded[entry]
+                break
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise ValueError(f"{path}: holds no state dict of tensors")
+    state = dict(loaded)
+    for prefix in _WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _listing(keys: Sequence[str], limit: int = 8) -> str:
+    keys = list(keys)
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+@dataclass
+class PretrainedLoadReport:
+    """What :func:`load_pretrained` did: keys loaded, network keys left as they were, checkpoint keys ignored."""
+
+    checkpoint: str
+    loaded_keys: List[str] = field(default_factory=list)
+    missing_keys: List[str] = field(default_factory=list)
+    ignored_keys: List[str] = field(default_factory=list)
+
+
+def load_pretrained(
+    network: nn.Module,
+    checkpoint: Union[str, os.PathLike],
+    parts: Sequence[str] = ("encoder", "decoder"),
+    required_parts: Sequence[str] = ("encoder",),
+) -> PretrainedLoadReport:
+    """Load the ``parts`` of a pretrained checkpoint into ``network`` in place, by parameter name.
+
+    Args:
+        network: the shared U-Net (:class:`cmrssl.networks.unet.CMRUNet`) or any
+            module whose state-dict names start with the part names.
+        checkpoint: a ``cmr_ssp_pretraining`` / ``cmr_position_ssl`` checkpoint
+            (``encoder.*`` [+ ``decoder.*``]), or a whole trained network.
+        parts: top-level names taken from the checkpoint; checkpoint keys of other
+            parts (a task head, a projection head) are ignored and reported.
+        required_parts: parts whose every network weight must be in the checkpoint.
+
+    Returns:
+        :class:`PretrainedLoadReport`; ``missing_keys`` lists the network's weights
+        not loaded (e.g. the decoder and head for a contrastive checkpoint).
+
+    Raises:
+        FileNotFoundError, ValueError (from :func:`read_state_dict`).
+        ValueError: a required weight missing, a key of ``parts`` the network does not
+            have (another architecture), or a shape mismatch; the message names the
+            file and lists the keys. Nothing is loaded then.
+    """
+    state = read_state_dict(checkpoint)
+    target = network.state_dict()
+    wanted = tuple(f"{p}." for p in parts)
+    selected = {k: v for k, v in state.items() if k.startswith(wanted)}
+    ignored = sorted(k for k in state if k not in selected)
+    problems = []
+    if not selected:
+        problems.append(f"no weights under {list(parts)} (its keys look like {_listing(sorted(state), 3)})")
+    required = tuple(f"{p}." for p in required_parts)
+    missing_required = sorted(k for k in target if k.startswith(required) and k not in selected)
+    if selected and missing_required:
+        problems.append(f"missing keys: {_listing(missing_required)}")
+    unexpected = sorted(k for k in selected if k not in target)
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(v.shape)} vs network {tuple(target[k].shape)}"
+        for k, v in selected.items()
+        if k in target and v.shape != target[k].shape
+    )
+    if mismatched:
+        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    if problems:
+        raise ValueError(
+            f"{checkpoint}: does not fit the network {type(network).__name__} "
+            f"(was it pretrained with the same network_def?); " + "; ".join(problems)
+        )
+    network.load_state_dict(selected, strict=False)
+    report = PretrainedLoadReport(
+        checkpoint=str(checkpoint),
+        loaded_keys=sorted(selected),
+        missing_keys=sorted(k for k in target if k not in selected),
+        ignored_keys=ignored,
+    )
+    logger.info(
+        "%s: loaded %d pretrained tensors (%s); %d network tensors keep their initialisation; %d ignored",
+        checkpoint, len(report.loaded_keys), ", ".join(sorted({k.split(".")[0] for k in selected})),
+        len(report.missing_keys), len(report.ignored_keys),
+    )
+    return report
+
+
+def freeze_parts(network: nn.Module, parts: Sequence[str]) -> List[str]:
+    """Switch off the gradients of the named parts (e.g. ``["encoder"]``); returns the frozen parameter names.
+
+    Raises:
+        ValueError: a part the network does not have.
+    """
+    frozen = []
+    for part in parts:
+        module = getattr(network, part, None)
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"{type(network).__name__} has no part '{part}' to freeze")
+        for name, param in module.named_parameters():
+            param.requires_grad_(False)
+            frozen.append(f"{part}.{name}")
+    return frozen
+
+
+def prepare_finetuning(
+    network: nn.Module,
+    pretrained_checkpoint: Union[str, os.PathLike, None] = "",
+    finetune_mode: str = "scratch",
+) -> nn.Module:
+    """Apply a fine-tuning mode to ``network`` (in place) and return it.
+
+    - ``scratch``: nothing loaded (``pretrained_checkpoint`` must be empty);
+    - ``decoder``: encoder (and decoder when the checkpoint has one) loaded, encoder frozen;
+    - ``all`` and ``multitask``: loaded, every weight trained (the multi-task loss
+      is the training config's business).
+
+    Raises:
+        ValueError: unknown mode, a pretrained mode without a checkpoint, a
+            checkpoint with ``scratch``, or the errors of :func:`load_pretrained`.
+    """
+    mode = str(finetune_mode).strip().lower()
+    if mode not in FINETUNE_MODES:
+        raise ValueError(f"finetune_mode must be one of {list(FINETUNE_MODES)}, got {finetune_mode!r}")
+    checkpoint = str(pretrained_checkpoint or "").strip()
+    if mode == "scratch":
+        if checkpoint:
+            raise ValueError(
+                f"--pretrained_checkpoint {checkpoint} given with finetune_mode 'scratch'; "
+                "pass --finetune_mode decoder|all|multitask to use it"
+            )
+        return network
+    if not checkpoint:
+        raise ValueError(f"finetune_mode '{mode}' needs --pretrained_checkpoint PATH (a pretraining bundle's model)")
+    load_pretrained(network, checkpoint)
+    if mode == "decoder":
+        frozen = freeze_parts(network, ["encoder"])
+        logger.info("finetune_mode decoder: %d encoder tensors frozen", len(frozen))
+    return network

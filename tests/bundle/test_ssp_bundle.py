@@ -1,0 +1,164 @@
+"""cmr_ssp_pretraining: every method config runs through `python -m monai.bundle run` on phantom frames,
+and its checkpoint loads into the segmentation U-Net with every encoder weight present."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = REPO_ROOT / "bundles" / "cmr_ssp_pretraining"
+METHODS = ("simclr", "pcl", "dino", "mim")
+
+# CPU-sized runs: 64 px slices at 5 mm (the heart stays in the field), one epoch of two iterations
+# of one frame each, a narrow U-Net, small DINO crops and head, 16x16 MIM patches.
+TINY_UNET_OVERRIDES = {"network_def#channels": "[4, 8, 16, 32]"}
+TINY = {
+    "image_size": "64",
+    "pixdim_mm": "[5.0, 5.0]",
+    "epochs": "1",
+    "epoch_length": "2",
+    "frames_per_batch": "1",
+    "num_workers": "0",
+    **TINY_UNET_OVERRIDES,
+}
+TINY_PER_METHOD = {
+    "simclr": {"projection_hidden_dims": "[32]", "projection_dim": "16"},
+    "pcl": {"projection_hidden_dims": "[32]", "projection_dim": "16"},
+    "dino": {
+        "global_crop_size": "48",
+        "local_crop_size": "24",
+        "num_local_crops": "2",
+        "dino_hidden_dim": "32",
+        "dino_bottleneck_dim": "16",
+        "dino_output_dim": "64",
+    },
+    "mim": {"mask_patch_size": "[16, 16]"},
+}
+
+
+def _tiny_unet(out_channels: int):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "simclr.json"))
+    parser["network_def#out_channels"] = out_channels
+    for key, value in TINY_UNET_OVERRIDES.items():
+        parser[key] = json.loads(value)
+    return parser.get_parsed_content("network_def", instantiate=True)
+
+
+@pytest.fixture(scope="module")
+def phantom_datalist(phantom_cohort, tmp_path_factory) -> Path:
+    """Unlabelled records: two 3D frames of two subjects, and one frame of a 4D cine by frame_index."""
+    subjects = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())
+    records = []
+    for subject in subjects[:2]:
+        frames = sorted((subject / "frames").glob("frame_[0-9][0-9].nii.gz"))
+        for index in (0, len(frames) // 2):
+            records.append({"image": str(frames[index]), "subject": subject.name, "frame_index": index})
+    records.append({"image": str(subjects[-1] / "sax_cine.nii.gz"), "subject": subjects[-1].name, "frame_index": 3})
+    path = tmp_path_factory.mktemp("ssp") / "datalist.json"
+    path.write_text(json.dumps({"training": records, "validation": [], "test": []}))
+    return path
+
+
+def _run_bundle(method: str, datalist: Path, out: Path, *extra: str, launcher=None, config_files=None) -> subprocess.CompletedProcess:
+    config = config_files or f"configs/{method}.json"
+    overrides = {**TINY, **TINY_PER_METHOD[method]}
+    command = list(launcher or [sys.executable]) + ["-m", "monai.bundle", "run", "--config_file", config]
+    command += ["--datalist", str(datalist), "--checkpoint", str(out / f"{method}.pt"), "--output_dir", str(out / "runs")]
+    for key, value in overrides.items():
+        command += [f"--{key}", value]
+    command += list(extra)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(command, cwd=str(BUNDLE), capture_output=True, text=True, timeout=600, env=env)
+
+
+def _assert_loads_into_segmentation_unet(checkpoint: Path, method: str) -> None:
+    from cmrssl.networks.checkpoint import load_pretrained
+
+    state = torch.load(checkpoint, weights_only=True)
+    assert state and all(k.startswith(("encoder.", "decoder.")) for k in state)
+    segmentation = _tiny_unet(out_channels=4)
+    encoder_keys = {k for k in segmentation.state_dict() if k.startswith("encoder.")}
+    assert encoder_keys <= set(state), f"{method}: missing encoder keys {sorted(encoder_keys - set(state))[:5]}"
+    if method == "mim":
+        assert any(k.startswith("decoder.") for k in state)
+    else:
+        assert not any(k.startswith("decoder.") for k in state)
+    load_pretrained(segmentation, checkpoint)
+    loaded = segmentation.state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in encoder_keys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_two_iterations_of_every_method_and_checkpoint_loads(method, phantom_datalist, tmp_path):
+    # tracking, when asked: TensorBoard on DINO, MLflow (MONAI's --tracking) on MIM
+    extra = {"dino": ("--use_tensorboard", "True"), "mim": ("--tracking", "mlflow")}.get(method, ())
+    result = _run_bundle(method, phantom_datalist, tmp_path, *extra)
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = result.stdout + result.stderr
+    assert "Iter: 2/2" in log and "train_loss" in log
+    checkpoint = tmp_path / f"{method}.pt"
+    assert checkpoint.is_file()
+    _assert_loads_into_segmentation_unet(checkpoint, method)
+    if method == "dino":
+        assert list((tmp_path / "runs").glob("events.out.tfevents*")), "TensorBoard asked for but not written"
+    if method == "mim":
+        assert (tmp_path / "runs" / "mlruns.db").is_file(), "MLflow asked for but not written"
+
+
+@pytest.mark.slow
+def test_existing_checkpoint_is_not_overwritten(phantom_datalist, tmp_path):
+    checkpoint = tmp_path / "simclr.pt"
+    checkpoint.write_bytes(b"keep me")
+    result = _run_bundle("simclr", phantom_datalist, tmp_path)
+    assert result.returncode != 0 and "already exists" in result.stderr
+    assert checkpoint.read_bytes() == b"keep me"
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes(phantom_datalist, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531"]
+    result = _run_bundle(
+        "pcl", phantom_datalist, tmp_path, launcher=launcher,
+        config_files="['configs/pcl.json','configs/multi_gpu_train.json']",
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    _assert_loads_into_segmentation_unet(tmp_path / "pcl.pt", "pcl")
+
+
+def test_method_configs_share_identical_common_sections():
+    configs = {m: json.loads((BUNDLE / "configs" / f"{m}.json").read_text()) for m in METHODS}
+    shared_keys = ["imports", "bundle_root", "device", "seed", "dataset_dir", "datalist", "datalist_splits", "checkpoint",
+                   "overwrite", "output_dir", "use_tensorboard", "pixdim_mm", "image_size", "frames_per_batch",
+                   "ssl_model", "initialize", "run"]
+    for key in shared_keys:
+        values = {m: json.dumps(c[key], sort_keys=True) for m, c in configs.items()}
+        assert len(set(values.values())) == 1, f"{key} differs between method configs: {values}"
+    for section in ("records", "dataset", "dataloader", "trainer"):
+        values = {m: json.dumps(c["train"][section], sort_keys=True) for m, c in configs.items()}
+        assert len(set(values.values())) == 1, f"train#{section} differs: {values}"
+    preprocessing = {m: json.dumps(c["train"]["preprocessing"], sort_keys=True) for m, c in configs.items()}
+    assert len(set(preprocessing.values())) == 1
+    for method, config in configs.items():
+        assert config["method_name"] == method
+
+
+def test_metadata_has_the_mandatory_model_zoo_keys():
+    metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    for key in ("schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format", "name"):
+        assert metadata.get(key), key
+    assert metadata["version"] in metadata["changelog"]
+    assert set(metadata["network_data_format"]) == {"inputs", "outputs"}
+    for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json"):
+        assert (BUNDLE / name).is_file(), name

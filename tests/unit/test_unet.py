@@ -1,0 +1,156 @@
+"""The shared U-Net and its checkpoint contract: named parts, shapes, deep supervision, pretrained loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cmrssl.networks.checkpoint import freeze_parts, load_pretrained, prepare_finetuning, read_state_dict
+from cmrssl.networks.unet import CMRUNet
+
+torch.set_num_threads(1)
+TINY = (4, 8, 16, 32)
+
+
+def _unet(**kwargs) -> CMRUNet:
+    torch.manual_seed(kwargs.pop("seed", 0))
+    return CMRUNet(in_channels=1, out_channels=4, channels=TINY, **kwargs)
+
+
+def test_parts_shapes_and_bottleneck():
+    net = _unet()
+    top_level = {k.split(".")[0] for k in net.state_dict()}
+    assert top_level == {"encoder", "decoder", "head"}
+    features = net.encode(torch.randn(2, 1, 32, 48))
+    assert [tuple(f.shape) for f in features] == [(2, 4, 32, 48), (2, 8, 16, 24), (2, 16, 8, 12), (2, 32, 4, 6)]
+    assert net.feature_dim == 32 and net.divisor == 8
+    assert net(torch.randn(2, 1, 32, 48)).shape == (2, 4, 32, 48)
+
+
+def test_input_not_divisible_by_the_stride_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="not divisible by 8.*DivisiblePadd"):
+        _unet()(torch.randn(1, 1, 30, 32))
+
+
+def test_deep_supervision_stacks_levels_in_training_only():
+    net = _unet(deep_supervision=True, num_deep_supervision_heads=2)
+    assert {k.split(".")[0] for k in net.state_dict()} == {"encoder", "decoder", "head", "aux_heads"}
+    x = torch.randn(2, 1, 32, 32)
+    stacked = net.train()(x)
+    assert stacked.shape == (2, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert net.eval()(x).shape == (2, 4, 32, 32)
+    with pytest.raises(ValueError, match="num_deep_supervision_heads"):
+        CMRUNet(channels=TINY, deep_supervision=True, num_deep_supervision_heads=3)
+
+
+def test_main_output_equal_with_and_without_deep_supervision():
+    plain, supervised = _unet(seed=1), _unet(seed=1, deep_supervision=True)
+    supervised.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(x), supervised.eval()(x))
+        assert torch.allclose(plain.train()(x), supervised.train()(x)[:, 0])
+
+
+def test_torchscript_export_keeps_both_modes():
+    net = _unet(deep_supervision=True).eval()
+    scripted = torch.jit.script(net)
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net(x), atol=1e-6)
+
+
+def test_load_pretrained_encoder_only_checkpoint(tmp_path):
+    source, target = _unet(seed=1), _unet(seed=2)
+    path = tmp_path / "simclr.pt"
+    torch.save({k: v for k, v in source.state_dict().items() if k.startswith("encoder.")}, path)
+    decoder_before = {k: v.clone() for k, v in target.decoder.state_dict().items()}
+    report = load_pretrained(target, path)
+    assert report.loaded_keys and all(k.startswith("encoder.") for k in report.loaded_keys)
+    assert not [k for k in report.missing_keys if k.startswith("encoder.")]
+    assert any(k.startswith("decoder.") for k in report.missing_keys)
+    for key, value in source.encoder.state_dict().items():
+        assert torch.equal(target.encoder.state_dict()[key], value)
+    assert all(torch.equal(decoder_before[k], v) for k, v in target.decoder.state_dict().items())
+
+
+def test_load_pretrained_ignores_other_heads_and_accepts_wrappers(tmp_path):
+    source, target = _unet(seed=1), _unet(seed=2)
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    state["module.projection.weight"] = torch.zeros(3)
+    path = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": state}, path)
+    report = load_pretrained(target, path)
+    assert "projection.weight" in report.ignored_keys and "head.conv.conv.weight" in report.ignored_keys
+    assert set(report.loaded_keys) == {k for k in source.state_dict() if k.startswith(("encoder.", "decoder."))}
+
+
+@pytest.mark.parametrize(
+    "problem, expected",
+    [
+        ("missing", "missing keys: encoder.stages.3"),
+        ("shape", "shape mismatches: encoder.stages.0.conv1.conv.weight"),
+        ("foreign", "unexpected keys: encoder.extra.weight"),
+        ("nothing", "no weights under"),
+    ],
+)
+def test_load_pretrained_refuses_mismatched_checkpoints_naming_file_and_keys(tmp_path, problem, expected):
+    state = {k: v for k, v in _unet(seed=1).state_dict().items() if k.startswith("encoder.")}
+    if problem == "missing":
+        state = {k: v for k, v in state.items() if not k.startswith("encoder.stages.3")}
+    elif problem == "shape":
+        state = {k: v for k, v in CMRUNet(channels=(6, 8, 16, 32)).state_dict().items() if k.startswith("encoder.")}
+    elif problem == "foreign":
+        state["encoder.extra.weight"] = torch.zeros(1)
+    else:
+        state = {"conv.weight": torch.zeros(1)}
+    path = tmp_path / f"{problem}.pt"
+    torch.save(state, path)
+    target = _unet(seed=2)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError) as caught:
+        load_pretrained(target, path)
+    assert str(path) in str(caught.value) and expected in str(caught.value)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items()), "partially loaded"
+
+
+def test_read_state_dict_refuses_non_checkpoints(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt: not a readable PyTorch checkpoint"):
+        read_state_dict(junk)
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        read_state_dict(tmp_path / "absent.pt")
+    empty = tmp_path / "empty.pt"
+    torch.save({"epoch": 3}, empty)
+    with pytest.raises(ValueError, match="no state dict of tensors"):
+        read_state_dict(empty)
+
+
+def test_finetuning_modes(tmp_path):
+    source = _unet(seed=1)
+    path = tmp_path / "mim.pt"
+    torch.save({k: v for k, v in source.state_dict().items() if not k.startswith("head.")}, path)
+
+    decoder_mode = prepare_finetuning(_unet(seed=2), str(path), "decoder")
+    assert all(not p.requires_grad for p in decoder_mode.encoder.parameters())
+    assert all(p.requires_grad for p in decoder_mode.decoder.parameters())
+    assert torch.equal(decoder_mode.decoder.state_dict()["stages.0.transp_conv.conv.weight"],
+                       source.decoder.state_dict()["stages.0.transp_conv.conv.weight"])
+
+    all_mode = prepare_finetuning(_unet(seed=2), str(path), "ALL")
+    assert all(p.requires_grad for p in all_mode.parameters())
+    assert torch.equal(all_mode.encoder.state_dict()["stages.0.conv1.conv.weight"],
+                       source.encoder.state_dict()["stages.0.conv1.conv.weight"])
+
+    scratch = _unet(seed=2)
+    assert prepare_finetuning(scratch, "", "scratch") is scratch
+    with pytest.raises(ValueError, match="finetune_mode must be one of"):
+        prepare_finetuning(_unet(), str(path), "frozen")
+    with pytest.raises(ValueError, match="needs --pretrained_checkpoint"):
+        prepare_finetuning(_unet(), "", "decoder")
+    with pytest.raises(ValueError, match="with finetune_mode 'scratch'"):
+        prepare_finetuning(_unet(), str(path), "scratch")
+    with pytest.raises(ValueError, match="no part 'bottleneck'"):
+        freeze_parts(_unet(), ["bottleneck"])
