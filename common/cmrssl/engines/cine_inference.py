@@ -208,9 +208,7 @@ def cine_frame_records(cines: Sequence[dict], cache: CineStudyCache) -> List[dic
 
 
 # --------------------------------------------------------------------------- weights
-def load_network_checkpoint(
-    network: torch.nn.Module, checkpoint: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu"
-) -> torch.nn.Module:
+def load_network_checkpoint(network: torch.nn.Module, checkpoint: Union[str, os.PathLike]) -> torch.nn.Module:
     """Load a trained checkpoint into ``network`` strictly, with an error naming the file.
 
     Accepts a plain state dict (what the bundle's CheckpointSaver writes as
@@ -221,21 +219,12 @@ def load_network_checkpoint(
         FileNotFoundError: no file at ``checkpoint``.
         ValueError: missing or unexpected keys, or shape mismatches (listed).
     """
+    from cmrssl.networks.checkpoint import read_state_dict
+
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (train the bundle or pass --checkpoint PATH)")
-    try:
-        state = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    except Exception as error:  # pickle errors carry no file name
-        raise ValueError(f"{checkpoint}: not a readable PyTorch checkpoint ({error})") from error
-    if isinstance(state, dict):
-        for key in ("model", "network", "state_dict"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{checkpoint}: holds no state dict of tensors")
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = read_state_dict(checkpoint)
     expected = network.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -269,6 +258,9 @@ def check_output_dir(output_dir: Union[str, os.PathLike], overwrite: bool = Fals
     Raises:
         FileExistsError: ``output_dir`` is a non-empty folder (or a file) and not ``overwrite``.
     """
+    from cmrssl.io.atomic import as_bool
+
+    overwrite = as_bool(overwrite)
     output_dir = Path(output_dir).expanduser().resolve()
     if output_dir.is_file():
         raise FileExistsError(f"{output_dir}: output path is a file, expected a folder")
@@ -457,8 +449,10 @@ class CineSegmentationWriter:
         pred_key: str = "pred",
         plots: bool = True,
     ) -> None:
+        from cmrssl.io.atomic import as_bool
+
         self.output_dir = check_output_dir(output_dir, overwrite)
-        self.overwrite = bool(overwrite)
+        self.overwrite = as_bool(overwrite)
         self.cines = list(cines)
         self.cache = cache
         self.pred_key = pred_key

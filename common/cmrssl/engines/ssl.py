@@ -39,7 +39,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 
-from cmrssl.io.atomic import atomic_file, check_can_write
+from cmrssl.io.atomic import as_bool, atomic_file, check_can_write
 from cmrssl.networks.heads import SSLEncoder, backbone_state_dict
 
 __all__ = [
@@ -431,16 +431,6 @@ class FreezeParametersHandler:
                 param.grad = None
 
 
-def _as_bool(value: Any, name: str) -> bool:
-    # bundle command-line overrides arrive as strings ("--overwrite true")
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return lowered in ("true", "1", "yes")
-    return bool(value)
-
-
 def _is_rank0() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
@@ -467,7 +457,7 @@ class BackboneCheckpointSaver:
             raise TypeError(f"{type(method).__name__} has no backbone_state_dict()")
         self.method = method
         self.path = Path(path)
-        self.overwrite = _as_bool(overwrite, "overwrite")
+        self.overwrite = as_bool(overwrite, "overwrite")
         self.save_interval_epochs = int(save_interval_epochs)
         self._written = False
 
