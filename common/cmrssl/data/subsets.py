@@ -1,0 +1,117 @@
+"""Records of a datalist for a training run: one split, labelled frames only, optionally few subjects.
+
+Few-label fine-tuning (de Mooij et al. 2024 train on 1 to 80 labelled
+subjects) draws its subjects here, so every bundle draws them the same way:
+a seeded permutation of the split's subjects, the first ``N`` kept, with all
+their labelled frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import List, Sequence, Union
+
+import numpy as np
+
+__all__ = ["datalist_records", "choose_subjects", "labelled_training_records"]
+
+logger = logging.getLogger(__name__)
+
+_PATH_KEYS = ("image", "label", "cine")
+#: Fields a training or evaluation pipeline reads, with the value a record lacking one gets.
+#: Records keep only these: the default collate fails when a batch mixes records with and
+#: without an optional field (ACDC's ``cine`` exists for one patient, DSB volumes for some).
+_TRAINING_FIELDS = {"image": None, "label": None, "subject": None, "frame": "", "frame_index": -1, "phase": "other"}
+
+
+def datalist_records(
+    datalist: Union[str, os.PathLike], splits: Union[str, Sequence[str]] = "training", dataset_dir: str = ""
+) -> List[dict]:
+    """The records of ``splits`` with relative ``image`` / ``label`` / ``cine`` paths made absolute.
+
+    Relative paths resolve against ``dataset_dir`` when given, else against the
+    datalist's folder (MONAI's ``load_decathlon_datalist`` convention).
+
+    Raises:
+        FileNotFoundError: no datalist file.
+        ValueError: not a JSON object, a split missing, or a record without ``image`` / ``subject``.
+    """
+    path = Path(datalist).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: datalist not found (make one with tools/index.py)")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a JSON object with split lists, got {type(content).__name__}")
+    base = Path(dataset_dir).expanduser() if dataset_dir else path.parent
+    records = []
+    for split in [splits] if isinstance(splits, str) else list(splits):
+        if split not in content:
+            raise ValueError(f"{path}: has no split '{split}' (found {sorted(content)})")
+        for number, record in enumerate(content[split]):
+            if not isinstance(record, dict) or "image" not in record or "subject" not in record:
+                raise ValueError(f"{path}: record {number} of '{split}' lacks 'image' or 'subject': {record}")
+            record = dict(record)
+            for key in _PATH_KEYS:
+                if isinstance(record.get(key), str) and not os.path.isabs(record[key]):
+                    record[key] = str((base / record[key]).resolve())
+            records.append(record)
+    return records
+
+
+def choose_subjects(subjects: Sequence[str], num_subjects: int, seed: int = 0) -> List[str]:
+    """``num_subjects`` of ``subjects`` (distinct, sorted first), drawn by a seeded permutation.
+
+    The draw is nested: the subjects chosen for ``N`` are among those for ``N + 1``
+    with the same seed, so label-count curves compare like with like.
+
+    Raises:
+        ValueError: fewer subjects than asked for, or a negative count.
+    """
+    unique = sorted({str(s) for s in subjects})
+    num_subjects = int(num_subjects)
+    if num_subjects < 0:
+        raise ValueError(f"num_labelled_subjects must be >= 0 (0: all), got {num_subjects}")
+    if num_subjects > len(unique):
+        raise ValueError(f"asked for {num_subjects} labelled subjects but only {len(unique)} are available")
+    order = np.random.default_rng(int(seed)).permutation(len(unique))
+    return sorted(unique[i] for i in order[:num_subjects])
+
+
+def labelled_training_records(
+    datalist: Union[str, os.PathLike],
+    split: str = "training",
+    dataset_dir: str = "",
+    num_labelled_subjects: int = 0,
+    seed: int = 0,
+) -> List[dict]:
+    """Labelled records of ``split``, restricted to ``num_labelled_subjects`` subjects (0: all).
+
+    Records without ``label`` are left out (a datalist may mix unlabelled frames
+    for pretraining); the subjects kept are logged. Each record keeps ``image``,
+    ``label``, ``subject``, ``frame``, ``frame_index`` (-1 when absent: a 3D frame
+    file needs none) and ``phase`` ("other" when absent).
+
+    Raises:
+        ValueError: the split holds no labelled record, or fewer labelled subjects than asked for.
+    """
+    records = datalist_records(datalist, split, dataset_dir)
+    labelled = [
+        {key: record.get(key, default) for key, default in _TRAINING_FIELDS.items()}
+        for record in records if record.get("label")
+    ]
+    if not labelled:
+        raise ValueError(f"{datalist}: split '{split}' holds no record with a 'label'")
+    if len(labelled) < len(records):
+        logger.info("%s: %d of %d '%s' records have no label and are left out", datalist,
+                    len(records) - len(labelled), len(records), split)
+    if int(num_labelled_subjects) > 0:
+        kept = set(choose_subjects([r["subject"] for r in labelled], num_labelled_subjects, seed))
+        labelled = [r for r in labelled if str(r["subject"]) in kept]
+        logger.info("few-label training on %d subjects (seed %d): %s", len(kept), seed, ", ".join(sorted(kept)))
+    return labelled
