@@ -1,0 +1,232 @@
+"""Evaluation writer of the segmentation bundle: per-frame scores and per-subject function errors.
+
+Attached to an evaluator whose postprocessing puts the discrete prediction
+back in the reference label's grid, :class:`SegmentationEvaluationWriter`
+scores every frame (3D Dice and HD95 of LV cavity, LV myocardium and RV
+cavity, volumes) and, for every subject with an ED and an ES frame, the
+cardiac function from the prediction against the one from the reference
+(EDV, ESV, EF, LV mass, RV EDV/ESV). It writes, whole or not at all:
+
+- ``metrics.csv``: one row per subject and frame;
+- ``function.csv``: one row per subject, reference, predicted and error;
+- ``summary.json``: per structure mean / SD / median Dice and HD95, and for
+  the function the mean error, mean absolute error, SD and Pearson correlation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from cmrssl.metrics.segmentation import STRUCTURES, structure_scores
+
+__all__ = ["SegmentationEvaluationWriter", "summarise"]
+
+logger = logging.getLogger(__name__)
+
+METRICS_CSV = "metrics.csv"
+FUNCTION_CSV = "function.csv"
+SUMMARY_JSON = "summary.json"
+
+#: Function quantities compared per subject: (name, unit).
+FUNCTION_QUANTITIES = (
+    ("lv_edv_ml", "ml"), ("lv_esv_ml", "ml"), ("lv_ef_percent", "%"), ("lv_mass_g", "g"),
+    ("rv_edv_ml", "ml"), ("rv_esv_ml", "ml"), ("rv_ef_percent", "%"),
+)
+
+
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x
+        return x.numpy()
+    return np.asarray(x)
+
+
+def _spacing_of(image) -> List[float]:
+    affine = getattr(image, "affine", None)
+    if affine is None:
+        raise ValueError("the reference label carries no affine (load it with LoadCineFramed or LoadImaged)")
+    affine = _numpy(affine).astype(np.float64)
+    return [float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)]
+
+
+def _stats(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if finite.size == 0:
+        return {"n": 0, "mean": None, "sd": None, "median": None}
+    return {
+        "n": int(finite.size),
+        "mean": float(finite.mean()),
+        "sd": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+        "median": float(np.median(finite)),
+    }
+
+
+def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
+    """Summary statistics of the per-frame and per-subject rows (see the module docstring)."""
+    summary: dict = {"frames": len(frame_rows), "subjects_with_function": len(function_rows), "segmentation": {}}
+    for name in STRUCTURES:
+        summary["segmentation"][name] = {
+            "dice": _stats([r[f"dice_{name}"] for r in frame_rows]),
+            "hd95_mm": _stats([r[f"hd95_mm_{name}"] for r in frame_rows]),
+        }
+    summary["function"] = {}
+    for name, unit in FUNCTION_QUANTITIES:
+        pairs = [
+            (r[f"reference_{name}"], r[f"predicted_{name}"]) for r in function_rows
+            if r.get(f"reference_{name}") is not None and r.get(f"predicted_{name}") is not None
+        ]
+        if not pairs:
+            continue
+        reference, predicted = (np.asarray(v, dtype=np.float64) for v in zip(*pairs))
+        error = predicted - reference
+        correlation = (
+            float(np.corrcoef(reference, predicted)[0, 1])
+            if len(pairs) > 2 and reference.std() > 0 and predicted.std() > 0 else None
+        )
+        summary["function"][name] = {
+            "unit": unit,
+            "n": len(pairs),
+            "mean_error": float(error.mean()),
+            "mean_absolute_error": float(np.abs(error).mean()),
+            "sd_error": float(error.std(ddof=1)) if len(pairs) > 1 else 0.0,
+            "pearson_r": correlation,
+        }
+    return summary
+
+
+class SegmentationEvaluationWriter:
+    """Ignite handler scoring each evaluated frame against its reference and writing the tables.
+
+    Args:
+        output_dir: folder receiving ``metrics.csv``, ``function.csv``, ``summary.json``.
+        overwrite: replace a folder that already holds results (checked at construction,
+            before any inference runs).
+        pred_key: discrete prediction ``[1, *spatial]`` in the reference's grid.
+        label_key: reference labels ``[1, *spatial]`` with their affine.
+
+    Every evaluated record needs ``subject``; ``phase`` ("ED"/"ES") and
+    ``frame_index`` are used when present.
+    """
+
+    def __init__(
+        self,
+        output_dir: Union[str, os.PathLike],
+        overwrite: bool = False,
+        pred_key: str = "pred",
+        label_key: str = "label",
+    ) -> None:
+        from cmrssl.engines.cine_inference import check_output_dir
+        from cmrssl.io.atomic import as_bool
+
+        self.output_dir = check_output_dir(output_dir, overwrite)
+        self.overwrite = as_bool(overwrite)
+        self.pred_key, self.label_key = pred_key, label_key
+        self.rows: List[dict] = []
+        self._volumes: Dict[str, Dict[str, tuple]] = defaultdict(dict)
+        self.summary: dict = {}
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def reset(self, engine=None) -> None:
+        self.rows, self._volumes, self.summary = [], defaultdict(dict), {}
+
+    def collect(self, engine) -> None:
+        batch, output = engine.state.batch, engine.state.output
+        if isinstance(batch, dict):
+            raise ValueError("SegmentationEvaluationWriter needs the evaluator's decollate=True")
+        for record, result in zip(batch, output):
+            label = result[self.label_key] if self.label_key in result else record[self.label_key]
+            name = getattr(label, "meta", {}).get("filename_or_obj", "reference label")
+            prediction = _numpy(result[self.pred_key])
+            reference = _numpy(label)
+            if prediction.shape != reference.shape:
+                raise ValueError(
+                    f"{name}: prediction {prediction.shape} is not in the reference grid {reference.shape}; "
+                    "the postprocessing must invert the preprocessing"
+                )
+            spacing = _spacing_of(label)
+            scores = structure_scores(prediction[0], reference[0], spacing)
+            subject = str(record.get("subject", name))
+            phase = str(record.get("phase", "")) or "other"
+            row = {"subject": subject, "frame_index": record.get("frame_index"), "phase": phase, **scores}
+            self.rows.append(row)
+            if phase in ("ED", "ES"):
+                # [W, H, Z] -> [Z, H, W], the function module's layout; spacing reordered alike
+                self._volumes[subject][phase] = (
+                    np.transpose(prediction[0], (2, 1, 0)), np.transpose(reference[0], (2, 1, 0)),
+                    spacing[::-1], record.get("frame_index"),
+                )
+
+    def _function_rows(self) -> List[dict]:
+        from cmrssl.metrics.function import cardiac_function_from_ed_es
+
+        rows = []
+        for subject, phases in sorted(self._volumes.items()):
+            if set(phases) != {"ED", "ES"}:
+                continue
+            (ed_pred, ed_ref, spacing, ed_frame), (es_pred, es_ref, _, es_frame) = phases["ED"], phases["ES"]
+            frames = {"ed_frame": int(ed_frame or 0), "es_frame": int(es_frame if es_frame is not None else 1)}
+            if frames["ed_frame"] == frames["es_frame"]:
+                frames = {"ed_frame": 0, "es_frame": 1}
+            row: dict = {"subject": subject}
+            try:
+                reference = cardiac_function_from_ed_es(ed_ref, es_ref, spacing, source=subject, **frames).scalars()
+            except ValueError as error:
+                logger.warning("%s: no reference function: %s", subject, error)
+                continue
+            try:
+                predicted = cardiac_function_from_ed_es(ed_pred, es_pred, spacing, source=subject, **frames).scalars()
+            except ValueError as error:  # e.g. no LV found on the predicted ES frame
+                logger.warning("%s: no function from the prediction: %s", subject, error)
+                predicted = {}
+            for name, _ in FUNCTION_QUANTITIES:
+                ref_value, pred_value = reference.get(name), predicted.get(name)
+                row[f"reference_{name}"] = ref_value
+                row[f"predicted_{name}"] = pred_value
+                row[f"error_{name}"] = (
+                    None if ref_value is None or pred_value is None else float(pred_value) - float(ref_value)
+                )
+            rows.append(row)
+        return rows
+
+    def write(self, engine=None) -> None:
+        from cmrssl.io.atomic import atomic_folder
+
+        if not self.rows:
+            raise RuntimeError("no frame was evaluated: is the datalist split empty?")
+        function_rows = self._function_rows()
+        self.summary = summarise(self.rows, function_rows)
+        replace = self.overwrite or (self.output_dir.is_dir() and not any(self.output_dir.iterdir()))
+        with atomic_folder(self.output_dir, overwrite=replace) as tmp:
+            _write_csv(tmp / METRICS_CSV, self.rows)
+            if function_rows:
+                _write_csv(tmp / FUNCTION_CSV, function_rows)
+            (tmp / SUMMARY_JSON).write_text(json.dumps(self.summary, indent=2))
+        dice = {k: v["dice"]["mean"] for k, v in self.summary["segmentation"].items()}
+        logger.info(
+            "evaluated %d frames: mean Dice %s -> %s", len(self.rows),
+            ", ".join(f"{k} {v:.3f}" for k, v in dice.items() if v is not None), self.output_dir,
+        )
+
+
+def _write_csv(path: Path, rows: List[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
