@@ -1,0 +1,248 @@
+"""cmr_unet_segmentation training and evaluation through `python -m monai.bundle run` on a tiny phantom cohort,
+fine-tuning modes from pretraining checkpoints, model zoo / MONAI Label contracts, DDP on CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
+CHANNELS = "[4, 8, 16, 32]"
+# CPU-sized: the phantom's 165 mm field at 3.5 mm is 48 px, one 48 px patch per slice, a narrow U-Net.
+TINY = {
+    "pixdim_mm": "[3.5, 3.5]",
+    "patch_size": "[48, 48]",
+    "network_def#channels": CHANNELS,
+    "num_workers": "0",
+    "max_epochs": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Four phantom subjects of four frames (2 training, 1 validation, 1 test) and their datalist."""
+    from cmrssl.data.phantom import generate_cohort
+    from cmrssl.data.phantom_index import index_phantom
+
+    root = tmp_path_factory.mktemp("seg_cohort")
+    generate_cohort(root / "cohort", num_subjects=4, seed=3, num_frames=4, image_size=48, write_dicom=False)
+    datalist = root / "datalist.json"
+    index_phantom(root / "cohort", datalist, seed=0)
+    return datalist
+
+
+def _run(config, *args: str, launcher=None, timeout=600, **overrides) -> subprocess.CompletedProcess:
+    command = list(launcher or [sys.executable]) + ["-m", "monai.bundle", "run", "--config_file", config]
+    for key, value in {**TINY, **overrides}.items():
+        command += [f"--{key}", str(value)]
+    command += list(args)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(command, cwd=str(BUNDLE), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _train(datalist: Path, out: Path, *args: str, **overrides) -> subprocess.CompletedProcess:
+    return _run("configs/train.json", "--datalist", str(datalist), "--output_dir", str(out), *args, **overrides)
+
+
+def _tiny_network(out_channels: int = 4):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser["network_def#channels"] = json.loads(CHANNELS)
+    parser["network_def#out_channels"] = out_channels
+    return parser.get_parsed_content("network_def", instantiate=True)
+
+
+@pytest.fixture(scope="module")
+def trained(cohort, tmp_path_factory):
+    """One epoch from scratch: the checkpoint the evaluation and export tests use."""
+    out = tmp_path_factory.mktemp("seg_train")
+    result = _train(cohort, out)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_training_from_scratch_writes_the_best_checkpoint(trained):
+    out, log = trained
+    assert "val_mean_dice" in log and "train_loss" in log
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert set(state) == set(_tiny_network().state_dict())
+
+
+@pytest.mark.slow
+def test_existing_checkpoint_is_refused_before_training(cohort, tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"keep me")
+    result = _train(cohort, tmp_path)
+    assert result.returncode != 0 and "model.pt already exists" in result.stderr
+    assert (tmp_path / "model.pt").read_bytes() == b"keep me"
+    assert "train_loss" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_few_label_training_uses_exactly_the_requested_subjects(cohort, tmp_path):
+    from cmrssl.data.subsets import labelled_training_records
+
+    result = _train(cohort, tmp_path, num_labelled_subjects=1)
+    assert result.returncode == 0, result.stderr[-4000:]
+    records = labelled_training_records(cohort, "training", "", 1, 0)
+    subjects = {r["subject"] for r in records}
+    assert len(subjects) == 1
+    assert f"few-label training on 1 subjects (seed 0): {subjects.pop()}" in result.stdout + result.stderr
+    too_many = _train(cohort, tmp_path / "b", num_labelled_subjects=3)
+    assert too_many.returncode != 0 and "asked for 3 labelled subjects but only 2" in too_many.stderr
+
+
+def _pretrained_checkpoint(path: Path, parts=("encoder",)) -> dict:
+    torch.manual_seed(7)
+    state = {k: v for k, v in _tiny_network(out_channels=1).state_dict().items() if k.startswith(tuple(f"{p}." for p in parts))}
+    torch.save(state, path)
+    return state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["decoder", "all"])
+def test_finetuning_from_a_pretrained_checkpoint(cohort, tmp_path, mode):
+    pretrained = _pretrained_checkpoint(tmp_path / "mim.pt", parts=("encoder", "decoder"))
+    out = tmp_path / "out"
+    result = _train(cohort, out, pretrained_checkpoint=tmp_path / "mim.pt", finetune_mode=mode)
+    assert result.returncode == 0, result.stderr[-4000:]
+    trained = torch.load(out / "model.pt", weights_only=True)
+    encoder = [k for k in pretrained if k.startswith("encoder.")]
+    unchanged = [torch.equal(trained[k], pretrained[k]) for k in encoder]
+    if mode == "decoder":
+        assert all(unchanged), "the encoder must stay frozen"
+        assert any(not torch.equal(trained[k], pretrained[k]) for k in pretrained if k.startswith("decoder."))
+    else:
+        assert not all(unchanged), "every weight trains in 'all' mode"
+
+
+@pytest.mark.slow
+def test_mismatched_pretrained_checkpoint_is_a_clear_error(cohort, tmp_path):
+    state = _pretrained_checkpoint(tmp_path / "bad.pt")
+    torch.save({k: v for k, v in state.items() if "stages.3" not in k}, tmp_path / "bad.pt")
+    result = _train(cohort, tmp_path / "out", pretrained_checkpoint=tmp_path / "bad.pt", finetune_mode="all")
+    assert result.returncode != 0
+    assert f"{tmp_path / 'bad.pt'}: does not fit the network" in result.stderr
+    assert "missing keys: encoder.stages.3" in result.stderr
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_unknown_label_values_are_refused_naming_the_file(cohort, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    splits = json.loads(cohort.read_text())
+    record = dict(splits["training"][0])
+    label = nib.load(record["label"])
+    bad = tmp_path / "acdc_style_gt.nii.gz"
+    values = np.asarray(label.dataobj).astype(np.uint8)
+    nib.save(nib.Nifti1Image(values + 4 * (values > 0).astype(np.uint8), label.affine), str(bad))
+    record["label"] = str(bad)
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [record], "validation": splits["validation"]}))
+    result = _train(datalist, tmp_path / "out")
+    assert result.returncode != 0 and f"{bad}: unknown label values" in result.stderr
+
+
+@pytest.mark.slow
+def test_evaluation_reports_per_frame_scores_and_function_errors(cohort, trained, tmp_path):
+    out, _ = trained
+    config = "['configs/train.json','configs/evaluate.json']"
+    args = ("--datalist", str(cohort), "--checkpoint", str(out / "model.pt"), "--output_dir", str(tmp_path / "eval"))
+    result = _run(config, *args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    test_records = json.loads(cohort.read_text())["test"]
+    with open(tmp_path / "eval" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(test_records)
+    assert {"dice_lv_cavity", "hd95_mm_rv_cavity", "reference_volume_ml_lv_myocardium"} <= set(rows[0])
+    with open(tmp_path / "eval" / "function.csv") as handle:
+        function = list(csv.DictReader(handle))
+    assert [r["subject"] for r in function] == sorted({r["subject"] for r in test_records})
+    assert float(function[0]["reference_lv_edv_ml"]) > float(function[0]["reference_lv_esv_ml"]) > 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["frames"] == len(test_records)
+    assert set(summary["segmentation"]) == {"lv_cavity", "lv_myocardium", "rv_cavity"}
+    again = _run(config, *args)
+    assert again.returncode != 0 and "already holds results" in again.stderr
+
+
+def test_train_workflow_properties_and_monai_label_ids(cohort, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "train.json"), workflow_type="train", bundle_root=str(BUNDLE),
+        datalist=str(cohort), output_dir=str(tmp_path), **{"network_def#channels": json.loads(CHANNELS)},
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    for key in ("train#dataset#data", "validate#dataset#data", "train#trainer#max_epochs", "train#handlers", "network",
+                "network_def", "bundle_root", "device", "dataset_dir"):
+        assert key in workflow.parser, key
+    # the train and inference configs build the same network, so a trained model.pt loads for inference
+    from monai.bundle import ConfigParser
+
+    inference, train = ConfigParser(), ConfigParser()
+    inference.read_config(str(BUNDLE / "configs" / "inference.json"))
+    train.read_config(str(BUNDLE / "configs" / "train.json"))
+    assert inference["network_def"] == train["network_def"]
+
+
+def test_metadata_has_the_mandatory_model_zoo_keys():
+    metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    for key in ("schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format", "name"):
+        assert metadata.get(key), key
+    assert metadata["version"] in metadata["changelog"]
+    channels = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert channels == {"0": "background", "1": "left ventricle cavity", "2": "left ventricle myocardium",
+                        "3": "right ventricle cavity"}
+    for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json",
+                 "configs/evaluate.json", "configs/inference.json"):
+        assert (BUNDLE / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_verify_net_in_out_and_torchscript_export(trained, tmp_path):
+    out, _ = trained
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    common = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json",
+              "--network_def#channels", CHANNELS]
+    verify = subprocess.run([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", *common],
+                            cwd=str(BUNDLE), capture_output=True, text=True, timeout=300, env=env)
+    assert verify.returncode == 0 and "verified with no error" in verify.stdout + verify.stderr, verify.stderr[-3000:]
+    exported = tmp_path / "model.ts"
+    export = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(exported),
+         "--ckpt_file", str(out / "model.pt"), *common],
+        cwd=str(BUNDLE), capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert export.returncode == 0, export.stderr[-3000:]
+    scripted = torch.jit.load(str(exported))
+    network = _tiny_network()
+    network.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    x = torch.randn(1, 1, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), network.eval()(x))
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes(cohort, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541"]
+    result = _run("['configs/train.json','configs/multi_gpu_train.json']", "--datalist", str(cohort),
+                  "--output_dir", str(tmp_path), launcher=launcher, max_epochs=2)
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    assert set(state) == set(_tiny_network().state_dict())
