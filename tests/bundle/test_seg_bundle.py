@@ -103,16 +103,20 @@ def test_few_label_training_uses_exactly_the_requested_subjects(cohort, tmp_path
 
 
 def _pretrained_checkpoint(path: Path, parts=("encoder",)) -> dict:
+    """A checkpoint shaped like cmr_ssp_pretraining's (MIM: encoder, decoder and its 1-channel head as pretext_head)."""
     torch.manual_seed(7)
-    state = {k: v for k, v in _tiny_network(out_channels=1).state_dict().items() if k.startswith(tuple(f"{p}." for p in parts))}
+    network = _tiny_network(out_channels=1).state_dict()
+    state = {k: v for k, v in network.items() if k.startswith(tuple(f"{p}." for p in parts))}
+    if "pretext_head" in parts:
+        state.update({f"pretext_{k}": v for k, v in network.items() if k.startswith("head.")})
     torch.save(state, path)
     return state
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["decoder", "all"])
+@pytest.mark.parametrize("mode", ["decoder", "all", "multitask"])
 def test_finetuning_from_a_pretrained_checkpoint(cohort, tmp_path, mode):
-    pretrained = _pretrained_checkpoint(tmp_path / "mim.pt", parts=("encoder", "decoder"))
+    pretrained = _pretrained_checkpoint(tmp_path / "mim.pt", parts=("encoder", "decoder", "pretext_head"))
     out = tmp_path / "out"
     result = _train(cohort, out, pretrained_checkpoint=tmp_path / "mim.pt", finetune_mode=mode)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -123,7 +127,24 @@ def test_finetuning_from_a_pretrained_checkpoint(cohort, tmp_path, mode):
         assert all(unchanged), "the encoder must stay frozen"
         assert any(not torch.equal(trained[k], pretrained[k]) for k in pretrained if k.startswith("decoder."))
     else:
-        assert not all(unchanged), "every weight trains in 'all' mode"
+        assert not all(unchanged), f"every weight trains in '{mode}' mode"
+    pretext = [k for k in trained if k.startswith("pretext_head.")]
+    if mode == "multitask":  # the pretext head was kept and trained with the beta-weighted loss
+        assert pretext and any(not torch.equal(trained[k], pretrained[k]) for k in pretext)
+    else:
+        assert not pretext
+    # whatever the mode, the model serves the inference config's plain U-Net
+    from cmrssl.engines.cine_inference import load_network_checkpoint
+
+    load_network_checkpoint(_tiny_network(), out / "model.pt")
+
+
+@pytest.mark.slow
+def test_multitask_needs_a_pixelwise_pretext_head(cohort, tmp_path):
+    _pretrained_checkpoint(tmp_path / "simclr.pt")
+    result = _train(cohort, tmp_path / "out", pretrained_checkpoint=tmp_path / "simclr.pt", finetune_mode="multitask")
+    assert result.returncode != 0
+    assert f"{tmp_path / 'simclr.pt'}: finetune_mode 'multitask' needs a checkpoint with a pixel-wise pretext head" in result.stderr
 
 
 @pytest.mark.slow

@@ -85,14 +85,15 @@ def _assert_loads_into_segmentation_unet(checkpoint: Path, method: str) -> None:
     from cmrssl.networks.checkpoint import load_pretrained
 
     state = torch.load(checkpoint, weights_only=True)
-    assert state and all(k.startswith(("encoder.", "decoder.")) for k in state)
+    assert state and all(k.startswith(("encoder.", "decoder.", "pretext_head.")) for k in state)
     segmentation = _tiny_unet(out_channels=4)
     encoder_keys = {k for k in segmentation.state_dict() if k.startswith("encoder.")}
     assert encoder_keys <= set(state), f"{method}: missing encoder keys {sorted(encoder_keys - set(state))[:5]}"
     if method == "mim":
         assert any(k.startswith("decoder.") for k in state)
+        assert state["pretext_head.conv.conv.weight"].shape[0] == 1, "the reconstruction head, kept for multi-task"
     else:
-        assert not any(k.startswith("decoder.") for k in state)
+        assert not any(k.startswith(("decoder.", "pretext_head.")) for k in state)
     load_pretrained(segmentation, checkpoint)
     loaded = segmentation.state_dict()
     assert all(torch.equal(loaded[k], state[k]) for k in encoder_keys)

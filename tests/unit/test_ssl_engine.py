@@ -138,6 +138,7 @@ def test_mim_method_saves_encoder_and_decoder_not_the_head():
     saved = method.backbone_state_dict()
     assert any(k.startswith("encoder.") for k in saved) and any(k.startswith("decoder.") for k in saved)
     assert not any(k.startswith("head.") for k in saved)
+    assert {k for k in saved if k.startswith("pretext_head.")} == {f"pretext_head.{k}" for k in unet.head.state_dict()}
 
 
 def test_trainer_refuses_an_object_that_is_not_a_method():

@@ -154,3 +154,30 @@ def test_finetuning_modes(tmp_path):
         prepare_finetuning(_unet(), str(path), "scratch")
     with pytest.raises(ValueError, match="no part 'bottleneck'"):
         freeze_parts(_unet(), ["bottleneck"])
+
+
+def test_multitask_unet_adds_the_pretext_loss_in_training_only():
+    from monai.networks.blocks.dynunet_block import UnetOutBlock
+
+    from cmrssl.losses.masked import MaskedMSELoss
+    from cmrssl.losses.segmentation import MultiTaskLoss, StackedDeepSupervisionLoss
+    from cmrssl.networks.multitask import MultiTaskUNet
+    from monai.losses import DiceCELoss
+
+    unet = _unet(deep_supervision=True)
+    network = MultiTaskUNet(unet, UnetOutBlock(2, TINY[0], 1), mask_patch_size=(8, 8), mask_ratio=0.75)
+    assert {k.split(".")[0] for k in network.state_dict()} == {"encoder", "decoder", "head", "aux_heads", "pretext_head"}
+    x, label = torch.randn(2, 1, 32, 32), torch.randint(0, 4, (2, 1, 32, 32))
+    out = network.train()(x)
+    assert out["pred"].shape == (2, 3, 4, 32, 32) and out["pretext"].shape == (2, 1, 32, 32)
+    assert out["pretext_mask"].float().mean().item() == 0.75 and torch.equal(out["pretext_target"], x)
+    segmentation = StackedDeepSupervisionLoss(DiceCELoss(to_onehot_y=True, softmax=True))
+    loss = MultiTaskLoss(segmentation, MaskedMSELoss(), beta=0.5)
+    total = loss(out, label)
+    expected = segmentation(out["pred"], label) + 0.5 * MaskedMSELoss()(out["pretext"], x, out["pretext_mask"])
+    assert torch.allclose(total, expected)
+    total.backward()
+    assert network.pretext_head.conv.conv.weight.grad is not None
+    with torch.no_grad():
+        assert network.eval()(x).shape == (2, 4, 32, 32)  # inference sees the plain segmentation
+        assert torch.allclose(loss(network(x), label), DiceCELoss(to_onehot_y=True, softmax=True)(network(x), label))

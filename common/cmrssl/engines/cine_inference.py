@@ -213,7 +213,8 @@ def load_network_checkpoint(network: torch.nn.Module, checkpoint: Union[str, os.
 
     Accepts a plain state dict (what the bundle's CheckpointSaver writes as
     ``models/model.pt``) or a dict holding it under ``"model"``,
-    ``"network"`` or ``"state_dict"``; a ``module.`` prefix (DDP) is dropped.
+    ``"network"`` or ``"state_dict"``; a ``module.`` prefix (DDP) is dropped,
+    and so is the ``pretext_head.*`` of a multi-task fine-tuned model.
 
     Raises:
         FileNotFoundError: no file at ``checkpoint``.
@@ -225,6 +226,8 @@ def load_network_checkpoint(network: torch.nn.Module, checkpoint: Union[str, os.
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found (train the bundle or pass --checkpoint PATH)")
     state = read_state_dict(checkpoint)
+    # a multi-task fine-tuned model carries its pretext head, which segmentation does not use
+    state = {k: v for k, v in state.items() if not k.startswith("pretext_head.")}
     expected = network.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

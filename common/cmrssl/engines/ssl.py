@@ -207,7 +207,8 @@ class MaskedImageModellingMethod(SSLMethod):
         loss: :class:`cmrssl.losses.masked.MaskedMSELoss`.
         image_key, masked_key, mask_key: keys written by ``RandPatchMaskd``
             (target image, masked input, ``[1, H, W]`` mask).
-        saved_parts: U-Net parts saved: encoder and decoder (the 1-channel output head is task specific).
+        saved_parts: U-Net parts saved under their names: encoder and decoder; the 1-channel
+            reconstruction head is saved as ``pretext_head.*`` (the segmentation head is another task's).
     """
 
     def __init__(
@@ -236,7 +237,14 @@ class MaskedImageModellingMethod(SSLMethod):
         return {"loss": self.loss(prediction, inputs[self.image_key], inputs[self.mask_key])}
 
     def backbone_state_dict(self):
-        return backbone_state_dict(self.network, parts=self.saved_parts)
+        """Encoder and decoder, and the reconstruction head as ``pretext_head.*`` (kept by multi-task fine-tuning)."""
+        from cmrssl.networks.multitask import PRETEXT_HEAD
+
+        state = backbone_state_dict(self.network, parts=self.saved_parts)
+        head = getattr(self.network, "head", None)
+        if isinstance(head, nn.Module):
+            state.update((f"{PRETEXT_HEAD}.{k}", v.detach().cpu()) for k, v in head.state_dict().items())
+        return state
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from monai.losses import DeepSupervisionLoss
 
-__all__ = ["StackedDeepSupervisionLoss"]
+__all__ = ["StackedDeepSupervisionLoss", "MultiTaskLoss"]
 
 
 class StackedDeepSupervisionLoss(DeepSupervisionLoss):
@@ -30,3 +30,34 @@ class StackedDeepSupervisionLoss(DeepSupervisionLoss):
         if isinstance(input, torch.Tensor) and input.ndim == target.ndim + 1:
             input = list(torch.unbind(input, dim=1))
         return super().forward(input, target)
+
+
+class MultiTaskLoss(torch.nn.Module):
+    """``segmentation_loss + beta * pretext_loss`` (Bai et al. 2019), or the segmentation loss alone.
+
+    Args:
+        segmentation_loss: e.g. :class:`StackedDeepSupervisionLoss`.
+        pretext_loss: ``loss(pretext, pretext_target, pretext_mask)``, e.g.
+            :class:`cmrssl.losses.masked.MaskedMSELoss`.
+        beta: weight of the pretext term.
+
+    Call: ``input`` is the network output; a dict from
+    :class:`cmrssl.networks.multitask.MultiTaskUNet` in multi-task training
+    (keys ``pred``, ``pretext``, ``pretext_target``, ``pretext_mask``), a tensor
+    otherwise (then only the segmentation loss is computed, so one config serves every mode).
+    """
+
+    def __init__(self, segmentation_loss: torch.nn.Module, pretext_loss: torch.nn.Module, beta: float = 1.0) -> None:
+        super().__init__()
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.segmentation_loss = segmentation_loss
+        self.pretext_loss = pretext_loss
+        self.beta = float(beta)
+
+    def forward(self, input, target: torch.Tensor) -> torch.Tensor:
+        if not isinstance(input, dict):
+            return self.segmentation_loss(input, target)
+        segmentation = self.segmentation_loss(input["pred"], target)
+        pretext = self.pretext_loss(input["pretext"], input["pretext_target"], input["pretext_mask"])
+        return segmentation + self.beta * pretext

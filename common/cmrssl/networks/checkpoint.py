@@ -174,21 +174,57 @@ def freeze_parts(network: nn.Module, parts: Sequence[str]) -> List[str]:
     return frozen
 
 
+def _with_pretext_head(network: nn.Module, checkpoint: str, mask_patch_size, mask_ratio) -> nn.Module:
+    """``network`` wrapped with the checkpoint's pixel-wise pretext head (multi-task fine-tuning)."""
+    from monai.networks.blocks.dynunet_block import UnetOutBlock
+
+    from cmrssl.networks.multitask import PRETEXT_HEAD, MultiTaskUNet
+
+    prefix = f"{PRETEXT_HEAD}."
+    head_state = {k[len(prefix):]: v for k, v in read_state_dict(checkpoint).items() if k.startswith(prefix)}
+    if not head_state:
+        raise ValueError(
+            f"{checkpoint}: finetune_mode 'multitask' needs a checkpoint with a pixel-wise pretext head "
+            f"({prefix}*, written by cmr_ssp_pretraining's mim.json); this one has none. "
+            "Use --finetune_mode all or decoder with contrastive (SimCLR, PCL, DINO) checkpoints"
+        )
+    weight = head_state.get("conv.conv.weight")
+    if weight is None or weight.ndim != 2 + int(network.spatial_dims):
+        raise ValueError(f"{checkpoint}: {prefix}* is not a 1x1 convolution head (keys {sorted(head_state)})")
+    head = UnetOutBlock(network.spatial_dims, int(weight.shape[1]), int(weight.shape[0]))
+    try:
+        head.load_state_dict(head_state)
+    except RuntimeError as error:
+        raise ValueError(f"{checkpoint}: its pretext head does not fit: {error}") from error
+    if int(weight.shape[1]) != network.channels[0]:
+        raise ValueError(
+            f"{checkpoint}: pretext head takes {int(weight.shape[1])} channels, the network's last decoder "
+            f"stage gives {network.channels[0]}"
+        )
+    return MultiTaskUNet(network, head, mask_patch_size=mask_patch_size, mask_ratio=mask_ratio)
+
+
 def prepare_finetuning(
     network: nn.Module,
     pretrained_checkpoint: Union[str, os.PathLike, None] = "",
     finetune_mode: str = "scratch",
+    pretext_mask_patch_size: Sequence[int] = (32, 32),
+    pretext_mask_ratio: float = 0.75,
 ) -> nn.Module:
-    """Apply a fine-tuning mode to ``network`` (in place) and return it.
+    """Apply a fine-tuning mode to ``network`` and return the network to train.
 
     - ``scratch``: nothing loaded (``pretrained_checkpoint`` must be empty);
     - ``decoder``: encoder (and decoder when the checkpoint has one) loaded, encoder frozen;
-    - ``all`` and ``multitask``: loaded, every weight trained (the multi-task loss
-      is the training config's business).
+    - ``all``: loaded, every weight trained;
+    - ``multitask``: as ``all``, and the checkpoint's pixel-wise pretext head kept:
+      returns a :class:`cmrssl.networks.multitask.MultiTaskUNet` (masks of
+      ``pretext_mask_patch_size`` pixels, ``pretext_mask_ratio`` masked) whose
+      pretext loss :class:`cmrssl.losses.segmentation.MultiTaskLoss` adds.
 
     Raises:
         ValueError: unknown mode, a pretrained mode without a checkpoint, a
-            checkpoint with ``scratch``, or the errors of :func:`load_pretrained`.
+            checkpoint with ``scratch``, a multitask checkpoint without a pretext
+            head, or the errors of :func:`load_pretrained`.
     """
     mode = str(finetune_mode).strip().lower()
     if mode not in FINETUNE_MODES:
@@ -207,4 +243,6 @@ def prepare_finetuning(
     if mode == "decoder":
         frozen = freeze_parts(network, ["encoder"])
         logger.info("finetune_mode decoder: %d encoder tensors frozen", len(frozen))
+    if mode == "multitask":
+        return _with_pretext_head(network, checkpoint, pretext_mask_patch_size, pretext_mask_ratio)
     return network
