@@ -102,6 +102,19 @@ def test_few_label_training_uses_exactly_the_requested_subjects(cohort, tmp_path
     assert too_many.returncode != 0 and "asked for 3 labelled subjects but only 2" in too_many.stderr
 
 
+@pytest.mark.slow
+def test_training_without_a_validation_split_keeps_the_last_model(cohort, tmp_path):
+    splits = json.loads(cohort.read_text())
+    datalist = tmp_path / "no_validation.json"
+    datalist.write_text(json.dumps({"training": splits["training"], "test": splits["test"]}))
+    result = _train(datalist, tmp_path / "out", max_epochs=2)
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = result.stdout + result.stderr
+    assert "training without validation" in log and "val_mean_dice" not in log
+    assert "saved final checkpoint" in log
+    assert set(torch.load(tmp_path / "out" / "model.pt", weights_only=True)) == set(_tiny_network().state_dict())
+
+
 def _pretrained_checkpoint(path: Path, parts=("encoder",)) -> dict:
     """A checkpoint shaped like cmr_ssp_pretraining's (MIM: encoder, decoder and its 1-channel head as pretext_head)."""
     torch.manual_seed(7)

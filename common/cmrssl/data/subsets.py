@@ -89,6 +89,7 @@ def labelled_training_records(
     dataset_dir: str = "",
     num_labelled_subjects: int = 0,
     seed: int = 0,
+    allow_empty: bool = False,
 ) -> List[dict]:
     """Labelled records of ``split``, restricted to ``num_labelled_subjects`` subjects (0: all).
 
@@ -97,9 +98,18 @@ def labelled_training_records(
     ``label``, ``subject``, ``frame``, ``frame_index`` (-1 when absent: a 3D frame
     file needs none) and ``phase`` ("other" when absent).
 
+    With ``allow_empty`` (a validation split, which few-label runs may not afford),
+    an empty or absent ``split`` gives ``[]`` with a logged warning.
+
     Raises:
-        ValueError: the split holds no labelled record, or fewer labelled subjects than asked for.
+        ValueError: the split holds no labelled record (unless ``allow_empty``), or
+            fewer labelled subjects than asked for.
     """
+    if allow_empty:
+        if not split or not json.loads(Path(datalist).expanduser().read_text()).get(split):
+            logger.warning("%s: no '%s' records: training without validation, the last epoch's model is kept",
+                           datalist, split)
+            return []
     records = datalist_records(datalist, split, dataset_dir)
     labelled = [
         {key: record.get(key, default) for key, default in _TRAINING_FIELDS.items()}
