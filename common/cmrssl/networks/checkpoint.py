@@ -99,7 +99,7 @@ def load_pretrained(
     Args:
         network: the shared U-Net (:class:`cmrssl.networks.unet.CMRUNet`) or any
             module whose state-dict names start with the part names.
-        checkpoint: a ``cmr_ssp_pretraining`` / ``cmr_position_ssl`` checkpoint
+        checkpoint: a ``cmr_ssp_pretraining`` checkpoint
             (``encoder.*`` [+ ``decoder.*``]), or a whole trained network.
         parts: top-level names taken from the checkpoint; checkpoint keys of other
             parts (a task head, a projection head) are ignored and reported.
