@@ -125,3 +125,15 @@ def test_convert_tool_writes_layout_and_refuses_existing_output(written, tmp_pat
     assert "already exists" in capsys.readouterr().err
     convert.main(str(root / "sax_cine.nii.gz"), str(out), overwrite=True, labels=str(root / "sax_cine_gt.nii.gz"))
     assert (out / "sax_cine_gt.nii.gz").is_file() and (out / "frames" / "frame_00_gt.nii.gz").is_file()
+
+
+def test_labels_beside_a_non_nifti_input_are_refused_not_dropped(written, tmp_path, capsys):
+    root, _ = written
+    from cmrssl.io import CineReadError
+
+    for path in ("dicom", "frames"):
+        with pytest.raises(CineReadError, match="sax_cine_gt.nii.gz: a label file can only accompany a NIfTI cine"):
+            read_cine(root / path, label_path=root / "sax_cine_gt.nii.gz")
+    with pytest.raises(SystemExit):
+        _convert_module().main(str(root / "dicom"), str(tmp_path / "out"), labels=str(root / "sax_cine_gt.nii.gz"))
+    assert "can only accompany a NIfTI cine" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -23,6 +23,7 @@ import numpy as np
 
 from .cine import CineStudy
 from .dicom import read_dicom_cine
+from .errors import CineReadError
 from .geometry import LPS_TO_RAS
 from .nifti import read_nifti_cine, read_nifti_frames
 
@@ -63,7 +64,7 @@ def read_cine(
 
     Args:
         path: see module docstring.
-        label_path: label cine for a NIfTI input.
+        label_path: label cine for a NIfTI input (refused for other inputs).
         label_map: label mapping for NIfTI labels (default canonical; ``"auto"`` for frame folders).
         view: ``"sax"``, ``"2ch"`` or ``"4ch"``.
         series: DICOM series to pick when a folder mixes several.
@@ -78,6 +79,11 @@ def read_cine(
         raise FileNotFoundError(f"{p}: no such cine file or folder")
     if p.is_file() and is_nifti_path(p):
         return read_nifti_cine(p, label_path=label_path, label_map=label_map or "canonical", view=view)
+    if label_path is not None:  # silently dropping the user's labels would lose their work
+        raise CineReadError(
+            f"{label_path}: a label file can only accompany a NIfTI cine, not {p} "
+            "(a folder of NIfTI frames carries its labels as frame_XX_gt files beside the frames)"
+        )
     if p.is_dir() and _folder_holds_nifti_frames(p):
         study = read_nifti_frames(p, label_map=label_map or "auto")
         study.view = view
