@@ -141,7 +141,7 @@ def test_method_configs_share_identical_common_sections():
     configs = {m: json.loads((BUNDLE / "configs" / f"{m}.json").read_text()) for m in METHODS}
     shared_keys = ["imports", "bundle_root", "device", "seed", "dataset_dir", "datalist", "datalist_splits", "checkpoint",
                    "overwrite", "output_dir", "use_tensorboard", "pixdim_mm", "image_size", "frames_per_batch",
-                   "ssl_model", "initialize", "run"]
+                   "ssl_model", "initialize", "run", "intensity_percentiles"]
     for key in shared_keys:
         values = {m: json.dumps(c[key], sort_keys=True) for m, c in configs.items()}
         assert len(set(values.values())) == 1, f"{key} differs between method configs: {values}"
@@ -150,6 +150,12 @@ def test_method_configs_share_identical_common_sections():
         assert len(set(values.values())) == 1, f"train#{section} differs: {values}"
     preprocessing = {m: json.dumps(c["train"]["preprocessing"], sort_keys=True) for m, c in configs.items()}
     assert len(set(preprocessing.values())) == 1
+    # the encoder is pretrained on intensities normalised as the segmentation bundle fine-tunes and infers on them
+    segmentation = json.loads((REPO_ROOT / "bundles" / "cmr_unet_segmentation" / "configs" / "train.json").read_text())
+    for key in ("pixdim_mm", "intensity_percentiles"):
+        assert configs["simclr"][key] == segmentation[key], key
+    targets = [t.get("_target_") for t in configs["simclr"]["train"]["preprocessing"]["transforms"] if isinstance(t, dict)]
+    assert targets.index("ClipIntensityPercentilesd") + 1 == targets.index("NormalizeIntensityd")
     for method, config in configs.items():
         assert config["method_name"] == method
 
