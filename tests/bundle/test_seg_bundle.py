@@ -233,20 +233,6 @@ def test_train_workflow_properties_and_monai_label_ids(cohort, tmp_path):
     assert inference["network_def"] == train["network_def"]
 
 
-def test_metadata_has_the_mandatory_model_zoo_keys():
-    metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
-    for key in ("schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format", "name"):
-        assert metadata.get(key), key
-    assert metadata["version"] in metadata["changelog"]
-    channels = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
-    assert channels == {"0": "background", "1": "left ventricle cavity", "2": "left ventricle myocardium",
-                        "3": "right ventricle cavity"}
-    for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json",
-                 "configs/evaluate.json", "configs/inference.json"):
-        assert (BUNDLE / name).is_file(), name
-
-
 @pytest.mark.slow
 def test_verify_net_in_out_and_torchscript_export(trained, tmp_path):
     out, _ = trained

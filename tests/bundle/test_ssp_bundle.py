@@ -158,14 +158,3 @@ def test_method_configs_share_identical_common_sections():
     assert targets.index("ClipIntensityPercentilesd") + 1 == targets.index("NormalizeIntensityd")
     for method, config in configs.items():
         assert config["method_name"] == method
-
-
-def test_metadata_has_the_mandatory_model_zoo_keys():
-    metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
-    for key in ("schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format", "name"):
-        assert metadata.get(key), key
-    assert metadata["version"] in metadata["changelog"]
-    assert set(metadata["network_data_format"]) == {"inputs", "outputs"}
-    for name in ("LICENSE", "docs/README.md", "configs/logging.conf", "configs/multi_gpu_train.json"):
-        assert (BUNDLE / name).is_file(), name
