@@ -92,8 +92,11 @@ def test_existing_checkpoint_is_refused_before_training(cohort, tmp_path):
 def test_few_label_training_uses_exactly_the_requested_subjects(cohort, tmp_path):
     from cmrssl.data.subsets import labelled_training_records
 
-    result = _train(cohort, tmp_path, num_labelled_subjects=1)
+    # tracking when asked: TensorBoard and MLflow (MONAI's --tracking) in the same run
+    result = _train(cohort, tmp_path, "--tracking", "mlflow", num_labelled_subjects=1, use_tensorboard="true")
     assert result.returncode == 0, result.stderr[-4000:]
+    assert list((tmp_path / "runs").glob("events.out.tfevents*")), "TensorBoard asked for but not written"
+    assert (tmp_path / "mlruns.db").is_file(), "MLflow asked for but not written"
     records = labelled_training_records(cohort, "training", "", 1, 0)
     subjects = {r["subject"] for r in records}
     assert len(subjects) == 1

@@ -261,7 +261,7 @@ def check_output_dir(output_dir: Union[str, os.PathLike], overwrite: bool = Fals
     Raises:
         FileExistsError: ``output_dir`` is a non-empty folder (or a file) and not ``overwrite``.
     """
-    from cmrssl.io.atomic import as_bool
+    from cmrssl.flags import as_bool
 
     overwrite = as_bool(overwrite)
     output_dir = Path(output_dir).expanduser().resolve()
@@ -452,14 +452,14 @@ class CineSegmentationWriter:
         pred_key: str = "pred",
         plots: bool = True,
     ) -> None:
-        from cmrssl.io.atomic import as_bool
+        from cmrssl.flags import as_bool
 
         self.output_dir = check_output_dir(output_dir, overwrite)
         self.overwrite = as_bool(overwrite)
         self.cines = list(cines)
         self.cache = cache
         self.pred_key = pred_key
-        self.plots = plots
+        self.plots = as_bool(plots, "write_plots")
         self.labels: Dict[str, np.ndarray] = {}
         self.reports: Dict[str, dict] = {}
 

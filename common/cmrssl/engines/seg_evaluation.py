@@ -127,7 +127,7 @@ class SegmentationEvaluationWriter:
         label_key: str = "label",
     ) -> None:
         from cmrssl.engines.cine_inference import check_output_dir
-        from cmrssl.io.atomic import as_bool
+        from cmrssl.flags import as_bool
 
         self.output_dir = check_output_dir(output_dir, overwrite)
         self.overwrite = as_bool(overwrite)

@@ -39,7 +39,8 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 
-from cmrssl.io.atomic import as_bool, atomic_file, check_can_write
+from cmrssl.flags import as_bool
+from cmrssl.io.atomic import atomic_file, check_can_write
 from cmrssl.networks.heads import SSLEncoder, backbone_state_dict
 
 __all__ = [

@@ -13,27 +13,15 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_file", "atomic_folder", "check_can_write", "as_bool"]
+from cmrssl.flags import as_bool
 
-
-def as_bool(value, name: str = "overwrite") -> bool:
-    """A yes/no flag that may arrive as a string from a bundle's command line (``--overwrite true``).
-
-    Raises:
-        ValueError: a string that is not true/false/1/0/yes/no (a typo must not mean yes).
-    """
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered not in ("true", "false", "1", "0", "yes", "no", ""):
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return lowered in ("true", "1", "yes")
-    return bool(value)
+__all__ = ["atomic_file", "atomic_folder", "check_can_write"]
 
 
 def check_can_write(path: Path, overwrite: bool) -> Path:
     """Refuse an existing ``path`` unless ``overwrite``; returns ``path`` as a Path."""
     path = Path(path)
-    if path.exists() and not as_bool(overwrite):
+    if path.exists() and not as_bool(overwrite, "overwrite"):
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
     return path
 
