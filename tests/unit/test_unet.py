@@ -182,17 +182,3 @@ def test_multitask_unet_adds_the_pretext_loss_in_training_only():
         assert network.eval()(x).shape == (2, 4, 32, 32)  # inference sees the plain segmentation
         assert torch.allclose(loss(network(x), label), DiceCELoss(to_onehot_y=True, softmax=True)(network(x), label))
 
-
-@pytest.mark.parametrize("value, expected", [(True, True), ("true", True), ("Yes", True), (1, True), ("1", True),
-                                             (False, False), ("false", False), ("no", False), ("", False), (0, False)])
-def test_command_line_flags(value, expected):
-    from cmrssl.flags import as_bool
-
-    assert as_bool(value, "overwrite") is expected
-
-
-def test_command_line_flag_typo_is_refused_by_name():
-    from cmrssl.flags import as_bool
-
-    with pytest.raises(ValueError, match="use_tensorboard must be true or false, got 'flase'"):
-        as_bool("flase", "use_tensorboard")
