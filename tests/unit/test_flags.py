@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cmrssl.flags import as_bool
 
 
 @pytest.mark.parametrize("value, expected", [(True, True), ("true", True), ("Yes", True), (1, True), ("1", True),
