@@ -121,8 +121,8 @@ def format_table(fn: CardiacFunction) -> str:
         f"{'SV (ml)':14s}{_fmt(fn.lv_sv_ml):>9s}{_fmt(fn.rv_sv_ml):>9s}",
         f"{'EF (%)':14s}{_fmt(fn.lv_ef_percent):>9s}{_fmt(fn.rv_ef_percent):>9s}",
         f"{'LV mass (g)':14s}{_fmt(fn.lv_mass_g):>9s}",
-        f"ED frame {fn.ed_frame}, ES frame {fn.es_frame} (0-based; {len(fn.lv_volume_curve_ml)} frames, "
-        f"labelled: {labelled})",
+        f"ED frame {fn.ed_frame}, ES frame {fn.es_frame} (0-based numbers in the cardiac cycle; "
+        f"measured on frames {labelled})",
         f"spacing {dz:.2f} x {dy:.3f} x {dx:.3f} mm (slice from positions, row, column); "
         f"voxel {fn.voxel_volume_ml * 1000:.2f} mm^3",
     ]

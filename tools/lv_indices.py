@@ -90,11 +90,17 @@ def summary(rows: List[dict], labels: np.ndarray, frames: Sequence[int]) -> str:
     cavity = [(labels[t] == 1).sum() for t in frames]
     ed, es = frames[int(np.argmax(cavity))], frames[int(np.argmin(cavity))]
     slices = sorted({r["slice"] for r in rows})
-    lines = [f"{len(slices)} slice(s) {slices}, {len(frames)} labelled frame(s); ED frame {ed}, ES frame {es}",
-             f"{'index':22s}{'ED mean':>10s}{'ES mean':>10s}"]
+    if len(frames) == 1:  # a single labelled frame has no ED/ES pair
+        columns, heading = [ed], f"frame {ed}"
+        lines = [f"{len(slices)} slice(s) {slices}, 1 labelled frame ({ed}): no ED/ES pair"]
+    else:
+        columns, heading = [ed, es], None
+        lines = [f"{len(slices)} slice(s) {slices}, {len(frames)} labelled frame(s); ED frame {ed}, ES frame {es}"]
+    header = [f"{heading} mean"] if heading else ["ED mean", "ES mean"]
+    lines.append(f"{'index':22s}" + "".join(f"{h:>10s}" for h in header))
     for name in INDEX_NAMES:
-        values = [np.nanmean([r[name] for r in rows if r["frame"] == f] or [np.nan]) for f in (ed, es)]
-        lines.append(f"{name:22s}{values[0]:>10.1f}{values[1]:>10.1f}")
+        values = [np.nanmean([r[name] for r in rows if r["frame"] == f] or [np.nan]) for f in columns]
+        lines.append(f"{name:22s}" + "".join(f"{v:>10.1f}" for v in values))
     return "\n".join(lines)
 
 

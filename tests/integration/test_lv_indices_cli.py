@@ -67,3 +67,11 @@ def test_cli_refuses_bad_input(tmp_path):
     wrong = _run(tmp_path / "notes.txt")
     assert wrong.returncode == 2 and "labels NIfTI" in wrong.stderr
     assert not list(tmp_path.glob("*.csv"))
+
+
+def test_cli_on_a_single_labelled_frame_reports_no_ed_es_pair(phantom_cohort, tmp_path):
+    frame = phantom_cohort / "phantom_000" / "frames" / "frame_00_gt.nii.gz"
+    result = _run(frame, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "1 labelled frame (0): no ED/ES pair" in result.stdout and "frame 0 mean" in result.stdout
+    assert "ES mean" not in result.stdout
