@@ -20,9 +20,8 @@ Built in:
 - ``seg_inference``: wall-clock seconds and peak memory of
   ``configs/inference.json`` on one cine of 25 frames x 10 slices (a phantom
   study written as 4D NIfTI), run in a fresh subprocess; memory is the
-  ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` growth during the run (peak
-  resident set size of the process after imports -> after inference; Linux
-  reports KiB), plus the absolute peak.
+  peak resident set size of the process (``ru_maxrss``) minus its resident
+  size once the imports are done (``VmRSS``), plus the absolute peak.
 """
 
 from __future__ import annotations
@@ -159,7 +158,8 @@ import torch
 torch.set_num_threads(int(sys.argv[5]))
 from monai.bundle import ConfigWorkflow
 import cmrssl.engines.cine_inference  # imports counted in the baseline
-baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# baseline: resident memory now (not ru_maxrss, whose peak may already have been set by the imports)
+baseline_kib = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
 workflow = ConfigWorkflow(config_file=sys.argv[1], workflow_type="infer", bundle_root=sys.argv[2],
                           input=sys.argv[3], output_dir=sys.argv[4], checkpoint=sys.argv[6], overwrite=True)
 start = time.perf_counter()
@@ -228,7 +228,7 @@ def seg_inference(workdir: Path, threads: int = 1) -> List[Row]:
     return [
         row(name, "seconds per cine", round(measured["seconds"], 2), "s", setting + " (read + segment + write + report)"),
         row(name, "peak RSS growth", round((measured["peak_kib"] - measured["baseline_kib"]) / 1024, 1), "MiB",
-            "ru_maxrss after inference minus after imports"),
+            "peak RSS (ru_maxrss) minus RSS after imports (VmRSS)"),
         row(name, "peak RSS", round(measured["peak_kib"] / 1024, 1), "MiB", "whole process incl. torch"),
     ]
 
