@@ -504,9 +504,11 @@ def test_read_kaggle_study_reads_all_sax_folders_as_one_stack(dsb_root, tiny):
     study = read_kaggle_study(dsb_root / "train" / "1" / "study")
     assert study.pixels.shape == (4, 5, 32, 32)
     np.testing.assert_allclose(study.slice_spacing_mm, tiny.sax.slice_spacing_mm, rtol=1e-3)
-    # documented gap: the generic reader cannot read a DSB study folder (2ch + several sax series)
-    with pytest.raises(CineReadError, match="series mixed in one folder"):
-        read_cine(dsb_root / "train" / "1" / "study")
+    # the generic reader (what the bundles' loaders call) reads a DSB study folder the same way
+    for folder in (dsb_root / "train" / "1" / "study", dsb_root / "train" / "1"):
+        generic = read_cine(folder)
+        np.testing.assert_array_equal(generic.pixels, study.pixels)
+        np.testing.assert_allclose(generic.slice_affines, study.slice_affines)
 
 
 def test_index_kaggle_dsb_records_splits_and_skips(dsb_root, tmp_path, caplog):

@@ -11,11 +11,10 @@ Layout (as distributed; the archives sometimes extract one folder deeper,
     ROOT/validate/<id>/study/..., ROOT/test/<id>/study/...
 
 A study's short-axis stack is *all* its ``sax_*`` folders together, each one
-its own DICOM series. :func:`cmrssl.io.reader.read_cine` cannot read a
-``study`` folder directly (it would gather the 2ch/4ch series too and refuse a
-folder mixing series): read it with :func:`read_kaggle_study`, which passes the
-list of ``sax_*`` folders to :func:`cmrssl.io.dicom.read_dicom_cine`. The
-records' ``image`` / ``cine`` (the ``study`` folder) need that reader.
+its own DICOM series; the long-axis series are left out. :func:`cmrssl.io.reader.read_cine`
+(hence ``CineImageReader`` and ``LoadCineFramed`` in the bundles) recognises a
+``study`` folder and reads it so, like :func:`read_kaggle_study`, which also
+takes the reader's options. The records' ``image`` / ``cine`` is the ``study`` folder.
 
 Some studies cannot be read as one stack (duplicated or repeated series at one
 position, several positions in one folder with different phase counts, slice
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -36,6 +34,7 @@ from cmrssl.io.atomic import check_can_write
 from cmrssl.io.cine import CineStudy
 from cmrssl.io.dicom import read_dicom_cine
 from cmrssl.io.errors import CineReadError
+from cmrssl.io.reader import sax_series_folders
 
 from .datalist import split_records, write_datalist
 
@@ -48,7 +47,6 @@ PathLike = Union[str, Path]
 
 #: DSB folder -> datalist split.
 DSB_SPLITS = {"train": "training", "validate": "validation", "test": "test"}
-_SAX = re.compile(r"^sax_(?P<number>\d+)$")
 
 
 def sax_folders(study_dir: PathLike) -> List[Path]:
@@ -61,10 +59,10 @@ def sax_folders(study_dir: PathLike) -> List[Path]:
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise FileNotFoundError(f"{study_dir}: no such DSB study folder")
-    folders = [p for p in study_dir.iterdir() if p.is_dir() and _SAX.match(p.name)]
+    folders = sax_series_folders(study_dir)
     if not folders:
         raise CineReadError(f"{study_dir}: no sax_NN folders (Kaggle DSB layout <id>/study/sax_NN/*.dcm)")
-    return sorted(folders, key=lambda p: int(_SAX.match(p.name).group("number")))
+    return folders
 
 
 def read_kaggle_study(study_dir: PathLike, **kwargs) -> CineStudy:
@@ -83,7 +81,7 @@ def read_kaggle_study(study_dir: PathLike, **kwargs) -> CineStudy:
             folder, repeated positions, unequal phase counts, gaps...).
     """
     study_dir = Path(study_dir)
-    if (study_dir / "study").is_dir() and not any(_SAX.match(p.name) for p in study_dir.iterdir()):
+    if (study_dir / "study").is_dir():
         study_dir = study_dir / "study"
     study = read_dicom_cine(sax_folders(study_dir), **kwargs)
     study.source = str(study_dir)

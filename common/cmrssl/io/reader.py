@@ -1,8 +1,9 @@
 """One entry point for any cine on disk, and a MONAI ``ImageReader`` over it.
 
 :func:`read_cine` dispatches on the path: a folder of DICOM files (or a list
-of files/folders, e.g. Kaggle DSB ``sax_N`` folders), a folder of 3D NIfTI
-frames, a 4D/3D NIfTI file, or a single DICOM file.
+of files/folders), a Kaggle Data Science Bowl study folder (its ``sax_N``
+sub-folders read together as one stack; its long-axis series ignored), a
+folder of 3D NIfTI frames, a 4D/3D NIfTI file, or a single DICOM file.
 
 :class:`CineImageReader` lets MONAI pipelines load the same inputs::
 
@@ -16,8 +17,9 @@ gives the cine as ``[x=column, y=row, z=slice, t=frame]`` with
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -50,6 +52,22 @@ def is_nifti_path(path: PathLike) -> bool:
 
 def _folder_holds_nifti_frames(folder: Path) -> bool:
     return any(is_nifti_path(f) for f in folder.iterdir() if f.is_file())
+
+
+_SAX_FOLDER = re.compile(r"^sax_(\d+)$")
+
+
+def sax_series_folders(folder: PathLike) -> List[Path]:
+    """The ``sax_N`` sub-folders of a Kaggle DSB study folder (``<id>/study`` or ``<id>``), by N; [] if none.
+
+    DSB stores one short-axis slice position per ``sax_N`` folder beside
+    ``2ch_*``/``4ch_*`` long-axis series: the stack is their union.
+    """
+    folder = Path(folder)
+    if (folder / "study").is_dir():
+        folder = folder / "study"
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _SAX_FOLDER.match(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 def read_cine(
@@ -87,6 +105,11 @@ def read_cine(
     if p.is_dir() and _folder_holds_nifti_frames(p):
         study = read_nifti_frames(p, label_map=label_map or "auto")
         study.view = view
+        return study
+    sax = sax_series_folders(p) if p.is_dir() and view == "sax" else []
+    if sax:
+        study = read_dicom_cine(sax, series=series, view=view)
+        study.source = str(p)
         return study
     return read_dicom_cine(p, series=series, view=view)
 
