@@ -313,3 +313,18 @@ def test_single_3d_frame_input_gives_a_3d_mask(small_cine, random_checkpoint, tm
     np.testing.assert_allclose(mask.affine, frame.affine, atol=1e-5)
     report = json.loads((tmp_path / "out" / "function.json").read_text())
     assert report["status"].startswith("no function")  # one frame: no ED/ES, but the masks are there
+
+
+def test_postprocessing_keeps_the_largest_component_of_each_structure():
+    """A stray LV blob far from the heart (what few-label models produce) is removed; off with the flag."""
+    parser = _parser()
+    last = parser.get_parsed_content("postprocessing#transforms#" + str(len(parser["postprocessing"]["transforms"]) - 1))
+    pred = torch.zeros(1, 32, 32, 4)
+    pred[0, 10:20, 10:20, 1:3] = 1  # LV cavity
+    pred[0, 8:22, 8:10, 1:3] = 2  # myocardium
+    pred[0, 28:30, 28:30, 0] = 1  # stray cavity blob
+    out = last({"pred": pred.clone()})["pred"]
+    assert out[0, 28:30, 28:30, 0].sum() == 0 and torch.equal(out[0, :25], pred[0, :25])
+    parser["keep_largest_component"] = "false"
+    kept = [t for t in parser.get_parsed_content("postprocessing").transforms]
+    assert not any(type(t).__name__ == "KeepLargestConnectedComponentd" for t in kept)
