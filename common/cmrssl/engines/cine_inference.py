@@ -34,6 +34,7 @@ from typing import Dict, List, Sequence, Union
 import numpy as np
 import torch
 
+from cmrssl.flags import as_bool
 from cmrssl.io.geometry import LPS_TO_RAS
 
 __all__ = [
@@ -261,9 +262,7 @@ def check_output_dir(output_dir: Union[str, os.PathLike], overwrite: bool = Fals
     Raises:
         FileExistsError: ``output_dir`` is a non-empty folder (or a file) and not ``overwrite``.
     """
-    from cmrssl.flags import as_bool
-
-    overwrite = as_bool(overwrite)
+    overwrite = as_bool(overwrite, "overwrite")
     output_dir = Path(output_dir).expanduser().resolve()
     if output_dir.is_file():
         raise FileExistsError(f"{output_dir}: output path is a file, expected a folder")
@@ -452,10 +451,8 @@ class CineSegmentationWriter:
         pred_key: str = "pred",
         plots: bool = True,
     ) -> None:
-        from cmrssl.flags import as_bool
-
         self.output_dir = check_output_dir(output_dir, overwrite)
-        self.overwrite = as_bool(overwrite)
+        self.overwrite = as_bool(overwrite, "overwrite")
         self.cines = list(cines)
         self.cache = cache
         self.pred_key = pred_key

@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from cmrssl.flags import as_bool
 from cmrssl.metrics.segmentation import STRUCTURES, structure_scores
 
 __all__ = ["SegmentationEvaluationWriter", "summarise"]
@@ -127,10 +128,8 @@ class SegmentationEvaluationWriter:
         label_key: str = "label",
     ) -> None:
         from cmrssl.engines.cine_inference import check_output_dir
-        from cmrssl.flags import as_bool
-
         self.output_dir = check_output_dir(output_dir, overwrite)
-        self.overwrite = as_bool(overwrite)
+        self.overwrite = as_bool(overwrite, "overwrite")
         self.pred_key, self.label_key = pred_key, label_key
         self.rows: List[dict] = []
         self._volumes: Dict[str, Dict[str, tuple]] = defaultdict(dict)
