@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from cmrssl.io.atomic import atomic_file, check_can_write
+from cmrssl.io.nifti import map_labels
 
 __all__ = [
     "SPLITS",
@@ -344,15 +345,7 @@ def canonical_labels(data: np.ndarray, label_map: Mapping[int, int], where: str)
     data = np.asarray(data)
     if np.issubdtype(data.dtype, np.floating) and not np.array_equal(data, np.round(data)):
         raise ValueError(f"{where}: label image holds non-integer values")
-    values = [int(v) for v in np.unique(data)]
-    outside = [v for v in values if v not in label_map]
-    if outside:
-        raise ValueError(f"{where}: label values {outside} outside the expected set {sorted(label_map)}")
-    lut = np.zeros(max(values) + 1, dtype=np.uint8)
-    for source, canonical in label_map.items():
-        if 0 <= source < lut.size:
-            lut[source] = canonical
-    mapped = lut[data.astype(np.int64)]
+    mapped = map_labels(data, label_map, where).astype(np.uint8)
     if not mapped.any():
         raise ValueError(f"{where}: empty label mask (only background)")
     return mapped

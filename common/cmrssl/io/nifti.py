@@ -40,6 +40,7 @@ __all__ = [
     "MNMS_TO_CANONICAL",
     "CANONICAL_LABELS",
     "resolve_label_map",
+    "map_labels",
     "read_nifti_cine",
     "read_nifti_frames",
     "read_long_axis_nifti",
@@ -158,7 +159,12 @@ def _as_txyz(data: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0)))
 
 
-def _map_labels(data: np.ndarray, label_map: Dict[int, int], path: Path) -> np.ndarray:
+def map_labels(data: np.ndarray, label_map: Mapping[int, int], path: PathLike) -> np.ndarray:
+    """``data`` with every value ``v`` replaced by ``label_map[v]`` (int16).
+
+    Raises:
+        CineReadError: a value ``label_map`` does not cover, naming ``path``.
+    """
     values = np.unique(data)
     unexpected = [v for v in values.tolist() if int(v) not in label_map]
     if unexpected:
@@ -200,7 +206,7 @@ def _read_labels(label_path: PathLike, shape: tuple, label_map) -> Tuple[np.ndar
     labelled = [t for t in range(labels.shape[0]) if t not in unlabelled]
     mapped = np.full(labels.shape, -1, dtype=np.int16)
     if labelled:
-        mapped[labelled] = _map_labels(labels[labelled], resolve_label_map(label_map), label_path)
+        mapped[labelled] = map_labels(labels[labelled], resolve_label_map(label_map), label_path)
     return mapped, labelled
 
 
