@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from acdc_fake import CANONICAL_TO_ACDC, acdc_nifti, write_acdc, xyz
 
 from cmrssl.data.acdc import acdc_subject_names, index_acdc
 from cmrssl.data.datalist import (
@@ -37,8 +38,6 @@ from cmrssl.io.nifti import ACDC_TO_CANONICAL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, str(REPO_ROOT / "tools" / "index.py")]
-CANONICAL_TO_ACDC = {v: k for k, v in ACDC_TO_CANONICAL.items()}
-ACDC_ZOOMS = (1.25, 1.25, 8.0)  # (dx, dy, dz) in the header; the affine carries none (ACDC quirk)
 
 
 def _run(*args):
@@ -55,41 +54,11 @@ def tiny():
     return generate_subject(7, num_frames=4, image_size=32)
 
 
-def _xyz(volume_zhw: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(volume_zhw, (2, 1, 0)))  # [Z, H, W] -> [x, y, z]
-
-
-def _acdc_nifti(data: np.ndarray, path: Path) -> None:
-    """Save like ACDC: sform code 2 = diag(-1, -1, 1) without spacing, spacing only in the zooms."""
-    img = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]))
-    img.header.set_zooms(ACDC_ZOOMS[: data.ndim] if data.ndim == 3 else ACDC_ZOOMS + (25.0,))
-    img.header.set_sform(np.diag([-1.0, -1.0, 1.0, 1.0]), code=2)
-    img.header.set_qform(None, code=0)
-    nib.save(img, str(path))
-
-
-def _write_acdc(root: Path, tiny, patients: dict, ed: int = 1, es: int = 3, with_4d=()) -> Path:
-    """ACDC layout: ``{number: group}`` patients, ED/ES 1-based, ACDC label values."""
-    acdc_labels = np.vectorize(CANONICAL_TO_ACDC.get)(tiny.sax.labels).astype(np.uint8)
-    for number, group in patients.items():
-        name = f"patient{number:03d}"
-        folder = root / name
-        folder.mkdir(parents=True)
-        info = f"ED: {ed}\nES: {es}\nGroup: {group}\nHeight: 170.0\nNbFrame: 4\nWeight: 70.0\n"
-        (folder / "Info.cfg").write_text(info)
-        for frame in (ed, es):
-            _acdc_nifti(_xyz(tiny.sax.pixels[frame - 1]).astype(np.int16), folder / f"{name}_frame{frame:02d}.nii.gz")
-            _acdc_nifti(_xyz(acdc_labels[frame - 1]), folder / f"{name}_frame{frame:02d}_gt.nii.gz")
-        if number in with_4d:
-            _acdc_nifti(np.transpose(tiny.sax.pixels, (3, 2, 1, 0)).astype(np.int16), folder / f"{name}_4d.nii.gz")
-    return root
-
-
 @pytest.fixture(scope="module")
 def acdc_root(tmp_path_factory, tiny) -> Path:
     groups = ["NOR", "MINF", "DCM", "HCM", "RV"]
     patients = {n: groups[(n - 1) // 2] for n in range(1, 11)}  # 2 patients per group
-    return _write_acdc(tmp_path_factory.mktemp("acdc") / "training", tiny, patients, with_4d=(2,))
+    return write_acdc(tmp_path_factory.mktemp("acdc") / "training", tiny, patients, with_4d=(2,))
 
 
 # --------------------------------------------------------------------------- splits
@@ -277,7 +246,7 @@ def test_index_acdc_canonical_labels_frames_and_spacing(acdc_root, tmp_path, tin
     np.testing.assert_array_equal(canonical == 1, raw == 3)  # ACDC LV cavity -> 1
     np.testing.assert_array_equal(canonical == 3, raw == 1)  # ACDC RV cavity -> 3
     np.testing.assert_array_equal(canonical == 2, raw == 2)
-    np.testing.assert_array_equal(_xyz(tiny.sax.labels[0]), canonical)  # back to the phantom's canonical truth
+    np.testing.assert_array_equal(xyz(tiny.sax.labels[0]), canonical)  # back to the phantom's canonical truth
     np.testing.assert_array_equal(ours.affine, original.affine)
     assert ours.header.get_zooms() == original.header.get_zooms()
     assert int(ours.header["sform_code"]) == 2 and int(ours.header["qform_code"]) == 0
@@ -331,16 +300,16 @@ def test_index_acdc_refuses_existing_outputs(acdc_root, tmp_path):
     ("gt_missing", FileNotFoundError, "patient003_frame03_gt.nii.gz: missing"),
 ])
 def test_index_acdc_bad_input_names_the_file_and_writes_nothing(tmp_path, tiny, damage, error, named):
-    root = _write_acdc(tmp_path / "acdc", tiny, {n: "NOR" for n in range(1, 7)})
+    root = write_acdc(tmp_path / "acdc", tiny, {n: "NOR" for n in range(1, 7)})
     if damage == "label_value":
         path = root / "patient004" / "patient004_frame03_gt.nii.gz"
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj).copy()
         data[0, 0, 0] = 7
-        _acdc_nifti(data, path)
+        acdc_nifti(data, path)
     elif damage == "empty":
         path = root / "patient006" / "patient006_frame01_gt.nii.gz"
-        _acdc_nifti(np.zeros(nib.load(str(path)).shape, np.uint8), path)
+        acdc_nifti(np.zeros(nib.load(str(path)).shape, np.uint8), path)
     elif damage == "info":
         (root / "patient005" / "Info.cfg").unlink()
     elif damage == "no_ed":
@@ -408,8 +377,8 @@ def test_index_mnms_extracts_ed_es_frames_with_canonical_labels(mnms_root, tmp_p
     assert r["image"] == str((out / "frames" / "C1C1C1" / "frame_03.nii.gz").resolve())
     image, label = nib.load(r["image"]), nib.load(r["label"])
     assert image.shape == label.shape == (32, 32, tiny.sax.num_slices)
-    np.testing.assert_array_equal(np.asanyarray(image.dataobj), _xyz(tiny.sax.pixels[3].astype(np.int16)))
-    np.testing.assert_array_equal(np.asanyarray(label.dataobj), _xyz(tiny.sax.labels[3]))
+    np.testing.assert_array_equal(np.asanyarray(image.dataobj), xyz(tiny.sax.pixels[3].astype(np.int16)))
+    np.testing.assert_array_equal(np.asanyarray(label.dataobj), xyz(tiny.sax.labels[3]))
     assert label.get_data_dtype() == np.uint8
     np.testing.assert_allclose(image.header.get_zooms(), (1.3, 1.3, 9.0), rtol=1e-6)
 
@@ -448,8 +417,8 @@ def test_index_mnms2_points_at_originals_and_matches_cine_frames(tmp_path, tiny)
         _nifti4d(tiny.sax.pixels, d / f"{code}_SA_CINE.nii.gz")
         for phase, t in (("ED", ed), ("ES", es)):
             affine = np.diag([1.3, 1.3, 9.0, 1.0])
-            nib.save(nib.Nifti1Image(_xyz(tiny.sax.pixels[t]), affine), str(d / f"{code}_SA_{phase}.nii.gz"))
-            nib.save(nib.Nifti1Image(_xyz(tiny.sax.labels[t]).astype(np.uint8), affine),
+            nib.save(nib.Nifti1Image(xyz(tiny.sax.pixels[t]), affine), str(d / f"{code}_SA_{phase}.nii.gz"))
+            nib.save(nib.Nifti1Image(xyz(tiny.sax.labels[t]).astype(np.uint8), affine),
                      str(d / f"{code}_SA_{phase}_gt.nii.gz"))
     (tmp_path / "mnms2" / "dataset_information.csv").write_text(
         "SUBJECT_CODE,DISEASE,VENDOR,SCANNER,FIELD\n"

@@ -8,6 +8,12 @@ label cines (phantom, ACDC, M&Ms, ...), the indices computed by
 slice. So the LVQuan bundle trains from the challenge files and from our own
 segmented data alike.
 
+ACDC (:func:`lvquan_from_acdc`) labels only the ED and ES frames, so each of its
+"cycles" has 2 frames with phases 0 (ED, diastole by the convention of
+:func:`cmrssl.metrics.lv_indices.cardiac_phase`) and 1 (ES, last systolic
+frame); ``whole_cycle`` is False and 2D+t clips or neighbouring-frame inputs
+are refused for it.
+
 Slice selection (:func:`select_mid_slices`): the slices whose LV cavity is
 present in every labelled frame; ``"mid"`` keeps their middle third (LVQuan
 indices are defined on mid-ventricular slices), ``"all"`` keeps them all.
@@ -25,6 +31,7 @@ from cmrssl.metrics.lv_indices import cardiac_phase, indices_matrix, lv_indices
 
 __all__ = [
     "select_mid_slices", "measure_slice", "lvquan_samples_from_labels", "concat_lvquan", "lvquan_from_phantom_cohort",
+    "lvquan_from_acdc",
     "load_lvquan_source", "fold_subjects", "scale_percentiles", "lvquan_records", "lvquan_clip_records", "index_scale_of",
 ]
 
@@ -75,7 +82,8 @@ def measure_slice(masks: np.ndarray, spacing_mm, *, whole_cycle: bool) -> Option
 
 
 def lvquan_samples_from_labels(labels: np.ndarray, spacing_mm, *, pixels: Optional[np.ndarray] = None,
-                               slices: Union[str, Sequence[int]] = "mid", name: str = "study") -> LVQuanData:
+                               slices: Union[str, Sequence[int]] = "mid", name: str = "study",
+                               frame_phase: Optional[Sequence[int]] = None) -> LVQuanData:
     """One LVQuan "subject" per measured slice of a fully labelled cine.
 
     Args:
@@ -84,6 +92,9 @@ def lvquan_samples_from_labels(labels: np.ndarray, spacing_mm, *, pixels: Option
         pixels: optional images ``[T, Z, H, W]`` (zeros otherwise).
         slices: see :func:`select_mid_slices`.
         name: prefix of the subject names (``name:slice{z}``).
+        frame_phase: ``[T]`` phases (1 systole) when ``labels`` are not one whole cycle (ACDC's
+            ED/ES frames: ``(0, 1)``); the result then has ``whole_cycle=False``. None derives the
+            phase of every slice from its cavity area curve.
 
     Raises:
         ValueError: unlabelled frames (-1), anisotropic pixels, or no measurable slice.
@@ -97,12 +108,16 @@ def lvquan_samples_from_labels(labels: np.ndarray, spacing_mm, *, pixels: Option
     if abs(dy - dx) > 0.01 * max(dy, dx):
         raise ValueError(f"{name}: in-plane spacing {dy} x {dx} mm is anisotropic; resample first")
     frames = list(range(labels.shape[0]))
+    if frame_phase is not None and len(frame_phase) != len(frames):
+        raise ValueError(f"{name}: frame_phase has {len(frame_phase)} values for {len(frames)} frames")
     kept, results = [], []
     for z in select_mid_slices(labels, frames, slices):
-        result = measure_slice(labels[:, z], (dy, dx), whole_cycle=True)
+        result = measure_slice(labels[:, z], (dy, dx), whole_cycle=frame_phase is None)
         if result is None:
             print(f"{name}: slice {z}: no RV in any frame, sectors undefined; skipped", file=sys.stderr)
             continue
+        if frame_phase is not None:
+            result["phase"] = np.asarray(frame_phase, np.int8)
         kept.append(z)
         results.append(result)
     if not kept:
@@ -115,6 +130,7 @@ def lvquan_samples_from_labels(labels: np.ndarray, spacing_mm, *, pixels: Option
         areas_mm2=indices[..., :2], dims_mm=indices[..., 2:5], rwt_mm=indices[..., 5:],
         phase=np.stack([r["phase"] for r in results]).astype(np.int8),
         pixel_spacing_mm=np.full(len(kept), dy), subjects=[f"{name}:slice{z}" for z in kept], source_units="mm",
+        whole_cycle=frame_phase is None,
     )
 
 
@@ -149,6 +165,7 @@ def concat_lvquan(parts: Sequence[LVQuanData]) -> LVQuanData:
         rwt_mm=cat("rwt_mm"), phase=cat("phase"), pixel_spacing_mm=cat("pixel_spacing_mm"),
         subjects=[s for p in parts for s in p.subjects],
         source_units=",".join(sorted({p.source_units for p in parts})),
+        whole_cycle=all(p.whole_cycle for p in parts),
     )
 
 
@@ -178,9 +195,53 @@ def lvquan_from_phantom_cohort(cohort_dir, slices="mid", num_frames: Optional[in
     return concat_lvquan(parts)
 
 
+def lvquan_from_acdc(root, slices="mid", subjects=None) -> LVQuanData:
+    """Mid-ventricular slices of ACDC patients at their ED and ES frames (the labelled ones).
+
+    Each measured slice is one "subject" ``patientNNN:sliceZ`` with 2 frames, ED (phase 0)
+    then ES (phase 1); images and labels are zero-padded (centred) to the largest patient.
+
+    Args:
+        root: ACDC folder of ``patientNNN/`` (``Info.cfg`` and the ``_frameNN(_gt)`` files).
+        slices: see :func:`select_mid_slices`.
+        subjects: optional selection (``"1-80"``, ``["patient001", 5]``, ...; see
+            :func:`cmrssl.data.acdc.acdc_subject_names`); all patients otherwise.
+
+    Raises:
+        FileNotFoundError / ValueError: as the ACDC indexer, naming the file; a selected
+        patient missing under ``root``.
+    """
+    from cmrssl.data.acdc import _read_patient, acdc_subject_names, find_acdc_patients
+    from cmrssl.io import read_nifti_cine
+
+    folders = find_acdc_patients(root)
+    if subjects is not None:
+        wanted = acdc_subject_names(subjects)
+        by_name = {f.name: f for f in folders}
+        missing = [n for n in wanted if n not in by_name]
+        if missing:
+            raise ValueError(f"{root}: selected patients not found: {missing[:5]}")
+        folders = [by_name[n] for n in wanted]
+    parts = []
+    for folder in folders:
+        patient = _read_patient(folder)
+        frames = sorted(patient.frames, key=lambda f: f.phase != "ED")  # ED first
+        cines = [read_nifti_cine(f.image, label_path=f.label, label_map="acdc") for f in frames]
+        pixels = np.concatenate([c.pixels for c in cines])
+        labels = np.concatenate([c.labels for c in cines])
+        parts.append(lvquan_samples_from_labels(labels, cines[0].pixel_spacing_mm, pixels=pixels, slices=slices,
+                                                name=patient.subject, frame_phase=(0, 1)))
+    return concat_lvquan(parts)
+
+
+def _is_acdc_root(path) -> bool:
+    return path.is_dir() and any((p / "Info.cfg").is_file() for p in path.glob("patient[0-9]*"))
+
+
 def load_lvquan_source(path) -> LVQuanData:
     """An LVQuan dataset from ``path``: LVQuan18 ``cardiac-dig.mat``, an LVQuan19 folder of
-    ``patient*.mat``, or a phantom cohort folder (``cohort.json``).
+    ``patient*.mat``, a phantom cohort folder (``cohort.json``), or an ACDC folder of
+    ``patientNNN/Info.cfg`` (ED/ES frames only, :func:`lvquan_from_acdc`).
 
     Raises:
         FileNotFoundError: nothing at ``path``. ValueError: none of the layouts.
@@ -196,11 +257,14 @@ def load_lvquan_source(path) -> LVQuanData:
         return read_lvquan18(path)
     if (path / "cohort.json").is_file():
         return lvquan_from_phantom_cohort(path)
+    if _is_acdc_root(path):
+        return lvquan_from_acdc(path)
     if path.is_dir() and any(path.glob("patient*.mat")):
         return read_lvquan19(path)
     if (path / "cardiac-dig.mat").is_file():
         return read_lvquan18(path / "cardiac-dig.mat")
-    raise ValueError(f"{path}: not an LVQuan18 .mat, an LVQuan19 folder (patient*.mat) or a phantom cohort")
+    raise ValueError(f"{path}: not an LVQuan18 .mat, an LVQuan19 folder (patient*.mat), a phantom cohort "
+                     "(cohort.json) or an ACDC folder (patientNNN/Info.cfg)")
 
 
 def fold_subjects(subjects: Sequence[str], fold: int, num_folds: int = 5, seed: int = 0):
@@ -252,6 +316,9 @@ def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.nd
 
     if input_mode not in INPUT_MODES:
         raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+    if input_mode == "neighbours" and not data.whole_cycle:
+        raise ValueError("input_mode 'neighbours' needs whole cycles; this data labels only some frames "
+                         "(ACDC: ED and ES)")
     index_scale = np.asarray(index_scale, np.float64)
     records = []
     num_frames = data.images.shape[1]
@@ -293,6 +360,9 @@ def lvquan_clip_records(data: LVQuanData, subjects: Sequence[int], index_scale: 
     of the cycle starts one window, so each frame is predicted ``N_S`` times (averaged at
     evaluation, as the paper's multi-window evaluation).
     """
+    if not data.whole_cycle:
+        raise ValueError("2D+t clips need whole cycles of consecutive frames; this data labels only some frames "
+                         "(ACDC: ED and ES), use the 2D configuration")
     if clip_frames < 1 or clip_frames > data.images.shape[1]:
         raise ValueError(f"clip_frames must be in 1..{data.images.shape[1]}, got {clip_frames}")
     if input_mode == "neighbours":

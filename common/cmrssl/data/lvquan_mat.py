@@ -70,6 +70,7 @@ class LVQuanData:
         pixel_spacing_mm: ``[S]`` mm per pixel of ``images`` (isotropic).
         subjects: names (``subject_000`` ... for LVQuan18, file stems for LVQuan19).
         source_units: the unit the file stored its indices in (``fraction``/``pixels``/``mm``).
+        whole_cycle: the frames are one whole cycle in order (False for ACDC's ED/ES pair).
     """
 
     images: np.ndarray
@@ -81,6 +82,7 @@ class LVQuanData:
     pixel_spacing_mm: np.ndarray
     subjects: List[str] = field(default_factory=list)
     source_units: str = ""
+    whole_cycle: bool = True
 
     @property
     def indices(self) -> np.ndarray:
