@@ -5,7 +5,7 @@
 
 For every named configuration and fold, runs the bundle's ``train`` then ``evaluate``
 (``python -m monai.bundle run``, one fresh process each) into ``WORK/runs/<config>/fold<k>``;
-folds that already hold ``oof_predictions.npz`` are kept (resume). Then
+a fold already trained (``model.pt``) or evaluated (``oof_predictions.npz``) is not run again (resume). Then
 ``tools/lvquan_ensemble.py`` chooses per-task subsets on half of the patients and reports the
 other half: ``WORK/ensemble.json`` (refused when present unless ``--overwrite``).
 ``--overrides`` (JSON) are passed to every run, e.g. ``{"epochs": 2, "batch_size": 4}``.
@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import fire
 
@@ -25,14 +25,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_lvquan_ensemble"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: Named configurations: config files applied after ``train.json`` (evaluate.json is added for evaluation).
-CONFIGURATIONS: Dict[str, List[str]] = {
+#: Named configurations: config files applied after ``train.json`` (evaluate.json is added for
+#: evaluation), or ``(files, {option: value})`` for a configuration that also sets options
+#: (``--overrides`` still apply on top).
+CONFIGURATIONS: Dict[str, Union[List[str], Tuple[List[str], Dict[str, object]]]] = {
     "densenet121_2d": [],
+    "densenet121_2d_nosr": ([], {"segmentation_weight": 0}),
     "densenet121_3d": ["train_3d.json"],
+    "densenet161_2d": ["densenet161.json"],
     "densenet169_2d": ["densenet169.json"],
     "resnet50_2d": ["resnet50.json"],
     "resnet50_3d": ["resnet50.json", "train_3d.json"],
     "seresnet101_2d": ["seresnet101.json"],
+    "seresnet152_2d": ["seresnet152.json"],
     "seresnext101_2d": ["seresnext101.json"],
 }
 
@@ -42,11 +47,13 @@ def fold_commands(config: str, fold: int, dataset_dir: str, workdir: Path, num_f
     """The train and evaluate command lines of one configuration and fold."""
     if config not in CONFIGURATIONS:
         raise ValueError(f"unknown configuration {config!r}; known: {sorted(CONFIGURATIONS)}")
-    files = [str(BUNDLE / "configs" / "train.json")] + [str(BUNDLE / "configs" / f) for f in CONFIGURATIONS[config]]
+    named = CONFIGURATIONS[config]
+    config_files, options = (named, {}) if isinstance(named, list) else named
+    files = [str(BUNDLE / "configs" / "train.json")] + [str(BUNDLE / "configs" / f) for f in config_files]
     out = workdir / "runs" / config / f"fold{fold}"
     common = ["--bundle_root", str(BUNDLE), "--dataset_dir", str(dataset_dir), "--fold", str(fold),
               "--num_folds", str(num_folds), "--seed", str(seed), "--output_dir", str(out)]
-    for key, value in overrides.items():
+    for key, value in {**options, **overrides}.items():
         common += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     run = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
     return [run + [json.dumps(files)] + common,
@@ -70,13 +77,16 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
         print(f"lvquan_cv: error: {err}", file=sys.stderr)
         raise SystemExit(2)
     for config, fold, commands in plans:
-        done = (work / "runs" / config / f"fold{fold}" / "oof_predictions.npz").exists()
-        for command in commands:
+        out = work / "runs" / config / f"fold{fold}"
+        # A fold is resumed where it stopped: trained (model.pt + index_scale.json) and/or evaluated.
+        done = [(out / "model.pt").exists() and (out / "index_scale.json").exists(),
+                (out / "oof_predictions.npz").exists()]
+        for command, finished in zip(commands, done):
             if dry_run:
-                print(("# done: " if done else "") + " ".join(command))
+                print(("# done: " if finished else "") + " ".join(command))
                 continue
-            if done:
-                break
+            if finished:
+                continue
             print(f"[lvquan_cv] {config} fold {fold}: {'evaluate' if 'evaluate.json' in command[5] else 'train'}",
                   flush=True)
             completed = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)

@@ -45,6 +45,10 @@ def test_bundle_trains_on_the_phantom(phantom_cohort, tmp_path, configs):
     network = parser.get_parsed_content("network_def", instantiate=True)
     network.load_state_dict(state)  # strict: every weight of the definition, decoder included
     assert any(k.startswith("decoder.") for k in state)
+    before = (out / "model.pt").stat().st_mtime_ns
+    again = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "model.pt already exists" in again.stderr  # a trained fold is kept
+    assert (out / "model.pt").stat().st_mtime_ns == before
 
     # evaluation of the held-out fold: multi-crop (and multi-window) out-of-fold predictions + table
     evaluate = json.dumps(files + [str(BUNDLE / "configs" / "evaluate.json")])
@@ -60,7 +64,8 @@ def test_bundle_trains_on_the_phantom(phantom_cohort, tmp_path, configs):
     assert again.returncode != 0 and "already exists" in again.stderr  # never overwritten silently
 
 
-@pytest.mark.parametrize("backbone", ["resnet50", "seresnet101", "seresnext101", "densenet169"])
+@pytest.mark.parametrize("backbone", ["resnet50", "seresnet101", "seresnet152", "seresnext101", "densenet169",
+                                      "densenet161"])
 def test_backbone_configs_build_2d_and_2d_plus_t(backbone):
     from monai.bundle import ConfigParser
 

@@ -38,3 +38,28 @@ def test_cross_validation_and_ensemble(phantom_cohort, tmp_path):
     assert "held-out half" in result.stdout
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "--overwrite" in again.stderr
+    # resume: a fold whose evaluation is missing is evaluated again, its trained model kept
+    fold = work / "runs" / "densenet121_2d" / "fold1"
+    model_time = (fold / "model.pt").stat().st_mtime_ns
+    (fold / "oof_predictions.npz").unlink()
+    resumed = subprocess.run(command + ["--overwrite"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "densenet121_2d fold 1: evaluate" in resumed.stdout and "fold 1: train" not in resumed.stdout
+    assert (fold / "oof_predictions.npz").exists() and (fold / "model.pt").stat().st_mtime_ns == model_time
+
+
+def test_named_configurations_set_their_options(tmp_path):
+    command = [sys.executable, str(TOOL), "--dataset_dir", "DATA", "--workdir", str(tmp_path), "--configs",
+               "densenet121_2d,densenet121_2d_nosr,densenet161_2d", "--num_folds", "2", "--dry_run",
+               "--overrides", '{"epochs": 3}']
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 * 2 * 2  # configurations x folds x (train, evaluate)
+    nosr = [line for line in lines if "densenet121_2d_nosr/fold" in line]
+    assert len(nosr) == 4 and all("--segmentation_weight 0" in line and "--epochs 3" in line for line in nosr)
+    assert not any("--segmentation_weight" in line for line in lines if "densenet121_2d/fold" in line)
+    assert all("densenet161.json" in line for line in lines if "densenet161_2d/fold" in line)
+    unknown = subprocess.run(command[:6] + ["resnet7_2d", "--dry_run"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=120)
+    assert unknown.returncode == 2 and "resnet7_2d" in unknown.stderr
