@@ -158,3 +158,40 @@ def test_method_configs_share_identical_common_sections():
     assert targets.index("ClipIntensityPercentilesd") + 1 == targets.index("NormalizeIntensityd")
     for method, config in configs.items():
         assert config["method_name"] == method
+
+
+@pytest.mark.slow
+def test_densenet_pretrained_with_simclr_initialises_the_lvquan_backbone(phantom_datalist, phantom_cohort, tmp_path):
+    """The documented path to the LV-index bundle: SimCLR on a MONAI DenseNet (``--network_def``), then
+    ``cmr_lvquan_ensemble --pretrained_weights``; with learning rate 0 the trained network keeps the
+    pretrained convolution weights exactly."""
+    densenet = {"_target_": "monai.networks.nets.DenseNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 2,
+                "init_features": 16, "growth_rate": 8, "block_config": [2, 2, 2, 2]}
+    checkpoint = tmp_path / "simclr_densenet.pt"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/simclr.json",
+               "--datalist", str(phantom_datalist), "--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "ssl"),
+               "--network_def", json.dumps(densenet)]
+    for key, value in {**TINY, **TINY_PER_METHOD["simclr"]}.items():
+        if key not in TINY_UNET_OVERRIDES:
+            command += [f"--{key}", value]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, cwd=str(BUNDLE), capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    pretrained = torch.load(checkpoint, weights_only=True)
+    assert "features.conv0.weight" in pretrained and not any(k.startswith("class_layers.out") for k in pretrained)
+
+    lvquan = REPO_ROOT / "bundles" / "cmr_lvquan_ensemble"
+    out = tmp_path / "lvquan"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
+               "--dataset_dir", str(phantom_cohort), "--output_dir", str(out), "--pretrained_weights", str(checkpoint),
+               "--learning_rate", "0", "--epochs", "1", "--epoch_length", "1", "--batch_size", "2",
+               "--crop_size", "72", "--patch_size", "64", "--target_spacing_mm", "2.0", "--num_folds", "3"]
+    for key in ("_target_", "init_features", "growth_rate", "block_config"):
+        command += [f"--backbone_2d#{key}", json.dumps(densenet[key]) if key != "_target_" else densenet[key]]
+    result = subprocess.run(command, cwd=str(lvquan), capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    trained = torch.load(out / "model.pt", weights_only=True)
+    convs = [k for k in pretrained if k.endswith("weight") and "conv" in k]
+    assert len(convs) > 10
+    for key in convs:
+        assert torch.equal(trained[f"backbone.{key}"], pretrained[key]), key
