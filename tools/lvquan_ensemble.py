@@ -7,7 +7,8 @@ Each RUN_DIR is one configuration's output (``bundles/cmr_lvquan_ensemble/runs/<
 predict every subject once. The patients are split in two halves (seeded): the subset of the
 ``top_k`` best configurations minimising each task's error (areas, dims, RWT, phase) is chosen
 on one half and scored on the other (Gessert & Schlaefer's guard against optimistic bias).
-Prints the held-out Table 1 (chosen subsets per task) and writes ``--out`` (JSON), never
+Prints each configuration's out-of-fold Table 1 (all folds pooled, its cross-validation
+score), then the held-out Table 1 (chosen subsets per task) and writes ``--out`` (JSON), never
 overwriting it unless ``--overwrite``.
 """
 
@@ -66,9 +67,18 @@ def run_ensemble(run_dirs: Sequence[str], out: str, top_k: int = 6, seed: int = 
         predictions[Path(run_dir).name] = {"indices": merged["indices"], "phase_probability": merged["phase_probability"]}
     if len(predictions) != len(run_dirs):
         raise ValueError("run folders must have distinct names (they name the configurations)")
-    search_rows, holdout_rows = split_patients(names, reference["subject_index"], seed)
+    # Each configuration alone, every fold pooled: the cross-validation numbers of single models.
     has_phase = all(np.isfinite(p["phase_probability"]).all() for p in predictions.values())
     has_indices = all(np.isfinite(p["indices"]).all() for p in predictions.values())
+    patients = len({str(names[s]).split(":")[0] for s in np.unique(reference["subject_index"])})
+    cv_tables = {}
+    for name, p in predictions.items():
+        cv_tables[name] = lvquan_table(
+            p["indices"] if has_indices else reference["target_indices"], reference["target_indices"],
+            (p["phase_probability"] > 0.5).astype(int) if has_phase else None,
+            reference["target_phase"] if has_phase else None)
+        print(format_table(cv_tables[name], f"{name}: out-of-fold, {len(p['indices'])} frames of {patients} patients"))
+    search_rows, holdout_rows = split_patients(names, reference["subject_index"], seed)
     tasks = [t for t in ("areas", "dims", "rwt") if has_indices] + (["phase"] if has_phase else [])
     if not tasks:
         raise ValueError("no configuration predicts every row (indices or phase)")
@@ -90,7 +100,7 @@ def run_ensemble(run_dirs: Sequence[str], out: str, top_k: int = 6, seed: int = 
     for task, row in result.items():
         print(f"{task:6s} subset {row['members']}  search {row['search_error']:.4g}  held-out {row['holdout_error']:.4g}"
               f"  (best single {row['best_single']}: {row['best_single_holdout_error']:.4g})")
-    payload = {"runs": [str(r) for r in run_dirs], "seed": seed, "top_k": top_k, "search": result,
+    payload = {"runs": [str(r) for r in run_dirs], "seed": seed, "top_k": top_k, "cv_tables": cv_tables, "search": result,
                "held_out_table": table, "search_frames": int(len(search_rows)), "held_out_frames": int(len(holdout_rows))}
     with atomic_file(out_path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")

@@ -83,5 +83,9 @@ def test_ensemble_tool_on_fold_files(tmp_path):
     assert sorted(payload["search"]["rwt"]["members"]) == ["a", "b", "c"]
     assert payload["search_frames"] + payload["held_out_frames"] == 400
     assert "areas (mm^2)" in result.stdout
+    # each configuration's pooled out-of-fold table, equal to its errors on all 400 frames
+    assert "a: out-of-fold, 400 frames of 10 patients" in result.stdout
+    expected = lvquan_table(predictions["a"]["indices"], target)["rwt"]["mae"]
+    assert payload["cv_tables"]["a"]["rwt"]["mae"] == pytest.approx(expected)
     again = subprocess.run([sys.executable, str(tool), *runs, "--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 1 and "--overwrite" in again.stderr
