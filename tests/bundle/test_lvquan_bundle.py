@@ -50,6 +50,30 @@ def test_bundle_trains_on_the_phantom(phantom_cohort, tmp_path, configs):
     assert again.returncode != 0 and "model.pt already exists" in again.stderr  # a trained fold is kept
     assert (out / "model.pt").stat().st_mtime_ns == before
 
+    # inference on a new cine (any read_cine input): per-frame indices of the chosen slices as a CSV
+    study = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0] / "sax_cine.nii.gz"
+    infer = json.dumps(files + [str(BUNDLE / "configs" / "inference.json")])
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", infer, "--bundle_root", str(BUNDLE),
+               "--output_dir", str(out), "--input", str(study), "--prediction_dir", str(out / "infer"), *TINY]
+    result = subprocess.run(command + ["--slices", "3,4"], cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import csv
+
+    import nibabel as nib
+
+    with open(out / "infer" / "lvquan_predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    num_frames = nib.load(str(study)).shape[3]
+    assert len(rows) == 2 * num_frames and {r["slice"] for r in rows} == {"3", "4"}
+    assert all(np.isfinite(float(r["rwt_AS_mm"])) and r["phase"] in ("0", "1") for r in rows)
+    assert str(study.parent.name) not in (out / "infer" / "lvquan_predictions.csv").read_text()
+    again = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "already exists" in again.stderr
+    bad = subprocess.run(command + ["--slices", "99", "--prediction_dir", str(out / "bad")], cwd=BUNDLE,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "slice(s) [99]" in bad.stderr and "sax_cine.nii.gz" in bad.stderr
+    assert not (out / "bad").exists()
+
     # evaluation of the held-out fold: multi-crop (and multi-window) out-of-fold predictions + table
     evaluate = json.dumps(files + [str(BUNDLE / "configs" / "evaluate.json")])
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", evaluate, "--bundle_root", str(BUNDLE),

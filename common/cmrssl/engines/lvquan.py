@@ -11,7 +11,11 @@ import torch
 
 __all__ = [
     "prepare_lvquan_batch", "TARGET_KEYS", "multi_crop_offsets", "predict_lvquan", "write_oof_predictions", "evaluate_fold",
+    "study_slices", "infer_study", "PREDICTION_FILE",
 ]
+
+#: The per-frame table :func:`infer_study` writes in its output folder.
+PREDICTION_FILE = "lvquan_predictions.csv"
 
 TARGET_KEYS = ("indices", "phase", "label")
 
@@ -142,3 +146,75 @@ def evaluate_fold(network: torch.nn.Module, data, validation: Sequence[int], ind
         predictions["target_phase"] if has_phase else None,
     )
     return format_table(table, f"{len(validation)} held-out slice cycle(s), {len(predictions['frame'])} frames -> {path}")
+
+
+def study_slices(num_slices: int, slices=None, source: str = "study") -> list:
+    """Slice indices to predict: None -> the middle slice, ``"all"``, an int, a list or ``"3,4,5"``.
+
+    Raises:
+        ValueError: an index outside ``0..num_slices-1`` (names ``source``).
+    """
+    if slices is None or (isinstance(slices, str) and slices.strip().lower() in ("", "mid", "middle")):
+        return [num_slices // 2]
+    if isinstance(slices, str) and slices.strip().lower() == "all":
+        return list(range(num_slices))
+    wanted = [int(z) for z in (slices.split(",") if isinstance(slices, str) else np.atleast_1d(slices))]
+    bad = [z for z in wanted if not 0 <= z < num_slices]
+    if bad or not wanted:
+        raise ValueError(f"{source}: slice(s) {bad or wanted} not in 0..{num_slices - 1}")
+    return wanted
+
+
+def infer_study(network: torch.nn.Module, study, index_scale, output_dir, *, slices=None, crop_size: int,
+                patch_size: int, clip_frames: Optional[int] = None, target_spacing_mm: Optional[float] = 1.0,
+                input_mode: str = "single", overwrite: bool = False) -> str:
+    """LV indices and phase of every frame of the chosen short-axis slices of one cine.
+
+    ``study`` is anything :func:`cmrssl.io.read_cine` reads (DICOM folder, NIfTI cine, folder of
+    NIfTI frames). The slices are preprocessed as in training and predicted as in evaluation (4
+    crops; every window for 2D+t). Writes ``output_dir/lvquan_predictions.csv``: ``slice``,
+    ``frame``, the 11 indices in mm / mm^2, ``systole_probability`` and ``phase`` (1 systole);
+    written whole, refused when present unless ``overwrite``. Nothing identifying the patient is
+    written (no names, no paths).
+
+    Raises:
+        FileNotFoundError / CineReadError: unreadable study. ValueError: a 3D input (one frame),
+        anisotropic pixels, or slices out of range (the message names the study).
+    """
+    import csv
+    from pathlib import Path
+
+    from cmrssl.data.lvquan_mat import LVQuanData
+    from cmrssl.io import read_cine
+    from cmrssl.io.atomic import atomic_file, check_can_write
+    from cmrssl.metrics.lv_indices import INDEX_NAMES
+
+    out_path = check_can_write(Path(output_dir) / PREDICTION_FILE, overwrite)
+    cine = read_cine(study)
+    num_frames, num_slices = cine.pixels.shape[:2]
+    if num_frames < 2:
+        raise ValueError(f"{study}: one frame only; LV-index inference needs a cine (frames along time)")
+    dy, dx = cine.pixel_spacing_mm
+    if abs(dy - dx) > 0.01 * max(dy, dx):
+        raise ValueError(f"{study}: in-plane spacing {dy:.4g} x {dx:.4g} mm is anisotropic; resample it first")
+    chosen = study_slices(num_slices, slices, str(study))
+    images = np.moveaxis(cine.pixels[:, chosen], 1, 0).astype(np.float32)  # [S, T, H, W]
+    shape = images.shape[:2]
+    data = LVQuanData(images=images, labels=np.zeros(images.shape, np.uint8),
+                      areas_mm2=np.full(shape + (2,), np.nan), dims_mm=np.full(shape + (3,), np.nan),
+                      rwt_mm=np.full(shape + (6,), np.nan), phase=np.zeros(shape, np.int8),
+                      pixel_spacing_mm=np.full(len(chosen), dy), subjects=[f"slice{z}" for z in chosen])
+    predictions = predict_lvquan(network, data, range(len(chosen)), index_scale, crop_size=crop_size,
+                                 patch_size=patch_size, clip_frames=clip_frames, target_spacing_mm=target_spacing_mm,
+                                 input_mode=input_mode)
+    with atomic_file(out_path, overwrite=overwrite) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["slice", "frame", *INDEX_NAMES, "systole_probability", "phase"])
+            for row in range(len(predictions["frame"])):
+                probability = predictions["phase_probability"][row]
+                has_phase = np.isfinite(probability)
+                writer.writerow([chosen[predictions["subject_index"][row]], predictions["frame"][row],
+                                 *(f"{v:.3f}" if np.isfinite(v) else "" for v in predictions["indices"][row]),
+                                 f"{probability:.4f}" if has_phase else "", int(probability > 0.5) if has_phase else ""])
+    return f"{len(predictions['frame'])} frames of slice(s) {chosen} -> {out_path}"
