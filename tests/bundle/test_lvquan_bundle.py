@@ -32,6 +32,7 @@ def test_bundle_trains_on_the_phantom(phantom_cohort, tmp_path, configs):
     result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train_loss" in result.stdout + result.stderr
+    assert "BatchNorm statistics recalibrated on" in result.stdout + result.stderr  # before the final save
     scale = json.loads((out / "index_scale.json").read_text())
     assert len(scale["index_scale"]) == 11 and all(v > 0 for v in scale["index_scale"])
     state = torch.load(out / "model.pt", weights_only=True)

@@ -167,3 +167,25 @@ def test_zoom_augmentation_scales_targets_like_the_masks():
     out_clip = RandZoomLVQuand("image", prob=1.0, min_zoom=0.9, max_zoom=0.9)(clip)
     assert out_clip["image"].shape == (1, 3, 96, 96)
     np.testing.assert_allclose(out_clip["indices"][5:, 1], truth[5:] * 0.9, rtol=1e-6)
+
+
+def test_batchnorm_recalibration_uses_the_evaluation_crops():
+    from cmrssl.engines.lvquan import _preprocess, multi_crop_offsets, recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    network[1].running_mean.fill_(7.0)  # stale statistics, as after augmented training
+    weights = {k: v.clone() for k, v in network.state_dict().items() if "running" not in k and "num_batches" not in k}
+    rng = np.random.default_rng(0)
+    records = [{"image": rng.random((1, 40, 44)).astype(np.float32) + i} for i in range(5)]
+    assert recalibrate_batchnorm(network, records, crop_size=48, patch_size=32, batch_size=5) == 5 * 4
+    crops = torch.cat([torch.stack([_preprocess(r["image"], 48) for r in records])[..., a:a + 32, b:b + 32]
+                       for a, b in multi_crop_offsets(48, 32)])
+    with torch.no_grad():
+        features = network[0](crops)
+    np.testing.assert_allclose(network[1].running_mean.numpy(), features.mean(dim=(0, 2, 3)).numpy(), rtol=1e-5)
+    # variance: the mean of the 4 batches' (one per crop position) unbiased variances
+    per_batch = [f.transpose(0, 1).reshape(4, -1).var(dim=1) for f in features.split(len(records))]
+    np.testing.assert_allclose(network[1].running_var.numpy(), torch.stack(per_batch).mean(0).numpy(), rtol=1e-4)
+    assert network[1].momentum == 0.1 and not network.training
+    assert all(torch.equal(network.state_dict()[k], v) for k, v in weights.items())  # weights untouched

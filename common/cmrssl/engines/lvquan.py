@@ -11,7 +11,7 @@ import torch
 
 __all__ = [
     "prepare_lvquan_batch", "TARGET_KEYS", "multi_crop_offsets", "predict_lvquan", "write_oof_predictions", "evaluate_fold",
-    "study_slices", "infer_study", "PREDICTION_FILE",
+    "study_slices", "infer_study", "PREDICTION_FILE", "recalibrate_batchnorm", "BatchNormRecalibration",
 ]
 
 #: The per-frame table :func:`infer_study` writes in its output folder.
@@ -218,3 +218,70 @@ def infer_study(network: torch.nn.Module, study, index_scale, output_dir, *, sli
                                  *(f"{v:.3f}" if np.isfinite(v) else "" for v in predictions["indices"][row]),
                                  f"{probability:.4f}" if has_phase else "", int(probability > 0.5) if has_phase else ""])
     return f"{len(predictions['frame'])} frames of slice(s) {chosen} -> {out_path}"
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(network: torch.nn.Module, records: Sequence[Dict], *, crop_size: int, patch_size: int,
+                          batch_size: int = 16, device: Optional[torch.device] = None) -> int:
+    """Recompute every BatchNorm's running statistics on the inputs evaluation will see.
+
+    Training augments (rotation and zoom with zero padding, random crops), so the running
+    statistics describe augmented images; on clean evaluation crops the features then shift,
+    and the regressed indices with them (on ACDC, cavity areas came out 35 % low in eval mode
+    while train-mode BatchNorm on the same crops was unbiased). This pass sets them to the
+    cumulative mean/variance over the 4 fixed crops of every (unaugmented) training ``records``
+    image (precise BatchNorm; Wu & Johnson 2021). Weights are untouched.
+
+    Returns:
+        the number of crops seen. The network is left in eval mode.
+    """
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or not records:
+        network.eval()
+        return 0
+    device = device or next(network.parameters()).device
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over every batch below
+    network.train()
+    offsets = multi_crop_offsets(crop_size, patch_size)
+    seen = 0
+    try:
+        for start in range(0, len(records), batch_size):
+            batch = torch.stack([_preprocess(np.asarray(r["image"]), crop_size) for r in records[start:start + batch_size]])
+            for r, c in offsets:
+                if len(batch) < 2:  # BatchNorm in training mode needs 2 values per channel
+                    continue
+                network(batch[..., r:r + patch_size, c:c + patch_size].to(device))
+                seen += len(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        network.eval()
+    return seen
+
+
+class BatchNormRecalibration:
+    """Ignite handler: :func:`recalibrate_batchnorm` when training completes (attach it before the
+    checkpoint saver, so the saved model holds the recalibrated statistics)."""
+
+    def __init__(self, network: torch.nn.Module, records: Sequence[Dict], crop_size: int, patch_size: int,
+                 batch_size: int = 16, enabled: bool = True):
+        self.network, self.records = network, records
+        self.crop_size, self.patch_size, self.batch_size = crop_size, patch_size, batch_size
+        self.enabled = enabled
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        if self.enabled:
+            engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        import logging
+
+        seen = recalibrate_batchnorm(self.network, self.records, crop_size=self.crop_size, patch_size=self.patch_size,
+                                     batch_size=self.batch_size)
+        logging.getLogger(__name__).info(f"BatchNorm statistics recalibrated on {seen} unaugmented training crops")
+        self.network.train()  # the trainer's state is left as it was
