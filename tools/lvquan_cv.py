@@ -4,7 +4,8 @@
         [--num_folds 5] [--overrides '{"epochs": 50}'] [--top_k 6] [--seed 0] [--dry_run] [--overwrite]
 
 For every named configuration and fold, runs the bundle's ``train`` then ``evaluate``
-(``python -m monai.bundle run``, one fresh process each) into ``WORK/runs/<config>/fold<k>``;
+(``python -m monai.bundle run``, one fresh process each) into ``WORK/runs/<config>/fold<k>``,
+each step's log kept beside its outputs (``train.log``, ``evaluate.log``);
 a fold already trained (``model.pt``) or evaluated (``oof_predictions.npz``) is not run again (resume). Then
 ``tools/lvquan_ensemble.py`` chooses per-task subsets on half of the patients and reports the
 other half: ``WORK/ensemble.json`` (refused when present unless ``--overwrite``).
@@ -87,11 +88,14 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
                 continue
             if finished:
                 continue
-            print(f"[lvquan_cv] {config} fold {fold}: {'evaluate' if 'evaluate.json' in command[5] else 'train'}",
-                  flush=True)
+            step = "evaluate" if "evaluate.json" in command[5] else "train"
+            print(f"[lvquan_cv] {config} fold {fold}: {step}", flush=True)
             completed = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{step}.log").write_text(completed.stdout + completed.stderr)  # the run's whole log, kept
             if completed.returncode != 0:
-                print(f"lvquan_cv: error: {config} fold {fold} failed:\n{completed.stderr[-3000:]}", file=sys.stderr)
+                print(f"lvquan_cv: error: {config} fold {fold} failed (log: {out / (step + '.log')}):\n"
+                      f"{completed.stderr[-3000:]}", file=sys.stderr)
                 raise SystemExit(3)
     if dry_run:
         return

@@ -36,6 +36,8 @@ def test_cross_validation_and_ensemble(phantom_cohort, tmp_path):
         assert set(subjects.tolist()) == set(range(len(folds[0]["subject_names"])))
         assert not set(folds[0]["subject_index"].tolist()) & set(folds[1]["subject_index"].tolist())
     assert "held-out half" in result.stdout
+    assert "train_loss" in (work / "runs" / "densenet121_2d" / "fold0" / "train.log").read_text()
+    assert "areas (mm^2)" in (work / "runs" / "densenet121_3d" / "fold1" / "evaluate.log").read_text()
     again = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "--overwrite" in again.stderr
     # resume: a fold whose evaluation is missing is evaluated again, its trained model kept
