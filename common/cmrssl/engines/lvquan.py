@@ -227,7 +227,7 @@ def recalibrate_batchnorm(network: torch.nn.Module, records: Sequence[Dict], *, 
 
     Training augments (rotation and zoom with zero padding, random crops), so the running
     statistics describe augmented images; on clean evaluation crops the features then shift,
-    and the regressed indices with them (on ACDC, cavity areas came out 35 % low in eval mode
+    and the regressed indices with them (on ACDC, cavity areas came out about a third low in eval mode
     while train-mode BatchNorm on the same crops was unbiased). This pass sets them to the
     cumulative mean/variance over the 4 fixed crops of every (unaugmented) training ``records``
     image (precise BatchNorm; Wu & Johnson 2021). Weights are untouched.
