@@ -82,13 +82,12 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
         # A fold is resumed where it stopped: trained (model.pt + index_scale.json) and/or evaluated.
         done = [(out / "model.pt").exists() and (out / "index_scale.json").exists(),
                 (out / "oof_predictions.npz").exists()]
-        for command, finished in zip(commands, done):
+        for step, command, finished in zip(("train", "evaluate"), commands, done):
             if dry_run:
                 print(("# done: " if finished else "") + " ".join(command))
                 continue
             if finished:
                 continue
-            step = "evaluate" if "evaluate.json" in command[5] else "train"
             print(f"[lvquan_cv] {config} fold {fold}: {step}", flush=True)
             completed = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True)
             out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ import fire
 import numpy as np
 
 from cmrssl.io.atomic import atomic_file, check_can_write
-from cmrssl.metrics.lvquan_ensemble import TASK_COLUMNS, ensemble_prediction, format_table, lvquan_table, search_ensemble
+from cmrssl.metrics.lvquan_ensemble import (TASK_COLUMNS, ensemble_prediction, format_table, lvquan_table,
+                                            prediction_table, search_ensemble)
 
 
 def load_run(run_dir: Path) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
@@ -68,17 +69,15 @@ def run_ensemble(run_dirs: Sequence[str], out: str, top_k: int = 6, seed: int = 
     if len(predictions) != len(run_dirs):
         raise ValueError("run folders must have distinct names (they name the configurations)")
     # Each configuration alone, every fold pooled: the cross-validation numbers of single models.
-    has_phase = all(np.isfinite(p["phase_probability"]).all() for p in predictions.values())
-    has_indices = all(np.isfinite(p["indices"]).all() for p in predictions.values())
     patients = len({str(names[s]).split(":")[0] for s in np.unique(reference["subject_index"])})
     cv_tables = {}
     for name, p in predictions.items():
-        cv_tables[name] = lvquan_table(
-            p["indices"] if has_indices else reference["target_indices"], reference["target_indices"],
-            (p["phase_probability"] > 0.5).astype(int) if has_phase else None,
-            reference["target_phase"] if has_phase else None)
+        cv_tables[name] = prediction_table(p["indices"], p["phase_probability"], reference["target_indices"],
+                                           reference["target_phase"])
         print(format_table(cv_tables[name], f"{name}: out-of-fold, {len(p['indices'])} frames of {patients} patients"))
     search_rows, holdout_rows = split_patients(names, reference["subject_index"], seed)
+    has_phase = all(np.isfinite(p["phase_probability"]).all() for p in predictions.values())
+    has_indices = all(np.isfinite(p["indices"]).all() for p in predictions.values())
     tasks = [t for t in ("areas", "dims", "rwt") if has_indices] + (["phase"] if has_phase else [])
     if not tasks:
         raise ValueError("no configuration predicts every row (indices or phase)")

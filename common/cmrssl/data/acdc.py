@@ -53,6 +53,7 @@ __all__ = [
     "read_info_cfg",
     "acdc_subject_names",
     "find_acdc_patients",
+    "select_acdc_patients",
     "acdc_records",
     "index_acdc",
 ]
@@ -157,6 +158,22 @@ def find_acdc_patients(root: PathLike) -> List[Path]:
     if not folders:
         raise ValueError(f"{root}: no patientNNN folders; expected an ACDC root (e.g. .../acdc/training)")
     return folders
+
+
+def select_acdc_patients(root: PathLike, subjects: Optional[Iterable[str]] = None) -> List[Path]:
+    """The ``patientNNN`` folders of ``root`` named in ``subjects`` (every one when None), sorted.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`find_acdc_patients`; a named patient not in ``root``.
+    """
+    folders = find_acdc_patients(root)
+    if subjects is None:
+        return folders
+    wanted = sorted({str(s) for s in subjects})
+    missing = sorted(set(wanted) - {f.name for f in folders})
+    if missing:
+        raise ValueError(f"{root}: patients {missing} not found")
+    return [f for f in folders if f.name in wanted]
 
 
 def _nifti(folder: Path, stem: str) -> Optional[Path]:
@@ -273,13 +290,7 @@ def acdc_records(
         All raised before anything is written.
     """
     labels_dir = Path(out_dir).resolve() / LABELS_FOLDER
-    folders = find_acdc_patients(root)
-    if subjects is not None:
-        wanted = sorted({str(s) for s in subjects})
-        missing = sorted(set(wanted) - {f.name for f in folders})
-        if missing:
-            raise ValueError(f"{root}: patients {missing} not found")
-        folders = [f for f in folders if f.name in wanted]
+    folders = select_acdc_patients(root, subjects)
     for folder in folders:  # refuse before any work
         check_can_write(labels_dir / folder.name, overwrite)
     patients = [_read_patient(folder) for folder in folders]

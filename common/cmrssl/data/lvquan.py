@@ -32,7 +32,8 @@ from cmrssl.metrics.lv_indices import cardiac_phase, indices_matrix, lv_indices
 __all__ = [
     "select_mid_slices", "measure_slice", "lvquan_samples_from_labels", "concat_lvquan", "lvquan_from_phantom_cohort",
     "lvquan_from_acdc",
-    "load_lvquan_source", "fold_subjects", "scale_percentiles", "lvquan_records", "lvquan_clip_records", "index_scale_of",
+    "load_lvquan_source", "fold_subjects", "scale_percentiles", "lvquan_records", "lvquan_clip_records", "fold_records",
+    "index_scale_of", "check_isotropic",
 ]
 
 
@@ -81,6 +82,18 @@ def measure_slice(masks: np.ndarray, spacing_mm, *, whole_cycle: bool) -> Option
     return result
 
 
+def check_isotropic(spacing_mm, name: str = "study"):
+    """``(dy, dx)`` as floats; LVQuan indices and resampling assume square pixels (within 1 %).
+
+    Raises:
+        ValueError: anisotropic in-plane spacing, naming ``name``.
+    """
+    dy, dx = (float(s) for s in spacing_mm)
+    if abs(dy - dx) > 0.01 * max(dy, dx):
+        raise ValueError(f"{name}: in-plane spacing {dy:.4g} x {dx:.4g} mm is anisotropic; resample first")
+    return dy, dx
+
+
 def lvquan_samples_from_labels(labels: np.ndarray, spacing_mm, *, pixels: Optional[np.ndarray] = None,
                                slices: Union[str, Sequence[int]] = "mid", name: str = "study",
                                frame_phase: Optional[Sequence[int]] = None) -> LVQuanData:
@@ -104,9 +117,7 @@ def lvquan_samples_from_labels(labels: np.ndarray, spacing_mm, *, pixels: Option
         raise ValueError(f"{name}: labels must be [T, Z, H, W], got {labels.shape}")
     if (labels < 0).any():
         raise ValueError(f"{name}: some frames are unlabelled (-1); LVQuan samples need the whole cycle")
-    dy, dx = (float(s) for s in spacing_mm)
-    if abs(dy - dx) > 0.01 * max(dy, dx):
-        raise ValueError(f"{name}: in-plane spacing {dy} x {dx} mm is anisotropic; resample first")
+    dy, dx = check_isotropic(spacing_mm, name)
     frames = list(range(labels.shape[0]))
     if frame_phase is not None and len(frame_phase) != len(frames):
         raise ValueError(f"{name}: frame_phase has {len(frame_phase)} values for {len(frames)} frames")
@@ -211,17 +222,10 @@ def lvquan_from_acdc(root, slices="mid", subjects=None) -> LVQuanData:
         FileNotFoundError / ValueError: as the ACDC indexer, naming the file; a selected
         patient missing under ``root``.
     """
-    from cmrssl.data.acdc import _read_patient, acdc_subject_names, find_acdc_patients
+    from cmrssl.data.acdc import _read_patient, acdc_subject_names, select_acdc_patients
     from cmrssl.io import read_nifti_cine
 
-    folders = find_acdc_patients(root)
-    if subjects is not None:
-        wanted = acdc_subject_names(subjects)
-        by_name = {f.name: f for f in folders}
-        missing = [n for n in wanted if n not in by_name]
-        if missing:
-            raise ValueError(f"{root}: selected patients not found: {missing[:5]}")
-        folders = [by_name[n] for n in wanted]
+    folders = select_acdc_patients(root, None if subjects is None else acdc_subject_names(subjects))
     parts = []
     for folder in folders:
         patient = _read_patient(folder)
@@ -383,6 +387,16 @@ def lvquan_clip_records(data: LVQuanData, subjects: Sequence[int], index_scale: 
                 "pixel_spacing_mm": window[0]["pixel_spacing_mm"],
             })
     return clips
+
+
+def fold_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.ndarray,
+                 target_spacing_mm: Optional[float] = 1.0, input_mode: str = "single",
+                 clip_frames: Optional[int] = None) -> List[dict]:
+    """Training records of ``subjects``: 2D frames (:func:`lvquan_records`), or 2D+t windows
+    (:func:`lvquan_clip_records`) when ``clip_frames`` is set."""
+    if clip_frames is None:
+        return lvquan_records(data, subjects, index_scale, target_spacing_mm, input_mode)
+    return lvquan_clip_records(data, subjects, index_scale, clip_frames, target_spacing_mm, input_mode)
 
 
 def index_scale_of(data: LVQuanData, subjects: Sequence[int]) -> np.ndarray:

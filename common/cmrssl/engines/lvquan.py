@@ -133,18 +133,13 @@ def evaluate_fold(network: torch.nn.Module, data, validation: Sequence[int], ind
                   patch_size: int, clip_frames: Optional[int] = None, target_spacing_mm: Optional[float] = 1.0,
                   input_mode: str = "single", overwrite: bool = False) -> str:
     """Predict the held-out subjects, write the out-of-fold ``.npz`` and return the Table 1 text."""
-    from cmrssl.metrics.lvquan_ensemble import format_table, lvquan_table
+    from cmrssl.metrics.lvquan_ensemble import format_table, prediction_table
 
     predictions = predict_lvquan(network, data, validation, index_scale, crop_size=crop_size, patch_size=patch_size,
                                  clip_frames=clip_frames, target_spacing_mm=target_spacing_mm, input_mode=input_mode)
     write_oof_predictions(path, predictions, data.subjects, overwrite=overwrite)
-    has_phase = not np.isnan(predictions["phase_probability"]).any()
-    has_indices = not np.isnan(predictions["indices"]).any()
-    table = lvquan_table(
-        predictions["indices"] if has_indices else predictions["target_indices"], predictions["target_indices"],
-        (predictions["phase_probability"] > 0.5).astype(int) if has_phase else None,
-        predictions["target_phase"] if has_phase else None,
-    )
+    table = prediction_table(predictions["indices"], predictions["phase_probability"], predictions["target_indices"],
+                             predictions["target_phase"])
     return format_table(table, f"{len(validation)} held-out slice cycle(s), {len(predictions['frame'])} frames -> {path}")
 
 
@@ -184,6 +179,7 @@ def infer_study(network: torch.nn.Module, study, index_scale, output_dir, *, sli
     import csv
     from pathlib import Path
 
+    from cmrssl.data.lvquan import check_isotropic
     from cmrssl.data.lvquan_mat import LVQuanData
     from cmrssl.io import read_cine
     from cmrssl.io.atomic import atomic_file, check_can_write
@@ -194,9 +190,7 @@ def infer_study(network: torch.nn.Module, study, index_scale, output_dir, *, sli
     num_frames, num_slices = cine.pixels.shape[:2]
     if num_frames < 2:
         raise ValueError(f"{study}: one frame only; LV-index inference needs a cine (frames along time)")
-    dy, dx = cine.pixel_spacing_mm
-    if abs(dy - dx) > 0.01 * max(dy, dx):
-        raise ValueError(f"{study}: in-plane spacing {dy:.4g} x {dx:.4g} mm is anisotropic; resample it first")
+    dy, _ = check_isotropic(cine.pixel_spacing_mm, str(study))
     chosen = study_slices(num_slices, slices, str(study))
     images = np.moveaxis(cine.pixels[:, chosen], 1, 0).astype(np.float32)  # [S, T, H, W]
     shape = images.shape[:2]
@@ -249,10 +243,11 @@ def recalibrate_batchnorm(network: torch.nn.Module, records: Sequence[Dict], *, 
     seen = 0
     try:
         for start in range(0, len(records), batch_size):
-            batch = torch.stack([_preprocess(np.asarray(r["image"]), crop_size) for r in records[start:start + batch_size]])
+            chunk = records[start:start + batch_size]
+            if len(chunk) < 2:  # BatchNorm in training mode needs 2 values per channel
+                continue
+            batch = torch.stack([_preprocess(np.asarray(r["image"]), crop_size) for r in chunk])
             for r, c in offsets:
-                if len(batch) < 2:  # BatchNorm in training mode needs 2 values per channel
-                    continue
                 network(batch[..., r:r + patch_size, c:c + patch_size].to(device))
                 seen += len(batch)
     finally:

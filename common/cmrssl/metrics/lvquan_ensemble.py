@@ -21,7 +21,8 @@ import numpy as np
 
 from cmrssl.metrics.lv_indices import INDEX_NAMES
 
-__all__ = ["TASK_COLUMNS", "TASKS", "lvquan_table", "format_table", "search_ensemble", "ensemble_prediction"]
+__all__ = ["TASK_COLUMNS", "TASKS", "lvquan_table", "prediction_table", "format_table", "search_ensemble",
+           "ensemble_prediction"]
 
 #: Columns of each regression task in the 11-index order.
 TASK_COLUMNS = {"areas": (0, 1), "dims": (2, 3, 4), "rwt": (5, 6, 7, 8, 9, 10)}
@@ -64,6 +65,18 @@ def lvquan_table(pred_indices: np.ndarray, true_indices: np.ndarray, pred_phase:
             raise ValueError(f"phase predictions {pred_phase.shape} and targets {true_phase.shape} differ")
         table["phase"] = {"error_rate_percent": float(100.0 * np.mean(pred_phase != true_phase))}
     return table
+
+
+def prediction_table(indices: np.ndarray, phase_probability: np.ndarray, target_indices: np.ndarray,
+                     target_phase: np.ndarray) -> Dict[str, dict]:
+    """:func:`lvquan_table` of one model's predictions: phase (probability > 0.5 is systole) only
+    when every ``phase_probability`` is a number; index rows of a phase-only model (NaN indices)
+    are the targets themselves."""
+    has_phase = not np.isnan(phase_probability).any()
+    has_indices = not np.isnan(indices).any()
+    return lvquan_table(indices if has_indices else target_indices, target_indices,
+                        (phase_probability > 0.5).astype(int) if has_phase else None,
+                        target_phase if has_phase else None)
 
 
 def format_table(table: Mapping[str, dict], title: str = "") -> str:
