@@ -287,3 +287,91 @@ def test_same_depth_but_shifted_in_plane_is_an_error(series):
     with pytest.raises(CineReadError, match="lies 5.00 mm in-plane") as err:
         read_dicom_cine(series)
     assert victim.name in str(err.value)
+
+
+# ----------------------------------------------------------------------------- bad input (issue 10)
+
+
+def _permission_denied(path):
+    return PermissionError(13, "Permission denied", str(path))
+
+
+def test_file_that_cannot_be_opened_is_named_not_skipped(series, monkeypatch):
+    # Root reads through chmod 000, so the refusal is simulated; skipping the file
+    # would silently drop a phase (or a whole slice at the end of the stack).
+    import cmrssl.io.dicom as dicom_module
+
+    victim = _files(series)[4]
+    real = dicom_module.pydicom.dcmread
+
+    def dcmread(path, *args, **kwargs):
+        if str(path) == str(victim):
+            raise _permission_denied(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(dicom_module.pydicom, "dcmread", dcmread)
+    with pytest.raises(CineReadError, match=f"^{victim}: file cannot be read \\(Permission denied\\)"):
+        read_dicom_cine(series)
+
+
+def test_folder_that_cannot_be_listed_is_named(tmp_path, study, monkeypatch):
+    # A sub-folder without read permission: Path.rglob skipped it silently, losing its files.
+    root = tmp_path / "study"
+    write_dicom_series(study, root / "a")
+    locked = root / "b"
+    locked.mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise _permission_denied(path)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(CineReadError, match=f"^{locked}: folder cannot be listed \\(Permission denied\\)"):
+        read_dicom_cine(root)
+
+
+def test_phases_without_tags_are_ordered_by_numeric_names(tmp_path, study, series):
+    # 4 phases per slice, names 1..20 slice-major: text order would read 1, 10, 11, 12 ... for slice 3.
+    folder = tmp_path / "numbered"
+    folder.mkdir()
+    for i, f in enumerate(_files(series)):
+        ds = pydicom.dcmread(f)
+        del ds.TriggerTime, ds.InstanceNumber
+        ds.save_as(folder / f"IM{i + 1}")
+    read = read_dicom_cine(folder)
+    assert read.trigger_times_ms is None
+    np.testing.assert_allclose(read.pixels, study.pixels, atol=_quantum(study) * 0.51)
+    first_slice = sorted(folder.iterdir(), key=lambda p: int(p.name[2:]))[:4]
+    for name, f in zip(["x.dcm", "y.dcm", "z.dcm", "w.dcm"], first_slice):
+        f.rename(folder / name)  # the first slice's names now say nothing about the order
+    with pytest.raises(CineReadError, match="neither TriggerTime nor InstanceNumber.*not numbered alike"):
+        read_dicom_cine(folder)
+
+
+@pytest.mark.parametrize("keyword, value, message", [
+    ("TriggerTime", "nan", "TriggerTime is nan"),
+    ("InstanceNumber", "2.5", "InstanceNumber is not an integer"),
+    ("RescaleSlope", "0", "RescaleSlope is 0"),
+    ("RescaleSlope", "inf", "RescaleSlope is inf"),
+])
+def test_header_numbers_that_would_give_wrong_pixels_or_order_are_named(series, keyword, value, message):
+    victim = _files(series)[2]
+    ds = pydicom.dcmread(victim)
+    if keyword == "InstanceNumber":
+        ds[keyword].VR = "DS"  # IS cannot hold 2.5; a DS can, as some converters write it
+    setattr(ds, keyword, value)
+    ds.save_as(victim)
+    with pytest.raises(CineReadError, match=f"^{victim}: {message}"):
+        read_dicom_cine(series)
+
+
+def test_slightly_rounded_orientation_is_accepted(series, study):
+    # Cosines written with 4 decimals: off unit length and orthogonality by ~1e-4, far within tolerance.
+    for f in _files(series):
+        ds = pydicom.dcmread(f)
+        ds.ImageOrientationPatient = [f"{float(v):.4f}" for v in ds.ImageOrientationPatient]
+        ds.save_as(f)
+    read = read_dicom_cine(series)
+    np.testing.assert_allclose(read.pixels, study.pixels, atol=_quantum(study) * 0.51)

@@ -1,5 +1,6 @@
 """NIfTI cines: 4D and per-frame round trips, ACDC quirks, labels, and bad input."""
 
+import gzip
 import os
 
 import nibabel as nib
@@ -199,3 +200,105 @@ def test_partially_labelled_cine_round_trips_through_4d_and_frames(tmp_path):
     write_cine_nifti(study, tmp_path / "gt_bad.nii.gz", what="labels")
     with pytest.raises(CineReadError, match=r"label values \[-1\]"):
         read_nifti_cine(tmp_path / "cine.nii.gz", label_path=tmp_path / "gt_bad.nii.gz")
+
+
+# ----------------------------------------------------------------------------- geometry of the header (issue 10)
+
+
+def _zero_pixdim(path, out, axes=(1, 2, 3), sform_code=None):
+    """Copy ``path`` with ``pixdim[axes]`` set to 0 (and ``sform_code``) in the raw header."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    pixdim = np.frombuffer(bytes(raw[76:108]), dtype="<f4").copy()
+    pixdim[list(axes)] = 0.0
+    raw[76:108] = pixdim.tobytes()
+    if sform_code is not None:
+        raw[254:256] = np.int16(sform_code).astype("<i2").tobytes()
+    out.write_bytes(gzip.compress(bytes(raw)))
+    return out
+
+
+def test_zero_pixdim_takes_the_spacing_from_the_sform(tmp_path):
+    study = sax_study()
+    write_cine_nifti(study, tmp_path / "cine.nii.gz")
+    read = read_nifti_cine(_zero_pixdim(tmp_path / "cine.nii.gz", tmp_path / "zero.nii.gz"))
+    assert read.spacing_mm == pytest.approx(study.spacing_mm, rel=1e-5)
+    _geometry_close(read, study)
+    with pytest.raises(CineReadError, match="zero_nosform.nii.gz: no valid voxel spacing along x"):
+        read_nifti_cine(_zero_pixdim(tmp_path / "cine.nii.gz", tmp_path / "zero_nosform.nii.gz", sform_code=0))
+
+
+def test_single_slice_needs_no_slice_spacing(tmp_path):
+    study = long_axis_study()
+    write_long_axis_nifti(study, tmp_path / "lax.nii.gz")
+    flat = _zero_pixdim(tmp_path / "lax.nii.gz", tmp_path / "lax0.nii.gz", axes=(3,), sform_code=0)
+    read = read_long_axis_nifti(flat)
+    assert read.pixel_spacing_mm == pytest.approx(study.pixel_spacing_mm, rel=1e-5)
+
+
+def _nifti_with_affine(path, affine, shape=(6, 5, 3)):
+    img = nib.Nifti1Image(np.zeros(shape, np.float32), affine)
+    img.header.set_sform(affine, code=1)
+    nib.save(img, path)
+    return path
+
+
+def test_sheared_or_flat_affines_are_refused_and_tiny_shear_is_accepted(tmp_path):
+    affine = np.diag([1.5, 1.5, 8.0, 1.0])
+    affine[0, 1] = 1.5 * 0.5  # columns at ~63 degrees
+    with pytest.raises(CineReadError, match="shear.nii.gz: .*not orthogonal.*sheared pixel grid"):
+        read_nifti_cine(_nifti_with_affine(tmp_path / "shear.nii.gz", affine))
+    affine = np.diag([1.5, 1.5, 8.0, 1.0])
+    affine[:3, 2] = [8.0, 0.0, 0.0]  # slice axis along x: no slice spacing
+    with pytest.raises(CineReadError, match="flat.nii.gz: .*slice axis .* lies in the image plane"):
+        read_nifti_cine(_nifti_with_affine(tmp_path / "flat.nii.gz", affine))
+    valid = _nifti_with_affine(tmp_path / "valid.nii.gz", np.diag([1.5, 1.5, 8.0, 1.0]))
+    raw = bytearray(gzip.decompress(valid.read_bytes()))
+    raw[280:284] = np.float32(np.nan).tobytes()  # srow_x[0]: nibabel cannot save a NaN affine itself
+    (tmp_path / "nan.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(CineReadError, match="nan.nii.gz: the affine holds NaN"):
+        read_nifti_cine(tmp_path / "nan.nii.gz")
+    affine = np.diag([1.5, 1.5, 8.0, 1.0])
+    affine[0, 1] = 1.5 * 1e-4  # float rounding of a real scanner's affine
+    read = read_nifti_cine(_nifti_with_affine(tmp_path / "tiny.nii.gz", affine))
+    assert read.spacing_mm == pytest.approx((8.0, 1.5, 1.5), rel=1e-6)
+
+
+def test_negative_pixdim_with_an_sform_keeps_the_sform(tmp_path):
+    study = sax_study()
+    write_cine_nifti(study, tmp_path / "cine.nii.gz")
+    raw = bytearray(gzip.decompress((tmp_path / "cine.nii.gz").read_bytes()))
+    pixdim = np.frombuffer(bytes(raw[76:108]), dtype="<f4").copy()
+    pixdim[3] = -pixdim[3]
+    raw[76:108] = pixdim.tobytes()
+    (tmp_path / "neg.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    read = read_nifti_cine(tmp_path / "neg.nii.gz")
+    _geometry_close(read, study)
+    raw[254:256] = np.int16(0).astype("<i2").tobytes()  # no sform: the sign is lost, nothing to trust
+    (tmp_path / "neg_nosform.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(CineReadError, match="neg_nosform.nii.gz: no valid voxel spacing along z"):
+        read_nifti_cine(tmp_path / "neg_nosform.nii.gz")
+
+
+def test_frame_folder_that_cannot_be_listed_is_named(tmp_path, monkeypatch):
+    # Root lists through chmod 000, so the refusal is simulated.
+    write_frames_nifti(sax_study(), tmp_path / "frames")
+    real = type(tmp_path).iterdir
+
+    def iterdir(self):
+        if self == tmp_path / "frames":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(type(tmp_path), "iterdir", iterdir)
+    with pytest.raises(CineReadError, match="frames: folder cannot be listed \\(Permission denied\\)"):
+        read_nifti_frames(tmp_path / "frames")
+
+
+def test_nan_frame_interval_means_no_trigger_times(tmp_path):
+    write_cine_nifti(sax_study(), tmp_path / "cine.nii.gz")
+    raw = bytearray(gzip.decompress((tmp_path / "cine.nii.gz").read_bytes()))
+    pixdim = np.frombuffer(bytes(raw[76:108]), dtype="<f4").copy()
+    pixdim[4] = np.nan
+    raw[76:108] = pixdim.tobytes()
+    (tmp_path / "nan_dt.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+    assert read_nifti_cine(tmp_path / "nan_dt.nii.gz").trigger_times_ms is None

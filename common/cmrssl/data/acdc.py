@@ -28,22 +28,28 @@ names maps ACDC labels, and must not map these a second time. Images are never
 copied: ``image`` is the original file where it lies.
 
 Every input is checked before anything is written (Info.cfg, files, label
-values, non-empty masks), so a bad patient leaves no output at all; each
-subject folder then appears whole (temporary folder renamed).
+values, non-empty masks, image headers with a valid spacing, image data not
+cut short), so a bad patient leaves no output at all; each subject folder then
+appears whole (temporary folder renamed). A damaged patient stops the whole
+run with an error naming the file, as any other bad patient does: a datalist
+silently missing patients would change the published splits.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import nibabel as nib
+import numpy as np
 
 from cmrssl.io.atomic import atomic_folder, check_can_write
-from cmrssl.io.nifti import ACDC_TO_CANONICAL, frame_file_name
+from cmrssl.io.errors import CineReadError
+from cmrssl.io.nifti import ACDC_TO_CANONICAL, frame_file_name, nifti_voxel_spacing_mm
 
 from .datalist import canonical_label_image, nifti_spacing_mm, split_records, write_datalist
 
@@ -184,6 +190,48 @@ def _nifti(folder: Path, stem: str) -> Optional[Path]:
     return None
 
 
+def _data_problem(img: nib.Nifti1Image, path: Path) -> Optional[str]:
+    """Why the voxel data of ``path`` cannot all be read (a file cut short), or None.
+
+    Images are indexed without being read (they are only pointed at), so a truncated
+    ``.nii.gz`` would pass and break training later. Reading every volume costs a
+    gzip pass per file; instead the gzip trailer is checked: its last 4 bytes hold the
+    uncompressed size (mod 2**32), which a file cut short does not end with. Only when
+    it disagrees (also the case of a valid multi-member gzip) is the data read to be sure.
+    """
+    expected = int(img.header.get_data_offset()) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if not path.name.endswith(".gz"):
+        return None if size >= expected else f"file holds {size} bytes, the header needs {expected}"
+    if size >= 18:  # smallest gzip stream: 10 bytes header, 8 bytes trailer
+        with path.open("rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            if int.from_bytes(fh.read(4), "little") == expected % 2**32:
+                return None
+    try:
+        np.asanyarray(img.dataobj)
+    except Exception as err:  # zlib/gzip/EOF errors on truncated streams
+        return f"image data cannot be read, file cut short? ({err})"
+    return None
+
+
+def _open_nifti(path: Path, what: str) -> nib.Nifti1Image:
+    """The header of a NIfTI file whose data is all there.
+
+    Raises:
+        CineReadError: unreadable header or data cut short, naming ``path``.
+    """
+    try:
+        img = nib.load(str(path))
+        _ = img.shape
+    except Exception as err:  # nibabel raises several types for damaged files
+        raise CineReadError(f"{path}: not a readable NIfTI {what} file ({err})") from err
+    problem = _data_problem(img, path)
+    if problem:
+        raise CineReadError(f"{path}: {problem}")
+    return img
+
+
 # --------------------------------------------------------------------------- one patient
 
 
@@ -213,6 +261,8 @@ def _read_patient(folder: Path) -> _Patient:
     Raises:
         FileNotFoundError: Info.cfg or an image / label file missing.
         ValueError: bad Info.cfg, ED == ES, image and label shapes differ.
+        CineReadError: an unreadable or truncated image / label / 4D file, a header
+            without a valid voxel spacing.
     """
     subject = folder.name
     cfg = folder / "Info.cfg"
@@ -232,15 +282,23 @@ def _read_patient(folder: Path) -> _Patient:
         for path, name in ((image, f"{stem}.nii.gz"), (label, f"{stem}_gt.nii.gz")):
             if path is None:
                 raise FileNotFoundError(f"{folder / name}: missing ({phase} frame {number} of {cfg})")
-        header = nib.load(str(image))
-        label_shape = nib.load(str(label)).shape
+        header = _open_nifti(image, "image")
+        label_shape = _open_nifti(label, "label").shape
         if tuple(header.shape) != tuple(label_shape):
             raise ValueError(f"{label}: label shape {label_shape} differs from the image {image} {header.shape}")
         if len(header.shape) != 3:
             raise ValueError(f"{image}: expected a 3D frame [x, y, z], got shape {header.shape}")
-        spacing = spacing or nifti_spacing_mm(header)
+        if spacing is None:
+            spacing = nifti_spacing_mm(header)
+            # The header zooms are nibabel's, which turns a stored 0 into 1.0: where the
+            # readers measure another spacing (or none: an error), theirs is the truth.
+            measured = list(nifti_voxel_spacing_mm(header, image))
+            if not np.allclose(spacing, measured, rtol=1e-3, atol=1e-4):
+                spacing = measured
         frames.append(_Frame(phase, number - 1, image.resolve(), label.resolve(), tuple(header.shape)))
     cine = _nifti(folder, f"{subject}_4d")
+    if cine is not None:
+        _open_nifti(cine, "4D cine")
     return _Patient(subject, folder, num_frames, group, spacing, cine.resolve() if cine else None, frames)
 
 
@@ -286,7 +344,9 @@ def acdc_records(
         FileNotFoundError: missing root, Info.cfg, image or label file.
         FileExistsError: a subject folder exists and not ``overwrite``.
         ValueError: bad Info.cfg, label values outside {0, 1, 2, 3}, an empty label
-            mask, shape mismatch; a requested subject that is not in ``root``.
+            mask, shape mismatch; a requested subject that is not in ``root``; an
+            unreadable or truncated NIfTI file, a header without a valid voxel spacing
+            (:class:`~cmrssl.io.errors.CineReadError`, naming the file).
         All raised before anything is written.
     """
     labels_dir = Path(out_dir).resolve() / LABELS_FOLDER

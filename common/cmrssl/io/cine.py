@@ -109,7 +109,16 @@ class CineStudy:
 
     @property
     def voxel_volume_ml(self) -> float:
-        """Volume of one voxel in millilitres (mm^3 / 1000), from the slice spacing."""
+        """Volume of one voxel in millilitres (mm^3 / 1000), from the slice spacing.
+
+        ``dz * dy * dx`` is the voxel volume only on a rectangular pixel grid. The
+        readers refuse sheared grids (row and column axes more than
+        :data:`cmrssl.io.geometry.IN_PLANE_TOLERANCE` from orthogonal) rather than use
+        the determinant here: resampling, lengths and areas downstream all take
+        ``(dz, dy, dx)`` as a rectangular grid, and a determinant would fix the volume
+        while leaving those silently wrong. ``dz`` is measured along the slice normal,
+        so a stack whose slices are offset in-plane (a through-plane shear) is exact.
+        """
         dz, dy, dx = self.spacing_mm
         return dz * dy * dx / 1000.0
 

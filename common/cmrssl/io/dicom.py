@@ -5,8 +5,10 @@ Reading (:func:`read_dicom_cine`):
 - Files are gathered from a folder (recursively) or a list of files/folders.
   The Kaggle Data Science Bowl 2016 layout keeps one slice per ``sax_N``
   folder, each its own series: a list of such folders is one study.
-  Unreadable, truncated or non-DICOM files are skipped with a logged warning
-  naming the file.
+  Truncated or non-DICOM files are skipped with a logged warning naming the
+  file. A folder that cannot be listed or a file that cannot be opened
+  (permissions, I/O error) is an error naming it: skipping it could silently
+  drop a slice or a phase.
 - Files are grouped by SeriesInstanceUID (not FrameOfReferenceUID: on real
   Sunnybrook data every slice has its own frame of reference). Several series
   inside one input folder is an error naming them; ``series=`` picks one.
@@ -20,10 +22,18 @@ Reading (:func:`read_dicom_cine`):
 - Phases are ordered by TriggerTime within each slice (InstanceNumber when
   TriggerTime is missing). Each slice is its own breath-hold, so trigger times
   differ slightly between slices: frames are matched by rank within the slice
-  and ``trigger_times_ms`` is the median across slices.
+  and ``trigger_times_ms`` is the median across slices. When a slice's files
+  carry neither, they are ordered by the numbers in their names (natural
+  order: ``2`` before ``10``), provided the names differ only in those
+  numbers; otherwise nothing orders the cycle and the read is refused.
 - Missing geometry tags, inconsistent orientation, pixel spacing or matrix
   size, irregular slice spacing (gaps) and unequal phase counts per slice are
-  errors naming the files and values involved.
+  errors naming the files and values involved. So are, per file, values that
+  would give silently wrong pixels or geometry: NaN/inf or non-numeric
+  geometry, TriggerTime, InstanceNumber, RescaleSlope or RescaleIntercept; a
+  PixelSpacing that is not positive; an ImageOrientationPatient whose cosines
+  are not unit length or not orthogonal (see
+  :func:`cmrssl.io.geometry.in_plane_axes_problem`); a RescaleSlope of 0.
 
 Writing (:func:`write_dicom_series`) produces anonymous MR Image Storage files
 into a temporary folder renamed into place. Patient names, IDs and dates are
@@ -35,11 +45,13 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
+import os
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pydicom
@@ -49,7 +61,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from .atomic import atomic_folder
 from .cine import CineStudy
 from .errors import CineReadError, CineWriteError
-from .geometry import orient_normal_base_to_apex, slice_affine_from_dicom
+from .geometry import in_plane_axes_problem, orient_normal_base_to_apex, slice_affine_from_dicom
 
 __all__ = ["read_dicom_cine", "read_long_axis_dicom", "write_dicom_series", "MR_IMAGE_STORAGE"]
 
@@ -97,7 +109,27 @@ class _Frame:
     shape: tuple
     trigger_time: Optional[float]
     instance_number: Optional[int]
+    rescale_slope: Optional[float]
+    rescale_intercept: Optional[float]
     dataset: Dataset
+
+
+def _list_folder(folder: Path) -> List[Path]:
+    """Files under ``folder`` (recursively; names starting with "." left out), sorted.
+
+    Raises:
+        CineReadError: ``folder`` or a folder below it cannot be listed (permissions).
+            ``Path.rglob`` would skip such a folder without a word, losing its slices.
+    """
+
+    def refuse(err: OSError) -> None:
+        where = err.filename or folder
+        raise CineReadError(f"{where}: folder cannot be listed ({err.strerror or err})") from err
+
+    found: List[Path] = []
+    for dirpath, _, names in os.walk(folder, onerror=refuse):
+        found.extend(Path(dirpath) / name for name in names if not name.startswith("."))
+    return sorted(f for f in found if f.is_file())
 
 
 def _gather_files(path_or_paths: Union[PathLike, Sequence[PathLike]]) -> List[tuple]:
@@ -111,13 +143,17 @@ def _gather_files(path_or_paths: Union[PathLike, Sequence[PathLike]]) -> List[tu
     groups: Dict[str, int] = {}
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        try:
+            is_dir, is_file = p.is_dir(), p.is_file()
+        except OSError as err:  # e.g. a parent folder without search permission
+            raise CineReadError(f"{p}: cannot be accessed ({err.strerror or err})") from err
+        if is_dir:
+            found = _list_folder(p)
             if not found:
                 raise CineReadError(f"{p}: folder holds no files")
             index = groups.setdefault(str(p.resolve()), len(groups))
             files.extend((f, index) for f in found)
-        elif p.is_file():
+        elif is_file:
             files.append((p, groups.setdefault(str(p.resolve().parent), len(groups))))
         else:
             raise FileNotFoundError(f"{p}: no such DICOM file or folder")
@@ -132,19 +168,33 @@ def _required(ds: Dataset, path: Path, keyword: str, count: int) -> np.ndarray:
         arr = np.asarray([float(v) for v in (value if count > 1 else [value])], dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise CineReadError(f"{path}: {keyword} is not numeric ({value!r})") from err
-    if arr.size != count or not np.all(np.isfinite(arr)):
+    if arr.size != count:
         raise CineReadError(f"{path}: {keyword} must hold {count} numbers, got {value!r}")
+    if not np.all(np.isfinite(arr)):
+        raise CineReadError(f"{path}: {keyword} holds NaN or infinite values ({arr.tolist()})")
     return arr
 
 
-def _optional_number(ds: Dataset, keyword: str) -> Optional[float]:
-    value = ds.get(keyword)
+def _optional_number(ds: Dataset, path: Path, keyword: str) -> Optional[float]:
+    """The single number in ``keyword``, None when the tag is absent or empty.
+
+    Raises:
+        CineReadError: a value that is present but not a finite number (e.g. "abc", "nan",
+            "inf"). Treating it as absent would silently drop a rescale or an ordering key.
+    """
+    try:
+        value = ds.get(keyword)
+    except Exception as err:  # pydicom may refuse to parse a malformed DS/IS value
+        raise CineReadError(f"{path}: {keyword} cannot be parsed ({err})") from err
     if value is None or value == "":
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise CineReadError(f"{path}: {keyword} is not a number ({str(value)!r})") from err
+    if not np.isfinite(number):
+        raise CineReadError(f"{path}: {keyword} is {number} (NaN or infinite)")
+    return number
 
 
 def _skip(path: Path, reason: str, skipped: List[str]) -> None:
@@ -157,6 +207,10 @@ def _read_frame(path: Path, input_index: int, skipped: List[str]) -> Optional[_F
     when it is not a usable image."""
     try:
         ds = pydicom.dcmread(str(path))
+    except OSError as err:
+        # Permissions or an I/O error: most likely one of the series' images, and
+        # skipping it would silently drop a phase or a slice.
+        raise CineReadError(f"{path}: file cannot be read ({err.strerror or err})") from err
     except Exception as err:  # InvalidDicomError, EOFError, struct errors on truncation...
         _skip(path, f"not a readable DICOM file ({type(err).__name__})", skipped)
         return None
@@ -171,12 +225,26 @@ def _read_frame(path: Path, input_index: int, skipped: List[str]) -> Optional[_F
     if pixels.ndim != 2:
         raise CineReadError(f"{path}: expected a single-frame 2D image, got pixel array shape {pixels.shape}")
     orientation = _required(ds, path, "ImageOrientationPatient", 6)
+    problem = in_plane_axes_problem(orientation[:3], orientation[3:], unit=True)
+    if problem:
+        raise CineReadError(f"{path}: degenerate ImageOrientationPatient {orientation.tolist()}: {problem}")
     position = _required(ds, path, "ImagePositionPatient", 3)
     spacing = _required(ds, path, "PixelSpacing", 2)
+    if np.any(spacing <= 0):
+        raise CineReadError(
+            f"{path}: PixelSpacing must be positive (row, column spacing in mm), got {spacing.tolist()}"
+        )
+    slope = _optional_number(ds, path, "RescaleSlope")
+    if slope == 0.0:
+        raise CineReadError(f"{path}: RescaleSlope is 0 (every pixel would become the intercept)")
+    intercept = _optional_number(ds, path, "RescaleIntercept")
+    trigger_time = _optional_number(ds, path, "TriggerTime")
+    instance = _optional_number(ds, path, "InstanceNumber")
+    if instance is not None and instance != round(instance):
+        raise CineReadError(f"{path}: InstanceNumber is not an integer ({instance})")
     series_number = ds.get("SeriesNumber")
     description = str(ds.get("SeriesDescription", "") or "")
     label = f"SeriesNumber {series_number} '{description}'"
-    instance = ds.get("InstanceNumber")
     ds._cmrssl_pixels = pixels  # decoded once, scaled later
     return _Frame(
         path=path,
@@ -188,8 +256,10 @@ def _read_frame(path: Path, input_index: int, skipped: List[str]) -> Optional[_F
         position=position,
         pixel_spacing=spacing,
         shape=tuple(pixels.shape),
-        trigger_time=_optional_number(ds, "TriggerTime"),
-        instance_number=None if instance in (None, "") else int(instance),
+        trigger_time=trigger_time,
+        instance_number=None if instance is None else int(instance),
+        rescale_slope=slope,
+        rescale_intercept=intercept,
         dataset=ds,
     )
 
@@ -252,21 +322,51 @@ def _check_consistent(frames: List[_Frame], source: str) -> None:
             )
 
 
-def _phase_key(f: _Frame, use_trigger: bool):
-    if use_trigger:
-        return (f.trigger_time, f.instance_number if f.instance_number is not None else 0, str(f.path))
-    return (f.instance_number if f.instance_number is not None else 0, str(f.path))
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural_key(path: Path) -> tuple:
+    """``str(path)`` split into text and numbers: ``.../IM_2.dcm`` sorts before ``.../IM_10.dcm``.
+
+    Text parts sit at even positions and numbers at odd ones, so two keys never
+    compare a number with a text."""
+    parts = _DIGITS.split(str(path))
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts))
+
+
+def _order_phases(s: List[_Frame], source: str, slice_mm: float) -> Tuple[List[_Frame], str]:
+    """The files of one slice in cycle order, and what gave it: ``"trigger"``, ``"instance"`` or ``"names"``.
+
+    TriggerTime when every file has one, else InstanceNumber when every file has one,
+    else the numbers in the file names (natural order), which is only meaningful when
+    the names differ in nothing else (``1.dcm, 2.dcm, ... 10.dcm``; ``IM_0001...``):
+    sorting them as text would put ``10`` before ``2`` and scramble the cycle.
+
+    Raises:
+        CineReadError: neither tag and names that do not order the files.
+    """
+    if all(f.trigger_time is not None for f in s):
+        return sorted(s, key=lambda f: (f.trigger_time, f.instance_number or 0, _natural_key(f.path))), "trigger"
+    if all(f.instance_number is not None for f in s):
+        return sorted(s, key=lambda f: (f.instance_number, _natural_key(f.path))), "instance"
+    keys = [_natural_key(f.path) for f in s]
+    skeletons = {k[0::2] for k in keys}
+    if len(s) > 1 and (len(skeletons) > 1 or len(set(keys)) < len(keys)):
+        examples = ", ".join(f.path.name for f in s[:3])
+        raise CineReadError(
+            f"{source}: cannot order the {len(s)} phases of the slice at {slice_mm:.1f} mm: its files carry neither "
+            f"TriggerTime nor InstanceNumber, and their names ({examples}, ...) are not numbered alike, so nothing "
+            f"gives the order of the cardiac cycle"
+        )
+    return [f for _, f in sorted(zip(keys, s), key=lambda kf: kf[0])], "names"
 
 
 def _scaled_pixels(f: _Frame) -> np.ndarray:
-    ds = f.dataset
-    slope = _optional_number(ds, "RescaleSlope")
-    intercept = _optional_number(ds, "RescaleIntercept")
-    arr = np.asarray(ds._cmrssl_pixels, dtype=np.float32)
-    if slope is not None and slope != 1.0:
-        arr = arr * np.float32(slope)
-    if intercept:
-        arr = arr + np.float32(intercept)
+    arr = np.asarray(f.dataset._cmrssl_pixels, dtype=np.float32)
+    if f.rescale_slope is not None and f.rescale_slope != 1.0:
+        arr = arr * np.float32(f.rescale_slope)
+    if f.rescale_intercept:
+        arr = arr + np.float32(f.rescale_intercept)
     return arr
 
 
@@ -382,10 +482,11 @@ def read_dicom_cine(
     times = np.full((len(slices), num_frames), np.nan)
     source_index = np.empty(len(slices), dtype=np.int64)
     source_rank = {id(s): r for r, s in enumerate(sorted(slices, key=lambda s: min((f.input_index, f.instance_number or 0) for f in s)))}
+    by_names = 0
     for z, s in enumerate(slices):
-        use_trigger = all(f.trigger_time is not None for f in s)
-        s_sorted = sorted(s, key=lambda f: _phase_key(f, use_trigger))
-        if use_trigger:
+        s_sorted, ordered_by = _order_phases(s, source, slice_pos[z])
+        by_names += ordered_by == "names" and len(s) > 1
+        if ordered_by == "trigger":
             tts = [f.trigger_time for f in s_sorted]
             if len(set(tts)) < len(tts):
                 dup = next(f for f, g in zip(s_sorted[1:], s_sorted) if f.trigger_time == g.trigger_time)
@@ -399,6 +500,11 @@ def read_dicom_cine(
         affines[z] = slice_affine_from_dicom(s_sorted[0].orientation, s_sorted[0].position, s_sorted[0].pixel_spacing)
         affines[z, :3, 2] = normal  # one orientation for the whole stack: base -> apex
         source_index[z] = source_rank[id(s)]
+    if by_names:
+        logger.warning(
+            "%s: no TriggerTime or InstanceNumber in %d of %d slices; their phases are ordered by the numbers in "
+            "the file names", source, by_names, len(slices)
+        )
     trigger = np.nanmedian(times, axis=0) if np.all(np.isfinite(times)) else None
     return CineStudy(
         pixels=pixels,

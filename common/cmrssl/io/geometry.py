@@ -25,6 +25,10 @@ __all__ = [
     "Line",
     "LPS_TO_RAS",
     "APEX_DIRECTION_LPS",
+    "IN_PLANE_TOLERANCE",
+    "MAX_SHORT_AXIS_TILT_DEG",
+    "in_plane_axes_problem",
+    "short_axis_tilt_deg",
     "slice_affine_from_dicom",
     "plane_from_affine",
     "plane_from_orientation_position",
@@ -46,6 +50,23 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: hearts deviate by tens of degrees, but the sign of the projection of a
 #: short-axis normal on this direction is reliable for short-axis stacks.
 APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)
+
+#: Largest accepted |cosine| between the row and column axes of an image grid,
+#: and largest accepted deviation of a DICOM direction cosine from unit length.
+#: 1e-2 (about 0.6 degrees of shear) is far above the rounding of DS strings or
+#: float32 affines (1e-7 on real scans, 1e-3 for cosines written with 3 decimals)
+#: and changes a pixel area by at most 5e-5, so an accepted grid can be treated
+#: as rectangular; anything beyond is a damaged header, not an acquisition.
+IN_PLANE_TOLERANCE = 1e-2
+
+
+#: Largest angle (degrees) between a short-axis slice normal and :data:`APEX_DIRECTION_LPS`.
+#: Short-axis normals follow the patient's LV axis, which deviates from the heuristic by
+#: tens of degrees (Sunnybrook SCD0000101: 16, phantom: 5-14); long-axis planes contain the
+#: LV axis, so their normals are 90 degrees from it, 70-90 from the heuristic (phantom
+#: 2Ch/4Ch: 76-90). A plane aligned with the scanner axes sits at 54.7 degrees and carries
+#: no orientation anyway (see :func:`short_axis_tilt_deg`).
+MAX_SHORT_AXIS_TILT_DEG = 60.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,64 @@ def _unit(v: np.ndarray, what: str) -> np.ndarray:
     if not np.isfinite(n) or n < 1e-12:
         raise ValueError(f"{what} has zero or invalid length: {v}")
     return v / n
+
+
+def in_plane_axes_problem(
+    row_axis: Sequence[float], column_axis: Sequence[float], *, unit: bool = False,
+    tolerance: float = IN_PLANE_TOLERANCE,
+) -> Optional[str]:
+    """Why two in-plane axes cannot span a rectangular pixel grid, or None when they can.
+
+    Everything downstream (voxel volumes as ``dz * dy * dx``, resampling to a target
+    spacing, lengths and wall thicknesses in mm) treats the pixel grid as rectangular,
+    and MR pixel grids are rectangular by construction (DICOM requires orthogonal row
+    and column cosines), so a sheared or degenerate pair is a damaged header.
+
+    Args:
+        row_axis: direction of increasing column index (any length unless ``unit``).
+        column_axis: direction of increasing row index.
+        unit: the axes are direction cosines and must have unit length (ImageOrientationPatient).
+        tolerance: see :data:`IN_PLANE_TOLERANCE`.
+
+    Returns:
+        A short reason (``"the row and column cosines are parallel"``) or None.
+    """
+    axes = [np.asarray(row_axis, dtype=np.float64).reshape(3), np.asarray(column_axis, dtype=np.float64).reshape(3)]
+    kind, kinds = ("cosine", "cosines") if unit else ("axis", "axes")
+    for name, v in zip(("row", "column"), axes):
+        if not np.all(np.isfinite(v)):
+            return f"the {name} {kind} holds NaN or infinite values"
+        n = float(np.linalg.norm(v))
+        if n < 1e-9:
+            return f"the {name} {kind} has zero length"
+        if unit and abs(n - 1.0) > tolerance:
+            return f"the {name} cosine is not a unit vector (length {n:.4g})"
+    cosine = float(axes[0] @ axes[1]) / float(np.linalg.norm(axes[0]) * np.linalg.norm(axes[1]))
+    if abs(cosine) > 1.0 - 1e-9:
+        return f"the row and column {kinds} are parallel"
+    if abs(cosine) > tolerance:
+        angle = float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+        return (f"the row and column {kinds} are not orthogonal (angle {angle:.1f} degrees, |cos| {abs(cosine):.3g} "
+                f"> {tolerance:g}): a sheared pixel grid")
+    return None
+
+
+def short_axis_tilt_deg(slice_affine: np.ndarray) -> Optional[float]:
+    """Angle (degrees, 0-90) between a slice's normal and the heuristic LV long axis, or None.
+
+    A short-axis slice is below :data:`MAX_SHORT_AXIS_TILT_DEG`, a long-axis (2Ch/4Ch)
+    plane above it. None when the in-plane axes are aligned with the scanner axes
+    (ACDC's ``diag(-1, -1, 1)``, a NIfTI without geometry): such a header tells no view.
+
+    Args:
+        slice_affine: 4x4 pixel ``(col, row, 0, 1)`` -> LPS mm (:class:`~cmrssl.io.cine.CineStudy`).
+    """
+    axes = np.asarray(slice_affine, dtype=np.float64)[:3, :2]
+    axes = axes / np.linalg.norm(axes, axis=0)
+    if np.all(np.minimum(np.abs(axes), np.abs(np.abs(axes) - 1.0)) < 1e-3):
+        return None
+    normal = _unit(np.cross(axes[:, 0], axes[:, 1]), "slice normal")
+    return float(np.degrees(np.arccos(min(1.0, abs(float(normal @ APEX_DIRECTION_LPS))))))
 
 
 def slice_affine_from_dicom(

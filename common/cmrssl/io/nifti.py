@@ -16,6 +16,17 @@ zooms: the affine's directions are kept and rescaled to the zooms (MONAI's
 ``correct_nifti_header_if_necessary`` makes the same choice). The slice order
 stays the stored one.
 
+Spacing that is not there: a header zoom (``pixdim[1..3]``) of 0, negative or
+NaN is not a spacing. nibabel silently replaces a 0 by 1.0 when loading, so the
+header is read a second time unfixed to tell a real 1 mm from that placeholder.
+Such an axis takes its spacing from the sform (when ``sform_code`` > 0 and its
+column is not zero); the qform or nibabel's fallback affine are built from the
+very zooms in doubt and cannot stand in for them. With neither, the file is
+refused, except along the slice axis of a single-slice image, where no spacing
+is needed. An affine holding NaN/inf, a sheared pixel grid (see
+:func:`cmrssl.io.geometry.in_plane_axes_problem`) or a slice axis in the image
+plane is refused too.
+
 Time: frames are written with ``pixdim[4]`` = frame interval (ms) and
 ``toffset`` = first trigger time, and read back as ``trigger_times_ms``.
 """
@@ -29,11 +40,12 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from .atomic import atomic_file, atomic_folder
 from .cine import CineStudy
 from .errors import CineReadError, CineWriteError
-from .geometry import LPS_TO_RAS
+from .geometry import LPS_TO_RAS, in_plane_axes_problem
 
 __all__ = [
     "ACDC_TO_CANONICAL",
@@ -48,6 +60,7 @@ __all__ = [
     "write_frames_nifti",
     "write_long_axis_nifti",
     "frame_file_name",
+    "nifti_voxel_spacing_mm",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,7 +102,11 @@ def frame_file_name(frame: int, num_frames: int, *, labels: bool = False) -> str
 
 
 def _load(path: Path) -> nib.Nifti1Image:
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError as err:  # e.g. a parent folder without search permission
+        raise CineReadError(f"{path}: cannot be accessed ({err.strerror or err})") from err
+    if not exists:
         raise FileNotFoundError(f"{path}: no such NIfTI file")
     try:
         img = nib.load(str(path))
@@ -112,22 +129,82 @@ def _array(img: nib.Nifti1Image, path: Path, *, integer: bool = False) -> np.nda
     return data
 
 
-def _spatial_affine_lps(img: nib.Nifti1Image, path: Path) -> Tuple[np.ndarray, bool]:
-    """Voxel ``(i, j, k)`` -> LPS affine, rescaled to the header zooms when they disagree."""
+def _stored_zooms(img: nib.Nifti1Image, path: Path) -> np.ndarray:
+    """``pixdim[1..3]`` as stored in the file, before nibabel's fixes (0 -> 1, negative -> absolute).
+
+    Only a single-file NIfTI (``.nii`` / ``.nii.gz``, header at offset 0) is re-read; for
+    anything else, or a re-read that disagrees with nibabel on a valid zoom, nibabel's
+    (fixed) zooms are returned.
+    """
+    fixed = np.asarray(img.header["pixdim"][1:4], dtype=np.float64)
+    if not isinstance(img, nib.Nifti1Image) or not path.name.lower().endswith((".nii", ".nii.gz")):
+        return fixed
+    try:
+        with ImageOpener(str(path)) as fh:
+            stored = np.asarray(type(img.header).from_fileobj(fh, check=False)["pixdim"][1:4], dtype=np.float64)
+    except Exception:  # it loaded once: a failure now is a race with a writer; keep nibabel's
+        logger.debug("%s: header not re-read unfixed", path)
+        return fixed
+    valid = np.isfinite(stored) & (stored > 0)
+    return stored if np.array_equal(stored[valid], fixed[valid]) else fixed
+
+
+def _spatial_affine_lps(img: nib.Nifti1Image, path: Path, num_slices: int) -> Tuple[np.ndarray, bool]:
+    """Voxel ``(i, j, k)`` -> LPS affine, with the spacing of the header zooms where they hold one.
+
+    Args:
+        img: the loaded image.
+        path: its file, named in errors (and re-read for the unfixed zooms).
+        num_slices: size along ``k``; a single slice needs no slice spacing.
+
+    Returns:
+        ``(affine, rescaled)``: rescaled is True when the affine's column norms were replaced.
+
+    Raises:
+        CineReadError: no valid spacing along an axis (see the module docstring), an affine
+            holding NaN/inf, a sheared pixel grid, a slice axis lying in the image plane.
+    """
     ras = np.array(img.affine, dtype=np.float64)
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
-    zooms = np.concatenate([zooms, np.ones(3 - zooms.size)]) if zooms.size < 3 else zooms
+    if not np.all(np.isfinite(ras)):
+        raise CineReadError(f"{path}: the affine holds NaN or infinite values ({np.round(ras, 4).tolist()})")
+    zooms = _stored_zooms(img, path)
     norms = np.linalg.norm(ras[:3, :3], axis=0)
+    has_sform = int(img.header["sform_code"]) > 0
+    spacing = np.empty(3)
+    for axis, name in enumerate("xyz"):
+        if np.isfinite(zooms[axis]) and zooms[axis] > 0:
+            spacing[axis] = zooms[axis]  # the zooms are the truth (ACDC: affine diag(-1,-1,1) without spacing)
+        elif has_sform and norms[axis] > 1e-6:
+            spacing[axis] = norms[axis]
+        elif axis == 2 and num_slices == 1:
+            spacing[axis] = norms[axis] if norms[axis] > 1e-6 else 1.0  # one slice: no spacing needed
+        else:
+            source = "its sform column is zero" if has_sform else "there is no sform (sform_code 0) to take it from"
+            raise CineReadError(
+                f"{path}: no valid voxel spacing along {name}: header pixdim[{axis + 1}] is {zooms[axis]:g} "
+                f"(0, negative or NaN) and {source}"
+            )
     rescaled = False
-    if np.all(zooms > 0) and not np.allclose(norms, zooms, rtol=1e-3, atol=1e-4):
-        # ACDC: affine diag(-1,-1,1) without spacing; the zooms are the truth.
+    if not np.allclose(norms, spacing, rtol=1e-3, atol=1e-4):
         directions = ras[:3, :3] / np.where(norms > 1e-9, norms, 1.0)
         for axis in range(3):
             if norms[axis] <= 1e-9:
                 directions[:, axis] = np.eye(3)[:, axis]
-        ras[:3, :3] = directions * zooms
+        ras[:3, :3] = directions * spacing
         rescaled = True
-        logger.info("%s: affine column norms %s disagree with header zooms %s; using the zooms", path, norms, zooms)
+        logger.info("%s: affine column norms %s disagree with header zooms %s; using %s", path, norms, zooms, spacing)
+    problem = in_plane_axes_problem(ras[:3, 0], ras[:3, 1])
+    if problem:
+        raise CineReadError(f"{path}: the affine's x and y columns do not span a rectangular pixel grid: {problem}")
+    if num_slices > 1:
+        normal = np.cross(ras[:3, 0], ras[:3, 1])
+        normal /= np.linalg.norm(normal)
+        through_plane = abs(float(normal @ ras[:3, 2]))
+        if through_plane < 1e-3 * max(float(np.linalg.norm(ras[:3, 2])), 1e-9) or through_plane < 1e-6:
+            raise CineReadError(
+                f"{path}: the affine's slice axis {np.round(ras[:3, 2], 4).tolist()} lies in the image plane "
+                f"(slice spacing {through_plane:.3g} mm)"
+            )
     return LPS_TO_RAS @ ras, rescaled
 
 
@@ -142,6 +219,24 @@ def _slice_affines(lps: np.ndarray, num_slices: int) -> Tuple[np.ndarray, float]
         affines[z, :3, 3] = lps[:3, 3] + z * lps[:3, 2]
     spacing = abs(float(normal @ lps[:3, 2])) if num_slices > 1 else 0.0
     return affines, spacing
+
+
+def nifti_voxel_spacing_mm(img: nib.Nifti1Image, path: PathLike) -> Tuple[float, float, float]:
+    """``(dz, dy, dx)`` mm of a 3D/4D NIfTI as the readers here measure it (header only).
+
+    ``dz`` is the distance between slice planes (0 for a single slice), ``dy``/``dx`` the
+    row/column spacing; the zooms where valid, else the sform (see the module docstring).
+
+    Raises:
+        CineReadError: as :func:`read_nifti_cine` for a header without a valid spacing, a
+            sheared grid or a NaN/inf affine; a 2D image.
+    """
+    path = Path(path)
+    if len(img.shape) < 3:
+        raise CineReadError(f"{path}: a {len(img.shape)}D image {img.shape} has no slice axis")
+    lps, _ = _spatial_affine_lps(img, path, int(img.shape[2]))
+    _, dz = _slice_affines(lps, int(img.shape[2]))
+    return float(dz), float(np.linalg.norm(lps[:3, 1])), float(np.linalg.norm(lps[:3, 0]))
 
 
 def _as_txyz(data: np.ndarray, path: Path) -> np.ndarray:
@@ -184,10 +279,11 @@ def _trigger_times(img: nib.Nifti1Image, num_frames: int) -> Optional[np.ndarray
         return None
     _, time_unit = header.get_xyzt_units()
     dt = float(header.get_zooms()[3]) if len(header.get_zooms()) > 3 else 0.0
-    if dt <= 0 or time_unit not in ("msec", "sec", "usec"):
+    offset = float(header["toffset"])
+    # A NaN/inf interval or offset is no timing at all, as a 0 interval is: None, not NaN times.
+    if not (np.isfinite(dt) and dt > 0 and np.isfinite(offset)) or time_unit not in ("msec", "sec", "usec"):
         return None
     scale = {"msec": 1.0, "sec": 1000.0, "usec": 0.001}[time_unit]
-    offset = float(header["toffset"])
     return (offset + np.arange(num_frames) * dt) * scale
 
 
@@ -236,7 +332,7 @@ def read_nifti_cine(
     path = Path(path)
     img = _load(path)
     pixels = _as_txyz(_array(img, path), path).astype(np.float32)
-    lps, _ = _spatial_affine_lps(img, path)
+    lps, _ = _spatial_affine_lps(img, path, pixels.shape[1])
     affines, spacing = _slice_affines(lps, pixels.shape[1])
     labels, labelled = (None, []) if label_path is None else _read_labels(label_path, pixels.shape, label_map)
     if labels is not None and not labelled:
@@ -266,7 +362,11 @@ def _discover_frames(folder: Path) -> Tuple[list, Dict[int, Path], Optional[str]
     images: Dict[int, Path] = {}
     labels: Dict[int, Path] = {}
     naming = None
-    for f in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:  # permissions: say so rather than "no frame files"
+        raise CineReadError(f"{folder}: folder cannot be listed ({err.strerror or err})") from err
+    for f in entries:
         m = _OUR_FRAME.match(f.name)
         if m:
             frame, naming = int(m.group("number")), "ours"
@@ -335,7 +435,7 @@ def read_nifti_frames(
         data = _array(img, p)
         if data.ndim != 3:
             raise CineReadError(f"{p}: a frame must be a 3D image [x, y, z], got shape {data.shape}")
-        lps, _ = _spatial_affine_lps(img, p)
+        lps, _ = _spatial_affine_lps(img, p, data.shape[2])
         if affine_ref is None:
             affine_ref, first_img = lps, img
         elif volumes[0].shape != data.shape or not np.allclose(lps, affine_ref, atol=1e-3):

@@ -50,8 +50,16 @@ def is_nifti_path(path: PathLike) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
+def _entries(folder: Path) -> List[Path]:
+    """The entries of ``folder``; an unreadable folder is a named error, not a traceback."""
+    try:
+        return list(folder.iterdir())
+    except OSError as err:
+        raise CineReadError(f"{folder}: folder cannot be listed ({err.strerror or err})") from err
+
+
 def _folder_holds_nifti_frames(folder: Path) -> bool:
-    return any(is_nifti_path(f) for f in folder.iterdir() if f.is_file())
+    return any(is_nifti_path(f) for f in _entries(folder) if f.is_file())
 
 
 _SAX_FOLDER = re.compile(r"^sax_(\d+)$")
@@ -66,7 +74,7 @@ def sax_series_folders(folder: PathLike) -> List[Path]:
     folder = Path(folder)
     if (folder / "study").is_dir():
         folder = folder / "study"
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _SAX_FOLDER.match(p.name))]
+    found = [(int(m.group(1)), p) for p in _entries(folder) if p.is_dir() and (m := _SAX_FOLDER.match(p.name))]
     return [p for _, p in sorted(found)]
 
 
