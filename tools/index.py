@@ -17,7 +17,11 @@ that names a folder beside the datalist into that folder's path (for the same
 reason the phantom's datalist must not go into the cohort folder). An existing
 datalist or converted subject folder is refused unless ``--overwrite``: exit
 code 2 with a one-line message, as for bad input.
-Prints one line per split (subjects, records) and where the datalist went.
+Prints one line per split (subjects, records) and where the datalist went, plus
+a count of the subjects skipped for unreadable files (M&Ms, Kaggle, DICOM; the
+warnings name each file and reason) and, for Sunnybrook, the slices whose
+myocardium was dropped (i-contour not inside the o-contour). One DICOM series
+under two subjects (a copied study) is refused (exit code 2), naming both.
 The layouts and record fields are documented in ``cmrssl.data.<indexer>``.
 """
 
@@ -27,7 +31,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import fire
 
@@ -81,13 +85,28 @@ def _datalist_path(out_dir: Optional[str], datalist: Optional[str], command: str
     return Path(out_dir) / "datalist.json"
 
 
-def _report(datalist: dict, path: Path, started: float) -> None:
+def _report(datalist: dict, path: Path, started: float, notes: Sequence[str] = ()) -> None:
     for line in format_summary(datalist):
         print(line)
     skipped = datalist.get("skipped") or []
     if skipped:
-        print(f"skipped: {len(skipped)} folders (see the warnings above), e.g. {skipped[0]['folder']}")
+        noun = "folder" if len(skipped) == 1 else "folders"
+        print(f"skipped: {len(skipped)} {noun} (see the warnings above), e.g. {skipped[0]['folder']}")
+    for line in notes:
+        print(line)
     print(f"wrote {path} in {time.perf_counter() - started:.1f} s")
+
+
+def _dropped_myocardium(records: Sequence[dict]) -> List[str]:
+    """Sunnybrook: one line naming the slices whose myocardium was not labelled, if any."""
+    dropped = [(r["subject"], r["frame_index"], r["myocardium_dropped_slices"]) for r in records
+               if r.get("myocardium_dropped_slices")]
+    if not dropped:
+        return []
+    where = "; ".join(f"{subject} frame {t} slices {slices}" for subject, t, slices in dropped)
+    count = sum(len(slices) for _, _, slices in dropped)
+    return [f"myocardium dropped on {count} slice(s) whose i-contour is not inside the o-contour "
+            f"(LV cavity kept; records list them in myocardium_dropped_slices): {where}"]
 
 
 # --------------------------------------------------------------------------- commands
@@ -140,7 +159,7 @@ def sunnybrook(root: str, out_dir: str = None, datalist: Optional[str] = None, s
     records = index_sunnybrook(root, Path(out_dir) / "frames", subjects=selected, overwrite=overwrite)
     result = split_records(records, seed, _fractions(fractions), assignments=assignments)
     write_datalist(result, path, overwrite=overwrite)
-    _report(result, path, started)
+    _report(result, path, started, notes=_dropped_myocardium(records))
 
 
 def mnms(root: str, out_dir: str = None, datalist: Optional[str] = None, seed: int = 0, fractions=None,

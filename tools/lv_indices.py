@@ -1,13 +1,20 @@
 """LVQuan indices (2 areas, 3 cavity dimensions, 6 wall thicknesses, phase) per frame and slice.
 
     python tools/lv_indices.py STUDY [--out DIR] [--overwrite] [--slices mid|all|3,4,5] [--label_map acdc]
+        [--assume_short_axis]
 
 STUDY is a phantom subject folder (``sax_cine_gt.nii.gz``) or a labels NIfTI
 (4D ``[x, y, z, t]`` or 3D ``[x, y, z]``, canonical labels unless
-``--label_map``). Writes ``lv_indices.csv`` (one row per slice and labelled
-frame) into ``--out`` (default: the subject folder, or beside the file as
-``<name>_lv_indices.csv``) and prints a summary at ED and ES. Existing output
-is refused unless ``--overwrite``; the CSV appears whole or not at all.
+``--label_map``) of a short-axis stack or slice. A long-axis (2Ch/4Ch) label is
+refused (exit code 2): by the header's orientation where it has one, else, for a
+single slice, by an elongated LV cavity open towards the valve (see
+:func:`cmrssl.data.lvquan.check_short_axis`); ``--assume_short_axis`` skips that
+check for an unusual pose (e.g. dextrocardia).
+
+Writes ``lv_indices.csv`` (one row per slice and labelled frame) into ``--out``
+(default: the subject folder, or beside the file as ``<name>_lv_indices.csv``)
+and prints a summary at ED and ES. Existing output is refused unless
+``--overwrite``; the CSV appears whole or not at all.
 
 Slices: LVQuan indices are defined on mid-ventricular short-axis slices.
 ``mid`` (default) keeps the middle third of the slices whose LV cavity is
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -31,7 +39,7 @@ import numpy as np
 
 from cmrssl.io import CineReadError, read_nifti_cine
 from cmrssl.io.atomic import atomic_file, check_can_write
-from cmrssl.data.lvquan import measure_slice, select_mid_slices
+from cmrssl.data.lvquan import check_short_axis, measure_slice, select_mid_slices
 from cmrssl.metrics.lv_indices import INDEX_NAMES
 
 PHANTOM_LABELS = "sax_cine_gt.nii.gz"
@@ -51,8 +59,13 @@ def default_out(study: Path) -> Path:
     return study.with_name(f"{stem}_lv_indices.csv")
 
 
-def load_labels(study: Path, label_map: Optional[str] = None):
-    """``(labels [T, Z, H, W], labelled frames, (dy, dx))`` of STUDY (see module docstring)."""
+def load_labels(study: Path, label_map: Optional[str] = None, assume_short_axis: bool = False):
+    """``(labels [T, Z, H, W], labelled frames, (dy, dx))`` of STUDY (see module docstring).
+
+    Raises:
+        FileNotFoundError: no STUDY. CineReadError: unreadable NIfTI, labels outside the set.
+        ValueError: not a phantom folder or NIfTI; a long-axis view (unless ``assume_short_axis``).
+    """
     if not study.exists():
         raise FileNotFoundError(f"{study}: no such study file or folder")
     if study.is_dir():
@@ -64,7 +77,13 @@ def load_labels(study: Path, label_map: Optional[str] = None):
     else:
         raise ValueError(f"{study}: expected a phantom subject folder or a labels NIfTI (.nii/.nii.gz)")
     cine = read_nifti_cine(labels_path, label_path=labels_path, label_map=label_map or "canonical")
-    return cine.labels, list(cine.labelled_frames), cine.pixel_spacing_mm
+    frames = list(cine.labelled_frames)
+    if not assume_short_axis:
+        try:
+            check_short_axis(cine.labels, frames, cine.slice_affines, cine.pixel_spacing_mm, name=str(labels_path))
+        except ValueError as err:
+            raise ValueError(f"{err} (a short-axis stack in an unusual pose: --assume_short_axis)") from None
+    return cine.labels, frames, cine.pixel_spacing_mm
 
 
 def measure(labels: np.ndarray, frames: Sequence[int], spacing, slices) -> List[dict]:
@@ -99,18 +118,20 @@ def summary(rows: List[dict], labels: np.ndarray, frames: Sequence[int]) -> str:
     header = [f"{heading} mean"] if heading else ["ED mean", "ES mean"]
     lines.append(f"{'index':22s}" + "".join(f"{h:>10s}" for h in header))
     for name in INDEX_NAMES:
-        values = [np.nanmean([r[name] for r in rows if r["frame"] == f] or [np.nan]) for f in columns]
+        with warnings.catch_warnings():  # an index undefined in every slice (NaN) stays NaN, quietly
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = [np.nanmean([r[name] for r in rows if r["frame"] == f] or [np.nan]) for f in columns]
         lines.append(f"{name:22s}" + "".join(f"{v:>10.1f}" for v in values))
     return "\n".join(lines)
 
 
 def compute_lv_indices(study: str, out: Optional[str] = None, overwrite: bool = False, slices="mid",
-                       label_map: Optional[str] = None) -> Path:
+                       label_map: Optional[str] = None, assume_short_axis: bool = False) -> Path:
     """Measure STUDY and write the CSV; returns its path."""
     study_path = Path(study)
     csv_path = Path(out) / CSV_NAME if out is not None else default_out(study_path)
     check_can_write(csv_path, overwrite)  # refuse before any work
-    labels, frames, spacing = load_labels(study_path, label_map)
+    labels, frames, spacing = load_labels(study_path, label_map, assume_short_axis)
     chosen = select_mid_slices(labels, frames, slices)
     rows = measure(labels, frames, spacing, chosen)
     if not rows:
@@ -128,9 +149,10 @@ def compute_lv_indices(study: str, out: Optional[str] = None, overwrite: bool = 
 
 
 def main(study: str, out: Optional[str] = None, overwrite: bool = False, slices="mid",
-         label_map: Optional[str] = None) -> None:
+         label_map: Optional[str] = None, assume_short_axis: bool = False) -> None:
     try:
-        compute_lv_indices(study, out=out, overwrite=overwrite, slices=slices, label_map=label_map)
+        compute_lv_indices(study, out=out, overwrite=overwrite, slices=slices, label_map=label_map,
+                           assume_short_axis=assume_short_axis)
     except FileExistsError as err:
         print(f"lv_indices: error: {err} (use --overwrite)", file=sys.stderr)
         raise SystemExit(1)

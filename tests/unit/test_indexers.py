@@ -385,7 +385,9 @@ def test_index_mnms_extracts_ed_es_frames_with_canonical_labels(mnms_root, tmp_p
 
 def test_index_mnms_seeded_split_and_refusal(mnms_root, tmp_path):
     datalist = index_mnms(mnms_root, tmp_path / "out", dataset_split=False, seed=0)
-    assert sum(len(_subjects(datalist, s)) for s in datalist) == 4 and all(datalist[s] for s in datalist)
+    splits = ("training", "validation", "test")  # the result also lists "skipped" subjects
+    assert sum(len(_subjects(datalist, s)) for s in splits) == 4 and all(datalist[s] for s in splits)
+    assert datalist["skipped"] == []
     with pytest.raises(FileExistsError, match="datalist.json"):
         index_mnms(mnms_root, tmp_path / "out")
 

@@ -224,6 +224,15 @@ def test_labels_land_on_the_mapped_frames_and_slices(toy_sunnybrook):
     assert set(np.unique(labels[0])) == {0, 1}
 
 
+def test_labels_report_where_the_myocardium_is_complete(toy_sunnybrook):
+    root, _ = toy_sunnybrook
+    _, details = read_sunnybrook_study(root / "dicoms" / "SCD9", root / "contourfiles" / "SC-9")
+    assert details.endo_in_epi == {(2, 1): 1.0}  # the one slice with both contours
+    assert details.myocardium_slices == {2: [1]} and details.myocardium_dropped == {}
+    # an LV mass from frame 2 would miss slice 0 (traced cavity, no o-contour); ES has none at all
+    assert details.myocardium_incomplete(2) == [0] and details.myocardium_incomplete(0) == [0, 1]
+
+
 def test_index_sunnybrook_writes_frames_and_records(toy_sunnybrook, tmp_path):
     root, _ = toy_sunnybrook
     out = tmp_path / "converted"
@@ -236,7 +245,7 @@ def test_index_sunnybrook_writes_frames_and_records(toy_sunnybrook, tmp_path):
     assert (ed["frame_index"], es["frame_index"]) == (2, 0)
     assert ed["frame"] == "ED" and ed["subject"] == "SCD9"
     assert ed["spacing"] == pytest.approx([8.0, 1.5, 1.5], abs=1e-3)
-    assert ed["labelled_slices"] == [0, 1]
+    assert ed["labelled_slices"] == [0, 1] and ed["myocardium_dropped_slices"] == []
     image = nib.load(ed["image"])
     label = np.asarray(nib.load(ed["label"]).dataobj)
     assert image.shape == (SIZE, SIZE, NUM_SLICES) and label.shape == (SIZE, SIZE, NUM_SLICES)

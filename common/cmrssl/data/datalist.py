@@ -7,16 +7,21 @@ A datalist is the MONAI decathlon-style JSON every bundle reads
 
 with one record per subject and frame (see ``DESIGN.md``, "Data contract"):
 ``image`` (absolute path), optional ``label``, ``subject``, ``frame``
-("ED"/"ES"/frame index as a string), ``frame_index`` (0-based), ``phase``
+("ED"/"ES"/frame index as a string), ``frame_index`` (0-based in the cardiac
+cycle; present in every record, ``null`` only where the data set does not say
+which frame an image is: M&Ms-2 ED/ES files without a matching cine), ``phase``
 ("ED"/"ES"/"other"), ``spacing`` ``[dz, dy, dx]`` mm and, for cine, ``cine``
 (the full stack). Splits are always by subject: all frames of a subject go to
-one split, so no subject's images leak from training into evaluation.
+one split, so no subject's images leak from training into evaluation; the
+DICOM indexers also refuse one series found under two subjects
+(:func:`refuse_duplicate_series`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -35,7 +40,11 @@ __all__ = [
     "write_datalist",
     "datalist_summary",
     "format_summary",
+    "dicom_series_uid",
+    "refuse_duplicate_series",
     "nifti_spacing_mm",
+    "UnreadableFileError",
+    "load_nifti_header",
     "load_nifti",
     "nifti_like",
     "canonical_labels",
@@ -316,6 +325,73 @@ def format_summary(datalist: Mapping[str, Sequence[dict]]) -> List[str]:
             for split, n in datalist_summary(datalist).items()]
 
 
+# --------------------------------------------------------------------------- DICOM series across subjects
+
+
+def dicom_series_uid(folder: PathLike) -> Optional[str]:
+    """SeriesInstanceUID of the first file under ``folder`` (by path, recursively) that is
+    DICOM and carries one; None when none does. Reads headers only (no pixels).
+
+    One file stands for the folder: the cine reader refuses a folder mixing series.
+    """
+    import warnings
+
+    import pydicom
+
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's complaints about odd UIDs/values
+                ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        except Exception:  # not DICOM, truncated: the reader skips such files too
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+        if uid:
+            return uid
+    return None
+
+
+def refuse_duplicate_series(entries: Iterable[Tuple[str, Sequence[PathLike]]], where: str) -> None:
+    """Refuse a DICOM series found in two entries (a study folder copied under another name).
+
+    Each entry is ``(subject, series folders)`` (one subject's series); the series
+    are compared by SeriesInstanceUID (:func:`dicom_series_uid`, one header per folder,
+    so this runs before the long reading). Two copies of one series would be indexed as
+    two subjects and could land in training and test; keeping one of them silently would
+    pick by folder order, so the user decides.
+
+    Raises:
+        ValueError: naming the two subjects and folders of each duplicate (the first
+            three); never the UID (DICOM UIDs can carry dates and site identifiers).
+    """
+    entries = [(str(subject), [Path(f) for f in folders]) for subject, folders in entries]
+    owner: Dict[str, int] = {}
+    shared: Dict[Tuple[int, int], int] = {}  # (first entry, later entry) -> series in common
+    for index, (_, folders) in enumerate(entries):
+        for folder in folders:
+            uid = dicom_series_uid(folder)
+            if uid is None:
+                continue
+            first = owner.setdefault(uid, index)
+            if first != index:
+                shared[(first, index)] = shared.get((first, index), 0) + 1
+    if shared:
+        def place(index: int) -> str:
+            folders = entries[index][1]
+            return str(folders[0] if len(folders) == 1 else Path(os.path.commonpath([str(f) for f in folders])))
+
+        pairs = sorted(shared.items())
+        listing = "; ".join(
+            f"subject {entries[a][0]!r} ({place(a)}) and subject {entries[b][0]!r} ({place(b)}): "
+            f"{n} series" for (a, b), n in pairs[:3])
+        more = f" (and {len(pairs) - 3} more pairs)" if len(pairs) > 3 else ""
+        raise ValueError(
+            f"{where}: the same DICOM series (SeriesInstanceUID) under two subjects: {listing}{more}. "
+            "A copied study would be indexed twice and could land in both training and test; "
+            "remove one copy and index again"
+        )
+
+
 # --------------------------------------------------------------------------- NIfTI helpers
 
 
@@ -351,21 +427,42 @@ def canonical_labels(data: np.ndarray, label_map: Mapping[int, int], where: str)
     return mapped
 
 
-def load_nifti(path: PathLike, what: str = "NIfTI") -> Tuple[nib.Nifti1Image, np.ndarray]:
-    """``(image, data array)`` of a NIfTI file.
+class UnreadableFileError(ValueError):
+    """A file that exists but cannot be read (empty, truncated, not the format): a damaged
+    copy of one subject, which indexers skip, unlike content errors that they refuse."""
+
+
+def load_nifti_header(path: PathLike, what: str = "NIfTI") -> nib.Nifti1Image:
+    """The NIfTI image of ``path`` with its header read and its data not yet read.
+
+    A truncated ``.nii.gz`` passes here (the header is at the start); :func:`load_nifti`
+    finds it.
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: unreadable or truncated file (naming it).
+        UnreadableFileError: empty file or unreadable header (naming it).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such {what} file")
     try:
-        img = nib.load(str(path))
+        return nib.load(str(path))
+    except Exception as err:  # nibabel raises ImageFileError, gzip/zlib errors, OSError...
+        raise UnreadableFileError(f"{path}: not a readable {what} file ({err})") from err
+
+
+def load_nifti(path: PathLike, what: str = "NIfTI") -> Tuple[nib.Nifti1Image, np.ndarray]:
+    """``(image, data array)`` of a NIfTI file.
+
+    Raises:
+        FileNotFoundError: missing file.
+        UnreadableFileError: (a ValueError) empty, unreadable or truncated file (naming it).
+    """
+    img = load_nifti_header(path, what)
+    try:
         data = np.asanyarray(img.dataobj)
     except Exception as err:  # nibabel/gzip raise several types for damaged files
-        raise ValueError(f"{path}: not a readable {what} file ({err})") from err
+        raise UnreadableFileError(f"{path}: not a readable {what} file ({err})") from err
     return img, data
 
 

@@ -15,6 +15,10 @@ Each series folder is read with :func:`cmrssl.io.dicom.read_dicom_cine`, exactly
 as the data loader will read it later; folders that fail (mixed series, gaps,
 missing geometry, unequal phase counts), hold a single slice position or a
 single phase are skipped with a warning naming the folder and the reason.
+One series (SeriesInstanceUID) in two folders, as when a study folder was
+copied under another name, is refused before any reading, naming both folders
+(:func:`cmrssl.data.datalist.refuse_duplicate_series`): the copies would be two
+subjects and could land in training and test.
 
 The subject key is the folder's path relative to ``ROOT``, never anything from
 the DICOM headers: no patient name, ID or date reaches the datalist or the log.
@@ -30,7 +34,7 @@ from cmrssl.io.atomic import check_can_write
 from cmrssl.io.dicom import read_dicom_cine
 from cmrssl.io.errors import CineReadError
 
-from .datalist import split_records, write_datalist
+from .datalist import refuse_duplicate_series, split_records, write_datalist
 
 __all__ = ["find_series_folders", "index_dicom_folder"]
 
@@ -102,11 +106,13 @@ def index_dicom_folder(
     Raises:
         FileExistsError: the datalist exists and not ``overwrite``.
         FileNotFoundError: ``root`` is not a folder.
-        ValueError: no readable cine series under ``root``; bad explicit subjects.
+        ValueError: no readable cine series under ``root``; bad explicit subjects; one
+            series in two folders (naming both).
     """
     root = Path(root)
     check_can_write(Path(datalist_path), overwrite)
     folders = find_series_folders(root)
+    refuse_duplicate_series([(_subject_key(f, root), [f]) for f in folders["series"]], str(root))
     skipped: List[dict] = []
 
     def skip(folder: Path, reason: str) -> None:

@@ -20,7 +20,9 @@ Some studies cannot be read as one stack (duplicated or repeated series at one
 position, several positions in one folder with different phase counts, slice
 gaps, mixed sizes): they are skipped with a warning naming the folder and the
 reason, and listed in the ``skipped`` entry of :func:`index_kaggle_dsb`'s
-result, never in the datalist.
+result, never in the datalist. One series (SeriesInstanceUID) under two study
+Ids (a study copied under another Id) is refused before any study is read,
+naming both (:func:`cmrssl.data.datalist.refuse_duplicate_series`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from cmrssl.io.dicom import read_dicom_cine
 from cmrssl.io.errors import CineReadError
 from cmrssl.io.reader import sax_series_folders
 
-from .datalist import split_records, write_datalist
+from .datalist import refuse_duplicate_series, split_records, write_datalist
 
 __all__ = ["DSB_SPLITS", "sax_folders", "read_kaggle_study", "read_dsb_volumes", "find_dsb_studies",
            "index_kaggle_dsb"]
@@ -183,7 +185,8 @@ def index_kaggle_dsb(
 
     Raises:
         FileExistsError: the datalist exists and not ``overwrite``.
-        FileNotFoundError, ValueError: no DSB layout under ``root``, bad CSV.
+        FileNotFoundError, ValueError: no DSB layout under ``root``, bad CSV, one series
+            under two study Ids (naming both).
     """
     root = Path(root)
     check_can_write(Path(datalist_path), overwrite)
@@ -194,6 +197,7 @@ def index_kaggle_dsb(
         if unknown:
             raise ValueError(f"{root}: study Ids {unknown} not found")
         studies = [s for s in studies if s[1] in wanted]
+    refuse_duplicate_series([(subject, sax_series_folders(folder)) for _, subject, folder in studies], str(root))
     volumes: Dict[str, Dict[str, float]] = {}
     for name in ("train.csv", "validate.csv"):
         if (root / name).is_file():

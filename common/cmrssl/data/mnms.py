@@ -30,10 +30,20 @@ not mistake the subject code for the folder of that name beside the datalist).
 For M&Ms-2 the ED/ES files already are 3D frames with canonical labels: records
 point at them and nothing but the datalist is written. Their ``frame_index`` is
 found by matching the ED/ES image with the frames of the ``SA_CINE`` file (the
-data set names no frame number).
+data set names no frame number: ``NNN_SA_ED`` says which phase, not which
+frame); without a cine, or when no cine frame matches, ``frame_index`` is
+``null`` (None) and ``cine`` is left out, with a warning.
 
-Every input is checked before anything is written, and each subject folder
-appears whole (temporary folder renamed).
+A subject whose file exists but cannot be read (empty, truncated or damaged
+cine, labels or M&Ms-2 ED/ES file) is skipped with a warning naming the file
+and listed in ``skipped`` of :func:`index_mnms`'s result (``tools/index.py``
+counts them); the other subjects are indexed. An M&Ms label file without its
+cine is skipped the same way; a cine without labels is unlabelled data, not
+indexed; a missing M&Ms-2 cine costs only the ``frame_index``. Content errors (labels outside the set, an ED/ES frame
+outside the cine or without labels, shapes that differ) are refused, naming
+the file, before anything is written: they point at a wrong CSV or layout
+rather than at one damaged copy. Each subject folder appears whole (temporary
+folder renamed).
 """
 
 from __future__ import annotations
@@ -52,16 +62,27 @@ from cmrssl.io.atomic import atomic_folder, check_can_write
 from cmrssl.io.nifti import MNMS_TO_CANONICAL, frame_file_name
 
 from .datalist import (
+    UnreadableFileError,
     canonical_label_image,
     canonical_labels,
     load_nifti,
+    load_nifti_header,
     nifti_like,
     nifti_spacing_mm,
     split_records,
     write_datalist,
 )
 
-__all__ = ["FRAMES_FOLDER", "detect_mnms_layout", "read_mnms_info", "mnms_records", "mnms2_records", "index_mnms"]
+__all__ = [
+    "FRAMES_FOLDER",
+    "detect_mnms_layout",
+    "read_mnms_info",
+    "mnms_records",
+    "mnms2_records",
+    "mnms2_subject_records",
+    "is_mnms2_subject_folder",
+    "index_mnms",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +224,15 @@ def _frame(row: Mapping[str, str], key: str, csv_path: Path, code: str, num_fram
     return t
 
 
-def _find_mnms_subjects(root: Path, info: Mapping[str, Mapping[str, str]], csv_path: Path) -> List[_Subject]:
+def _skip(skipped: List[dict], folder: Path, reason: str) -> None:
+    """Log and list a subject (its folder, named by its code) left out for an unreadable file
+    (``reason`` names the file)."""
+    logger.warning("skipping %s: %s", folder, reason)
+    skipped.append({"folder": str(folder), "subject": folder.name, "reason": reason})
+
+
+def _find_mnms_subjects(root: Path, info: Mapping[str, Mapping[str, str]], csv_path: Path,
+                        skipped: List[dict]) -> List[_Subject]:
     subjects: List[_Subject] = []
     for image in sorted(root.rglob("*_sa.nii*")):
         code = image.name.split("_sa.nii")[0]
@@ -215,8 +244,12 @@ def _find_mnms_subjects(root: Path, info: Mapping[str, Mapping[str, str]], csv_p
         row = info.get(_code_key(code))
         if row is None:
             raise ValueError(f"{csv_path}: no row for subject {code} ({image})")
-        header = nib.load(str(image))
-        label_shape = nib.load(str(label)).shape
+        try:
+            header = load_nifti_header(image, "cine")
+            label_shape = load_nifti_header(label, "label").shape
+        except UnreadableFileError as err:
+            _skip(skipped, image.parent, str(err))
+            continue
         if len(header.shape) != 4:
             raise ValueError(f"{image}: expected a 4D cine [x, y, z, t], got shape {header.shape}")
         if tuple(label_shape) != tuple(header.shape):
@@ -227,8 +260,13 @@ def _find_mnms_subjects(root: Path, info: Mapping[str, Mapping[str, str]], csv_p
             raise ValueError(f"{csv_path}: subject {code}: ED and ES are the same frame {frames['ED']}")
         subjects.append(_Subject(code, _dataset_split(image, root), image.resolve(), label.resolve(), num_frames,
                                  tuple(header.shape[:3]), nifti_spacing_mm(header), frames, _extras(row)))
+    for label in sorted(root.rglob("*_sa_gt.nii*")):
+        code = label.name.split("_sa_gt.nii")[0]
+        if not any(label.with_name(f"{code}_sa{ext}").is_file() for ext in (".nii.gz", ".nii")):
+            _skip(skipped, label.parent, f"{label}: labels without their cine {code}_sa.nii.gz")
     if not subjects:
-        raise ValueError(f"{root}: no labelled M&Ms subject (<code>/<code>_sa.nii.gz with <code>_sa_gt.nii.gz)")
+        raise ValueError(f"{root}: no labelled M&Ms subject (<code>/<code>_sa.nii.gz with <code>_sa_gt.nii.gz)"
+                         + (f"; {len(skipped)} skipped, e.g. {skipped[0]['reason']}" if skipped else ""))
     codes = [s.code for s in subjects]
     duplicated = sorted({c for c in codes if codes.count(c) > 1})
     if duplicated:
@@ -245,7 +283,7 @@ def _labelled_frames(subject: _Subject) -> Tuple[nib.Nifti1Image, Dict[str, np.n
 
 
 def mnms_records(root: PathLike, out_dir: PathLike, *, csv_path: Optional[PathLike] = None,
-                 overwrite: bool = False) -> List[dict]:
+                 overwrite: bool = False, skipped: Optional[List[dict]] = None) -> List[dict]:
     """Write the ED/ES frames of the labelled M&Ms subjects as 3D NIfTI and return their records.
 
     Args:
@@ -254,6 +292,8 @@ def mnms_records(root: PathLike, out_dir: PathLike, *, csv_path: Optional[PathLi
         csv_path: the information CSV; default the first ``*.csv`` in ``root`` (or one
             folder below) with code, ED and ES columns.
         overwrite: replace existing subject folders.
+        skipped: receives ``{"folder", "subject", "reason"}`` for each subject left out
+            because a file of it cannot be read or its cine is missing (also logged).
 
     Returns:
         Records, see :func:`index_mnms`, plus ``dataset_split`` (the M&Ms folder's split).
@@ -265,20 +305,33 @@ def mnms_records(root: PathLike, out_dir: PathLike, *, csv_path: Optional[PathLi
             labels outside {0, 1, 2, 3} or empty on an ED/ES frame; all before writing.
     """
     root = Path(root)
+    skipped = [] if skipped is None else skipped
     frames_dir = Path(out_dir).resolve() / FRAMES_FOLDER
     csv_file = Path(csv_path) if csv_path is not None else _find_csv(root, ("ed", "es"))
     if csv_file is None:
         raise FileNotFoundError(f"{root}: no information CSV with 'External code', 'ED' and 'ES' columns "
                                 f"(e.g. 211230_M&Ms_Dataset_information_diagnosis_opendataset.csv)")
-    subjects = _find_mnms_subjects(root, read_mnms_info(csv_file), csv_file)
+    subjects = _find_mnms_subjects(root, read_mnms_info(csv_file), csv_file, skipped)
     for s in subjects:  # refuse before any work
         check_can_write(frames_dir / s.code, overwrite)
+    readable = []
     for s in subjects:
-        _labelled_frames(s)
+        try:
+            _labelled_frames(s)
+        except UnreadableFileError as err:  # truncated labels: the header read, the data did not
+            _skip(skipped, s.image.parent, str(err))
+            continue
+        readable.append(s)
     records: List[dict] = []
-    for s in subjects:
+    for s in readable:
         label_img, labels = _labelled_frames(s)
-        image_img, pixels = load_nifti(s.image, "image")
+        try:
+            # Read here, not in the checks above: holding every cine of the data set in
+            # memory is not an option, and a skip writes nothing for this subject.
+            image_img, pixels = load_nifti(s.image, "cine")
+        except UnreadableFileError as err:
+            _skip(skipped, s.image.parent, str(err))
+            continue
         subject_dir = frames_dir / s.code
         with atomic_folder(subject_dir, overwrite=overwrite) as tmp:
             for phase, t in s.frames.items():
@@ -320,19 +373,27 @@ def _match_frame(frame_image: Path, cine: Path, cine_data: np.ndarray, data: np.
     errors = [float(np.abs(cine_data[..., t].astype(np.float32) - reference).max()) for t in range(cine_data.shape[3])]
     best = int(np.argmin(errors))
     if errors[best] > tolerance:
-        logger.warning("%s: no frame of %s matches it; frame_index and cine left out", frame_image, cine)
+        logger.warning("%s: no frame of %s matches it; frame_index unknown (null), cine left out", frame_image, cine)
         return None
     return best
 
 
-def mnms2_records(root: PathLike, *, csv_path: Optional[PathLike] = None) -> List[dict]:
+def mnms2_records(root: PathLike, *, csv_path: Optional[PathLike] = None,
+                  skipped: Optional[List[dict]] = None) -> List[dict]:
     """Records of the M&Ms-2 ED/ES frames (nothing is written).
+
+    Args:
+        root: M&Ms-2 root (see the module docstring).
+        csv_path: the information CSV (optional; default: found in ``root``).
+        skipped: receives ``{"folder", "subject", "reason"}`` for each subject left out
+            because a file of it (cine, ED/ES image or labels) cannot be read (also logged).
 
     Raises:
         FileNotFoundError: a subject lacks one of its ED/ES image or label files.
         ValueError: no subject, shapes differ, labels outside {0, 1, 2, 3} or empty.
     """
     root = Path(root)
+    skipped = [] if skipped is None else skipped
     dataset = _mnms2_dataset(root)
     csv_file = Path(csv_path) if csv_path is not None else _find_csv(root, ())
     info = read_mnms_info(csv_file, required=()) if csv_file is not None else {}
@@ -341,28 +402,63 @@ def mnms2_records(root: PathLike, *, csv_path: Optional[PathLike] = None) -> Lis
         raise ValueError(f"{root}: no M&Ms-2 subject (dataset/<NNN>/<NNN>_SA_ED.nii.gz)")
     records: List[dict] = []
     for folder in folders:
-        code = folder.name
-        cine = next((p for p in (folder / f"{code}_SA_CINE.nii.gz", folder / f"{code}_SA_CINE.nii") if p.is_file()),
-                    None)
-        extras = _extras(info.get(_code_key(code), {}))
-        cine_data = load_nifti(cine, "cine")[1] if cine is not None else None
-        for phase in ("ED", "ES"):
-            image = folder / f"{code}_SA_{phase}.nii.gz"
-            label = folder / f"{code}_SA_{phase}_gt.nii.gz"
-            for path in (image, label):
-                if not path.is_file():
-                    raise FileNotFoundError(f"{path}: missing ({phase} frame of M&Ms-2 subject {code})")
-            image_img, pixels = load_nifti(image, "image")
-            if pixels.ndim != 3:
-                raise ValueError(f"{image}: expected a 3D frame [x, y, z], got shape {pixels.shape}")
-            canonical_label_image(label, MNMS_TO_CANONICAL, shape=pixels.shape)  # checks only
-            record = {"image": str(image.resolve()), "label": str(label.resolve()), "subject": code,
-                      "frame": phase, "phase": phase, "spacing": nifti_spacing_mm(image_img), **extras}
-            t = _match_frame(image, cine, cine_data, pixels) if cine is not None else None
-            if t is not None:
-                record["frame_index"] = t
-                record["cine"] = str(cine.resolve())
-            records.append(record)
+        try:
+            records.extend(mnms2_subject_records(folder, info))
+        except UnreadableFileError as err:
+            _skip(skipped, folder, str(err))
+    if not records:
+        raise ValueError(f"{root}: no readable M&Ms-2 subject; {len(skipped)} unreadable, "
+                         f"e.g. {skipped[0]['reason']}")
+    return records
+
+
+def is_mnms2_subject_folder(folder: PathLike) -> bool:
+    """True for an M&Ms-2 subject folder ``NNN/`` holding ``NNN_SA_ED.nii(.gz)``."""
+    folder = Path(folder)
+    return folder.is_dir() and any(
+        (m := _MNMS2_CODE.match(p.name)) and m.group("code") == folder.name for p in folder.iterdir()
+    )
+
+
+def mnms2_subject_records(folder: PathLike, info: Optional[Mapping[str, Mapping[str, str]]] = None) -> List[dict]:
+    """The ED and ES records of one M&Ms-2 subject folder (see :func:`mnms2_records`).
+
+    ``frame_index`` is the matching frame of ``NNN_SA_CINE`` (None when there is
+    no cine or no frame matches).
+
+    Raises:
+        FileNotFoundError: an ED/ES image or label file is missing.
+        UnreadableFileError, ValueError: as :func:`mnms2_records`.
+    """
+    folder = Path(folder)
+    info = info or {}
+    code = folder.name
+    cine = next((p for p in (folder / f"{code}_SA_CINE.nii.gz", folder / f"{code}_SA_CINE.nii") if p.is_file()),
+                None)
+    extras = _extras(info.get(_code_key(code), {}))
+    cine_data = load_nifti(cine, "cine")[1] if cine is not None else None
+    if cine is None:
+        logger.warning("%s: no %s_SA_CINE file; frame_index of its ED/ES records unknown (null)", folder, code)
+    records = []
+    for phase in ("ED", "ES"):
+        image = folder / f"{code}_SA_{phase}.nii.gz"
+        label = folder / f"{code}_SA_{phase}_gt.nii.gz"
+        for path in (image, label):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: missing ({phase} frame of M&Ms-2 subject {code})")
+        image_img, pixels = load_nifti(image, "image")
+        if pixels.ndim != 3:
+            raise ValueError(f"{image}: expected a 3D frame [x, y, z], got shape {pixels.shape}")
+        canonical_label_image(label, MNMS_TO_CANONICAL, shape=pixels.shape)  # checks only
+        t = _match_frame(image, cine, cine_data, pixels) if cine is not None else None
+        # The data set names the phase, not the frame: an unmatched frame's index is unknown,
+        # written as null rather than left out, so every record has the field.
+        record = {"image": str(image.resolve()), "label": str(label.resolve()), "subject": code,
+                  "frame": phase, "frame_index": t, "phase": phase, "spacing": nifti_spacing_mm(image_img),
+                  **extras}
+        if t is not None:
+            record["cine"] = str(cine.resolve())
+        records.append(record)
     return records
 
 
@@ -385,10 +481,12 @@ def index_mnms(
     Records (two per subject, ED and ES; paths absolute): ``image`` (3D frame),
     ``label`` (canonical: 0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity),
     ``subject`` (the M&Ms code), ``frame`` and ``phase`` ("ED"/"ES"), ``frame_index``
-    (0-based in the cine), ``spacing`` ``[dz, dy, dx]`` mm (header zooms), ``cine``
+    (0-based in the cine: M&Ms from the CSV's ED/ES columns, M&Ms-2 by matching the
+    frame with its cine), ``spacing`` ``[dz, dy, dx]`` mm (header zooms), ``cine``
     (the 4D file), and from the CSV when present ``vendor``, ``centre``, ``group``
-    (pathology). M&Ms records also carry ``dataset_split``. An M&Ms-2 frame that
-    matches no cine frame has no ``frame_index`` and ``cine`` (warned).
+    (pathology). M&Ms records also carry ``dataset_split``. An M&Ms-2 frame without a
+    cine or matching no cine frame has ``frame_index`` None (``null`` in the JSON) and
+    no ``cine`` (warned).
 
     Args:
         root: M&Ms or M&Ms-2 root.
@@ -402,7 +500,9 @@ def index_mnms(
         overwrite: replace existing subject folders and datalist.
 
     Returns:
-        The datalist ``{"training": [...], "validation": [...], "test": [...]}``.
+        The datalist ``{"training": [...], "validation": [...], "test": [...]}`` plus
+        ``"skipped"``: ``[{"folder": ..., "subject": ..., "reason": ...}]``, the subjects left
+        out for an unreadable file or a missing cine (not written to the datalist).
 
     Raises:
         FileExistsError: the datalist or a subject folder exists and not ``overwrite``.
@@ -413,11 +513,18 @@ def index_mnms(
     datalist_path = Path(datalist_path) if datalist_path is not None else out_dir / "datalist.json"
     check_can_write(datalist_path, overwrite)
     layout = detect_mnms_layout(root)
+    skipped: List[dict] = []
     if layout == "mnms":
-        records = mnms_records(root, out_dir, csv_path=csv_path, overwrite=overwrite)
+        records = mnms_records(root, out_dir, csv_path=csv_path, overwrite=overwrite, skipped=skipped)
     else:
-        records = mnms2_records(root, csv_path=csv_path)
+        records = mnms2_records(root, csv_path=csv_path, skipped=skipped)
+    if not records:  # every subject skipped (their reasons were logged)
+        example = f", e.g. {skipped[0]['reason']}" if skipped else ""
+        raise ValueError(f"{root}: no readable subject; {len(skipped)} skipped{example}")
     assignments = subjects
+    if assignments is not None and skipped:  # a listed subject that was skipped is reported, not "unknown"
+        gone = {entry["subject"] for entry in skipped}
+        assignments = {split: [c for c in (codes or []) if str(c) not in gone] for split, codes in assignments.items()}
     if assignments is None and dataset_split and layout == "mnms":
         if all(r.get("dataset_split") for r in records):
             assignments = {}
@@ -425,6 +532,8 @@ def index_mnms(
                 assignments.setdefault(r["dataset_split"], set()).add(r["subject"])
         else:
             logger.warning("%s: some subjects lie outside Training/Validation/Testing folders; seeded split", root)
-    datalist = split_records(records, seed, fractions, assignments=assignments, strata_key="vendor")
+    datalist: Dict[str, list] = dict(split_records(records, seed, fractions, assignments=assignments,
+                                                   strata_key="vendor"))
     write_datalist(datalist, datalist_path, overwrite=overwrite)
+    datalist["skipped"] = skipped
     return datalist
