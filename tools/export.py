@@ -21,6 +21,9 @@ Two rewrites make that work:
   file and line so the source can be changed to a ``from`` import.
 
 Nothing is half-written: the copy is built in a temporary sibling and renamed.
+An existing OUT is refused unless ``--overwrite`` (which replaces only what the
+export writes); OUT may not be the bundle, contain it, or lie inside it. An
+unfinished training run in ``models/`` (``*.partial``) is left out, with a note.
 """
 
 from __future__ import annotations
@@ -38,10 +41,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_SOURCE = REPO_ROOT / "common" / "cmrssl"
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
+from cmrssl.flags import as_bool  # noqa: E402
+
 VENDORED_PREFIX = "scripts.cmrssl"
 BUNDLE_PARTS = ("configs", "docs", "models", "LICENSE", "scripts")
-# Training outputs and caches never travel with a bundle.
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "eval", "runs", "mlruns", ".pytest_cache")
+# Training outputs, caches and unfinished training runs (``models/model.pt.partial``, see
+# cmrssl.engines.training_run) never travel with a bundle.
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "eval", "runs", "mlruns", ".pytest_cache",
+                                 "*.partial", ".tmp-*")
 
 _PACKAGE_NAME = re.compile(r"(?<![\w.])cmrssl(?=[.\s)\],;]|$)")
 _FROM_IMPORT = re.compile(r"^(\s*)from\s+cmrssl((?:\.\w+)*)\s+import\b", re.MULTILINE)
@@ -128,9 +135,16 @@ def export_bundle(bundle: Path, out: Path, overwrite: bool = False, zip: bool = 
     """
     from cmrssl.io.atomic import atomic_file, atomic_folder
 
+    from cmrssl.io.atomic import check_not_input
+
     bundle, out = Path(bundle).resolve(), Path(out).resolve()
     if not (bundle / "configs").is_dir():
         raise FileNotFoundError(f"{bundle}: not a bundle (no configs/ folder)")
+    check_not_input(out, [bundle])
+    if bundle in out.parents:
+        raise ValueError(f"{out}: the export would be inside the bundle it copies ({bundle}); choose a folder outside it")
+    for partial in sorted((bundle / "models").glob("*.partial")) if (bundle / "models").is_dir() else []:
+        print(f"export: {partial.relative_to(bundle)} (an unfinished training run) is left out", file=sys.stderr)
     if zip:
         target = out if out.suffix == ".zip" else out.with_name(out.name + ".zip")
         with atomic_file(target, overwrite=overwrite) as tmp_zip:
@@ -170,7 +184,14 @@ def _write_bundle_copy(bundle: Path, out: Path, fresh: bool = True) -> None:
 
 def main(bundle: str, out: str, overwrite: bool = False, zip: bool = False) -> None:
     """Export BUNDLE to OUT (a folder, or OUT.zip with --zip); refuses an existing OUT unless --overwrite."""
-    written = export_bundle(Path(bundle), Path(out), overwrite=overwrite, zip=zip)
+    try:
+        written = export_bundle(Path(bundle), Path(out), overwrite=as_bool(overwrite, "overwrite"), zip=zip)
+    except FileExistsError as err:
+        print(f"export: error: {err} (use --overwrite)", file=sys.stderr)
+        raise SystemExit(1)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"export: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
     print(f"exported {Path(bundle).name} -> {written}")
 
 

@@ -6,7 +6,8 @@
 For every named configuration and fold, runs the bundle's ``train`` then ``evaluate``
 (``python -m monai.bundle run``, one fresh process each) into ``WORK/runs/<config>/fold<k>``,
 each step's log kept beside its outputs (``train.log``, ``evaluate.log``);
-a fold already trained (``model.pt``) or evaluated (``oof_predictions.npz``) is not run again (resume). Then
+a fold already trained (``model.pt``) or evaluated (``oof_predictions.npz``) is not run again, and an
+interrupted training (``model.pt.partial/``) continues from its last epoch (resume). Then
 ``tools/lvquan_ensemble.py`` chooses per-task subsets on half of the patients and reports the
 other half: ``WORK/ensemble.json`` (refused when present unless ``--overwrite``).
 ``--overrides`` (JSON) are passed to every run, e.g. ``{"epochs": 2, "batch_size": 4}``.
@@ -65,7 +66,15 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
          num_folds: int = 5, overrides: Optional[str] = None, top_k: int = 6, seed: int = 0,
          dry_run: bool = False, overwrite: bool = False) -> None:
     configs = [c.strip() for c in (configs.split(",") if isinstance(configs, str) else configs) if c.strip()]
-    extra = json.loads(overrides) if isinstance(overrides, str) else dict(overrides or {})
+    try:
+        extra = json.loads(overrides) if isinstance(overrides, str) else dict(overrides or {})
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        print(f"lvquan_cv: error: --overrides must be a JSON object such as '{{\"epochs\": 50}}'; "
+              f"got {overrides!r} ({err})", file=sys.stderr)
+        raise SystemExit(2)
+    if not isinstance(extra, dict):
+        print(f"lvquan_cv: error: --overrides must be a JSON object, got {overrides!r}", file=sys.stderr)
+        raise SystemExit(2)
     work = Path(workdir).resolve()
     result_path = work / "ensemble.json"
     if result_path.exists() and not overwrite and not dry_run:
@@ -77,11 +86,16 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
     except ValueError as err:
         print(f"lvquan_cv: error: {err}", file=sys.stderr)
         raise SystemExit(2)
+    from cmrssl.engines.training_run import partial_dir
+
     for config, fold, commands in plans:
         out = work / "runs" / config / f"fold{fold}"
         # A fold is resumed where it stopped: trained (model.pt + index_scale.json) and/or evaluated.
         done = [(out / "model.pt").exists() and (out / "index_scale.json").exists(),
                 (out / "oof_predictions.npz").exists()]
+        if not done[0] and (partial_dir(out / "model.pt") / "last.pt").exists():
+            # an interrupted training (see cmrssl.engines.training_run) continues where it stopped
+            commands[0] = commands[0] + ["--resume", "true"]
         for step, command, finished in zip(("train", "evaluate"), commands, done):
             if dry_run:
                 print(("# done: " if finished else "") + " ".join(command))

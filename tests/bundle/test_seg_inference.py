@@ -296,7 +296,9 @@ def test_datalist_input_writes_one_folder_per_cine(small_cine, random_checkpoint
     ]}))
     output_dir = tmp_path / "results"
     _run_workflow("", output_dir, random_checkpoint, datalist=str(datalist), write_plots=False)
-    assert sorted(p.name for p in output_dir.iterdir()) == ["a", "b"]
+    assert sorted(p.name for p in output_dir.iterdir()) == ["a", "b", "subjects.json"]
+    subjects = json.loads((output_dir / "subjects.json").read_text())
+    assert [(s["folder"], s["subject"]) for s in subjects] == [("a", "a"), ("b", "b")]
     for subject in ("a", "b"):
         mask = nib.load(str(output_dir / subject / "segmentation.nii.gz"))
         assert mask.shape == nib.load(str(small_cine)).shape

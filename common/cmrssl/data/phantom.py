@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -846,7 +847,9 @@ def generate_cohort(
     seeds = [subject_seed(seed, i) for i in range(num_subjects)]
     # Everything goes to a temporary sibling folder renamed at the end: a crash or Ctrl-C
     # never leaves a half-written cohort that a later run would mistake for a complete one.
-    with atomic_folder(out_dir, overwrite=replace) as tmp:
+    # the cohort's own entries: a smaller cohort written over a larger one leaves no stale subject
+    own = re.compile(r"^(phantom_\d+|cohort\.json)$")
+    with atomic_folder(out_dir, overwrite=replace, owned=lambda name: bool(own.match(name))) as tmp:
         for name, s in zip(names, seeds):
             subject = generate_subject(s, subject=name, num_frames=num_frames, image_size=image_size)
             write_phantom_subject(subject, tmp / name, write_dicom=write_dicom)

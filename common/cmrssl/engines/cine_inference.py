@@ -15,9 +15,14 @@ of each cine into ``[T, Z, H, W]`` and, once every frame is done, writes
 - ``volume_curve.png`` (LV/RV volume over the cycle, ED/ES marked) and
   ``contours_ed.png`` / ``contours_es.png`` (contours on every segmented slice).
 
-Everything is written into a temporary folder that is renamed to the output
-folder at the end, so a failing run leaves nothing half-written, and an output
-folder that already holds results is refused unless ``overwrite``.
+With several cines, each gets a sub-folder named by its subject made a safe
+folder name, and ``subjects.json`` maps the folders to the subjects as given.
+
+Everything is written into a temporary folder that is moved into the output
+folder at the end, so a failing run leaves nothing half-written. An output
+folder that already holds results is refused unless ``overwrite``, which
+replaces only the entries this writer makes; an output folder that is an
+input, or contains one, is refused.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 import torch
 
 from cmrssl.flags import as_bool
+from cmrssl.io.atomic import check_not_input, safe_folder_name
 from cmrssl.io.geometry import LPS_TO_RAS
 
 __all__ = [
@@ -58,6 +64,7 @@ FUNCTION_CSV = "function.csv"
 VOLUME_CURVE_PNG = "volume_curve.png"
 CONTOURS_ED_PNG = "contours_ed.png"
 CONTOURS_ES_PNG = "contours_es.png"
+SUBJECTS_JSON = "subjects.json"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -149,18 +156,32 @@ class CineStudyCache:
         return study
 
 
+def _unique_folder_name(name: object, taken: set) -> str:
+    folder = safe_folder_name(name)
+    candidate, number = folder, 1
+    while candidate in taken:
+        candidate, number = f"{folder}_{number}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
 def resolve_cine_inputs(
     input: Union[str, os.PathLike, None] = "",
     datalist: Union[str, os.PathLike, None] = "",
     dataset_dir: Union[str, os.PathLike, None] = "",
     split: str = "test",
 ) -> List[dict]:
-    """The cines to segment, as ``[{"cine_key": name, "cine": absolute path}]``.
+    """The cines to segment, as ``[{"cine_key": folder name, "subject": key, "cine": absolute path}]``.
 
     ``input`` (one cine) wins; otherwise every distinct cine of the datalist's
     ``split`` (the record's ``cine``, else its ``image``), keyed by ``subject``.
     Relative datalist paths resolve against ``dataset_dir`` when given, else
     against the datalist's folder.
+
+    ``cine_key`` names the cine's output sub-folder: the subject made a safe
+    folder name (:func:`cmrssl.io.atomic.safe_folder_name`: a subject such as
+    ``../../x`` or ``/abs/p`` must not write outside the output folder) and
+    unique (``_1``, ``_2`` appended); ``subject`` keeps the key as the user gave it.
 
     Raises:
         ValueError: neither ``input`` nor ``datalist`` is given, or the split is empty.
@@ -176,26 +197,34 @@ def resolve_cine_inputs(
         for suffix in (".nii.gz", ".nii"):
             if name.lower().endswith(suffix):
                 name = name[: -len(suffix)]
-        return [{"cine_key": name, "cine": str(path)}]
+        return [{"cine_key": safe_folder_name(name), "subject": name, "cine": str(path)}]
     if not datalist:
         raise ValueError("no input: pass --input PATH (a cine) or --datalist JSON")
     datalist = Path(datalist).expanduser().resolve()
     if not datalist.is_file():
         raise FileNotFoundError(f"{datalist}: datalist not found")
-    records = json.loads(datalist.read_text()).get(split, [])
+    try:
+        content = json.loads(datalist.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{datalist}: not valid JSON ({error})") from error
+    records = content.get(split, []) if isinstance(content, dict) else []
     if not records:
         raise ValueError(f"{datalist}: split '{split}' is empty or missing")
     base = Path(dataset_dir).expanduser().resolve() if dataset_dir else datalist.parent
-    cines: Dict[str, dict] = {}
-    for record in records:
+    cines: List[dict] = []
+    seen: set = set()
+    taken: set = set()
+    for number, record in enumerate(records):
+        if not isinstance(record, dict) or not (record.get("cine") or record.get("image")):
+            raise ValueError(f"{datalist}: record {number} of '{split}' has neither 'cine' nor 'image': {record}")
         cine = Path(record.get("cine") or record["image"])
         cine = cine if cine.is_absolute() else (base / cine).resolve()
-        key = str(record.get("subject") or cine.name)
-        if str(cine) not in {c["cine"] for c in cines.values()}:
-            if key in cines:
-                key = f"{key}_{len(cines)}"
-            cines[key] = {"cine_key": key, "cine": str(cine)}
-    return list(cines.values())
+        if str(cine) in seen:
+            continue
+        seen.add(str(cine))
+        subject = str(record.get("subject") or cine.name)
+        cines.append({"cine_key": _unique_folder_name(subject, taken), "subject": subject, "cine": str(cine)})
+    return cines
 
 
 def cine_frame_records(cines: Sequence[dict], cache: CineStudyCache) -> List[dict]:
@@ -218,14 +247,22 @@ def load_network_checkpoint(network: torch.nn.Module, checkpoint: Union[str, os.
     and so is the ``pretext_head.*`` of a multi-task fine-tuned model.
 
     Raises:
-        FileNotFoundError: no file at ``checkpoint``.
+        FileNotFoundError: no file at ``checkpoint`` (naming an unfinished training run
+            towards it, :mod:`cmrssl.engines.training_run`, when there is one).
         ValueError: missing or unexpected keys, or shape mismatches (listed).
     """
     from cmrssl.networks.checkpoint import read_state_dict
 
+    from cmrssl.engines.training_run import unfinished_run_note
+
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: checkpoint not found (train the bundle or pass --checkpoint PATH)")
+        note = unfinished_run_note(checkpoint)  # a stopped run is not a model: say so instead of loading it
+        raise FileNotFoundError(
+            f"{checkpoint}: checkpoint not found; "
+            + (f"{note}: finish it with the training config and --resume true" if note
+               else "train the bundle or pass --checkpoint PATH")
+        )
     state = read_state_dict(checkpoint)
     # a multi-task fine-tuned model carries its pretext head, which segmentation does not use
     state = {k: v for k, v in state.items() if not k.startswith("pretext_head.")}
@@ -256,13 +293,17 @@ def load_network_checkpoint(network: torch.nn.Module, checkpoint: Union[str, os.
 
 
 # --------------------------------------------------------------------------- outputs
-def check_output_dir(output_dir: Union[str, os.PathLike], overwrite: bool = False) -> Path:
-    """Refuse an output folder that already holds files unless ``overwrite``.
+def check_output_dir(
+    output_dir: Union[str, os.PathLike], overwrite: bool = False, inputs: Sequence[Union[str, os.PathLike]] = ()
+) -> Path:
+    """Refuse an output folder that already holds files unless ``overwrite``, or that is or holds an input.
 
     Raises:
+        OutputOverlapsInputError: ``output_dir`` is one of ``inputs`` or a folder containing one.
         FileExistsError: ``output_dir`` is a non-empty folder (or a file) and not ``overwrite``.
     """
     overwrite = as_bool(overwrite, "overwrite")
+    check_not_input(output_dir, inputs)
     output_dir = Path(output_dir).expanduser().resolve()
     if output_dir.is_file():
         raise FileExistsError(f"{output_dir}: output path is a file, expected a folder")
@@ -451,9 +492,9 @@ class CineSegmentationWriter:
         pred_key: str = "pred",
         plots: bool = True,
     ) -> None:
-        self.output_dir = check_output_dir(output_dir, overwrite)
-        self.overwrite = as_bool(overwrite, "overwrite")
         self.cines = list(cines)
+        self.output_dir = check_output_dir(output_dir, overwrite, inputs=[c["cine"] for c in self.cines])
+        self.overwrite = as_bool(overwrite, "overwrite")
         self.cache = cache
         self.pred_key = pred_key
         self.plots = as_bool(plots, "write_plots")
@@ -501,13 +542,18 @@ class CineSegmentationWriter:
             if labels is None or (labels < 0).any():
                 missing = "all" if labels is None else int((labels < 0).any(axis=(1, 2, 3)).sum())
                 raise RuntimeError(f"{cine['cine']}: {missing} frames were not segmented")
-        with atomic_folder(self.output_dir, overwrite=True if self._may_replace() else False) as tmp:
+        with atomic_folder(self.output_dir, overwrite=self._may_replace(), owned=self._owned_entries().__contains__) as tmp:
             for cine in self.cines:
                 folder = tmp if len(self.cines) == 1 else tmp / cine["cine_key"]
                 study = self.cache.get(cine["cine"])
                 self.reports[cine["cine_key"]] = write_cine_outputs(
                     study, self.labels[cine["cine_key"]], folder, cine["cine"], plots=self.plots
                 )
+            if len(self.cines) > 1:
+                # which sub-folder holds which subject: folder names are made safe, subjects kept as given
+                subjects = [{"folder": c["cine_key"], "subject": c.get("subject", c["cine_key"]), "input": c["cine"]}
+                            for c in self.cines]
+                (tmp / SUBJECTS_JSON).write_text(json.dumps(subjects, indent=2) + "\n")
         for key, report in self.reports.items():
             if report.get("status") == "ok":
                 logger.info(
@@ -516,6 +562,16 @@ class CineSegmentationWriter:
                 )
             else:
                 logger.warning("%s: %s -> %s", key, report.get("status"), self.output_dir)
+
+    def _owned_entries(self) -> set:
+        """Names in the output folder that an earlier run of this writer made (replaced, never left stale)."""
+        owned = {SEGMENTATION_FILE, FUNCTION_JSON, FUNCTION_CSV, VOLUME_CURVE_PNG, CONTOURS_ED_PNG, CONTOURS_ES_PNG,
+                 SUBJECTS_JSON}
+        try:
+            owned |= {str(entry["folder"]) for entry in json.loads((self.output_dir / SUBJECTS_JSON).read_text())}
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # no earlier multi-cine run here
+        return owned
 
     def _may_replace(self) -> bool:
         # An empty folder made by the user (or by a previous refused run) may be replaced.

@@ -112,7 +112,9 @@ class SegmentationEvaluationWriter:
     Args:
         output_dir: folder receiving ``metrics.csv``, ``function.csv``, ``summary.json``.
         overwrite: replace a folder that already holds results (checked at construction,
-            before any inference runs).
+            before any inference runs); only the three files written here are replaced.
+        inputs: the datalist and the evaluated images and labels: an output folder
+            that is one of them, or contains one, is refused.
         pred_key: discrete prediction ``[1, *spatial]`` in the reference's grid.
         label_key: reference labels ``[1, *spatial]`` with their affine.
 
@@ -126,9 +128,10 @@ class SegmentationEvaluationWriter:
         overwrite: bool = False,
         pred_key: str = "pred",
         label_key: str = "label",
+        inputs: Sequence[Union[str, os.PathLike]] = (),
     ) -> None:
         from cmrssl.engines.cine_inference import check_output_dir
-        self.output_dir = check_output_dir(output_dir, overwrite)
+        self.output_dir = check_output_dir(output_dir, overwrite, inputs=inputs)
         self.overwrite = as_bool(overwrite, "overwrite")
         self.pred_key, self.label_key = pred_key, label_key
         self.rows: List[dict] = []
@@ -212,7 +215,8 @@ class SegmentationEvaluationWriter:
         function_rows = self._function_rows()
         self.summary = summarise(self.rows, function_rows)
         replace = self.overwrite or (self.output_dir.is_dir() and not any(self.output_dir.iterdir()))
-        with atomic_folder(self.output_dir, overwrite=replace) as tmp:
+        owned = {METRICS_CSV, FUNCTION_CSV, SUMMARY_JSON}.__contains__  # no stale function.csv of an earlier run
+        with atomic_folder(self.output_dir, overwrite=replace, owned=owned) as tmp:
             _write_csv(tmp / METRICS_CSV, self.rows)
             if function_rows:
                 _write_csv(tmp / FUNCTION_CSV, function_rows)

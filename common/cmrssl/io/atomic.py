@@ -1,29 +1,105 @@
-"""Write-then-rename helpers: outputs appear whole or not at all.
+"""Writing outputs safely: whole or not at all, only what the tool writes, never over an input.
 
-A failing writer leaves no partial file or folder behind, and an existing
-output is only replaced when the caller asked for ``overwrite=True``.
+- :func:`atomic_file` / :func:`atomic_folder`: the output is built under a
+  temporary sibling name and renamed into place on success, so a failing
+  writer leaves no partial file or folder behind.
+- ``overwrite`` replaces only what the writer itself produced. An existing
+  output folder is never deleted as a whole: each entry the writer made
+  (``function.json``, ``frames/``, ...) replaces its namesake, and everything
+  else in the folder stays. A user who points ``--out`` at a folder holding
+  their own files loses none of them.
+- :func:`check_not_input`: an output folder that *is* an input, or contains
+  one, is refused before any work (writing results there is how inputs get
+  replaced). An output folder inside an input folder is fine (``STUDY/function``).
+- :func:`safe_folder_name`: a subject key from a datalist becomes a folder
+  name that cannot leave the output folder (``../../x`` or ``/abs/path`` would).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 from cmrssl.flags import as_bool
 
-__all__ = ["atomic_file", "atomic_folder", "check_can_write"]
+__all__ = [
+    "OutputOverlapsInputError",
+    "atomic_file",
+    "atomic_folder",
+    "check_can_write",
+    "check_not_input",
+    "safe_folder_name",
+]
+
+PathLike = Union[str, os.PathLike]
 
 
-def check_can_write(path: Path, overwrite: bool) -> Path:
-    """Refuse an existing ``path`` unless ``overwrite``; returns ``path`` as a Path."""
+class OutputOverlapsInputError(ValueError):
+    """An output path is an input, or a folder that contains one."""
+
+
+def check_not_input(output: PathLike, inputs: Iterable[Optional[PathLike]]) -> Path:
+    """Refuse an ``output`` that is one of ``inputs`` or a folder containing one.
+
+    Paths are compared after resolving symbolic links, so a link to the input
+    folder is caught too. Empty or None entries of ``inputs`` are ignored.
+
+    Raises:
+        OutputOverlapsInputError: naming the output and the input it would cover.
+    """
+    out = Path(output).expanduser().resolve()
+    for item in inputs:
+        if item is None or str(item) == "":
+            continue
+        source = Path(item).expanduser().resolve()
+        if out == source:
+            raise OutputOverlapsInputError(
+                f"{output}: the output is the input {item}; choose another output folder (nothing was written)"
+            )
+        if out in source.parents:
+            raise OutputOverlapsInputError(
+                f"{output}: the output folder contains the input {item}; choose a folder outside it "
+                "(nothing was written)"
+            )
+    return Path(output)
+
+
+def check_can_write(path: PathLike, overwrite: bool, inputs: Iterable[Optional[PathLike]] = ()) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite``, and a ``path`` that is or holds an input.
+
+    Returns ``path`` as a Path.
+
+    Raises:
+        OutputOverlapsInputError: see :func:`check_not_input`.
+        FileExistsError: ``path`` exists and not ``overwrite``.
+    """
     path = Path(path)
+    check_not_input(path, inputs)
     if path.exists() and not as_bool(overwrite, "overwrite"):
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
     return path
+
+
+_UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+|\.{2,}")
+
+
+def safe_folder_name(name: object) -> str:
+    """``name`` as a single, harmless folder name: letters, digits, ``.``, ``_`` and ``-`` only.
+
+    Every other run of characters (path separators included) and every
+    ``..`` becomes one ``_``; dots and underscores at either end are dropped.
+    So ``../../x`` becomes ``x`` and ``/data/p1`` becomes ``data_p1``: never a
+    path outside the output folder, never a hidden name. An empty result
+    becomes ``subject``. Callers that map several keys must still make the
+    names unique (two keys may clean to one name).
+    """
+    cleaned = re.sub("_+", "_", _UNSAFE_CHARACTERS.sub("_", str(name))).strip("._")
+    return cleaned[:128] or "subject"
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -34,13 +110,15 @@ def _temp_sibling(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_file(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileExistsError: ``path`` exists and ``overwrite`` is False, or ``path`` is a folder.
     """
     path = check_can_write(Path(path), overwrite)
+    if path.is_dir():
+        raise FileExistsError(f"{path}: is a folder; expected a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
     try:
@@ -53,29 +131,65 @@ def atomic_file(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
             tmp.unlink()
 
 
-@contextlib.contextmanager
-def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; rename it to ``path`` on success.
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
-    An existing ``path`` (with ``overwrite=True``) is moved aside first and
-    deleted only after the new folder is in place.
+
+def _replace_entries(new: Path, folder: Path, owned: Optional[Callable[[str], bool]] = None) -> None:
+    """Move every entry of ``new`` into ``folder``, replacing its namesakes and the entries
+    ``owned`` claims; other entries stay."""
+    entries = sorted(new.iterdir())
+    names = {entry.name for entry in entries}
+    stale = [p for p in sorted(folder.iterdir()) if owned is not None and p.name not in names and owned(p.name)]
+    # Old versions go aside first and are deleted last: a run killed in between leaves the
+    # previous results recoverable in the hidden sibling, never a folder mixing two runs.
+    trash = _temp_sibling(folder)
+    trash.mkdir()
+    try:
+        for old in stale:
+            os.replace(old, trash / old.name)
+        for entry in entries:
+            target = folder / entry.name
+            if target.exists() or target.is_symlink():
+                os.replace(target, trash / entry.name)
+        for entry in entries:
+            os.replace(entry, folder / entry.name)
+    finally:
+        _remove(trash)
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    path: PathLike, *, overwrite: bool = False, owned: Optional[Callable[[str], bool]] = None
+) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; move its content to ``path`` on success.
+
+    A new ``path`` is the renamed temporary folder. An existing ``path`` (with
+    ``overwrite=True``) keeps everything the writer did not produce: each
+    entry of the temporary folder replaces the entry of the same name, the
+    rest of the folder is left as it was, except the entries whose name
+    ``owned`` recognises as the writer's own (a previous run's outputs that
+    this run no longer writes, e.g. ``phantom_004`` of a larger cohort):
+    those are removed, so stale results never pass for current ones.
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileExistsError: ``path`` exists and ``overwrite`` is False, or ``path`` is a file.
     """
     path = check_can_write(Path(path), overwrite)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: is a file; expected a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
     tmp.mkdir()
-    old = None
     try:
         yield tmp
-        if path.exists():
-            old = _temp_sibling(path)
-            os.replace(path, old)
-        os.replace(tmp, path)
+        if path.is_dir():
+            _replace_entries(tmp, path, owned)
+        else:
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
