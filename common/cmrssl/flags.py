@@ -1,15 +1,17 @@
-"""Yes/no flags as they arrive from a bundle's command line.
+"""Options as they arrive from a bundle's command line: yes/no flags, numbers.
 
 ``python -m monai.bundle run ... --overwrite false`` hands the config the
 string ``"false"``, which Python treats as true: every boolean option of our
-configs goes through :func:`as_bool`.
+configs goes through :func:`as_bool`. ``--max_epochs abc`` hands over the
+string ``"abc"``, which would fail deep inside training after the data is
+cached: :func:`check_options` checks every option's type and range first.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
-__all__ = ["as_bool"]
+__all__ = ["as_bool", "check_options"]
 
 
 def as_bool(value: Any, name: str = "flag") -> bool:
@@ -24,3 +26,63 @@ def as_bool(value: Any, name: str = "flag") -> bool:
             raise ValueError(f"{name} must be true or false, got {value!r}")
         return lowered in ("true", "1", "yes")
     return bool(value)
+
+
+_KINDS = ("int", "float", "bool", "str")
+
+
+def _check_option(name: str, value: Any, rule: str) -> None:
+    """One option against a rule such as ``"int>=1"``, ``"float>0"``, ``"bool"``, ``"int>=1|null"``."""
+    rule = rule.replace(" ", "")
+    nullable = rule.endswith("|null")
+    rule = rule[: -len("|null")] if nullable else rule
+    kind = next((k for k in _KINDS if rule.startswith(k)), None)
+    if kind is None:
+        raise ValueError(f"option rule {rule!r} for {name} must start with one of {_KINDS}")
+    bound = rule[len(kind):]
+    if value is None:
+        if nullable:
+            return
+        raise ValueError(f"--{name} must be given ({kind}), got nothing (null)")
+    if kind == "bool":
+        as_bool(value, name)
+        return
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"--{name} must be a string, got {value!r}")
+        return
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "int" and not (numeric and float(value).is_integer()):
+        raise ValueError(f"--{name} must be a whole number, got {value!r}")
+    if kind == "float" and not numeric:
+        raise ValueError(f"--{name} must be a number, got {value!r}")
+    if bound:
+        operator = ">=" if bound.startswith(">=") else ">" if bound.startswith(">") else None
+        if operator is None:
+            raise ValueError(f"option rule {rule!r} for {name}: only >= and > bounds are supported")
+        limit = float(bound[len(operator):])
+        if (operator == ">=" and not value >= limit) or (operator == ">" and not value > limit):
+            raise ValueError(f"--{name} must be {operator} {bound[len(operator):]}, got {value!r}")
+
+
+def check_options(rules: Mapping[str, Sequence[Any]]) -> None:
+    """Check a bundle's options before any data is read or any network is built.
+
+    Args:
+        rules: ``{option name: [value, rule]}``; a rule is ``int``, ``float``,
+            ``bool`` or ``str``, optionally with a bound (``int>=1``, ``float>0``)
+            and ``|null`` when the option may be None. In a bundle config the
+            values are references: ``"max_epochs": ["@max_epochs", "int>=1"]``.
+
+    Raises:
+        ValueError: every option that breaks its rule, one per line, each naming the option.
+    """
+    problems = []
+    for name, entry in rules.items():
+        value, rule = entry
+        try:
+            _check_option(str(name), value, str(rule))
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError("bad option" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems))

@@ -114,7 +114,8 @@ def test_training_without_a_validation_split_keeps_the_last_model(cohort, tmp_pa
     assert result.returncode == 0, result.stderr[-4000:]
     log = result.stdout + result.stderr
     assert "training without validation" in log and "val_mean_dice" not in log
-    assert "saved final checkpoint" in log
+    assert "training finished: model after epoch 2 saved as" in log
+    assert not (tmp_path / "out" / "model.pt.partial").exists()
     assert set(torch.load(tmp_path / "out" / "model.pt", weights_only=True)) == set(_tiny_network().state_dict())
 
 

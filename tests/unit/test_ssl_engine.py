@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 from monai.data import DataLoader, Dataset
+from ignite.engine import Events
 from monai.transforms import Compose
 
 from cmrssl.engines.ssl import (
-    BackboneCheckpointSaver,
     ContrastiveMethod,
     DINOMethod,
     EpochSetter,
@@ -191,21 +191,26 @@ def test_dino_head_prototype_layer_is_weight_normalised():
     assert head(torch.randn(3, 8)).shape == (3, 10)
 
 
-def test_checkpoint_saver_writes_loadable_backbone_and_refuses_to_overwrite(tmp_path):
+def test_training_run_writes_the_backbone_only_when_training_completes(tmp_path):
+    from cmrssl.engines.training_run import TrainingRun, check_training_run, partial_dir
+
     unet = tiny_unet()
     method = ContrastiveMethod(SSLEncoder(unet, ProjectionHead(backbone_feature_dim(unet), (8,), 8)), NTXentLoss())
     path = tmp_path / "models" / "simclr.pt"
-    trainer = _trainer(method, _loader(TwoViewsd("image")), [BackboneCheckpointSaver(method, path)])
+    seen_during_training = []
+    trainer = _trainer(method, _loader(TwoViewsd("image")), epochs=2)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: seen_during_training.append(path.exists()))
+    TrainingRun(path, method.backbone_state_dict, {"method": method}).attach(trainer)
+    check_training_run(path)
     trainer.run()
+    assert seen_during_training == [False, False]  # never a finished-looking file before the end
     state = torch.load(path, weights_only=True)
     assert set(state) == set(method.backbone_state_dict())
     assert all(torch.equal(state[k], v) for k, v in method.backbone_state_dict().items())
-    again = _trainer(method, _loader(TwoViewsd("image")), [BackboneCheckpointSaver(method, path)])
+    assert not partial_dir(path).exists() and not list(path.parent.glob(".tmp-*"))
     with pytest.raises(FileExistsError, match="simclr.pt"):
-        again.run()
-    assert again.state.iteration == 0  # refused before training, not after
-    _trainer(method, _loader(TwoViewsd("image")), [BackboneCheckpointSaver(method, path, overwrite="true")]).run()
-    assert not list(path.parent.glob(".tmp-*"))
+        check_training_run(path)
+    check_training_run(path, overwrite="true")
 
 
 @pytest.mark.parametrize("method_name", ["simclr", "pcl", "dino", "mim"])
@@ -221,7 +226,7 @@ def test_every_method_checkpoint_loads_into_the_segmentation_unet(tmp_path, meth
         loss = PositionalContrastiveLoss() if method_name == "pcl" else NTXentLoss()
         method = ContrastiveMethod(SSLEncoder(unet, ProjectionHead(backbone_feature_dim(unet), (8,), 8)), loss)
     path = tmp_path / f"{method_name}.pt"
-    BackboneCheckpointSaver(method, path).save()
+    torch.save(method.backbone_state_dict(), path)  # what TrainingRun writes at the end of pretraining
     segmentation = tiny_unet(out_channels=4)
     report = load_pretrained(segmentation, path)
     missing = list(getattr(report, "missing_keys", report.get("missing_keys", []) if isinstance(report, dict) else []))

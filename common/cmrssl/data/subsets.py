@@ -16,7 +16,13 @@ from typing import List, Sequence, Union
 
 import numpy as np
 
-__all__ = ["datalist_records", "choose_subjects", "labelled_training_records"]
+__all__ = [
+    "datalist_records",
+    "choose_subjects",
+    "labelled_training_records",
+    "check_disjoint_subjects",
+    "warn_if_not_held_out",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +39,14 @@ def datalist_records(
     """The records of ``splits`` with relative ``image`` / ``label`` / ``cine`` paths made absolute.
 
     Relative paths resolve against ``dataset_dir`` when given, else against the
-    datalist's folder (MONAI's ``load_decathlon_datalist`` convention).
+    datalist's folder (MONAI's ``load_decathlon_datalist`` convention). Every
+    path is checked here, before any data is loaded: a missing file found by a
+    data-loading worker thread aborts training with no word about which one.
 
     Raises:
-        FileNotFoundError: no datalist file.
-        ValueError: not a JSON object, a split missing, or a record without ``image`` / ``subject``.
+        FileNotFoundError: no datalist file, or a record's image / label / cine missing
+            (named with the record's split, number and subject).
+        ValueError: not a JSON object, a split missing, or a record without ``image``.
     """
     path = Path(datalist).expanduser()
     if not path.is_file():
@@ -54,12 +63,17 @@ def datalist_records(
         if split not in content:
             raise ValueError(f"{path}: has no split '{split}' (found {sorted(content)})")
         for number, record in enumerate(content[split]):
-            if not isinstance(record, dict) or "image" not in record or "subject" not in record:
-                raise ValueError(f"{path}: record {number} of '{split}' lacks 'image' or 'subject': {record}")
+            if not isinstance(record, dict) or "image" not in record:
+                raise ValueError(f"{path}: record {number} of '{split}' lacks 'image': {record}")
             record = dict(record)
             for key in _PATH_KEYS:
                 if isinstance(record.get(key), str) and not os.path.isabs(record[key]):
                     record[key] = str((base / record[key]).resolve())
+                if isinstance(record.get(key), str) and record[key] and not os.path.exists(record[key]):
+                    raise FileNotFoundError(
+                        f"{path}: record {number} of '{split}' (subject {record.get('subject', '?')}): {key} "
+                        f"{record[key]} does not exist"
+                    )
             records.append(record)
     return records
 
@@ -105,12 +119,20 @@ def labelled_training_records(
         ValueError: the split holds no labelled record (unless ``allow_empty``), or
             fewer labelled subjects than asked for.
     """
+    if int(num_labelled_subjects) < 0:
+        raise ValueError(
+            f"num_labelled_subjects must be >= 0 (0: every subject of the split), got {num_labelled_subjects}"
+        )
     if allow_empty:
         if not split or not json.loads(Path(datalist).expanduser().read_text()).get(split):
             logger.warning("%s: no '%s' records: training without validation, the last epoch's model is kept",
                            datalist, split)
             return []
     records = datalist_records(datalist, split, dataset_dir)
+    no_subject = [number for number, record in enumerate(records) if record.get("subject") in (None, "")]
+    if no_subject:
+        # few-label subsets and subject-wise splits need to know whose frame each record is
+        raise ValueError(f"{datalist}: records {no_subject[:10]} of '{split}' have no 'subject'")
     labelled = [
         {key: record.get(key, default) for key, default in _TRAINING_FIELDS.items()}
         for record in records if record.get("label")
@@ -125,3 +147,51 @@ def labelled_training_records(
         labelled = [r for r in labelled if str(r["subject"]) in kept]
         logger.info("few-label training on %d subjects (seed %d): %s", len(kept), seed, ", ".join(sorted(kept)))
     return labelled
+
+
+def _shared_subjects(records_a: Sequence[dict], records_b: Sequence[dict]) -> List[str]:
+    def subjects(records: Sequence[dict]) -> set:
+        return {str(r["subject"]) for r in records if isinstance(r, dict) and r.get("subject") is not None}
+
+    return sorted(subjects(records_a) & subjects(records_b))
+
+
+def check_disjoint_subjects(
+    training: Sequence[dict], validation: Sequence[dict], names: Sequence[str] = ("training", "validation")
+) -> None:
+    """Refuse validation records whose subjects are also trained on.
+
+    A validation subject seen in training makes the best-model choice (and
+    every validation score) optimistic without a word; splits are by subject.
+
+    Raises:
+        ValueError: naming the shared subjects.
+    """
+    shared = _shared_subjects(training, validation)
+    if shared:
+        listing = ", ".join(shared[:10]) + (f", ... ({len(shared)} in all)" if len(shared) > 10 else "")
+        raise ValueError(
+            f"subjects {listing} are in both the {names[0]} and the {names[1]} records; "
+            "splits must be by subject (fix the datalist, or validate on other subjects)"
+        )
+
+
+def warn_if_not_held_out(
+    datalist: Union[str, os.PathLike], split: str, training_split: str = "training", dataset_dir: str = ""
+) -> List[str]:
+    """Warn (and return them) when subjects of ``split`` are also in ``training_split`` of the datalist.
+
+    Evaluation cannot know which subjects a model was trained on; the
+    datalist it came with is the best witness. A shared subject makes the
+    scores optimistic, so the warning names them.
+    """
+    content = json.loads(Path(datalist).expanduser().read_text())
+    if split == training_split or not content.get(training_split):
+        return []
+    shared = _shared_subjects(content.get(split, []), content[training_split])
+    if shared:
+        logger.warning(
+            "%s: subjects %s of '%s' are also in '%s': their scores are not held-out scores",
+            datalist, ", ".join(shared), split, training_split,
+        )
+    return shared

@@ -15,8 +15,9 @@ optimiser step and the MONAI iteration events, nothing method specific.
 Method-specific schedules are ignite handlers: :class:`TeacherEMAHandler`
 (DINO's momentum teacher), :class:`EpochSetter` (e.g. DINO's teacher
 temperature warm-up), :class:`FreezeParametersHandler` (DINO's frozen
-prototype layer in the first epoch), and :class:`BackboneCheckpointSaver`
-writes ``models/<method>.pt``.
+prototype layer in the first epoch). The bundle's
+:class:`cmrssl.engines.training_run.TrainingRun` writes ``models/<method>.pt``
+(``backbone_state_dict()``) when training completes.
 
 Methods: :class:`ContrastiveMethod` (SimCLR with NT-Xent, PCL with the
 positional loss), :class:`DINOMethod`, :class:`MaskedImageModellingMethod`.
@@ -27,11 +28,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from ignite.engine import Engine, Events
 from monai.engines import Trainer
@@ -39,8 +38,6 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 
-from cmrssl.flags import as_bool
-from cmrssl.io.atomic import atomic_file, check_can_write
 from cmrssl.networks.heads import SSLEncoder, backbone_state_dict
 
 __all__ = [
@@ -52,7 +49,6 @@ __all__ = [
     "TeacherEMAHandler",
     "EpochSetter",
     "FreezeParametersHandler",
-    "BackboneCheckpointSaver",
     "cosine_momentum",
 ]
 
@@ -438,55 +434,3 @@ class FreezeParametersHandler:
         if engine.state.epoch <= self.epochs:
             for param in self.module.parameters():
                 param.grad = None
-
-
-def _is_rank0() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-class BackboneCheckpointSaver:
-    """Save the method's pretrained backbone (``method.backbone_state_dict()``) to ``path``.
-
-    The file is a plain ``{name: tensor}`` state dict under the backbone's own
-    parameter names (``encoder.*`` for the U-Net; also ``decoder.*`` for MIM),
-    loadable with ``torch.load(..., weights_only=True)`` and
-    ``cmrssl.networks.checkpoint.load_pretrained``. Written atomically on rank 0
-    when training completes and every ``save_interval_epochs`` epochs.
-
-    Args:
-        method: the :class:`SSLMethod` (not its DDP wrapper).
-        path: output file, e.g. ``models/simclr.pt``.
-        overwrite: replace an existing file; without it an existing file is
-            refused when training starts (not after hours of training).
-        save_interval_epochs: 0 saves only at the end.
-    """
-
-    def __init__(self, method: Any, path: Union[str, Path], overwrite: bool = False, save_interval_epochs: int = 0) -> None:
-        if not callable(getattr(method, "backbone_state_dict", None)):
-            raise TypeError(f"{type(method).__name__} has no backbone_state_dict()")
-        self.method = method
-        self.path = Path(path)
-        self.overwrite = as_bool(overwrite, "overwrite")
-        self.save_interval_epochs = int(save_interval_epochs)
-        self._written = False
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._check)
-        engine.add_event_handler(Events.COMPLETED, self.save)
-        if self.save_interval_epochs > 0:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval_epochs), self.save)
-
-    def _check(self, engine: Engine) -> None:
-        if _is_rank0():
-            check_can_write(self.path, self.overwrite)
-
-    def save(self, engine: Optional[Engine] = None) -> Optional[Path]:
-        if not _is_rank0():
-            return None
-        state = {k: v.detach().cpu().clone() for k, v in self.method.backbone_state_dict().items()}
-        # our own interval saves may replace the file written earlier in this run
-        with atomic_file(self.path, overwrite=self.overwrite or self._written) as tmp:
-            torch.save(state, tmp)
-        self._written = True
-        logger.info("saved %d pretrained backbone tensors to %s", len(state), self.path)
-        return self.path

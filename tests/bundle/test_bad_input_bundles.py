@@ -1,0 +1,247 @@
+"""Bad-input audit, bundles through ``python -m monai.bundle run``: a stopped training never looks finished
+and resumes, options and datalists are checked before any work, errors end with the message that names
+the problem, inference writes only inside its output folder (issue 10; docs/reliability.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cmrssl.io.atomic import safe_folder_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SEGMENTATION = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
+PRETRAINING = REPO_ROOT / "bundles" / "cmr_ssp_pretraining"
+TINY = {"pixdim_mm": "[3.5, 3.5]", "patch_size": "[48, 48]", "network_def#channels": "[4, 8, 16, 32]",
+        "num_workers": "0"}
+
+
+def _command(bundle: Path, config: str, **options) -> list:
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config]
+    for key, value in options.items():
+        command += [f"--{key}", str(value)]
+    return command
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _run(bundle: Path, config: str, timeout: int = 600, **options) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(bundle, config, **options), cwd=str(bundle), capture_output=True, text=True,
+                          timeout=timeout, env=_env())
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """Four phantom subjects of four frames (2 training, 1 validation, 1 test) and their datalist."""
+    from cmrssl.data.phantom import generate_cohort
+    from cmrssl.data.phantom_index import index_phantom
+
+    root = tmp_path_factory.mktemp("bad_input_cohort")
+    generate_cohort(root / "cohort", num_subjects=4, seed=3, num_frames=4, image_size=48, write_dicom=False)
+    index_phantom(root / "cohort", root / "datalist.json", seed=0)
+    return root / "datalist.json"
+
+
+def _wait_for_saved_epoch(run_json: Path, process: subprocess.Popen, timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "training ended before it could be stopped"
+        try:
+            state = json.loads(run_json.read_text())
+            if state.get("saved_epoch", 0) >= 1:
+                return state
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{run_json}: no epoch saved within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def killed_training(cohort, tmp_path_factory):
+    """A segmentation training stopped with SIGKILL after its first saved epoch."""
+    out = tmp_path_factory.mktemp("killed")
+    process = subprocess.Popen(
+        _command(SEGMENTATION, "configs/train.json", datalist=cohort, output_dir=out, max_epochs=200, **TINY),
+        cwd=str(SEGMENTATION), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    try:
+        _wait_for_saved_epoch(out / "model.pt.partial" / "run.json", process)
+    finally:
+        process.kill()
+        process.wait()
+    return out
+
+
+@pytest.mark.slow
+def test_killed_training_leaves_no_finished_model_and_a_rerun_says_how_to_resume(killed_training, cohort):
+    out = killed_training
+    assert not (out / "model.pt").exists()  # before: the best-metric save was a model.pt that looked finished
+    assert (out / "model.pt.partial" / "last.pt").is_file()
+    again = _run(SEGMENTATION, "configs/train.json", datalist=cohort, output_dir=out, max_epochs=2, **TINY)
+    assert again.returncode != 0
+    assert "holds an unfinished training run" in _last_line(again) and "--resume true" in _last_line(again)
+
+
+@pytest.mark.slow
+def test_evaluation_of_a_killed_training_names_the_unfinished_run(killed_training, cohort, tmp_path):
+    result = _run(SEGMENTATION, "['configs/train.json','configs/evaluate.json']", datalist=cohort,
+                  checkpoint=killed_training / "model.pt", output_dir=tmp_path / "eval", **TINY)
+    assert result.returncode != 0
+    assert "checkpoint not found" in _last_line(result) and "unfinished training run" in _last_line(result)
+    assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.slow
+def test_resume_finishes_a_killed_training(killed_training, cohort):
+    out = killed_training
+    saved = json.loads((out / "model.pt.partial" / "run.json").read_text())["saved_epoch"]
+    done = _run(SEGMENTATION, "configs/train.json", datalist=cohort, output_dir=out, max_epochs=saved + 1,
+                resume="true", **TINY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert f"resuming {out / 'model.pt.partial'} from epoch {saved} of {saved + 1}" in log
+    assert f"Epoch[{saved + 1}] Complete" in log and "Epoch[1] Complete" not in log
+    assert not (out / "model.pt.partial").exists()
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert any(k.startswith("encoder.") for k in state)
+    nothing = _run(SEGMENTATION, "configs/train.json", datalist=cohort, output_dir=out, resume="true", **TINY)
+    assert nothing.returncode != 0 and "no unfinished training run to resume" in _last_line(nothing)
+
+
+@pytest.mark.slow
+def test_interrupted_pretraining_leaves_no_checkpoint(cohort, tmp_path):
+    out = tmp_path / "mim"
+    command = _command(PRETRAINING, "configs/mim.json", datalist=cohort, checkpoint=out / "mim.pt",
+                       output_dir=out / "runs", epochs=200, frames_per_batch=2, image_size=64, pixdim_mm="[5.0, 5.0]",
+                       mask_patch_size="[16, 16]", num_workers=0, **{"network_def#channels": "[4, 8, 16, 32]"})
+    log = tmp_path / "mim.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, cwd=str(PRETRAINING), stdout=handle, stderr=subprocess.STDOUT, env=_env())
+    try:
+        _wait_for_saved_epoch(out / "mim.pt.partial" / "run.json", process)
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0 and "KeyboardInterrupt" in log.read_text()
+    assert not (out / "mim.pt").exists()  # before: interval saves wrote mim.pt during training
+    again = subprocess.run(command, cwd=str(PRETRAINING), capture_output=True, text=True, timeout=300, env=_env())
+    assert again.returncode != 0
+    assert "holds an unfinished training run (stopped, last saved after epoch" in _last_line(again)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option, value, message", [
+    ("max_epochs", "abc", "--max_epochs must be a whole number, got 'abc'"),
+    ("learning_rate", "abc", "--learning_rate must be a number, got 'abc'"),
+    ("num_labelled_subjects", "-1", "--num_labelled_subjects must be >= 0, got -1"),
+])
+def test_bad_options_are_refused_before_any_work(cohort, tmp_path, option, value, message):
+    out = tmp_path / "models"
+    result = _run(SEGMENTATION, "configs/train.json", datalist=cohort, output_dir=out,
+                  **{**TINY, "max_epochs": 1, option: value})
+    assert result.returncode != 0
+    assert _last_line(result) == f"error: ValueError: bad option: {message}"
+    assert "Epoch[" not in result.stderr and not out.exists()
+
+
+def _datalist_variant(cohort: Path, folder: Path, change) -> Path:
+    content = json.loads(cohort.read_text())
+    change(content)
+    path = folder / "datalist.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+@pytest.mark.slow
+def test_validation_subjects_that_are_also_trained_on_are_refused(cohort, tmp_path):
+    def leak(content):
+        content["validation"].append(content["training"][0])
+
+    subject = json.loads(cohort.read_text())["training"][0]["subject"]
+    result = _run(SEGMENTATION, "configs/train.json", datalist=_datalist_variant(cohort, tmp_path, leak),
+                  output_dir=tmp_path / "models", max_epochs=1, **TINY)
+    assert result.returncode != 0
+    assert f"subjects {subject} are in both the training and the validation records" in _last_line(result)
+
+
+@pytest.mark.slow
+def test_a_missing_image_in_the_datalist_is_named_before_training(cohort, tmp_path):
+    missing = tmp_path / "gone" / "frame_00.nii.gz"
+
+    def lose(content):
+        content["training"][1]["image"] = str(missing)
+
+    result = _run(SEGMENTATION, "configs/train.json", datalist=_datalist_variant(cohort, tmp_path, lose),
+                  output_dir=tmp_path / "models", max_epochs=1, **TINY)
+    assert result.returncode == 1  # before: 134, "terminate called" from a data-loading thread
+    assert "record 1 of 'training'" in _last_line(result) and f"image {missing} does not exist" in _last_line(result)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(SEGMENTATION / "configs" / "inference.json"))
+    parser["network_def#channels"] = [4, 8, 16, 32]
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_checkpoint") / "model.pt"
+    torch.save(parser.get_parsed_content("network_def", instantiate=True).state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_inference_keeps_datalist_subjects_inside_the_output_folder(cohort, tiny_checkpoint, tmp_path):
+    records = json.loads(cohort.read_text())
+
+    def hostile(content):
+        content["test"] = ([dict(r, subject="../../escape") for r in records["test"]]
+                           + [dict(r, subject=str(tmp_path / "absolute")) for r in records["validation"]])
+
+    datalist = _datalist_variant(cohort, tmp_path, hostile)
+    out = tmp_path / "deep" / "inference"
+    out.mkdir(parents=True)
+    (out / "mine.txt").write_text("the user's")
+    (out / "escape").mkdir()
+    (out / "escape" / "stale.txt").write_text("an earlier run's folder of that name")
+    (out / "subjects.json").write_text(json.dumps([{"folder": "escape"}]))
+    result = _run(SEGMENTATION, "configs/inference.json", datalist=datalist, output_dir=out,
+                  checkpoint=tiny_checkpoint, overwrite="true", write_plots="false", pixdim_mm="[3.5, 3.5]",
+                  **{"network_def#channels": "[4, 8, 16, 32]"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents and p.name != "datalist.json"]
+    assert outside == [], "inference wrote outside --output_dir"
+    absolute = safe_folder_name(tmp_path / "absolute")
+    assert sorted(p.name for p in out.iterdir()) == sorted(["escape", "mine.txt", "subjects.json", absolute])
+    mapping = {m["folder"]: m["subject"] for m in json.loads((out / "subjects.json").read_text())}
+    assert mapping["escape"] == "../../escape" and str(tmp_path / "absolute") in mapping.values()
+    for folder in mapping:
+        assert (out / folder / "segmentation.nii.gz").is_file() and out in (out / folder).resolve().parents
+    assert not (out / "escape" / "stale.txt").exists()  # the earlier run's folder was replaced, not merged
+    assert (out / "mine.txt").read_text() == "the user's"
+
+
+@pytest.mark.slow
+def test_inference_refuses_an_output_folder_holding_its_input(cohort, tiny_checkpoint):
+    cine = Path(json.loads(cohort.read_text())["test"][0]["cine"])
+    before = sorted(p.name for p in cine.parent.iterdir())
+    result = _run(SEGMENTATION, "configs/inference.json", input=cine, output_dir=cine.parent, overwrite="true",
+                  checkpoint=tiny_checkpoint, **{"network_def#channels": "[4, 8, 16, 32]"})
+    assert result.returncode != 0 and "contains the input" in _last_line(result)
+    assert sorted(p.name for p in cine.parent.iterdir()) == before  # before: 84 input files deleted
