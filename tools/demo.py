@@ -119,10 +119,17 @@ def train(workdir: Path, cohort: Path, datalist: Path, epochs: int, bundle: Path
     if checkpoint.exists():
         _say(f"train: reusing {checkpoint}")
         return checkpoint
-    shutil.rmtree(out, ignore_errors=True)  # an interrupted training leaves no usable checkpoint
+    from cmrssl.engines.training_run import partial_dir
+
+    resume = (partial_dir(checkpoint) / "last.pt").is_file()  # an interrupted demo training continues
+    if resume:
+        _say(f"train: resuming the interrupted training in {partial_dir(checkpoint)}")
+    else:
+        shutil.rmtree(out, ignore_errors=True)
     _bundle_run(
         bundle, "configs/train.json", "--dataset_dir", str(cohort), "--datalist", str(datalist),
         "--output_dir", str(out), "--max_epochs", str(epochs), *DEMO_MODEL, *DEMO_TRAINING,
+        *(("--resume", "true") if resume else ()),
     )
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: training finished without writing the checkpoint")
