@@ -15,6 +15,7 @@ or a skip / drop that the user sees in the warnings and the printed summary:
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -347,3 +348,20 @@ def test_lv_indices_keeps_short_axis_stacks_with_and_without_orientation(phantom
     nib.save(nib.Nifti1Image(mid, np.eye(4)), str(single))
     done = _run("lv_indices", single, "--out", tmp_path / "c")
     assert done.returncode == 0, done.stderr
+
+
+def test_mnms2_record_spacing_comes_from_the_sform_when_pixdim_is_zero(tmp_path, tiny):
+    folder = tmp_path / "mnms2" / "dataset" / "005"
+    folder.mkdir(parents=True)
+    for phase, t in (("ED", 0), ("ES", 1)):
+        _nifti(tiny.sax.pixels[t], folder / f"005_SA_{phase}.nii.gz")
+        _nifti(tiny.sax.labels[t].astype(np.uint8), folder / f"005_SA_{phase}_gt.nii.gz")
+    # pixdim[1..3] (float32 at byte 80) set to 0 in the file itself: nibabel fixes it to 1 on save and on load
+    path = folder / "005_SA_ED.nii.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[80:92] = np.zeros(3, dtype="<f4").tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)))
+    done = _run("index", "mnms", tmp_path / "mnms2", "--out_dir", tmp_path / "out", "--fractions", "1,0,0")
+    assert done.returncode == 0, done.stderr
+    ed = next(r for r in json.loads((tmp_path / "out" / "datalist.json").read_text())["training"] if r["phase"] == "ED")
+    assert ed["spacing"] == pytest.approx([9.0, 1.3, 1.3])  # before: [1, 1, 1] from nibabel's placeholder

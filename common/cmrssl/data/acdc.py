@@ -49,7 +49,7 @@ import numpy as np
 
 from cmrssl.io.atomic import atomic_folder, check_can_write
 from cmrssl.io.errors import CineReadError
-from cmrssl.io.nifti import ACDC_TO_CANONICAL, frame_file_name, nifti_voxel_spacing_mm
+from cmrssl.io.nifti import ACDC_TO_CANONICAL, frame_file_name
 
 from .datalist import canonical_label_image, nifti_spacing_mm, split_records, write_datalist
 
@@ -289,12 +289,7 @@ def _read_patient(folder: Path) -> _Patient:
         if len(header.shape) != 3:
             raise ValueError(f"{image}: expected a 3D frame [x, y, z], got shape {header.shape}")
         if spacing is None:
-            spacing = nifti_spacing_mm(header)
-            # The header zooms are nibabel's, which turns a stored 0 into 1.0: where the
-            # readers measure another spacing (or none: an error), theirs is the truth.
-            measured = list(nifti_voxel_spacing_mm(header, image))
-            if not np.allclose(spacing, measured, rtol=1e-3, atol=1e-4):
-                spacing = measured
+            spacing = nifti_spacing_mm(header)  # as the readers measure it (pixdim 0: the sform)
         frames.append(_Frame(phase, number - 1, image.resolve(), label.resolve(), tuple(header.shape)))
     cine = _nifti(folder, f"{subject}_4d")
     if cine is not None:

@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from cmrssl.io.atomic import atomic_file, check_can_write
-from cmrssl.io.nifti import map_labels
+from cmrssl.io.nifti import map_labels, nifti_voxel_spacing_mm
 
 __all__ = [
     "SPLITS",
@@ -396,18 +396,23 @@ def refuse_duplicate_series(entries: Iterable[Tuple[str, Sequence[PathLike]]], w
 
 
 def nifti_spacing_mm(img: nib.Nifti1Image) -> List[float]:
-    """``[dz, dy, dx]`` mm of a NIfTI image from its header zooms (``[x=column, y=row, z]``).
+    """``[dz, dy, dx]`` mm of a loaded NIfTI image, as the cine readers measure it.
 
-    The zooms, not the affine: ACDC affines carry no spacing (``diag(-1, -1, 1)``) while
-    the zooms hold it (see :mod:`cmrssl.io.nifti`). Falls back to the affine's column
-    norms when the zooms are not positive; a 2D image gets ``dz = 0``.
+    One measurement for records and readers (:func:`cmrssl.io.nifti.nifti_voxel_spacing_mm`):
+    the zooms where they hold a spacing (ACDC affines carry none, ``diag(-1, -1, 1)``), the
+    sform where nibabel's zooms are its 1 mm placeholder for a stored 0. A single slice keeps
+    its header zoom as ``dz`` (its thickness: there is no distance between slices to
+    measure); a 2D image gets ``dz = 0``.
+
+    Raises:
+        CineReadError: no valid spacing, a sheared grid or a NaN/inf affine, naming the file.
     """
-    zooms = [float(z) for z in img.header.get_zooms()[:3]]
-    norms = np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0).tolist()
-    spacing = [z if z > 0 else float(n) for z, n in zip(zooms, norms)]
-    if len(spacing) < 3:
-        spacing.append(0.0)
-    dx, dy, dz = spacing
+    if len(img.shape) < 3:
+        dx, dy = (float(z) for z in img.header.get_zooms()[:2])
+        return [0.0, dy, dx]
+    dz, dy, dx = nifti_voxel_spacing_mm(img, img.get_filename() or "NIfTI image")
+    if int(img.shape[2]) == 1:
+        dz = float(img.header.get_zooms()[2])
     return [dz, dy, dx]
 
 
