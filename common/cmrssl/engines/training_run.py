@@ -8,9 +8,11 @@ beside it:
   ``save_interval_epochs`` epochs: each object of ``save_dict`` (network,
   optimizer, learning-rate scheduler) and the trainer's epoch/iteration;
 - ``best.pt``: the best model on the validation set so far (when validating);
-- ``run.json``: ``{"status": "running" | "interrupted" | "failed: ...", "saved_epoch", "max_epochs",
-  "pid", "host", ...}``; a "running" run whose process is gone (``kill -9``) is reported as stopped,
-  and one whose process still runs is never started over.
+- ``run.json``: ``{"status", "saved_epoch", "max_epochs", "pid", "host", ...}``. The status says
+  "interrupted" or "failed: ..." only when this handler's exception callback runs, which ignite
+  skips when an earlier handler (MONAI's StatsHandler) re-raises first; so a "running" run whose
+  process is gone (``kill -9``, Ctrl-C, a crash) is reported as stopped, and one whose process
+  still runs is never started over.
 
 ``F`` itself appears only when training completes: the best model (or the
 last epoch's model when there is no validation) is renamed into place, after
@@ -223,7 +225,7 @@ class TrainingRun:
             raise ValueError(f"save_interval_epochs must be >= 1, got {save_interval_epochs!r}")
         self.checkpoint = Path(checkpoint)
         self.folder = partial_dir(self.checkpoint)
-        self.final_state = final_model
+        self.model_state = final_model
         self.save_dict = dict(save_dict or {})
         if "trainer" in self.save_dict:
             raise ValueError("save_dict must not hold 'trainer': the trainer's state is added by TrainingRun")
@@ -273,7 +275,7 @@ class TrainingRun:
         if getattr(state, "best_metric_epoch", -1) != state.epoch:
             return
         if is_rank0():
-            _save(_tensors_on_cpu(self.final_state()), self.folder / BEST_CHECKPOINT)
+            _save(_tensors_on_cpu(self.model_state()), self.folder / BEST_CHECKPOINT)
         self._state.update(best_metric=float(state.best_metric), best_metric_epoch=int(state.best_metric_epoch))
         self._write_state()
 
@@ -288,7 +290,7 @@ class TrainingRun:
             os.replace(best, self.checkpoint)
             how = f"best validation model (epoch {self._state.get('best_metric_epoch')}, {self._state.get('best_metric'):.4f})"
         else:
-            _save(_tensors_on_cpu(self.final_state()), self.checkpoint)
+            _save(_tensors_on_cpu(self.model_state()), self.checkpoint)
             how = f"model after epoch {engine.state.epoch}"
         shutil.rmtree(self.folder, ignore_errors=True)
         logger.info("training finished: %s saved as %s", how, self.checkpoint)
