@@ -119,7 +119,7 @@ def train(workdir: Path, cohort: Path, datalist: Path, epochs: int, bundle: Path
     if checkpoint.exists():
         _say(f"train: reusing {checkpoint}")
         return checkpoint
-    from cmrssl.engines.training_run import partial_dir
+    from cmrssl.io.run_state import partial_dir
 
     resume = (partial_dir(checkpoint) / "last.pt").is_file()  # an interrupted demo training continues
     if resume:

@@ -151,7 +151,7 @@ def test_finetuning_from_a_pretrained_checkpoint(cohort, tmp_path, mode):
     else:
         assert not pretext
     # whatever the mode, the model serves the inference config's plain U-Net
-    from cmrssl.engines.cine_inference import load_network_checkpoint
+    from cmrssl.networks.checkpoint import load_network_checkpoint
 
     load_network_checkpoint(_tiny_network(), out / "model.pt")
 

@@ -48,7 +48,6 @@ __all__ = [
     "CineStudyCache",
     "resolve_cine_inputs",
     "cine_frame_records",
-    "load_network_checkpoint",
     "check_output_dir",
     "segmentation_nifti",
     "cardiac_function_report",
@@ -235,61 +234,6 @@ def cine_frame_records(cines: Sequence[dict], cache: CineStudyCache) -> List[dic
         for t in range(study.num_frames):
             records.append({"image": cine["cine"], "frame_index": t, "cine_key": cine["cine_key"]})
     return records
-
-
-# --------------------------------------------------------------------------- weights
-def load_network_checkpoint(network: torch.nn.Module, checkpoint: Union[str, os.PathLike]) -> torch.nn.Module:
-    """Load a trained checkpoint into ``network`` strictly, with an error naming the file.
-
-    Accepts a plain state dict (what the bundle's CheckpointSaver writes as
-    ``models/model.pt``) or a dict holding it under ``"model"``,
-    ``"network"`` or ``"state_dict"``; a ``module.`` prefix (DDP) is dropped,
-    and so is the ``pretext_head.*`` of a multi-task fine-tuned model.
-
-    Raises:
-        FileNotFoundError: no file at ``checkpoint`` (naming an unfinished training run
-            towards it, :mod:`cmrssl.engines.training_run`, when there is one).
-        ValueError: missing or unexpected keys, or shape mismatches (listed).
-    """
-    from cmrssl.networks.checkpoint import read_state_dict
-
-    from cmrssl.engines.training_run import unfinished_run_note
-
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        note = unfinished_run_note(checkpoint)  # a stopped run is not a model: say so instead of loading it
-        raise FileNotFoundError(
-            f"{checkpoint}: checkpoint not found; "
-            + (f"{note}: finish it with the training config and --resume true" if note
-               else "train the bundle or pass --checkpoint PATH")
-        )
-    state = read_state_dict(checkpoint)
-    # a multi-task fine-tuned model carries its pretext head, which segmentation does not use
-    state = {k: v for k, v in state.items() if not k.startswith("pretext_head.")}
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or mismatched:
-        def listing(keys):
-            return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {listing(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {listing(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches: {listing(mismatched)}")
-        raise ValueError(
-            f"{checkpoint}: checkpoint does not match the network {type(network).__name__}; " + "; ".join(problems)
-        )
-    network.load_state_dict(state, strict=True)
-    return network
 
 
 # --------------------------------------------------------------------------- outputs

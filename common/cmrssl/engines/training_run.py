@@ -47,6 +47,16 @@ from ignite.engine import Engine, Events
 
 from cmrssl.flags import as_bool
 from cmrssl.io.atomic import atomic_file, check_can_write
+from cmrssl.io.run_state import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    PARTIAL_SUFFIX,
+    RUN_STATE,
+    partial_dir,
+    process_alive,
+    read_run_state,
+    unfinished_run_note,
+)
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -62,69 +72,12 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
-PARTIAL_SUFFIX = ".partial"
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
-RUN_STATE = "run.json"
-
-
 _WRAPPERS = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
 
 
 def is_rank0() -> bool:
     """True outside torch.distributed and on its rank 0 (the one process that writes files)."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def partial_dir(checkpoint: PathLike) -> Path:
-    """``F.partial``: where an unfinished run towards checkpoint ``F`` keeps its files."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.name + PARTIAL_SUFFIX)
-
-
-def read_run_state(checkpoint: PathLike) -> Optional[dict]:
-    """``run.json`` of the unfinished run towards ``checkpoint``, or None when there is none."""
-    folder = partial_dir(checkpoint)
-    if not folder.is_dir():
-        return None
-    try:
-        return json.loads((folder / RUN_STATE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {"status": "unknown (run.json missing or unreadable)"}
-
-
-def _process_alive(state: Mapping) -> bool:
-    """Whether the process that wrote ``state`` still runs (same host; a kill -9 leaves "running" behind)."""
-    if state.get("host") != socket.gethostname() or not isinstance(state.get("pid"), int):
-        return False
-    try:
-        os.kill(int(state["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
-def _status(state: Mapping) -> str:
-    status = str(state.get("status", "unknown"))
-    if status == "running":
-        return f"still running as process {state['pid']}" if _process_alive(state) else "stopped"
-    return status
-
-
-def unfinished_run_note(checkpoint: PathLike) -> str:
-    """One sentence about an unfinished run towards ``checkpoint`` ("" when there is none)."""
-    state = read_run_state(checkpoint)
-    if state is None:
-        return ""
-    folder = partial_dir(checkpoint)
-    saved = (folder / LAST_CHECKPOINT).is_file()
-    where = (
-        f"last saved after epoch {state.get('saved_epoch', '?')} of {state.get('max_epochs', '?')}"
-        if saved else "nothing saved yet"
-    )
-    return f"{folder} holds an unfinished training run ({_status(state)}, {where})"
 
 
 def check_training_run(checkpoint: PathLike, overwrite: bool = False, resume: bool = False) -> Path:
@@ -146,7 +99,7 @@ def check_training_run(checkpoint: PathLike, overwrite: bool = False, resume: bo
     overwrite, resume = as_bool(overwrite, "overwrite"), as_bool(resume, "resume")
     folder = partial_dir(checkpoint)
     state = read_run_state(checkpoint)
-    if state is not None and state.get("status") == "running" and _process_alive(state):
+    if state is not None and state.get("status") == "running" and process_alive(state):
         raise FileExistsError(
             f"{checkpoint}: {unfinished_run_note(checkpoint)}; wait for it or stop it first "
             "(two runs must not write one model)"

@@ -2,6 +2,9 @@
 
 - :func:`read_state_dict`: a ``{name: tensor}`` dict from any checkpoint file
   this project writes or accepts (loaded with ``weights_only=True``).
+- :func:`load_network_checkpoint`: a trained model's checkpoint into the network
+  it was trained as, strictly (every key, every shape); every bundle and tool
+  that evaluates, infers or exports loads through it.
 - :func:`load_pretrained`: a pretraining bundle's checkpoint into a U-Net by
   parameter name (``encoder.*``, and ``decoder.*`` when present); every encoder
   weight must be there, nothing may have the wrong shape or belong to another
@@ -21,10 +24,13 @@ from typing import Dict, List, Sequence, Union
 import torch
 import torch.nn as nn
 
+from cmrssl.io.run_state import unfinished_run_note
+
 __all__ = [
     "FINETUNE_MODES",
     "PretrainedLoadReport",
     "read_state_dict",
+    "load_network_checkpoint",
     "load_pretrained",
     "freeze_parts",
     "prepare_finetuning",
@@ -76,6 +82,53 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
 def _listing(keys: Sequence[str], limit: int = 8) -> str:
     keys = list(keys)
     return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_network_checkpoint(network: torch.nn.Module, checkpoint: Union[str, os.PathLike]) -> torch.nn.Module:
+    """Load a trained checkpoint into ``network`` strictly, with an error naming the file.
+
+    Accepts a plain state dict (what the bundle's CheckpointSaver writes as
+    ``models/model.pt``) or a dict holding it under ``"model"``,
+    ``"network"`` or ``"state_dict"``; a ``module.`` prefix (DDP) is dropped,
+    and so is the ``pretext_head.*`` of a multi-task fine-tuned model.
+
+    Raises:
+        FileNotFoundError: no file at ``checkpoint`` (naming an unfinished training run
+            towards it, :mod:`cmrssl.engines.training_run`, when there is one).
+        ValueError: missing or unexpected keys, or shape mismatches (listed).
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        note = unfinished_run_note(checkpoint)  # a stopped run is not a model: say so instead of loading it
+        raise FileNotFoundError(
+            f"{checkpoint}: checkpoint not found; "
+            + (f"{note}: finish it with the training config and --resume true" if note
+               else "train the bundle or pass --checkpoint PATH")
+        )
+    state = read_state_dict(checkpoint)
+    # a multi-task fine-tuned model carries its pretext head, which segmentation does not use
+    state = {k: v for k, v in state.items() if not k.startswith("pretext_head.")}
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {_listing(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys: {_listing(unexpected)}")
+        if mismatched:
+            problems.append(f"shape mismatches: {_listing(mismatched)}")
+        raise ValueError(
+            f"{checkpoint}: checkpoint does not match the network {type(network).__name__}; " + "; ".join(problems)
+        )
+    network.load_state_dict(state, strict=True)
+    return network
 
 
 @dataclass
