@@ -4,11 +4,14 @@ and the real data folder beside the repository (skipped when absent)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The test oracle of cmrssl.metrics.lv_indices lives with its benchmark, outside the installed package.
+sys.path.insert(0, str(REPO_ROOT / "tools" / "benchmarks"))
 SHARED_DATA = Path(os.environ.get("CMRSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 

@@ -3,9 +3,8 @@
 Subpackages: ``io`` (cine readers, writers, geometry), ``data`` (dataset indexers,
 phantom cohort), ``transforms``, ``networks``, ``losses``, ``metrics``, ``engines``.
 
-Canonical labels everywhere: 0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity.
+Canonical labels everywhere: 0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity
+(:mod:`cmrssl.labels` owns them).
 """
 
 __version__ = "0.1.0"
-
-LABELS = {"background": 0, "lv_cavity": 1, "lv_myocardium": 2, "rv_cavity": 3}

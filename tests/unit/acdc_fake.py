@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cmrssl.io.nifti import ACDC_TO_CANONICAL
+from cmrssl.labels import ACDC_TO_CANONICAL
 
 CANONICAL_TO_ACDC = {v: k for k, v in ACDC_TO_CANONICAL.items()}
 ACDC_ZOOMS = (1.25, 1.25, 8.0)  # (dx, dy, dz) in the header; the affine carries none (ACDC quirk)

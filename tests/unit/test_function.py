@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from cmrssl.io.cine import CineStudy
+from cmrssl.labels import MYOCARDIAL_DENSITY_G_PER_ML
 from cmrssl.metrics.function import (
-    MYOCARDIAL_DENSITY_G_PER_ML,
     CardiacFunction,
     cardiac_function,
     cardiac_function_from_ed_es,

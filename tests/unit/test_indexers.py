@@ -34,7 +34,7 @@ from cmrssl.data.mnms import index_mnms
 from cmrssl.data.phantom import generate_subject
 from cmrssl.data.phantom_index import index_phantom, phantom_fractions
 from cmrssl.io import CineReadError, CineStudy, read_cine, write_dicom_series
-from cmrssl.io.nifti import ACDC_TO_CANONICAL
+from cmrssl.labels import ACDC_TO_CANONICAL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, str(REPO_ROOT / "tools" / "index.py")]

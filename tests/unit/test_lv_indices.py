@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cmrssl.metrics.lv_indices import INDEX_NAMES, RWT_SECTORS, cardiac_phase, indices_matrix, lv_indices
-from cmrssl.metrics.lv_indices_bench import lv_indices_loop_reference, synthetic_lv_frames
+from lv_indices_reference import lv_indices_loop_reference, synthetic_lv_frames
 
 SPACING = (1.3, 0.9)  # anisotropic on purpose: rows 1.3 mm, columns 0.9 mm
 SECTOR_START = {"AS": 0, "A": 60, "AL": 120, "IL": 180, "I": 240, "IS": 300}

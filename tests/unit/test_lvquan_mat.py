@@ -123,7 +123,7 @@ def test_lvquan19_patient_units(tmp_path, stored):
 def test_samples_from_a_labelled_cine():
     from cmrssl.data.lvquan import lvquan_samples_from_labels
     from cmrssl.metrics.lv_indices import indices_matrix
-    from cmrssl.metrics.lv_indices_bench import synthetic_lv_frames
+    from lv_indices_reference import synthetic_lv_frames
 
     frames = 8
     # 5 slices; the first (base) and last (apex) lose the cavity in one frame
@@ -165,7 +165,7 @@ def test_folds_keep_patients_together_and_clip_windows():
         fold_subjects(names[:4], 0, num_folds=5)
 
     from cmrssl.data.lvquan import lvquan_samples_from_labels
-    from cmrssl.metrics.lv_indices_bench import synthetic_lv_frames
+    from lv_indices_reference import synthetic_lv_frames
 
     labels = np.stack([synthetic_lv_frames(6, size=40, seed=z) for z in range(3)], axis=1)
     data = lvquan_samples_from_labels(labels, (2.0, 2.0), slices="all")
@@ -182,7 +182,7 @@ def test_folds_keep_patients_together_and_clip_windows():
 
 def test_input_modes():
     from cmrssl.data.lvquan import lvquan_clip_records, lvquan_records, lvquan_samples_from_labels
-    from cmrssl.metrics.lv_indices_bench import synthetic_lv_frames
+    from lv_indices_reference import synthetic_lv_frames
 
     labels = np.stack([synthetic_lv_frames(4, size=32, seed=z) for z in range(3)], axis=1)
     data = lvquan_samples_from_labels(labels, (1.0, 1.0), pixels=labels.astype(np.float32) * 10, slices="all")

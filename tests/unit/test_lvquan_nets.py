@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import DenseNet, DenseNet121, resnet18
 
-from cmrssl.metrics.lv_indices_bench import synthetic_lv_frames
+from lv_indices_reference import synthetic_lv_frames
 from cmrssl.networks.inflate import convert_2d_to_3d
 from cmrssl.networks.lvquan import LVQuanHead, LVQuanNet, SegmentationDecoder, split_outputs
 

@@ -21,7 +21,7 @@ next to the datalist, and would turn the subject "patient001" into a folder.
 
 The label files keep the original affine and header (spacing in the zooms, the
 affine without spacing: the ACDC quirk of :mod:`cmrssl.io.nifti`); only the
-values change, with :data:`cmrssl.io.nifti.ACDC_TO_CANONICAL` (ACDC 3 LV cavity
+values change, with :data:`cmrssl.labels.ACDC_TO_CANONICAL` (ACDC 3 LV cavity
 -> 1, 1 RV cavity -> 3, 2 LV myocardium stays). They are named ``frame_XX_gt``
 (our 0-based naming), not ``patientNNN_frameYY_gt``: a reader that sees ACDC
 names maps ACDC labels, and must not map these a second time. Images are never
@@ -49,7 +49,8 @@ import numpy as np
 
 from cmrssl.io.atomic import atomic_folder, check_can_write
 from cmrssl.io.errors import CineReadError
-from cmrssl.io.nifti import ACDC_TO_CANONICAL, frame_file_name
+from cmrssl.io.nifti import frame_file_name
+from cmrssl.labels import ACDC_TO_CANONICAL
 
 from .datalist import canonical_label_image, nifti_spacing_mm, split_records, write_datalist
 

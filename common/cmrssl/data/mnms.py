@@ -17,7 +17,7 @@ M&Ms-2 layout::
     ROOT/dataset_information.csv                             (optional: SUBJECT_CODE, DISEASE, VENDOR, ...)
 
 Labels of both are 1 LV cavity, 2 LV myocardium, 3 RV cavity: already canonical
-(:data:`cmrssl.io.nifti.MNMS_TO_CANONICAL`), checked all the same.
+(:data:`cmrssl.labels.MNMS_TO_CANONICAL`), checked all the same.
 
 Layout written for M&Ms (the 4D files are split: plain MONAI pipelines read 3D frames)::
 
@@ -59,7 +59,8 @@ import nibabel as nib
 import numpy as np
 
 from cmrssl.io.atomic import atomic_folder, check_can_write
-from cmrssl.io.nifti import MNMS_TO_CANONICAL, frame_file_name
+from cmrssl.io.nifti import frame_file_name
+from cmrssl.labels import MNMS_TO_CANONICAL
 
 from .datalist import (
     UnreadableFileError,

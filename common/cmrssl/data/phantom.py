@@ -106,6 +106,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from cmrssl.io.cine import CineStudy
+from cmrssl.labels import BACKGROUND, LV_CAVITY, LV_MYOCARDIUM, MYOCARDIAL_DENSITY_G_PER_ML, RV_CAVITY
 
 __all__ = [
     "PhantomSubject",
@@ -113,17 +114,18 @@ __all__ = [
     "generate_cohort",
     "write_phantom_subject",
     "subject_seed",
-    "LV_MYOCARDIUM_DENSITY_G_PER_ML",
 ]
 
 logger = logging.getLogger(__name__)
 
-LV_MYOCARDIUM_DENSITY_G_PER_ML = 1.05
-
 # Tissue classes of the model (rendered to intensities), and the canonical label of each.
 # Papillary muscles look like myocardium but belong to the cavity label (ACDC / Sunnybrook habit).
 AIR, LV_BLOOD, LV_MYO, RV_BLOOD, RV_WALL, ATRIAL_BLOOD, TISSUE, FAT, LUNG, PAPILLARY = range(10)
-_LABEL_OF_TISSUE = np.array([0, 1, 2, 3, 0, 0, 0, 0, 0, 1], dtype=np.int16)
+_LABEL_OF_TISSUE = np.array(
+    [BACKGROUND, LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, BACKGROUND, BACKGROUND, BACKGROUND, BACKGROUND, BACKGROUND,
+     LV_CAVITY],
+    dtype=np.int16,
+)
 _NOMINAL_SIGNAL = np.array([0.0, 1.0, 0.28, 1.0, 0.28, 0.95, 0.45, 0.85, 0.07, 0.28])
 _SIGNAL_SCALE = 400.0  # arbitrary units; blood ~400 keeps magnitudes DICOM-friendly
 
@@ -613,9 +615,9 @@ def _slab_labels(model: _HeartModel, xy: np.ndarray, slice_s: np.ndarray, slab_m
         myocardium = _keep_largest_fractions(f_epi - f_endo, taken=cavity)
         right = _keep_largest_fractions(f_rv, taken=cavity | myocardium)
         lab = labels[t]
-        lab[right] = 3
-        lab[myocardium] = 2
-        lab[cavity] = 1
+        lab[right] = RV_CAVITY
+        lab[myocardium] = LV_MYOCARDIUM
+        lab[cavity] = LV_CAVITY
     return labels
 
 
@@ -660,7 +662,7 @@ def _analytic(model: _HeartModel, acq: _Acquisition) -> dict:
         "esv_ml": esv,
         "sv_ml": edv - esv,
         "ef_percent": 100.0 * (edv - esv) / edv,
-        "lv_mass_g": LV_MYOCARDIUM_DENSITY_G_PER_ML * float(myo_ml[ed]),
+        "lv_mass_g": MYOCARDIAL_DENSITY_G_PER_ML * float(myo_ml[ed]),
         "rv_edv_ml": float(rv_ml[ed]),
         "rv_esv_ml": float(rv_ml[es]),
         "ed_frame": ed,

@@ -72,7 +72,8 @@ from cmrssl.io.cine import CineStudy
 from cmrssl.io.dicom import read_dicom_cine
 from cmrssl.io.geometry import LPS_TO_RAS
 from cmrssl.io.nifti import frame_file_name
-from cmrssl.metrics.function import LV_CAVITY, LV_MYOCARDIUM, UNLABELLED, cardiac_function_from_study
+from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, UNLABELLED
+from cmrssl.metrics.function import cardiac_function_from_study
 
 __all__ = [
     "CONTOUR_FILE_PATTERN",

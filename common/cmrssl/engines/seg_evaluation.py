@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from cmrssl.flags import as_bool
-from cmrssl.metrics.segmentation import STRUCTURES, structure_scores
+from cmrssl.labels import STRUCTURES
+from cmrssl.metrics.segmentation import structure_scores
 
 __all__ = ["SegmentationEvaluationWriter", "summarise"]
 

@@ -20,8 +20,6 @@ from .geometry import (
     world_to_pixel,
 )
 from .nifti import (
-    ACDC_TO_CANONICAL,
-    MNMS_TO_CANONICAL,
     read_long_axis_nifti,
     read_nifti_cine,
     read_nifti_frames,
@@ -55,8 +53,6 @@ __all__ = [
     "write_frames_nifti",
     "write_long_axis_nifti",
     "CineImageReader",
-    "ACDC_TO_CANONICAL",
-    "MNMS_TO_CANONICAL",
     "Plane",
     "Line",
     "plane_from_affine",

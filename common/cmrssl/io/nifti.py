@@ -42,15 +42,14 @@ import nibabel as nib
 import numpy as np
 from nibabel.openers import ImageOpener
 
+from cmrssl.labels import ACDC_TO_CANONICAL, CANONICAL_LABELS, MNMS_TO_CANONICAL
+
 from .atomic import atomic_file, atomic_folder
 from .cine import CineStudy
 from .errors import CineReadError, CineWriteError
 from .geometry import LPS_TO_RAS, in_plane_axes_problem
 
 __all__ = [
-    "ACDC_TO_CANONICAL",
-    "MNMS_TO_CANONICAL",
-    "CANONICAL_LABELS",
     "resolve_label_map",
     "map_labels",
     "read_nifti_cine",
@@ -66,13 +65,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-
-#: Canonical labels: 0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity.
-CANONICAL_LABELS: Dict[int, int] = {0: 0, 1: 1, 2: 2, 3: 3}
-#: ACDC stores 1 RV cavity, 2 LV myocardium, 3 LV cavity.
-ACDC_TO_CANONICAL: Dict[int, int] = {0: 0, 1: 3, 2: 2, 3: 1}
-#: M&Ms / M&Ms-2 store 1 LV, 2 MYO, 3 RV: already canonical.
-MNMS_TO_CANONICAL: Dict[int, int] = dict(CANONICAL_LABELS)
 
 _NAMED_LABEL_MAPS = {"canonical": CANONICAL_LABELS, "acdc": ACDC_TO_CANONICAL, "mnms": MNMS_TO_CANONICAL}
 

@@ -1,6 +1,6 @@
 """Global cardiac function from canonical label maps.
 
-Labels are canonical (``DESIGN.md``): 0 background, 1 LV cavity, 2 LV
+Labels are canonical (:mod:`cmrssl.labels`): 0 background, 1 LV cavity, 2 LV
 myocardium, 3 RV cavity. Volumes are voxel counts times the real voxel volume
 ``dz * dy * dx`` (slice spacing from slice positions, not slice thickness), the
 summation-of-discs method used for clinical short-axis cine.
@@ -14,8 +14,8 @@ Clinical conventions followed here:
 - Papillary muscles and trabeculae belong to the cavity (that is how the
   reference contours of ACDC and Sunnybrook are drawn), so the LV cavity label
   is taken as is.
-- LV mass is the myocardial volume at ED times 1.05 g/ml (the density of
-  myocardium used by clinical CMR software).
+- LV mass is the myocardial volume at ED times
+  :data:`cmrssl.labels.MYOCARDIAL_DENSITY_G_PER_ML`.
 
 Frames without a reference carry ``-1`` everywhere (the
 :class:`cmrssl.io.cine.CineStudy` convention); they are skipped and their
@@ -31,12 +31,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, MYOCARDIAL_DENSITY_G_PER_ML, NUM_LABELS, RV_CAVITY, UNLABELLED
+
 __all__ = [
-    "BACKGROUND",
-    "LV_CAVITY",
-    "LV_MYOCARDIUM",
-    "RV_CAVITY",
-    "MYOCARDIAL_DENSITY_G_PER_ML",
     "CardiacFunction",
     "volume_curve_ml",
     "label_volumes_ml",
@@ -47,15 +44,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKGROUND = 0
-LV_CAVITY = 1
-LV_MYOCARDIUM = 2
-RV_CAVITY = 3
-NUM_LABELS = 4
-#: Density of myocardium used to turn myocardial volume into LV mass.
-MYOCARDIAL_DENSITY_G_PER_ML = 1.05
-#: Marker of an unlabelled frame in a partially labelled cine.
-UNLABELLED = -1
 
 
 def _where(source: Optional[str]) -> str:

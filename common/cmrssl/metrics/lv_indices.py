@@ -55,6 +55,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cmrssl.labels import BACKGROUND, LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY
+
 __all__ = [
     "RWT_SECTORS",
     "DIMENSION_SECTORS",
@@ -65,7 +67,6 @@ __all__ = [
     "ray_samples",
 ]
 
-BACKGROUND, LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY = 0, 1, 2, 3
 #: Wall-thickness sectors in the challenge's order; each spans 60 degrees
 #: starting at ``60 * position`` in the anterior sense from the septum, see
 #: :data:`_SECTOR_START_DEG`.

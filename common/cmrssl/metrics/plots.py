@@ -17,11 +17,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from cmrssl.io.atomic import atomic_file
+from cmrssl.labels import LV_CAVITY, RV_CAVITY, STRUCTURE_COLOURS
 
-__all__ = ["plot_volume_curve", "plot_contour_overlays", "plot_bland_altman", "STRUCTURE_COLOURS"]
-
-#: Canonical label -> (name, colour) used in every overlay.
-STRUCTURE_COLOURS = {1: ("LV cavity", "#e41a1c"), 2: ("LV myocardium", "#4daf4a"), 3: ("RV cavity", "#377eb8")}
+__all__ = ["plot_volume_curve", "plot_contour_overlays", "plot_bland_altman"]
 
 
 def _new_figure(width_in: float, height_in: float):
@@ -64,9 +62,9 @@ def plot_volume_curve(function, path, title: Optional[str] = None, overwrite: bo
     ax = fig.add_subplot(1, 1, 1)
     # Unlabelled frames are NaN: the line breaks there, so only consecutive
     # measurements are joined and an ED/ES-only study shows two points.
-    ax.plot(frames, lv, "-o", color=STRUCTURE_COLOURS[1][1], ms=4, label="LV cavity")
+    ax.plot(frames, lv, "-o", color=STRUCTURE_COLOURS[LV_CAVITY][1], ms=4, label=STRUCTURE_COLOURS[LV_CAVITY][0])
     if function.rv_edv_ml is not None:
-        ax.plot(frames, rv, "-s", color=STRUCTURE_COLOURS[3][1], ms=4, label="RV cavity")
+        ax.plot(frames, rv, "-s", color=STRUCTURE_COLOURS[RV_CAVITY][1], ms=4, label=STRUCTURE_COLOURS[RV_CAVITY][0])
     for name, frame, volume, colour, offset in (
         ("ED", function.ed_frame, function.lv_edv_ml, "black", (6, -22)),
         ("ES", function.es_frame, function.lv_esv_ml, "dimgray", (6, 8)),

@@ -1,6 +1,6 @@
 """Per-structure segmentation scores of one 3D frame: Dice, HD95 and volumes, in the frame's real geometry.
 
-Structures are the canonical labels (1 LV cavity, 2 LV myocardium, 3 RV
+Structures are the canonical labels (:data:`cmrssl.labels.STRUCTURES`: 1 LV cavity, 2 LV myocardium, 3 RV
 cavity). Dice and the 95th-percentile Hausdorff distance are MONAI's
 (``compute_dice``, ``compute_hausdorff_distance`` with the voxel spacing, so
 HD95 is in mm across anisotropic short-axis stacks); volumes are voxel counts
@@ -17,10 +17,9 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from monai.networks.utils import one_hot
 
-__all__ = ["STRUCTURES", "structure_scores"]
+from cmrssl.labels import STRUCTURES
 
-#: Canonical structure names and label values.
-STRUCTURES: Dict[str, int] = {"lv_cavity": 1, "lv_myocardium": 2, "rv_cavity": 3}
+__all__ = ["structure_scores"]
 
 
 def structure_scores(prediction, reference, spacing_mm: Sequence[float]) -> Dict[str, float]:

@@ -13,7 +13,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-from cmrssl import LABELS
+from cmrssl.labels import LABELS
 
 __all__ = ["CheckLabels", "CheckLabelsd"]
 
