@@ -76,7 +76,7 @@ def convert(input: str, out_dir: str, overwrite: bool = False, labels: Optional[
         if study.labels is not None:
             write_cine_nifti(study, tmp / f"{stem}_gt.nii.gz", what="labels")
         write_frames_nifti(study, tmp / "frames")
-    dz, dy, dx = study.spacing_mm
+    dz, dy, dx = study.spacing_zyx_mm
     size = f"{study.pixels.shape[2]}x{study.pixels.shape[3]} pixels"
     if study.num_slices == 1:
         print(f"{input}: {study.num_frames} frames of one slice of {size}: {kind}; pixel spacing "

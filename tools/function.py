@@ -164,7 +164,7 @@ def _fmt(value, digits: int = 1) -> str:
 
 def format_table(fn: CardiacFunction) -> str:
     """Human-readable function table (LV and RV columns)."""
-    dz, dy, dx = fn.spacing_mm
+    dz, dy, dx = fn.spacing_zyx_mm
     labelled = ", ".join(str(t) for t in fn.labelled_frames)
     rows = [
         f"study: {fn.source}",

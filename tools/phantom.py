@@ -34,7 +34,7 @@ def main(out: str, subjects: int = 10, seed: int = 0, overwrite: bool = False, n
         raise SystemExit(2)
     for folder in folders:
         a = json.loads((folder / "analytic.json").read_text())
-        dz, dy, dx = a["spacing_mm"]
+        dz, dy, dx = a["spacing_zyx_mm"]
         print(f"{folder.name}: EDV {a['edv_ml']:6.1f} ml  ESV {a['esv_ml']:5.1f} ml  EF {a['ef_percent']:4.1f} %  "
               f"LV mass {a['lv_mass_g']:5.1f} g  RV EDV {a['rv_edv_ml']:5.1f} ml  ED/ES frame "
               f"{a['ed_frame']}/{a['es_frame']} of {a['num_frames']}  {a['num_slices']} slices "

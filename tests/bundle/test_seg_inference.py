@@ -16,13 +16,9 @@ import pytest
 import torch
 
 from cmrssl.engines import cine_inference
-from cmrssl.engines.cine_inference import (
-    CineSegmentationWriter,
-    CineStudyCache,
-    load_network_checkpoint,
-    read_cine_for_inference,
-    write_cine_outputs,
-)
+from cmrssl.engines.cine_inference import CineSegmentationWriter, write_cine_outputs
+from cmrssl.io.reader import CineStudyCache, read_cine_for_inference
+from cmrssl.networks.checkpoint import load_network_checkpoint
 from cmrssl.io import read_cine
 from cmrssl.io.geometry import LPS_TO_RAS
 
@@ -221,7 +217,7 @@ def test_failed_write_leaves_nothing(small_cine, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cine_inference, "_write_function_csv", broken)
+    monkeypatch.setattr(cine_inference, "write_function_report", broken)
     with pytest.raises(OSError, match="disk full"):
         writer.write()
     assert list(tmp_path.iterdir()) == []

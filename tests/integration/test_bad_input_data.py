@@ -364,4 +364,4 @@ def test_mnms2_record_spacing_comes_from_the_sform_when_pixdim_is_zero(tmp_path,
     done = _run("index", "mnms", tmp_path / "mnms2", "--out_dir", tmp_path / "out", "--fractions", "1,0,0")
     assert done.returncode == 0, done.stderr
     ed = next(r for r in json.loads((tmp_path / "out" / "datalist.json").read_text())["training"] if r["phase"] == "ED")
-    assert ed["spacing"] == pytest.approx([9.0, 1.3, 1.3])  # before: [1, 1, 1] from nibabel's placeholder
+    assert ed["spacing_zyx_mm"] == pytest.approx([9.0, 1.3, 1.3])  # before: [1, 1, 1] from nibabel's placeholder

@@ -109,7 +109,7 @@ def test_nifti_without_valid_zooms_takes_the_spacing_from_the_sform(labels_nifti
     result = _function(damaged, tmp_path / "damaged")
     for key in ("lv_edv_ml", "lv_esv_ml", "lv_mass_g", "rv_edv_ml"):
         assert result[key] == pytest.approx(original[key], rel=1e-5), key
-    assert result["spacing_mm"] == pytest.approx(original["spacing_mm"], rel=1e-5)
+    assert result["spacing_zyx_mm"] == pytest.approx(original["spacing_zyx_mm"], rel=1e-5)
     assert original["lv_edv_ml"] > 50.0
 
 

@@ -34,7 +34,7 @@ def _assert_matches_analytic(result: dict, analytic: dict) -> None:
     assert result["lv_ef_percent"] == pytest.approx(analytic["ef_percent"], rel=0.03)
     assert (result["ed_frame"], result["es_frame"]) == (analytic["ed_frame"], analytic["es_frame"])
     assert result["num_frames"] == analytic["num_frames"]
-    assert result["spacing_mm"] == pytest.approx(analytic["spacing_mm"], rel=1e-3)
+    assert result["spacing_zyx_mm"] == pytest.approx(analytic["spacing_zyx_mm"], rel=1e-3)
 
 
 def test_cli_on_phantom_subjects_matches_analytic(phantom_cohort, tmp_path):

@@ -37,7 +37,7 @@ def test_cli_on_phantom_subject(phantom_cohort, tmp_path):
     assert slices[0] > 0 and slices[-1] < analytic["num_slices"] - 1
 
     labels = np.asarray(nib.load(str(subject / "sax_cine_gt.nii.gz")).dataobj)  # [x, y, z, t]
-    _, dy, dx = analytic["spacing_mm"]
+    _, dy, dx = analytic["spacing_zyx_mm"]
     for r in rows:
         z, t = int(r["slice"]), int(r["frame"])
         cavity_px = int((labels[:, :, z, t] == 1).sum())

@@ -49,7 +49,7 @@ def test_cohort_layout(phantom_cohort: Path):
         d = phantom_cohort / name
         a = json.loads((d / "analytic.json").read_text())
         for key in ("edv_ml", "esv_ml", "sv_ml", "ef_percent", "lv_mass_g", "rv_edv_ml", "rv_esv_ml",
-                    "ed_frame", "es_frame", "lv_volume_curve_ml", "num_frames", "num_slices", "spacing_mm"):
+                    "ed_frame", "es_frame", "lv_volume_curve_ml", "num_frames", "num_slices", "spacing_zyx_mm"):
             assert key in a, key
         t, z = a["num_frames"], a["num_slices"]
         assert len(a["lv_volume_curve_ml"]) == t
@@ -58,7 +58,7 @@ def test_cohort_layout(phantom_cohort: Path):
         h, w = a["image_size"]
         assert img.shape == (w, h, z, t) and gt.shape == img.shape
         assert img.get_data_dtype() == np.float32 and gt.get_data_dtype() == np.uint8
-        assert img.header.get_zooms()[:3] == pytest.approx(a["spacing_mm"][::-1], rel=1e-5)
+        assert img.header.get_zooms()[:3] == pytest.approx(a["spacing_zyx_mm"][::-1], rel=1e-5)
         frames = sorted(p.name for p in (d / "frames").iterdir())
         assert frames == sorted([f"frame_{i:02d}.nii.gz" for i in range(t)]
                                 + [f"frame_{i:02d}_gt.nii.gz" for i in range(t)])
@@ -96,7 +96,7 @@ def test_dicom_and_nifti_read_back_as_the_same_cine(phantom_cohort: Path):
     from_nifti = read_nifti_cine(d / "sax_cine.nii.gz", label_path=d / "sax_cine_gt.nii.gz")
     for study in (from_dicom, from_nifti):
         assert study.pixels.shape == (a["num_frames"], a["num_slices"], *a["image_size"])
-        assert list(study.spacing_mm) == pytest.approx(a["spacing_mm"], abs=1e-3)
+        assert list(study.spacing_zyx_mm) == pytest.approx(a["spacing_zyx_mm"], abs=1e-3)
     np.testing.assert_allclose(from_dicom.slice_affines, from_nifti.slice_affines, atol=1e-3)
     step = (from_nifti.pixels.max() - from_nifti.pixels.min()) / 65535.0
     np.testing.assert_allclose(from_dicom.pixels, from_nifti.pixels, atol=2 * step + 1e-3)

@@ -44,7 +44,7 @@ def test_ed_es_frames_match_info_cfg(acdc_root, acdc_index):
         assert Path(record["image"]).name == f"{record['subject']}_frame{int(info[record['phase']]):02d}.nii.gz"
         assert Path(record["image"]).parent == (acdc_root / record["subject"]).resolve()
         dx, dy, dz = (float(z) for z in nib.load(record["image"]).header.get_zooms()[:3])
-        assert record["spacing"] == [dz, dy, dx]
+        assert record["spacing_zyx_mm"] == [dz, dy, dx]
 
 
 def test_labels_are_canonical(acdc_root, acdc_index):

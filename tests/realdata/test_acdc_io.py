@@ -23,8 +23,8 @@ def test_acdc_3d_frame_reads_with_header_spacing(patient001):
     dx, dy, dz = (float(v) for v in header.get_zooms()[:3])
     study = read_nifti_cine(path)
     assert study.num_frames == 1 and study.num_slices == nib.load(path).shape[2]
-    assert study.spacing_mm == pytest.approx((dz, dy, dx), abs=1e-5)
-    assert study.spacing_mm == pytest.approx((10.0, 1.5625, 1.5625))
+    assert study.spacing_zyx_mm == pytest.approx((dz, dy, dx), abs=1e-5)
+    assert study.spacing_zyx_mm == pytest.approx((10.0, 1.5625, 1.5625))
 
 
 def test_acdc_patient_folder_gives_ed_es_with_mapped_labels(patient001):

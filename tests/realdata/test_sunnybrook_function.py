@@ -86,7 +86,7 @@ def test_index_sunnybrook_real_root(sunnybrook_root, tmp_path):
     assert [(r["subject"], r["phase"], r["frame"], r["frame_index"]) for r in records] == [
         ("SCD0000101", "ES", "ES", 7), ("SCD0000101", "ED", "ED", 18)]
     ed = records[1]
-    assert ed["spacing"] == pytest.approx([10.0, 1.367188, 1.367188], abs=1e-3)
+    assert ed["spacing_zyx_mm"] == pytest.approx([10.0, 1.367188, 1.367188], abs=1e-3)
     assert ed["labelled_slices"] == list(range(2, 11))
     label = nib.load(ed["label"])
     assert label.shape == (256, 256, 12)

@@ -134,7 +134,7 @@ def test_from_study_uses_the_study_voxel_volume_and_source_frames():
         labels=labels, source="toy/patient001", source_frame_index=np.array([0, 11]),
     )
     fn = cardiac_function_from_study(study)
-    assert fn.spacing_mm == pytest.approx(SPACING)
+    assert fn.spacing_zyx_mm == pytest.approx(SPACING)
     assert (fn.ed_frame, fn.es_frame) == (0, 11)
     assert fn.lv_edv_ml == pytest.approx(4 * _disc(9.0).sum() * VOXEL_ML)
     assert fn.source == "toy/patient001"
@@ -214,7 +214,7 @@ def test_to_dict_round_trips_through_json():
     fn = cardiac_function(_cine([9.0, 6.0], rv_radii=[6.0, 4.0]), SPACING, source="x")
     d = json.loads(json.dumps(fn.to_dict()))
     assert set(name for name, _ in CardiacFunction.SCALARS) <= set(d)
-    assert d["spacing_mm"] == list(SPACING)
+    assert d["spacing_zyx_mm"] == list(SPACING)
     assert d["voxel_volume_ml"] == pytest.approx(VOXEL_ML)
     assert d["lv_ef_percent"] == pytest.approx(fn.lv_ef_percent)
     assert math.isclose(d["lv_sv_ml"], d["lv_edv_ml"] - d["lv_esv_ml"])

@@ -181,7 +181,7 @@ def test_index_phantom_records_and_split(phantom_cohort, tmp_path):
             assert Path(r["image"]).is_absolute() and Path(r["image"]).is_file() and Path(r["label"]).is_file()
             assert r["label"] == r["image"].replace(".nii.gz", "_gt.nii.gz")
             assert r["cine"] == str((phantom_cohort / subject / "sax_cine.nii.gz").resolve())
-            np.testing.assert_allclose(r["spacing"], analytic["spacing_mm"], rtol=1e-5)
+            np.testing.assert_allclose(r["spacing_zyx_mm"], analytic["spacing_zyx_mm"], rtol=1e-5)
     # same seed, same datalist; refusal without overwrite
     again = index_phantom(phantom_cohort, tmp_path / "again.json", seed=0)
     assert again == datalist
@@ -234,7 +234,7 @@ def test_index_acdc_canonical_labels_frames_and_spacing(acdc_root, tmp_path, tin
     assert ed["image"] == str((acdc_root / "patient001" / "patient001_frame01.nii.gz").resolve())
     assert ed["label"] == str((out / "labels" / "patient001" / "frame_00_gt.nii.gz").resolve())
     assert ed["group"] == "NOR" and "cine" not in ed
-    assert ed["spacing"] == [8.0, 1.25, 1.25]  # from the zooms: the affine is diag(-1, -1, 1)
+    assert ed["spacing_zyx_mm"] == [8.0, 1.25, 1.25]  # from the zooms: the affine is diag(-1, -1, 1)
     cine_record = next(r for r in records if r["subject"] == "patient002")
     assert cine_record["cine"] == str((acdc_root / "patient002" / "patient002_4d.nii.gz").resolve())
 
@@ -373,7 +373,7 @@ def test_index_mnms_extracts_ed_es_frames_with_canonical_labels(mnms_root, tmp_p
     assert r["frame_index"] == 3 and r["frame"] == "ED" and records[("C1C1C1", "ES")]["frame_index"] == 1
     assert r["cine"] == str((mnms_root / "Testing" / "C1C1C1" / "C1C1C1_sa.nii.gz").resolve())
     assert r["vendor"] == "A" and r["centre"] == "1" and r["group"] == "NOR"
-    np.testing.assert_allclose(r["spacing"], [9.0, 1.3, 1.3], rtol=1e-6)
+    np.testing.assert_allclose(r["spacing_zyx_mm"], [9.0, 1.3, 1.3], rtol=1e-6)
     assert r["image"] == str((out / "frames" / "C1C1C1" / "frame_03.nii.gz").resolve())
     image, label = nib.load(r["image"]), nib.load(r["label"])
     assert image.shape == label.shape == (32, 32, tiny.sax.num_slices)
@@ -497,7 +497,7 @@ def test_index_kaggle_dsb_records_splits_and_skips(dsb_root, tmp_path, caplog):
     assert first[0]["image"] == first[0]["cine"] == str((dsb_root / "train" / "1" / "study").resolve())
     assert (first[0]["edv_ml"], first[0]["esv_ml"]) == (140.9, 51.2)
     assert written["validation"][0]["edv_ml"] == 150.25 and "edv_ml" not in written["test"][0]
-    assert first[0]["phase"] == "other" and len(first[0]["spacing"]) == 3
+    assert first[0]["phase"] == "other" and len(first[0]["spacing_zyx_mm"]) == 3
 
 
 # --------------------------------------------------------------------------- generic DICOM folder
@@ -527,7 +527,7 @@ def test_index_dicom_folder_subjects_skips_and_no_patient_data(tmp_path, tiny, c
     assert any("notes" in m for m in caplog.messages)
     record = result["training"][0]
     assert record["image"] == record["cine"] and Path(record["image"]).is_dir()
-    np.testing.assert_allclose(record["spacing"], tiny.sax.spacing_mm, rtol=1e-3)
+    np.testing.assert_allclose(record["spacing_zyx_mm"], tiny.sax.spacing_zyx_mm, rtol=1e-3)
     text = path.read_text() + "\n".join(caplog.messages)
     for secret in ("Doe", "Jane", "MRN778899", "19610203", "20150607"):
         assert secret not in text

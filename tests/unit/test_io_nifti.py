@@ -91,7 +91,7 @@ def _acdc_like(folder, labels_values=(0, 1, 2, 3)):
 def test_acdc_affine_without_spacing_uses_header_zooms_and_maps_labels(tmp_path):
     folder = _acdc_like(tmp_path / "patient007")
     study = read_nifti_frames(folder)
-    assert study.spacing_mm == pytest.approx((10.0, 1.5625, 1.5625))
+    assert study.spacing_zyx_mm == pytest.approx((10.0, 1.5625, 1.5625))
     assert study.source_frame_index.tolist() == [0, 11]  # ACDC frame numbers are 1-based
     raw = np.asarray(nib.load(folder / "patient007_frame12_gt.nii.gz").dataobj)
     # ACDC 1 RV, 2 MYO, 3 LV -> canonical 1 LV, 2 MYO, 3 RV; stored slice order kept
@@ -99,7 +99,7 @@ def test_acdc_affine_without_spacing_uses_header_zooms_and_maps_labels(tmp_path)
     np.testing.assert_array_equal(study.labels[1], expected)
     # a single ACDC frame through the 3D reader has the same spacing
     one = read_nifti_cine(folder / "patient007_frame01.nii.gz")
-    assert one.num_frames == 1 and one.spacing_mm == pytest.approx((10.0, 1.5625, 1.5625))
+    assert one.num_frames == 1 and one.spacing_zyx_mm == pytest.approx((10.0, 1.5625, 1.5625))
     np.testing.assert_allclose(one.slice_affines[1, :3, 3] - one.slice_affines[0, :3, 3], [0, 0, 10.0])
 
 
@@ -221,7 +221,7 @@ def test_zero_pixdim_takes_the_spacing_from_the_sform(tmp_path):
     study = sax_study()
     write_cine_nifti(study, tmp_path / "cine.nii.gz")
     read = read_nifti_cine(_zero_pixdim(tmp_path / "cine.nii.gz", tmp_path / "zero.nii.gz"))
-    assert read.spacing_mm == pytest.approx(study.spacing_mm, rel=1e-5)
+    assert read.spacing_zyx_mm == pytest.approx(study.spacing_zyx_mm, rel=1e-5)
     _geometry_close(read, study)
     with pytest.raises(CineReadError, match="zero_nosform.nii.gz: no valid voxel spacing along x"):
         read_nifti_cine(_zero_pixdim(tmp_path / "cine.nii.gz", tmp_path / "zero_nosform.nii.gz", sform_code=0))
@@ -260,7 +260,7 @@ def test_sheared_or_flat_affines_are_refused_and_tiny_shear_is_accepted(tmp_path
     affine = np.diag([1.5, 1.5, 8.0, 1.0])
     affine[0, 1] = 1.5 * 1e-4  # float rounding of a real scanner's affine
     read = read_nifti_cine(_nifti_with_affine(tmp_path / "tiny.nii.gz", affine))
-    assert read.spacing_mm == pytest.approx((8.0, 1.5, 1.5), rel=1e-6)
+    assert read.spacing_zyx_mm == pytest.approx((8.0, 1.5, 1.5), rel=1e-6)
 
 
 def test_negative_pixdim_with_an_sform_keeps_the_sform(tmp_path):

@@ -18,7 +18,7 @@ def test_phantom_dicom_and_nifti_agree(phantom_cohort):
     frames = read_nifti_frames(subject / "frames")
     assert dicom.pixels.shape == nifti.pixels.shape == frames.pixels.shape
     assert dicom.num_frames == analytic["num_frames"] and dicom.num_slices == analytic["num_slices"]
-    np.testing.assert_allclose(dicom.spacing_mm, analytic["spacing_mm"], atol=1e-3)
+    np.testing.assert_allclose(dicom.spacing_zyx_mm, analytic["spacing_zyx_mm"], atol=1e-3)
     np.testing.assert_allclose(dicom.slice_affines[:, :3, [0, 1, 3]], nifti.slice_affines[:, :3, [0, 1, 3]], atol=1e-4)
     step = (float(nifti.pixels.max()) - float(nifti.pixels.min())) / 65535.0
     np.testing.assert_allclose(dicom.pixels, nifti.pixels, atol=step)

@@ -45,7 +45,7 @@ def test_loadimaged_with_cine_reader_on_dicom_folder(written):
     expected_affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ study.stack_affine
     np.testing.assert_allclose(out.affine.numpy(), expected_affine, atol=1e-4)
     np.testing.assert_allclose(out.meta["trigger_times_ms"], study.trigger_times_ms, atol=1e-6)
-    np.testing.assert_allclose(out.meta["spacing_mm"], [1.4, 1.25, 8.0], atol=1e-5)
+    np.testing.assert_allclose(out.meta["spacing_xyz_mm"], [1.4, 1.25, 8.0], atol=1e-5)
 
 
 def test_cine_reader_on_4d_nifti_matches_monai_default_reader(written):

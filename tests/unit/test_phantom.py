@@ -141,13 +141,13 @@ def test_sax_stack_geometry(subjects):
     sax = s.sax
     a = s.analytic
     assert sax.num_slices == a["num_slices"] and sax.num_frames == a["num_frames"]
-    assert list(sax.spacing_mm) == pytest.approx(a["spacing_mm"])
-    assert 7.5 <= a["spacing_mm"][0] <= 10.0
+    assert list(sax.spacing_zyx_mm) == pytest.approx(a["spacing_zyx_mm"])
+    assert 7.5 <= a["spacing_zyx_mm"][0] <= 10.0
     # slices are evenly spaced along the LV long axis, base first
     centres = sax.slice_affines[:, :3, 3]
     long_axis = np.asarray(a["lv_long_axis_lps"])
     steps = np.diff(centres @ long_axis)
-    np.testing.assert_allclose(steps, a["spacing_mm"][0], atol=1e-9)
+    np.testing.assert_allclose(steps, a["spacing_zyx_mm"][0], atol=1e-9)
     np.testing.assert_allclose(np.abs(sax.slice_normal @ long_axis), 1.0, atol=1e-9)
     # the LV appears below the base: first slice has no LV, some slice past the apex has no LV either
     ed = a["ed_frame"]

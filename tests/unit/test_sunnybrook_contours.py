@@ -244,7 +244,7 @@ def test_index_sunnybrook_writes_frames_and_records(toy_sunnybrook, tmp_path):
     ed, es = by_phase["ED"], by_phase["ES"]
     assert (ed["frame_index"], es["frame_index"]) == (2, 0)
     assert ed["frame"] == "ED" and ed["subject"] == "SCD9"
-    assert ed["spacing"] == pytest.approx([8.0, 1.5, 1.5], abs=1e-3)
+    assert ed["spacing_zyx_mm"] == pytest.approx([8.0, 1.5, 1.5], abs=1e-3)
     assert ed["labelled_slices"] == [0, 1] and ed["myocardium_dropped_slices"] == []
     image = nib.load(ed["image"])
     label = np.asarray(nib.load(ed["label"]).dataobj)

@@ -308,7 +308,7 @@ def _records(patient: _Patient, subject_dir: Path) -> List[dict]:
             "frame": f.phase,
             "frame_index": f.index,
             "phase": f.phase,
-            "spacing": list(patient.spacing),
+            "spacing_zyx_mm": list(patient.spacing),
         }
         if patient.group is not None:
             record["group"] = patient.group

@@ -140,11 +140,11 @@ def index_dicom_folder(
             skip(folder, "a single phase: not a cine")
             continue
         subject = _subject_key(folder, root)
-        spacing = [float(s) for s in study.spacing_mm]
+        spacing = [float(s) for s in study.spacing_zyx_mm]
         path = str(folder.resolve())
         for t in range(study.num_frames):
             records.append({"image": path, "subject": subject, "frame": str(t), "frame_index": t,
-                            "phase": "other", "spacing": spacing, "cine": path})
+                            "phase": "other", "spacing_zyx_mm": spacing, "cine": path})
     if not records:
         raise ValueError(f"{root}: no readable short-axis cine series among {len(folders['series'])} folders"
                          + (f" (e.g. {skipped[0]['folder']}: {skipped[0]['reason']})" if skipped else ""))

@@ -218,10 +218,10 @@ def index_kaggle_dsb(
             skipped.append({"folder": str(folder), "reason": str(err)})
             continue
         split_of[subject] = DSB_SPLITS[split]
-        spacing = [float(s) for s in study.spacing_mm]
+        spacing = [float(s) for s in study.spacing_zyx_mm]
         for t in range(study.num_frames):
             record = {"image": str(folder.resolve()), "subject": subject, "frame": str(t), "frame_index": t,
-                      "phase": "other", "spacing": spacing, "cine": str(folder.resolve())}
+                      "phase": "other", "spacing_zyx_mm": spacing, "cine": str(folder.resolve())}
             record.update(volumes.get(subject, {}))
             records.append(record)
     if subjects is not None:  # a study asked for but unreadable is reported in "skipped"

@@ -347,7 +347,7 @@ def mnms_records(root: PathLike, out_dir: PathLike, *, csv_path: Optional[PathLi
                 "frame": phase,
                 "frame_index": t,
                 "phase": phase,
-                "spacing": list(s.spacing),
+                "spacing_zyx_mm": list(s.spacing),
                 "cine": str(s.image),
                 **s.extras,
             }
@@ -455,7 +455,7 @@ def mnms2_subject_records(folder: PathLike, info: Optional[Mapping[str, Mapping[
         # The data set names the phase, not the frame: an unmatched frame's index is unknown,
         # written as null rather than left out, so every record has the field.
         record = {"image": str(image.resolve()), "label": str(label.resolve()), "subject": code,
-                  "frame": phase, "frame_index": t, "phase": phase, "spacing": nifti_spacing_mm(image_img),
+                  "frame": phase, "frame_index": t, "phase": phase, "spacing_zyx_mm": nifti_spacing_mm(image_img),
                   **extras}
         if t is not None:
             record["cine"] = str(cine.resolve())

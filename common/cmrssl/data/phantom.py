@@ -674,7 +674,7 @@ def _analytic(model: _HeartModel, acq: _Acquisition) -> dict:
                                  "es": float(model.a_epi[es] - model.a_endo[es])},
         "num_frames": int(acq.num_frames),
         "num_slices": int(acq.num_slices),
-        "spacing_mm": [float(dz), float(dy), float(dx)],
+        "spacing_zyx_mm": [float(dz), float(dy), float(dx)],
         "image_size": [int(acq.height), int(acq.width)],
         "slice_thickness_mm": float(acq.slice_thickness_mm),
         "rr_interval_ms": float(acq.rr_ms),

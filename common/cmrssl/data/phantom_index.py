@@ -98,7 +98,7 @@ def phantom_records(cohort_dir: PathLike) -> List[dict]:
                 "frame": phase if phase != "other" else str(t),
                 "frame_index": t,
                 "phase": phase,
-                "spacing": spacing,
+                "spacing_zyx_mm": spacing,
                 "cine": str(cine),
             })
     return records

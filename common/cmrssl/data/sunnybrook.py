@@ -68,7 +68,7 @@ import nibabel as nib
 import numpy as np
 
 from cmrssl.io.atomic import atomic_folder, check_can_write
-from cmrssl.io.cine import CineStudy
+from cmrssl.io.cine import CineStudy, swap_layout
 from cmrssl.io.dicom import read_dicom_cine
 from cmrssl.io.geometry import LPS_TO_RAS
 from cmrssl.io.nifti import frame_file_name
@@ -555,7 +555,7 @@ def find_sunnybrook_subjects(root: PathLike) -> List[Tuple[str, Path, Path]]:
 
 
 def _frame_nifti(volume_zhw: np.ndarray, study: CineStudy) -> nib.Nifti1Image:
-    data = np.ascontiguousarray(np.transpose(volume_zhw, (2, 1, 0)))  # [Z,H,W] -> [x=col, y=row, z]
+    data = np.ascontiguousarray(swap_layout(volume_zhw))  # [Z,H,W] -> [x=col, y=row, z]
     affine = LPS_TO_RAS @ study.stack_affine
     img = nib.Nifti1Image(data, affine)
     img.header.set_qform(affine, code=1)
@@ -632,7 +632,7 @@ def index_sunnybrook(
                 "frame": phase if phase != "other" else str(t),
                 "frame_index": int(t),
                 "phase": phase,
-                "spacing": [float(s) for s in study.spacing_mm],
+                "spacing_zyx_mm": [float(s) for s in study.spacing_zyx_mm],
                 "cine": str(Path(dicom_dir).resolve()),
                 "labelled_slices": [int(z) for z in details.labelled_slices.get(t, [])],
                 "myocardium_dropped_slices": [int(z) for z in details.myocardium_dropped.get(t, [])],

@@ -26,9 +26,13 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from ignite.engine import Events
 
 from cmrssl.flags import as_bool
+from cmrssl.io.atomic import atomic_folder, check_output_dir
+from cmrssl.io.cine import swap_layout
 from cmrssl.labels import STRUCTURES
+from cmrssl.metrics.function import cardiac_function_from_ed_es
 from cmrssl.metrics.segmentation import structure_scores
 
 __all__ = ["SegmentationEvaluationWriter", "summarise"]
@@ -54,7 +58,8 @@ def _numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _spacing_of(image) -> List[float]:
+def _spacing_xyz_mm(image) -> List[float]:
+    """Voxel size along the array axes of a MONAI-loaded frame ``[x, y, z]`` (the affine's column norms)."""
     affine = getattr(image, "affine", None)
     if affine is None:
         raise ValueError("the reference label carries no affine (load it with LoadCineFramed or LoadImaged)")
@@ -131,7 +136,6 @@ class SegmentationEvaluationWriter:
         label_key: str = "label",
         inputs: Sequence[Union[str, os.PathLike]] = (),
     ) -> None:
-        from cmrssl.engines.cine_inference import check_output_dir
         self.output_dir = check_output_dir(output_dir, overwrite, inputs=inputs)
         self.overwrite = as_bool(overwrite, "overwrite")
         self.pred_key, self.label_key = pred_key, label_key
@@ -140,8 +144,6 @@ class SegmentationEvaluationWriter:
         self.summary: dict = {}
 
     def attach(self, engine) -> None:
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.COMPLETED, self.write)
@@ -163,22 +165,19 @@ class SegmentationEvaluationWriter:
                     f"{name}: prediction {prediction.shape} is not in the reference grid {reference.shape}; "
                     "the postprocessing must invert the preprocessing"
                 )
-            spacing = _spacing_of(label)
-            scores = structure_scores(prediction[0], reference[0], spacing)
+            spacing_xyz = _spacing_xyz_mm(label)
+            scores = structure_scores(prediction[0], reference[0], spacing_xyz)
             subject = str(record.get("subject", name))
             phase = str(record.get("phase", "")) or "other"
             row = {"subject": subject, "frame_index": record.get("frame_index"), "phase": phase, **scores}
             self.rows.append(row)
             if phase in ("ED", "ES"):
-                # [W, H, Z] -> [Z, H, W], the function module's layout; spacing reordered alike
+                # [x, y, z] -> [Z, H, W], the function module's layout, and spacing (dz, dy, dx) alike
                 self._volumes[subject][phase] = (
-                    np.transpose(prediction[0], (2, 1, 0)), np.transpose(reference[0], (2, 1, 0)),
-                    spacing[::-1], record.get("frame_index"),
+                    swap_layout(prediction[0]), swap_layout(reference[0]), spacing_xyz[::-1], record.get("frame_index"),
                 )
 
     def _function_rows(self) -> List[dict]:
-        from cmrssl.metrics.function import cardiac_function_from_ed_es
-
         rows = []
         for subject, phases in sorted(self._volumes.items()):
             if set(phases) != {"ED", "ES"}:
@@ -209,8 +208,6 @@ class SegmentationEvaluationWriter:
         return rows
 
     def write(self, engine=None) -> None:
-        from cmrssl.io.atomic import atomic_folder
-
         if not self.rows:
             raise RuntimeError("no frame was evaluated: is the datalist split empty?")
         function_rows = self._function_rows()

@@ -32,6 +32,7 @@ __all__ = [
     "atomic_file",
     "atomic_folder",
     "check_can_write",
+    "check_output_dir",
     "check_not_input",
     "safe_folder_name",
 ]
@@ -86,6 +87,25 @@ def check_can_write(path: PathLike, overwrite: bool, inputs: Iterable[Optional[P
 
 
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+|\.{2,}")
+
+
+def check_output_dir(output_dir: PathLike, overwrite: bool = False, inputs: Iterable[Optional[PathLike]] = ()) -> Path:
+    """Refuse an output folder that already holds files unless ``overwrite``, or that is or holds an input.
+
+    Raises:
+        OutputOverlapsInputError: ``output_dir`` is one of ``inputs`` or a folder containing one.
+        FileExistsError: ``output_dir`` is a non-empty folder (or a file) and not ``overwrite``.
+    """
+    overwrite = as_bool(overwrite, "overwrite")
+    check_not_input(output_dir, inputs)
+    output_dir = Path(output_dir).expanduser().resolve()
+    if output_dir.is_file():
+        raise FileExistsError(f"{output_dir}: output path is a file, expected a folder")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{output_dir}: output folder already holds results; pass --overwrite true to replace them"
+        )
+    return output_dir
 
 
 def safe_folder_name(name: object) -> str:

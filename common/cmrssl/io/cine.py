@@ -28,6 +28,18 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+__all__ = ["CineStudy", "swap_layout"]
+
+
+def swap_layout(array: np.ndarray) -> np.ndarray:
+    """``[T, Z, H, W]`` <-> ``[x, y, z, t]`` (NIfTI's and MONAI's order): the axes reversed.
+
+    Its own inverse, and the same for fewer axes (``[Z, H, W]`` <-> ``[x, y, z]``,
+    ``[T, H, W]`` <-> ``[x, y, t]``). A view, not a copy: wrap it in
+    ``np.ascontiguousarray`` where a contiguous array is needed.
+    """
+    return np.transpose(array, tuple(range(array.ndim - 1, -1, -1)))
+
 __all__ = ["CineStudy"]
 
 
@@ -102,7 +114,7 @@ class CineStudy:
         return (float(np.linalg.norm(a[:3, 1])), float(np.linalg.norm(a[:3, 0])))
 
     @property
-    def spacing_mm(self) -> tuple:
+    def spacing_zyx_mm(self) -> tuple:
         """``(dz, dy, dx)`` in mm, matching the ``[Z, H, W]`` axes."""
         dy, dx = self.pixel_spacing_mm
         return (float(self.slice_spacing_mm), dy, dx)
@@ -119,7 +131,7 @@ class CineStudy:
         while leaving those silently wrong. ``dz`` is measured along the slice normal,
         so a stack whose slices are offset in-plane (a through-plane shear) is exact.
         """
-        dz, dy, dx = self.spacing_mm
+        dz, dy, dx = self.spacing_zyx_mm
         return dz * dy * dx / 1000.0
 
     @property

@@ -28,7 +28,7 @@ class CineImageReader(ImageReader):
     Output of :meth:`get_data`: array ``[x, y, z, t]`` float32 and a meta dict
     with ``affine`` / ``original_affine`` (RAS), ``spatial_shape`` ``[x, y, z]``,
     ``original_channel_dim = -1``, ``space = RAS``, ``pixdim`` /
-    ``spacing_mm`` ``[dx, dy, dz]``, ``trigger_times_ms`` ``[T]`` (NaN when
+    ``spacing_xyz_mm`` ``[dx, dy, dz]``, ``trigger_times_ms`` ``[T]`` (NaN when
     unknown), ``view`` and ``source_frame_index``.
 
     Args:
@@ -65,7 +65,7 @@ class CineImageReader(ImageReader):
             arrays.append(np.ascontiguousarray(study_to_xyzt(study), dtype=np.float32))
             if not meta:
                 affine = study_ras_affine(study)
-                dz, dy, dx = study.spacing_mm
+                dz, dy, dx = study.spacing_zyx_mm
                 times = study.trigger_times_ms
                 meta = {
                     MetaKeys.AFFINE: affine,
@@ -74,7 +74,7 @@ class CineImageReader(ImageReader):
                     MetaKeys.ORIGINAL_CHANNEL_DIM: -1,
                     MetaKeys.SPACE: SpaceKeys.RAS,
                     "pixdim": np.asarray([1.0, dx, dy, dz, 1.0, 1.0, 1.0, 1.0]),
-                    "spacing_mm": np.asarray([dx, dy, dz]),
+                    "spacing_xyz_mm": np.asarray([dx, dy, dz]),
                     "trigger_times_ms": np.full(study.num_frames, np.nan) if times is None else np.asarray(times, float),
                     "source_frame_index": np.asarray(study.source_frame_index),
                     "view": study.view,

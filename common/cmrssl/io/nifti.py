@@ -45,7 +45,7 @@ from nibabel.openers import ImageOpener
 from cmrssl.labels import ACDC_TO_CANONICAL, CANONICAL_LABELS, MNMS_TO_CANONICAL
 
 from .atomic import atomic_file, atomic_folder
-from .cine import CineStudy
+from .cine import CineStudy, swap_layout
 from .errors import CineReadError, CineWriteError
 from .geometry import LPS_TO_RAS, in_plane_axes_problem
 
@@ -60,6 +60,7 @@ __all__ = [
     "write_long_axis_nifti",
     "frame_file_name",
     "nifti_voxel_spacing_mm",
+    "segmentation_nifti",
 ]
 
 logger = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ def _as_txyz(data: np.ndarray, path: Path) -> np.ndarray:
         data = data[..., None]
     if data.ndim != 4:
         raise CineReadError(f"{path}: expected a 3D or 4D image [x, y, z(, t)], got shape {data.shape}")
-    return np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0)))
+    return np.ascontiguousarray(swap_layout(data))
 
 
 def map_labels(data: np.ndarray, label_map: Mapping[int, int], path: PathLike) -> np.ndarray:
@@ -463,7 +464,7 @@ def _ras_stack_affine(study: CineStudy) -> np.ndarray:
 
 
 def _nifti_image(array_txyz: np.ndarray, study: CineStudy, *, four_d: bool) -> nib.Nifti1Image:
-    data = np.transpose(array_txyz, (3, 2, 1, 0))  # [T,Z,H,W] -> [x, y, z, t]
+    data = swap_layout(array_txyz)  # [T,Z,H,W] -> [x, y, z, t]
     if not four_d:
         data = data[..., 0]
     affine = _ras_stack_affine(study)
@@ -547,3 +548,59 @@ def write_frames_nifti(study: CineStudy, folder: PathLike, *, overwrite: bool = 
                 gt_name = frame_file_name(t, study.num_frames, labels=True)
                 nib.save(_nifti_image(labels[i : i + 1], study, four_d=False), str(tmp / gt_name))
     return folder
+
+
+# --------------------------------------------------------------------------- masks of an input
+
+
+def _source_kind(source: Path) -> str:
+    if source.is_dir():
+        has_nifti = any(p.name.lower().endswith((".nii", ".nii.gz")) for p in source.iterdir())
+        return "nifti_frames" if has_nifti else "dicom"
+    return "nifti"
+
+
+def segmentation_nifti(study: CineStudy, labels_tzhw: np.ndarray, source: Optional[PathLike] = None) -> nib.Nifti1Image:
+    """The masks ``[T, Z, H, W]`` as a 4D ``Nifti1Image`` ``[x, y, z, t]`` in the input's geometry.
+
+    For a NIfTI input (4D file or folder of 3D frames) the voxel grid is the
+    file's own: slices are put back in the source order
+    (``study.source_slice_index``) and the file's affine and orientation codes
+    are kept, so the mask overlays the input in any viewer. For a DICOM folder
+    the grid is the series' stack (slices base to apex) with its LPS geometry
+    converted to RAS.
+    """
+    labels = np.asarray(labels_tzhw)
+    if labels.shape != study.pixels.shape:
+        raise ValueError(
+            f"{study.source or 'cine'}: labels {labels.shape} differ from the study's pixels {study.pixels.shape}"
+        )
+    source = Path(source or study.source)
+    kind = _source_kind(source) if source.exists() else "dicom"
+    data_xyzt = np.zeros(labels.shape[::-1], dtype=np.uint8)  # [W, H, Z, T]
+    order = np.asarray(study.source_slice_index) if kind != "dicom" else np.arange(study.num_slices)
+    for z in range(study.num_slices):
+        data_xyzt[:, :, int(order[z]), :] = swap_layout(labels[:, z])
+    reference = None
+    if kind == "nifti":
+        reference = nib.load(str(source))
+    elif kind == "nifti_frames":
+        # Every frame shares one grid (the reader checks it); any image frame gives the geometry.
+        frames = sorted(
+            p for p in source.iterdir()
+            if p.name.lower().endswith((".nii", ".nii.gz")) and "frame" in p.name and "_gt" not in p.name
+        )
+        reference = nib.load(str(frames[0])) if frames else None
+    if reference is not None and tuple(reference.shape[:3]) == data_xyzt.shape[:3]:
+        # a single 3D frame (what MONAI Label sends) gets a 3D mask, like its input
+        data = data_xyzt[..., 0] if kind == "nifti" and len(reference.shape) == 3 else data_xyzt
+        header = reference.header.copy()
+        header.set_data_dtype(np.uint8)
+        image = nib.Nifti1Image(data, reference.affine, header)
+        image.set_qform(reference.get_qform(), code=int(reference.header["qform_code"]) or 1)
+        image.set_sform(reference.get_sform(), code=int(reference.header["sform_code"]) or 1)
+        return image
+    affine = LPS_TO_RAS @ study.stack_affine
+    image = nib.Nifti1Image(data_xyzt, affine)
+    image.header.set_xyzt_units("mm", "msec")
+    return image

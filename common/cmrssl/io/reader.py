@@ -17,19 +17,30 @@ gives the cine as ``[x=column, y=row, z=slice, t=frame]`` with
 
 from __future__ import annotations
 
+import os
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Union
 
+import nibabel as nib
 import numpy as np
 
-from .cine import CineStudy
+from .cine import CineStudy, swap_layout
 from .dicom import read_dicom_cine
 from .errors import CineReadError
 from .geometry import LPS_TO_RAS
 from .nifti import read_nifti_cine, read_nifti_frames
 
-__all__ = ["read_cine", "is_nifti_path", "CineImageReader", "study_ras_affine", "study_to_xyzt"]
+__all__ = [
+    "read_cine",
+    "read_cine_for_inference",
+    "CineStudyCache",
+    "is_nifti_path",
+    "CineImageReader",
+    "study_ras_affine",
+    "study_to_xyzt",
+]
 
 
 def __getattr__(name: str):
@@ -129,4 +140,96 @@ def study_ras_affine(study: CineStudy) -> np.ndarray:
 
 def study_to_xyzt(study: CineStudy) -> np.ndarray:
     """Pixels ``[T, Z, H, W]`` -> ``[x=W, y=H, z=Z, t=T]`` (NIfTI order)."""
-    return np.transpose(study.pixels, (3, 2, 1, 0))
+    return swap_layout(study.pixels)
+
+
+def _check_nifti_dimensions(path: Path, expected_channels: int) -> None:
+    """Reject, with a message naming ``path``, a NIfTI that is 2D or has several channels.
+
+    A 5D NIfTI ``[x, y, z, t, c]`` with ``c > 1`` (RGB, multi-echo) cannot be
+    fed to a grayscale network; a 2D image ``[x, y]`` (or ``[x, y, 1]`` with a
+    single slice and no time axis) is a single picture, not a cine or a frame stack.
+    """
+    shape = tuple(int(s) for s in nib.load(str(path)).shape)
+    if len(shape) < 3:
+        raise ValueError(
+            f"{path}: is a 2D image of shape {shape}; expected a cine (4D NIfTI [x, y, z, t], "
+            "a DICOM folder or a folder of 3D NIfTI frames) or a 3D frame [x, y, z]"
+        )
+    if len(shape) >= 5:
+        channels = int(np.prod(shape[4:]))
+        if channels != expected_channels:
+            raise ValueError(
+                f"{path}: has {channels} channels (shape {shape}); the network expects "
+                f"{expected_channels} (grayscale cine)"
+            )
+
+
+def read_cine_for_inference(path: Union[str, os.PathLike], expected_channels: int = 1):
+    """Read a cine (or a single 3D frame) as a :class:`cmrssl.io.CineStudy`.
+
+    Args:
+        path: a DICOM folder, a 4D NIfTI ``[x, y, z, t]``, a folder of 3D NIfTI
+            frames, or a single 3D NIfTI frame ``[x, y, z]`` (read as a one-frame cine).
+        expected_channels: channels the network takes; other counts are refused.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a 2D image or an unexpected channel count (the message names ``path``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such cine (expected a DICOM folder, a 4D NIfTI or a folder of 3D NIfTI frames)")
+    if path.is_file() and is_nifti_path(path):
+        _check_nifti_dimensions(path, expected_channels)
+    study = read_cine(path)
+    if study.num_frames == 1 and study.num_slices == 1:
+        raise ValueError(
+            f"{path}: is a single 2D image (one frame, one slice, {study.pixels.shape[2]}x{study.pixels.shape[3]}); "
+            "expected a cine or a 3D frame (a stack of slices)"
+        )
+    if min(study.pixels.shape[2:]) < 2:
+        raise ValueError(f"{path}: image of shape {study.pixels.shape} [T, Z, H, W] is not a cine")
+    return study
+
+
+class CineStudyCache:
+    """Keeps the last few studies read, keyed by path and modification time: the one study cache.
+
+    Frame-by-frame loading visits the frames of one cine in a row; reading a
+    DICOM folder of 250 files for each of its 25 frames would dominate the run.
+    Segmentation inference shares one cache between the frame loader
+    (:class:`cmrssl.transforms.io.LoadCineFramed`) and the writer that assembles
+    the cine, so each cine is read once.
+
+    Args:
+        max_studies: studies kept (0: none, every ``get`` reads).
+        expected_channels: when given, studies are read with
+            :func:`read_cine_for_inference` (2D images and other channel counts
+            refused); else with :func:`read_cine`.
+    """
+
+    def __init__(self, max_studies: int = 1, expected_channels: Optional[int] = None) -> None:
+        if int(max_studies) < 0:
+            raise ValueError(f"max_studies must be >= 0, got {max_studies}")
+        self.max_studies = int(max_studies)
+        self.expected_channels = None if expected_channels is None else int(expected_channels)
+        self._studies: "OrderedDict[tuple, CineStudy]" = OrderedDict()
+
+    def get(self, path: Union[str, os.PathLike]) -> CineStudy:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such cine or frame")
+        key = (str(path.resolve()), path.stat().st_mtime_ns)
+        if key in self._studies:
+            self._studies.move_to_end(key)
+            return self._studies[key]
+        if self.expected_channels is None:
+            study = read_cine(path)
+        else:
+            study = read_cine_for_inference(path, expected_channels=self.expected_channels)
+        if self.max_studies:
+            self._studies[key] = study
+            while len(self._studies) > self.max_studies:
+                self._studies.popitem(last=False)
+        return study

@@ -50,13 +50,13 @@ def _where(source: Optional[str]) -> str:
     return f"{source}: " if source else ""
 
 
-def _check_spacing(spacing_mm: Sequence[float], source: Optional[str]) -> Tuple[float, float, float]:
+def _check_spacing(spacing_zyx_mm: Sequence[float], source: Optional[str]) -> Tuple[float, float, float]:
     try:
-        spacing = tuple(float(s) for s in spacing_mm)
+        spacing = tuple(float(s) for s in spacing_zyx_mm)
     except TypeError as exc:
-        raise ValueError(f"{_where(source)}spacing_mm must be (dz, dy, dx) in mm, got {spacing_mm!r}") from exc
+        raise ValueError(f"{_where(source)}spacing_zyx_mm must be (dz, dy, dx) in mm, got {spacing_zyx_mm!r}") from exc
     if len(spacing) != 3:
-        raise ValueError(f"{_where(source)}spacing_mm must be (dz, dy, dx) in mm, got {spacing_mm!r}")
+        raise ValueError(f"{_where(source)}spacing_zyx_mm must be (dz, dy, dx) in mm, got {spacing_zyx_mm!r}")
     if not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(
             f"{_where(source)}spacing must be positive and finite (dz, dy, dx in mm), got {spacing}; "
@@ -201,7 +201,7 @@ class CardiacFunction:
     lv_volume_curve_ml: np.ndarray
     rv_volume_curve_ml: np.ndarray
     lv_myocardium_curve_ml: np.ndarray
-    spacing_mm: Tuple[float, float, float]
+    spacing_zyx_mm: Tuple[float, float, float]
     labelled_frames: List[int] = field(default_factory=list)
     frame_indices: Optional[List[int]] = None
     source: str = ""
@@ -223,7 +223,7 @@ class CardiacFunction:
 
     @property
     def voxel_volume_ml(self) -> float:
-        dz, dy, dx = self.spacing_mm
+        dz, dy, dx = self.spacing_zyx_mm
         return dz * dy * dx / 1000.0
 
     def scalars(self) -> Dict[str, Optional[float]]:
@@ -250,7 +250,7 @@ class CardiacFunction:
         out["labelled_frames"] = [int(t) for t in self.labelled_frames]
         if self.frame_indices is not None:
             out["frame_indices"] = [int(t) for t in self.frame_indices]
-        out["spacing_mm"] = [float(s) for s in self.spacing_mm]
+        out["spacing_zyx_mm"] = [float(s) for s in self.spacing_zyx_mm]
         out["voxel_volume_ml"] = float(self.voxel_volume_ml)
         out["num_frames"] = int(len(self.lv_volume_curve_ml))
         out["source"] = self.source
@@ -305,7 +305,7 @@ def _function_from_volumes(
         lv_volume_curve_ml=lv.copy(),
         rv_volume_curve_ml=volumes[:, RV_CAVITY].copy(),
         lv_myocardium_curve_ml=volumes[:, LV_MYOCARDIUM].copy(),
-        spacing_mm=spacing,
+        spacing_zyx_mm=spacing,
         labelled_frames=[report_frame(t) for t in frames],
         frame_indices=[int(t) for t in mapping] if mapping is not None else None,
         source=source or "",
@@ -314,7 +314,7 @@ def _function_from_volumes(
 
 def cardiac_function(
     labels,
-    spacing_mm: Sequence[float],
+    spacing_zyx_mm: Sequence[float],
     labelled_frames: Optional[Sequence[int]] = None,
     source: Optional[str] = None,
     frame_indices: Optional[Sequence[int]] = None,
@@ -327,7 +327,7 @@ def cardiac_function(
 
     Args:
         labels: ``[T, Z, H, W]`` canonical labels; unlabelled frames are ``-1`` everywhere.
-        spacing_mm: ``(dz, dy, dx)`` in mm; ``dz`` is the slice spacing (from positions).
+        spacing_zyx_mm: ``(dz, dy, dx)`` in mm; ``dz`` is the slice spacing (from positions).
         labelled_frames: frames holding references; None takes every frame not ``-1`` everywhere.
         source: study name used in error messages and in the result.
         frame_indices: ``[T]`` index of each frame in the source's full cycle, used for the
@@ -341,7 +341,7 @@ def cardiac_function(
             frame, fewer than two labelled frames, spacing not positive, an empty LV
             cavity on the ED or ES frame. Messages start with ``source`` when given.
     """
-    spacing = _check_spacing(spacing_mm, source)
+    spacing = _check_spacing(spacing_zyx_mm, source)
     labels = _as_cine_labels(labels, source)
     frames = _resolve_labelled_frames(labels, labelled_frames, source)
     if frame_indices is not None and len(frame_indices) != labels.shape[0]:
@@ -356,7 +356,7 @@ def cardiac_function(
 def cardiac_function_from_ed_es(
     ed_labels,
     es_labels,
-    spacing_mm: Sequence[float],
+    spacing_zyx_mm: Sequence[float],
     source: Optional[str] = None,
     ed_frame: int = 0,
     es_frame: int = 1,
@@ -369,14 +369,14 @@ def cardiac_function_from_ed_es(
 
     Args:
         ed_labels, es_labels: ``[Z, H, W]`` canonical labels of the same geometry.
-        spacing_mm: ``(dz, dy, dx)`` in mm.
+        spacing_zyx_mm: ``(dz, dy, dx)`` in mm.
         source: study name for messages.
         ed_frame, es_frame: 0-based frame numbers reported in the result.
 
     Returns:
         :class:`CardiacFunction` with two-point volume curves ``[ED, ES]``.
     """
-    spacing = _check_spacing(spacing_mm, source)
+    spacing = _check_spacing(spacing_zyx_mm, source)
     ed_labels, es_labels = np.asarray(ed_labels), np.asarray(es_labels)
     for name, arr in (("ED", ed_labels), ("ES", es_labels)):
         if arr.ndim != 3:
@@ -417,7 +417,7 @@ def cardiac_function_from_study(study) -> CardiacFunction:
         raise ValueError(f"{source}: the study has no labels; cardiac function needs a labelled cine")
     return cardiac_function(
         study.labels,
-        study.spacing_mm,
+        study.spacing_zyx_mm,
         labelled_frames=list(study.labelled_frames) or None,
         source=source,
         frame_indices=[int(t) for t in study.source_frame_index],

@@ -12,7 +12,6 @@ spacing-less affines come out with the header spacing (where plain
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Hashable, Mapping, Optional, Union
 
@@ -23,8 +22,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import MetaKeys, SpaceKeys
 
-from cmrssl.io.cine import CineStudy
-from cmrssl.io.reader import read_cine, study_ras_affine
+from cmrssl.io.cine import swap_layout
+from cmrssl.io.reader import CineStudyCache, study_ras_affine
 
 __all__ = ["LoadCineFrame", "LoadCineFramed"]
 
@@ -37,6 +36,9 @@ class LoadCineFrame(Transform):
         cache_size: studies kept in memory, keyed by path and modification time;
             records of one subject come in a row, and re-reading a DICOM folder of
             hundreds of files for each frame would dominate loading.
+        cache: a :class:`cmrssl.io.reader.CineStudyCache` to read through instead
+            (``cache_size`` is then unused): segmentation inference shares one with
+            the writer that assembles the cine, so each cine is read once.
 
     Call:
         ``loader(path, frame_index=None)``: ``frame_index`` (0-based) is required
@@ -48,30 +50,15 @@ class LoadCineFrame(Transform):
         FileNotFoundError, cmrssl.io.CineReadError: from the readers.
     """
 
-    def __init__(self, dtype=np.float32, cache_size: int = 2) -> None:
-        if cache_size < 0:
+    def __init__(self, dtype=np.float32, cache_size: int = 2, cache: Optional[CineStudyCache] = None) -> None:
+        if cache is None and int(cache_size) < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.dtype = dtype
-        self.cache_size = int(cache_size)
-        self._cache: "OrderedDict[tuple, CineStudy]" = OrderedDict()
-
-    def _study(self, path: Path) -> CineStudy:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such cine or frame")
-        key = (str(path.resolve()), path.stat().st_mtime_ns)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        study = read_cine(path)
-        if self.cache_size:
-            self._cache[key] = study
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return study
+        self.cache = cache if cache is not None else CineStudyCache(max_studies=int(cache_size))
 
     def __call__(self, path: Union[str, Path], frame_index: Optional[int] = None) -> MetaTensor:
         path = Path(path)
-        study = self._study(path)
+        study = self.cache.get(path)
         if study.num_frames == 1:
             t = 0
         elif frame_index is None:
@@ -80,9 +67,9 @@ class LoadCineFrame(Transform):
             t = int(frame_index)
             if not 0 <= t < study.num_frames:
                 raise ValueError(f"{path}: frame_index {t} outside [0, {study.num_frames - 1}]")
-        array = np.ascontiguousarray(np.transpose(study.pixels[t], (2, 1, 0))[None], dtype=self.dtype)
+        array = np.ascontiguousarray(swap_layout(study.pixels[t])[None], dtype=self.dtype)
         affine = torch.as_tensor(study_ras_affine(study), dtype=torch.float64)
-        dz, dy, dx = study.spacing_mm
+        dz, dy, dx = study.spacing_zyx_mm
         times = study.trigger_times_ms
         meta = {
             "filename_or_obj": str(path),
@@ -90,7 +77,7 @@ class LoadCineFrame(Transform):
             MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape[1:]),
             MetaKeys.ORIGINAL_CHANNEL_DIM: "no_channel",
             MetaKeys.SPACE: SpaceKeys.RAS,
-            "spacing_mm": np.asarray([dx, dy, dz]),
+            "spacing_xyz_mm": np.asarray([dx, dy, dz]),
             # index in the cardiac cycle: the cine's own, or the record's for a 3D frame file
             "frame_index": int(study.source_frame_index[t]) if study.num_frames > 1 else int(frame_index or 0),
             "trigger_time_ms": float("nan") if times is None else float(times[t]),
@@ -104,7 +91,7 @@ class LoadCineFramed(MapTransform):
     Args:
         keys: keys holding paths (``"image"``, ``"label"``).
         frame_key: key of the 0-based frame index in the record (may be absent for 3D frames).
-        dtype, cache_size: as :class:`LoadCineFrame`.
+        dtype, cache_size, cache: as :class:`LoadCineFrame`.
         allow_missing_keys: skip absent keys.
     """
 
@@ -115,10 +102,11 @@ class LoadCineFramed(MapTransform):
         dtype=np.float32,
         cache_size: int = 2,
         allow_missing_keys: bool = False,
+        cache: Optional[CineStudyCache] = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.frame_key = frame_key
-        self.loader = LoadCineFrame(dtype=dtype, cache_size=cache_size)
+        self.loader = LoadCineFrame(dtype=dtype, cache_size=cache_size, cache=cache)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
