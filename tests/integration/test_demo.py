@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO = REPO_ROOT / "tools" / "demo.py"
-TRAIN = REPO_ROOT / "bundles" / "cmr_unet_segmentation" / "configs" / "train.json"
 TINY = ["--subjects", "4", "--epochs", "1", "--num_frames", "6", "--image_size", "64"]
 
 
@@ -23,8 +21,6 @@ def _demo(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_demo_runs_reuses_and_refuses(tmp_path):
-    if not TRAIN.exists() or importlib.util.find_spec("cmrssl.data.phantom_index") is None:
-        pytest.skip("the segmentation train.json or the phantom indexer is not in the repository yet")
     workdir = tmp_path / "demo"
     first = _demo(workdir, *TINY)
     assert first.returncode == 0, first.stderr[-3000:]
