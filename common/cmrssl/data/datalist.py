@@ -22,11 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import nibabel as nib
 import numpy as np
+import pydicom
 
 from cmrssl.io.atomic import atomic_file, check_can_write
 from cmrssl.io.nifti import map_labels, nifti_voxel_spacing_mm
@@ -334,10 +336,6 @@ def dicom_series_uid(folder: PathLike) -> Optional[str]:
 
     One file stands for the folder: the cine reader refuses a folder mixing series.
     """
-    import warnings
-
-    import pydicom
-
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         try:
             with warnings.catch_warnings():

@@ -30,6 +30,8 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from tqdm import tqdm
+
 from cmrssl.io.atomic import check_can_write
 from cmrssl.io.dicom import read_dicom_cine
 from cmrssl.io.errors import CineReadError
@@ -123,8 +125,6 @@ def index_dicom_folder(
         skip(folder, "files beside sub-folders holding files; reading it would mix them (sub-folders indexed)")
     iterator = folders["series"]
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(iterator, desc="DICOM folders", unit="folder")
     records: List[dict] = []
     for folder in iterator:

@@ -32,6 +32,8 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from tqdm import tqdm
+
 from cmrssl.io.atomic import check_can_write
 from cmrssl.io.cine import CineStudy
 from cmrssl.io.dicom import read_dicom_cine
@@ -206,8 +208,6 @@ def index_kaggle_dsb(
     skipped: List[dict] = []
     iterator = studies
     if progress:
-        from tqdm import tqdm
-
         iterator = tqdm(studies, desc="DSB studies", unit="study")
     split_of: Dict[str, str] = {}
     for split, subject, folder in iterator:

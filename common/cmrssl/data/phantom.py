@@ -103,9 +103,13 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
+from pydicom.uid import generate_uid
 from scipy.ndimage import gaussian_filter
 
+from cmrssl.io.atomic import atomic_folder
 from cmrssl.io.cine import CineStudy
+from cmrssl.io.dicom import write_dicom_series
+from cmrssl.io.nifti import write_cine_nifti, write_frames_nifti, write_long_axis_nifti
 from cmrssl.labels import BACKGROUND, LV_CAVITY, LV_MYOCARDIUM, MYOCARDIAL_DENSITY_G_PER_ML, RV_CAVITY
 
 __all__ = [
@@ -764,9 +768,6 @@ def write_phantom_subject(subject: PhantomSubject, folder: Union[str, Path], *, 
     Raises:
         FileExistsError: ``folder`` exists and not ``overwrite``.
     """
-    from cmrssl.io.atomic import atomic_folder
-    from cmrssl.io.nifti import write_cine_nifti, write_frames_nifti, write_long_axis_nifti
-
     folder = Path(folder)
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         write_cine_nifti(subject.sax, tmp / "sax_cine.nii.gz", what="pixels")
@@ -776,10 +777,6 @@ def write_phantom_subject(subject: PhantomSubject, folder: Union[str, Path], *, 
             write_long_axis_nifti(study, tmp / f"lax_{view}.nii.gz", what="pixels")
             write_long_axis_nifti(study, tmp / f"lax_{view}_gt.nii.gz", what="labels")
         if write_dicom:
-            from pydicom.uid import generate_uid
-
-            from cmrssl.io.dicom import write_dicom_series
-
             key = [f"cmrssl-phantom:{subject.subject}:{subject.analytic.get('seed', '')}"]
             study_uid = generate_uid(entropy_srcs=key + ["study"])
             frame_uid = generate_uid(entropy_srcs=key + ["frame-of-reference"])
@@ -832,8 +829,6 @@ def generate_cohort(
         FileExistsError: ``out_dir`` is a file, or a non-empty folder and not ``overwrite``.
         ValueError: ``num_subjects`` < 1 (and see :func:`generate_subject`).
     """
-    from cmrssl.io.atomic import atomic_folder
-
     out_dir = Path(out_dir)
     num_subjects = int(num_subjects)
     if num_subjects < 1:

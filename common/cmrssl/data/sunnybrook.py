@@ -66,6 +66,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import nibabel as nib
 import numpy as np
+import pydicom
 from skimage.draw import polygon2mask
 
 from cmrssl.io.atomic import atomic_folder, check_can_write
@@ -218,8 +219,6 @@ def image_number_to_slice_phase(image_number: int, num_phases: int = 20) -> Tupl
 
 
 def _read_headers(dicom_dir: Path) -> List[dict]:
-    import pydicom
-
     headers = []
     for path in sorted(p for p in dicom_dir.rglob("*") if p.is_file()):
         try:
@@ -277,8 +276,6 @@ def instance_number_map(dicom_dir: PathLike, study: CineStudy) -> Dict[int, Tupl
 
 def _check_pixels(path: Path, study: CineStudy, t: int, z: int) -> None:
     """The DICOM file's pixels must be the study's frame ``t`` slice ``z`` (guards the mapping)."""
-    import pydicom
-
     ds = pydicom.dcmread(str(path))
     pixels = ds.pixel_array.astype(np.float32) * np.float32(float(ds.get("RescaleSlope", 1) or 1))
     pixels = pixels + np.float32(float(ds.get("RescaleIntercept", 0) or 0))

@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
 
 from cmrssl.flags import as_bool
 from cmrssl.io.atomic import atomic_file, check_can_write
@@ -265,8 +266,6 @@ class TrainingRun:
             _write_json(self._state, self.folder / RUN_STATE)
 
     def _load(self, engine: Engine) -> None:
-        from ignite.handlers import Checkpoint
-
         path = self.folder / LAST_CHECKPOINT
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)

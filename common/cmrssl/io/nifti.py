@@ -422,7 +422,7 @@ def read_nifti_frames(
     if isinstance(label_map, str) and label_map == "auto":
         label_map = "acdc" if naming == "acdc" else "canonical"
 
-    volumes, affine_ref, first_img = [], None, None
+    volumes, affine_ref = [], None
     for p in paths:
         img = _load(p)
         data = _array(img, p)
@@ -430,7 +430,7 @@ def read_nifti_frames(
             raise CineReadError(f"{p}: a frame must be a 3D image [x, y, z], got shape {data.shape}")
         lps, _ = _spatial_affine_lps(img, p, data.shape[2])
         if affine_ref is None:
-            affine_ref, first_img = lps, img
+            affine_ref = lps
         elif volumes[0].shape != data.shape or not np.allclose(lps, affine_ref, atol=1e-3):
             raise CineReadError(f"{p}: shape or affine differs from {paths[0]}")
         volumes.append(data)

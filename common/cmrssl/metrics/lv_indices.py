@@ -51,6 +51,7 @@ minimal area (end-systole) is systole.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -287,8 +288,6 @@ class _quiet_nanmean:
     """Silence numpy's "Mean of empty slice" warning: all-NaN sectors are documented NaN."""
 
     def __enter__(self):
-        import warnings
-
         self._ctx = warnings.catch_warnings()
         self._ctx.__enter__()
         warnings.simplefilter("ignore", category=RuntimeWarning)

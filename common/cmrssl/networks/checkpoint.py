@@ -23,8 +23,10 @@ from typing import Dict, List, Sequence, Union
 
 import torch
 import torch.nn as nn
+from monai.networks.blocks.dynunet_block import UnetOutBlock
 
 from cmrssl.io.run_state import unfinished_run_note
+from cmrssl.networks.multitask import PRETEXT_HEAD, MultiTaskUNet
 
 __all__ = [
     "FINETUNE_MODES",
@@ -229,10 +231,6 @@ def freeze_parts(network: nn.Module, parts: Sequence[str]) -> List[str]:
 
 def _with_pretext_head(network: nn.Module, checkpoint: str, mask_patch_size, mask_ratio) -> nn.Module:
     """``network`` wrapped with the checkpoint's pixel-wise pretext head (multi-task fine-tuning)."""
-    from monai.networks.blocks.dynunet_block import UnetOutBlock
-
-    from cmrssl.networks.multitask import PRETEXT_HEAD, MultiTaskUNet
-
     prefix = f"{PRETEXT_HEAD}."
     head_state = {k[len(prefix):]: v for k, v in read_state_dict(checkpoint).items() if k.startswith(prefix)}
     if not head_state:

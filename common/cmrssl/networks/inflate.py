@@ -36,6 +36,7 @@ from typing import Dict, Mapping
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from monai.networks.blocks import ChannelSELayer
 
 __all__ = [
     "TemporalConv3d",
@@ -139,8 +140,6 @@ def convert_2d_to_3d(network: nn.Module, *, time_kernel: int = 3, time_padding: 
     """
     if time_kernel < 1 or time_kernel % 2 == 0:
         raise ValueError(f"time_kernel must be odd and positive (centred, no time shift), got {time_kernel}")
-    from monai.networks.blocks import ChannelSELayer
-
     converted = copy.deepcopy(network)
 
     def visit(parent: nn.Module):
