@@ -41,7 +41,8 @@ def _parser(method: str, workdir: Path, image_size: int, overrides: Dict[str, ob
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / f"{method}.json"))
+    # the base config, then the method overlay (later files override), as `monai.bundle run` merges them
+    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / f"{method}.json")])
     parser["bundle_root"] = str(bundle)
     parser["device"] = "cpu"
     parser["image_size"] = image_size
