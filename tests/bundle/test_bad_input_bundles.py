@@ -125,9 +125,10 @@ def test_resume_finishes_a_killed_training(killed_training, cohort):
 @pytest.mark.slow
 def test_interrupted_pretraining_leaves_no_checkpoint(cohort, tmp_path):
     out = tmp_path / "mim"
-    command = _command(PRETRAINING, "configs/mim.json", datalist=cohort, checkpoint=out / "mim.pt",
-                       output_dir=out / "runs", epochs=200, frames_per_batch=2, image_size=64, pixdim_mm="[5.0, 5.0]",
-                       mask_patch_size="[16, 16]", num_workers=0, **{"network_def#channels": "[4, 8, 16, 32]"})
+    command = _command(PRETRAINING, "['configs/train.json','configs/mim.json']", datalist=cohort,
+                       checkpoint=out / "mim.pt", output_dir=out / "runs", epochs=200, frames_per_batch=2,
+                       image_size=64, pixdim_mm="[5.0, 5.0]", mask_patch_size="[16, 16]", num_workers=0,
+                       **{"network_def#channels": "[4, 8, 16, 32]"})
     log = tmp_path / "mim.log"
     with log.open("w") as handle:
         process = subprocess.Popen(command, cwd=str(PRETRAINING), stdout=handle, stderr=subprocess.STDOUT, env=_env())

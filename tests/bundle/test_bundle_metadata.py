@@ -15,8 +15,8 @@ MANDATORY_KEYS = ("schema", "version", "changelog", "monai_version", "pytorch_ve
 FILES = {
     "cmr_unet_segmentation": ("configs/train.json", "configs/evaluate.json", "configs/inference.json",
                               "configs/multi_gpu_train.json"),
-    "cmr_ssp_pretraining": ("configs/simclr.json", "configs/pcl.json", "configs/dino.json", "configs/mim.json",
-                            "configs/multi_gpu_train.json"),
+    "cmr_ssp_pretraining": ("configs/train.json", "configs/simclr.json", "configs/pcl.json", "configs/dino.json",
+                            "configs/mim.json", "configs/multi_gpu_train.json"),
     "cmr_lvquan_ensemble": ("configs/train.json", "configs/train_3d.json", "configs/evaluate.json"),
 }
 

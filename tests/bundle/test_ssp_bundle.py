@@ -1,5 +1,6 @@
-"""cmr_ssp_pretraining: every method config runs through `python -m monai.bundle run` on phantom frames,
-and its checkpoint loads into the segmentation U-Net with every encoder weight present."""
+"""cmr_ssp_pretraining: every method (the base ``configs/train.json`` plus the method's overlay) runs through
+`python -m monai.bundle run` on phantom frames, and its checkpoint loads into the segmentation U-Net with every
+encoder weight present."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_ssp_pretraining"
 METHODS = ("simclr", "pcl", "dino", "mim")
+
+
+def _config_files(*overlays: str) -> str:
+    """The ``--config_file`` value of a run, as the README writes it: the base config, then the overlays
+    (later files override), e.g. ``['configs/train.json','configs/simclr.json']``."""
+    return "[" + ",".join(f"'configs/{name}.json'" for name in ("train",) + overlays) + "]"
+
 
 # CPU-sized runs: 64 px slices at 5 mm (the heart stays in the field), one epoch of two iterations
 # of one frame each, a narrow U-Net, small DINO crops and head, 16x16 MIM patches.
@@ -47,7 +55,7 @@ def _tiny_unet(out_channels: int):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "simclr.json"))
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser["network_def#out_channels"] = out_channels
     for key, value in TINY_UNET_OVERRIDES.items():
         parser[key] = json.loads(value)
@@ -70,7 +78,7 @@ def phantom_datalist(phantom_cohort, tmp_path_factory) -> Path:
 
 
 def _run_bundle(method: str, datalist: Path, out: Path, *extra: str, launcher=None, config_files=None) -> subprocess.CompletedProcess:
-    config = config_files or f"configs/{method}.json"
+    config = config_files or _config_files(method)
     overrides = {**TINY, **TINY_PER_METHOD[method]}
     command = list(launcher or [sys.executable]) + ["-m", "monai.bundle", "run", "--config_file", config]
     command += ["--datalist", str(datalist), "--checkpoint", str(out / f"{method}.pt"), "--output_dir", str(out / "runs")]
@@ -131,30 +139,51 @@ def test_ddp_on_cpu_with_two_processes(phantom_datalist, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531"]
     result = _run_bundle(
         "pcl", phantom_datalist, tmp_path, launcher=launcher,
-        config_files="['configs/pcl.json','configs/multi_gpu_train.json']",
+        config_files=_config_files("pcl", "multi_gpu_train"),
     )
     assert result.returncode == 0, result.stderr[-4000:]
     _assert_loads_into_segmentation_unet(tmp_path / "pcl.pt", "pcl")
 
 
-def test_method_configs_share_identical_common_sections():
-    configs = {m: json.loads((BUNDLE / "configs" / f"{m}.json").read_text()) for m in METHODS}
+def test_method_overlays_leave_the_shared_sections_to_the_base():
+    """Each method file is a short overlay on ``configs/train.json`` (merged after it, later keys win): it sets
+    its method's pieces and defaults only, so the data pipeline, trainer, checkpointing and options have one
+    definition, which every method runs with."""
+    from monai.bundle import ConfigParser
+
+    base = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    overlays = {m: json.loads((BUNDLE / "configs" / f"{m}.json").read_text()) for m in METHODS}
     shared_keys = ["imports", "bundle_root", "device", "seed", "dataset_dir", "datalist", "datalist_splits", "checkpoint",
                    "overwrite", "output_dir", "use_tensorboard", "pixdim_mm", "image_size", "frames_per_batch",
                    "ssl_model", "initialize", "run", "intensity_percentiles"]
+    assert set(shared_keys) <= set(base)
+    # base ids a method may change: its number of network outputs, its optimiser settings, extra handlers
+    may_override = {"num_classes", "optimizer#momentum", "optimizer#nesterov", "optimizer#weight_decay",
+                    "+train#handlers"}
+    for method, overlay in overlays.items():
+        # the ids the base refers to but leaves to the method
+        assert {"method_name", "learning_rate", "views", "loss", "method"} <= set(overlay), method
+        overridden = {key for key in overlay if key.lstrip("+").split("#")[0] in base}
+        assert overridden <= may_override, f"{method}.json overrides base ids {sorted(overridden - may_override)}"
+    configs = {m: ConfigParser.load_config_files([str(BUNDLE / "configs" / f) for f in ("train.json", f"{m}.json")])
+               for m in METHODS}
     for key in shared_keys:
         values = {m: json.dumps(c[key], sort_keys=True) for m, c in configs.items()}
-        assert len(set(values.values())) == 1, f"{key} differs between method configs: {values}"
-    for section in ("records", "dataset", "dataloader", "trainer"):
+        assert len(set(values.values())) == 1, f"{key} differs between methods: {values}"
+    for section in ("records", "preprocessing", "dataset", "dataloader", "trainer"):
         values = {m: json.dumps(c["train"][section], sort_keys=True) for m, c in configs.items()}
         assert len(set(values.values())) == 1, f"train#{section} differs: {values}"
-    preprocessing = {m: json.dumps(c["train"]["preprocessing"], sort_keys=True) for m, c in configs.items()}
-    assert len(set(preprocessing.values())) == 1
+    # DINO's teacher EMA, loss epoch and last-layer freezing come after the base's handlers, which stay whole
+    handlers = {m: [h["_target_"] for h in c["train"]["handlers"]] for m, c in configs.items()}
+    assert handlers["dino"][: len(base["train"]["handlers"])] == handlers["simclr"]
+    assert handlers["dino"][len(base["train"]["handlers"]):] == [
+        "cmrssl.engines.ssl.TeacherEMAHandler", "cmrssl.engines.ssl.EpochSetter",
+        "cmrssl.engines.ssl.FreezeParametersHandler"]
     # the encoder is pretrained on intensities normalised as the segmentation bundle fine-tunes and infers on them
     segmentation = json.loads((REPO_ROOT / "bundles" / "cmr_unet_segmentation" / "configs" / "train.json").read_text())
     for key in ("pixdim_mm", "intensity_percentiles"):
-        assert configs["simclr"][key] == segmentation[key], key
-    targets = [t.get("_target_") for t in configs["simclr"]["train"]["preprocessing"]["transforms"] if isinstance(t, dict)]
+        assert base[key] == segmentation[key], key
+    targets = [t.get("_target_") for t in base["train"]["preprocessing"]["transforms"] if isinstance(t, dict)]
     assert targets.index("ClipIntensityPercentilesd") + 1 == targets.index("NormalizeIntensityd")
     for method, config in configs.items():
         assert config["method_name"] == method
@@ -168,7 +197,7 @@ def test_densenet_pretrained_with_simclr_initialises_the_lvquan_backbone(phantom
     densenet = {"_target_": "monai.networks.nets.DenseNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 2,
                 "init_features": 16, "growth_rate": 8, "block_config": [2, 2, 2, 2]}
     checkpoint = tmp_path / "simclr_densenet.pt"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/simclr.json",
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_files("simclr"),
                "--datalist", str(phantom_datalist), "--checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "ssl"),
                "--network_def", json.dumps(densenet)]
     for key, value in {**TINY, **TINY_PER_METHOD["simclr"]}.items():

@@ -22,8 +22,9 @@ from cmrssl.engines.ssl import (
 )
 from cmrssl.losses.contrastive import NTXentLoss, PositionalContrastiveLoss
 from cmrssl.losses.dino import DINOLoss
-from cmrssl.losses.masked import MaskedMSELoss, RandPatchMaskd
+from cmrssl.losses.masked import MaskedMSELoss
 from cmrssl.networks.heads import DINOHead, ProjectionHead, SSLEncoder, backbone_feature_dim, backbone_state_dict
+from cmrssl.transforms.masking import RandPatchMaskd
 from cmrssl.transforms.views import CineSlicesd, DINOMultiCropd, RandCMRAugmentd, TwoViewsd
 
 torch.set_num_threads(1)

@@ -10,7 +10,9 @@ import torch
 
 from cmrssl.losses.contrastive import NTXentLoss, PositionalContrastiveLoss, supervised_contrastive_loss
 from cmrssl.losses.dino import DINOLoss, linear_warmup
-from cmrssl.losses.masked import MaskedMSELoss, RandPatchMask, RandPatchMaskd, random_patch_mask
+from cmrssl.losses.masked import MaskedMSELoss
+from cmrssl.networks.masking import random_patch_mask
+from cmrssl.transforms.masking import RandPatchMask, RandPatchMaskd
 
 E1 = [1.0, 0.0]
 E2 = [0.0, 1.0]

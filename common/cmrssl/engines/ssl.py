@@ -202,7 +202,7 @@ class MaskedImageModellingMethod(SSLMethod):
     Args:
         network: the shared U-Net with one output channel (``CMRUNet(out_channels=1)``).
         loss: :class:`cmrssl.losses.masked.MaskedMSELoss`.
-        image_key, masked_key, mask_key: keys written by ``RandPatchMaskd``
+        image_key, masked_key, mask_key: keys written by ``cmrssl.transforms.masking.RandPatchMaskd``
             (target image, masked input, ``[1, H, W]`` mask).
         saved_parts: U-Net parts saved under their names: encoder and decoder; the 1-channel
             reconstruction head is saved as ``pretext_head.*`` (the segmentation head is another task's).

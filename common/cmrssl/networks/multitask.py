@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from cmrssl.losses.masked import random_patch_mask
+from cmrssl.networks.masking import random_patch_mask
 from cmrssl.networks.unet import CMRUNet
 
 __all__ = ["PRETEXT_HEAD", "MultiTaskUNet"]

@@ -12,7 +12,7 @@ The per-method view transforms (lightly's first part of a method):
 - :class:`DINOMultiCropd`: DINO multi-crop, 2 global crops (one always blurred,
   one solarised with probability 0.2) and 6 local crops.
 - MIM uses :class:`RandCMRAugmentd` (one augmented view) followed by
-  :class:`cmrssl.losses.masked.RandPatchMaskd`.
+  :class:`cmrssl.transforms.masking.RandPatchMaskd`.
 
 :class:`RandCMRAugment` is the augmentation of de Mooij et al. 2024: rotation
 (+-180 deg), isotropic scale 0.7-1.4, flips, translation (+-40 px of 256),
