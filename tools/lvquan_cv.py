@@ -7,9 +7,13 @@ For every named configuration and fold, runs the bundle's ``train`` then ``evalu
 (``python -m monai.bundle run``, one fresh process each) into ``WORK/runs/<config>/fold<k>``,
 each step's log kept beside its outputs (``train.log``, ``evaluate.log``);
 a fold already trained (``model.pt``) or evaluated (``oof_predictions.npz``) is not run again, and an
-interrupted training (``model.pt.partial/``) continues from its last epoch (resume). Then
-``tools/lvquan_ensemble.py`` chooses per-task subsets on half of the patients and reports the
-other half: ``WORK/ensemble.json`` (refused when present unless ``--overwrite``).
+interrupted training (``model.pt.partial/``) continues from its last epoch (resume). Then the
+bundle's ensemble step (``cmrssl.engines.lvquan_ensemble.run_ensemble``, what
+``configs/ensemble.json`` and ``tools/lvquan_ensemble.py`` run) chooses per-task subsets on half of
+the patients and reports the other half: ``WORK/ensemble.json`` (refused when present unless
+``--overwrite``). The named configurations (``--configs``) are the bundle's, listed under
+``configurations`` in ``configs/ensemble.json``: config files applied after ``train.json``
+(``evaluate.json`` is added for evaluation) and options they set.
 ``--overrides`` (JSON) are passed to every run, e.g. ``{"epochs": 2, "batch_size": 4}``.
 """
 
@@ -19,29 +23,20 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence
 
 import fire
 
+from cmrssl.engines.lvquan_ensemble import run_ensemble
+from cmrssl.io.run_state import partial_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_lvquan_ensemble"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: Named configurations: config files applied after ``train.json`` (evaluate.json is added for
-#: evaluation), or ``(files, {option: value})`` for a configuration that also sets options
-#: (``--overrides`` still apply on top).
-CONFIGURATIONS: Dict[str, Union[List[str], Tuple[List[str], Dict[str, object]]]] = {
-    "densenet121_2d": [],
-    "densenet121_2d_nosr": ([], {"segmentation_weight": 0}),
-    "densenet121_3d": ["train_3d.json"],
-    "densenet161_2d": ["densenet161.json"],
-    "densenet169_2d": ["densenet169.json"],
-    "resnet50_2d": ["resnet50.json"],
-    "resnet50_3d": ["resnet50.json", "train_3d.json"],
-    "seresnet101_2d": ["seresnet101.json"],
-    "seresnet152_2d": ["seresnet152.json"],
-    "seresnext101_2d": ["seresnext101.json"],
-}
+#: Named configurations, as the bundle lists them: ``{name: {"configs": [files after train.json],
+#: "options": {option: value}}}`` (``--overrides`` still apply on top of the options).
+CONFIGURATIONS: Dict[str, Dict[str, object]] = json.loads(
+    (BUNDLE / "configs" / "ensemble.json").read_text())["configurations"]
 
 
 def fold_commands(config: str, fold: int, dataset_dir: str, workdir: Path, num_folds: int, seed: int,
@@ -49,8 +44,7 @@ def fold_commands(config: str, fold: int, dataset_dir: str, workdir: Path, num_f
     """The train and evaluate command lines of one configuration and fold."""
     if config not in CONFIGURATIONS:
         raise ValueError(f"unknown configuration {config!r}; known: {sorted(CONFIGURATIONS)}")
-    named = CONFIGURATIONS[config]
-    config_files, options = (named, {}) if isinstance(named, list) else named
+    config_files, options = CONFIGURATIONS[config]["configs"], CONFIGURATIONS[config]["options"]
     files = [str(BUNDLE / "configs" / "train.json")] + [str(BUNDLE / "configs" / f) for f in config_files]
     out = workdir / "runs" / config / f"fold{fold}"
     common = ["--bundle_root", str(BUNDLE), "--dataset_dir", str(dataset_dir), "--fold", str(fold),
@@ -86,15 +80,13 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
     except ValueError as err:
         print(f"lvquan_cv: error: {err}", file=sys.stderr)
         raise SystemExit(2)
-    from cmrssl.engines.training_run import partial_dir
-
     for config, fold, commands in plans:
         out = work / "runs" / config / f"fold{fold}"
         # A fold is resumed where it stopped: trained (model.pt + index_scale.json) and/or evaluated.
         done = [(out / "model.pt").exists() and (out / "index_scale.json").exists(),
                 (out / "oof_predictions.npz").exists()]
         if not done[0] and (partial_dir(out / "model.pt") / "last.pt").exists():
-            # an interrupted training (see cmrssl.engines.training_run) continues where it stopped
+            # an interrupted training (see cmrssl.io.run_state) continues where it stopped
             commands[0] = commands[0] + ["--resume", "true"]
         for step, command, finished in zip(("train", "evaluate"), commands, done):
             if dry_run:
@@ -112,8 +104,6 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
                 raise SystemExit(3)
     if dry_run:
         return
-    from lvquan_ensemble import run_ensemble
-
     run_ensemble([str(work / "runs" / c) for c in configs], str(result_path), top_k=top_k, seed=seed,
                  overwrite=overwrite)
 

@@ -1,5 +1,6 @@
 """cmr_lvquan_ensemble: 2-iteration 2D and 2D+t (inflated) runs with segmentation regularisation on the
-phantom through `python -m monai.bundle run`, and the checkpoint reloads into the network definition."""
+phantom through `python -m monai.bundle run`, the checkpoint reloads into the network definition, and
+the trained fold is evaluated and used for inference (one training per configuration, shared)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,27 @@ TINY = ["--epochs", "1", "--epoch_length", "2", "--batch_size", "2", "--crop_siz
         "--backbone_2d#growth_rate", "8", "--backbone_2d#block_config", "[2,2,2,2]"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("configs", [["train.json"], ["train.json", "train_3d.json"]], ids=["2d", "2d+t"])
-def test_bundle_trains_on_the_phantom(phantom_cohort, tmp_path, configs):
-    out = tmp_path / "run"
-    files = [str(BUNDLE / "configs" / c) for c in configs]
+def _run(command):
+    return subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module", params=[["train.json"], ["train.json", "train_3d.json"]], ids=["2d", "2d+t"])
+def trained(request, phantom_cohort, tmp_path_factory):
+    """One tiny training run per configuration, shared by the tests below:
+    ``(config files, output folder, train command, completed process)``."""
+    out = tmp_path_factory.mktemp("lvquan_bundle") / "run"
+    files = [str(BUNDLE / "configs" / c) for c in request.param]
     config_arg = files[0] if len(files) == 1 else json.dumps(files)
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg,
                "--bundle_root", str(BUNDLE), "--dataset_dir", str(phantom_cohort), "--output_dir", str(out), *TINY]
-    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    result = _run(command)
     assert result.returncode == 0, result.stderr[-3000:]
+    return files, out, command, result
+
+
+@pytest.mark.slow
+def test_bundle_trains_on_the_phantom(trained):
+    files, out, command, result = trained
     assert "train_loss" in result.stdout + result.stderr
     assert "BatchNorm statistics recalibrated on" in result.stdout + result.stderr  # before the final save
     scale = json.loads((out / "index_scale.json").read_text())
@@ -47,45 +59,52 @@ def test_bundle_trains_on_the_phantom(phantom_cohort, tmp_path, configs):
     network.load_state_dict(state)  # strict: every weight of the definition, decoder included
     assert any(k.startswith("decoder.") for k in state)
     before = (out / "model.pt").stat().st_mtime_ns
-    again = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    again = _run(command)
     assert again.returncode != 0 and "model.pt already exists" in again.stderr  # a trained fold is kept
     assert (out / "model.pt").stat().st_mtime_ns == before
 
-    # inference on a new cine (any read_cine input): per-frame indices of the chosen slices as a CSV
-    study = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0] / "sax_cine.nii.gz"
-    infer = json.dumps(files + [str(BUNDLE / "configs" / "inference.json")])
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", infer, "--bundle_root", str(BUNDLE),
-               "--output_dir", str(out), "--input", str(study), "--prediction_dir", str(out / "infer"), *TINY]
-    result = subprocess.run(command + ["--slices", "3,4"], cwd=BUNDLE, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+
+@pytest.mark.slow
+def test_inference_on_a_new_cine(trained, phantom_cohort):
+    """Per-frame indices of the chosen slices of any read_cine input, as a CSV."""
     import csv
 
     import nibabel as nib
 
+    files, out, _, _ = trained
+    study = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0] / "sax_cine.nii.gz"
+    infer = json.dumps(files + [str(BUNDLE / "configs" / "inference.json")])
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", infer, "--bundle_root", str(BUNDLE),
+               "--output_dir", str(out), "--input", str(study), "--prediction_dir", str(out / "infer"), *TINY]
+    result = _run(command + ["--slices", "3,4"])
+    assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "infer" / "lvquan_predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
     num_frames = nib.load(str(study)).shape[3]
     assert len(rows) == 2 * num_frames and {r["slice"] for r in rows} == {"3", "4"}
     assert all(np.isfinite(float(r["rwt_AS_mm"])) and r["phase"] in ("0", "1") for r in rows)
     assert str(study.parent.name) not in (out / "infer" / "lvquan_predictions.csv").read_text()
-    again = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    again = _run(command)
     assert again.returncode != 0 and "already exists" in again.stderr
-    bad = subprocess.run(command + ["--slices", "99", "--prediction_dir", str(out / "bad")], cwd=BUNDLE,
-                         capture_output=True, text=True, timeout=600)
+    bad = _run(command + ["--slices", "99", "--prediction_dir", str(out / "bad")])
     assert bad.returncode != 0 and "slice(s) [99]" in bad.stderr and "sax_cine.nii.gz" in bad.stderr
     assert not (out / "bad").exists()
 
-    # evaluation of the held-out fold: multi-crop (and multi-window) out-of-fold predictions + table
+
+@pytest.mark.slow
+def test_evaluation_of_the_held_out_fold(trained, phantom_cohort):
+    """Multi-crop (and multi-window) out-of-fold predictions + the Table 1 errors."""
+    files, out, _, _ = trained
     evaluate = json.dumps(files + [str(BUNDLE / "configs" / "evaluate.json")])
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", evaluate, "--bundle_root", str(BUNDLE),
                "--dataset_dir", str(phantom_cohort), "--output_dir", str(out), *TINY]
-    result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    result = _run(command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "areas (mm^2)" in result.stdout and "% error rate" in result.stdout
     oof = np.load(out / "oof_predictions.npz")
     assert oof["indices"].shape == oof["target_indices"].shape and oof["indices"].shape[1] == 11
     assert np.isfinite(oof["indices"]).all() and ((oof["phase_probability"] >= 0) & (oof["phase_probability"] <= 1)).all()
-    again = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    again = _run(command)
     assert again.returncode != 0 and "already exists" in again.stderr  # never overwritten silently
 
 

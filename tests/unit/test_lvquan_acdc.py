@@ -74,3 +74,23 @@ def test_unknown_folder_names_the_layouts(tmp_path):
     (tmp_path / "something").mkdir()
     with pytest.raises(ValueError, match="ACDC folder"):
         load_lvquan_source(tmp_path)
+
+
+def test_resampling_matches_the_former_scipy_zoom_inside_the_slice():
+    """MONAI Resize replaced scipy's zoom: same grid and values (float32), but no zeroed last row/column."""
+    from scipy.ndimage import zoom
+
+    from cmrssl.data.lvquan import resample_slice
+
+    image = np.random.default_rng(0).random((48, 52)).astype(np.float32)
+    for factor in (0.8, 1.3):
+        ours, scipy_zoom = resample_slice(image, factor, "bilinear"), zoom(image, factor, order=1)
+        assert ours.shape == scipy_zoom.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours[:-1, :-1], scipy_zoom[:-1, :-1], atol=1e-5)
+        np.testing.assert_allclose(ours[[0, -1], :][:, [0, -1]], image[[0, -1], :][:, [0, -1]], atol=1e-6)  # corners kept
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10:30, 12:28] = 2
+    labels[15:25, 16:24] = 1
+    resampled = resample_slice(labels, 0.8, "nearest-exact")
+    assert resampled.dtype == np.uint8 and set(np.unique(resampled)) == {0, 1, 2}
+    assert np.mean(resampled != zoom(labels, 0.8, order=0)) < 0.02

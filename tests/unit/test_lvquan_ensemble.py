@@ -89,3 +89,11 @@ def test_ensemble_tool_on_fold_files(tmp_path):
     assert payload["cv_tables"]["a"]["rwt"]["mae"] == pytest.approx(expected)
     again = subprocess.run([sys.executable, str(tool), *runs, "--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 1 and "--overwrite" in again.stderr
+    # the bundle's own ensemble step (configs/ensemble.json) gives the same result
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "cmr_lvquan_ensemble"
+    from_bundle = tmp_path / "from_bundle.json"
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/ensemble.json",
+                             "--run_dirs", json.dumps(runs), "--ensemble_file", str(from_bundle), "--top_k", "4"],
+                            cwd=bundle, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(from_bundle.read_text())["search"] == payload["search"]

@@ -128,7 +128,9 @@ class _CropMean(torch.nn.Module):
 
 def test_multi_crop_and_multi_window_averaging():
     from cmrssl.data.lvquan import lvquan_samples_from_labels, scale_percentiles
-    from cmrssl.engines.lvquan import _preprocess, multi_crop_offsets, predict_lvquan
+    from monai.transforms import ResizeWithPadOrCrop
+
+    from cmrssl.engines.lvquan import multi_crop_offsets, predict_lvquan
 
     labels = np.stack([synthetic_lv_frames(5, size=40, seed=z) for z in range(3)], axis=1)
     pixels = labels.astype(np.float32) + np.random.default_rng(0).random(labels.shape).astype(np.float32)
@@ -137,7 +139,7 @@ def test_multi_crop_and_multi_window_averaging():
     two_d = predict_lvquan(_CropMean(), data, [0, 1], scale, crop_size=48, patch_size=32, target_spacing_mm=None)
     assert two_d["indices"].shape == (10, 11) and two_d["target_indices"].shape == (10, 11)
     # frame 3 of subject 1: the mean of its 4 corner crops, times the index scale
-    image = _preprocess(scale_percentiles(data.images[1, 3]), 48)
+    image = ResizeWithPadOrCrop((48, 48))(torch.as_tensor(scale_percentiles(data.images[1, 3]))[None])[0]  # as training
     expected = np.mean([image[r:r + 32, c:c + 32].mean().item() for r, c in multi_crop_offsets(48, 32)])
     np.testing.assert_allclose(two_d["indices"][5 + 3], expected * 2.0, rtol=1e-5)
     # 2D+t: every cyclic window holding a frame agrees for a per-frame network; averaging keeps it
@@ -170,7 +172,9 @@ def test_zoom_augmentation_scales_targets_like_the_masks():
 
 
 def test_batchnorm_recalibration_uses_the_evaluation_crops():
-    from cmrssl.engines.lvquan import _preprocess, multi_crop_offsets, recalibrate_batchnorm
+    from monai.transforms import ResizeWithPadOrCrop
+
+    from cmrssl.engines.lvquan import multi_crop_offsets, recalibrate_batchnorm
 
     torch.manual_seed(0)
     network = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
@@ -179,7 +183,8 @@ def test_batchnorm_recalibration_uses_the_evaluation_crops():
     rng = np.random.default_rng(0)
     records = [{"image": rng.random((1, 40, 44)).astype(np.float32) + i} for i in range(5)]
     assert recalibrate_batchnorm(network, records, crop_size=48, patch_size=32, batch_size=5) == 5 * 4
-    crops = torch.cat([torch.stack([_preprocess(r["image"], 48) for r in records])[..., a:a + 32, b:b + 32]
+    padded = torch.stack([ResizeWithPadOrCrop((48, 48))(torch.as_tensor(r["image"])).as_tensor() for r in records])
+    crops = torch.cat([padded[..., a:a + 32, b:b + 32]
                        for a, b in multi_crop_offsets(48, 32)])
     with torch.no_grad():
         features = network[0](crops)

@@ -61,6 +61,9 @@ __all__ = [
     "acdc_subject_names",
     "find_acdc_patients",
     "select_acdc_patients",
+    "AcdcFrame",
+    "AcdcPatient",
+    "read_acdc_patient",
     "acdc_records",
     "index_acdc",
 ]
@@ -237,7 +240,9 @@ def _open_nifti(path: Path, what: str) -> nib.Nifti1Image:
 
 
 @dataclass
-class _Frame:
+class AcdcFrame:
+    """One labelled frame of an ACDC patient: its phase, 0-based index, image and label files, shape."""
+
     phase: str  # "ED" / "ES"
     index: int  # 0-based
     image: Path
@@ -246,18 +251,20 @@ class _Frame:
 
 
 @dataclass
-class _Patient:
+class AcdcPatient:
+    """One ACDC patient as :func:`read_acdc_patient` finds it (headers only, no pixels)."""
+
     subject: str
     folder: Path
     num_frames: int
     group: Optional[str]
     spacing: List[float]
     cine: Optional[Path]
-    frames: List[_Frame] = field(default_factory=list)
+    frames: List[AcdcFrame] = field(default_factory=list)
 
 
-def _read_patient(folder: Path) -> _Patient:
-    """Info.cfg and the ED/ES files of one patient (headers only).
+def read_acdc_patient(folder: Path) -> AcdcPatient:
+    """Info.cfg and the ED/ES files of one patient folder ``patientNNN/`` (headers only).
 
     Raises:
         FileNotFoundError: Info.cfg or an image / label file missing.
@@ -275,7 +282,7 @@ def _read_patient(folder: Path) -> _Patient:
     if max(ed, es) > num_frames:
         raise ValueError(f"{cfg}: ED {ed} / ES {es} beyond NbFrame {num_frames}")
     group = info.get("Group") or None
-    frames: List[_Frame] = []
+    frames: List[AcdcFrame] = []
     spacing: Optional[List[float]] = None
     for phase, number in (("ED", ed), ("ES", es)):
         stem = f"{subject}_frame{number:02d}"
@@ -291,14 +298,14 @@ def _read_patient(folder: Path) -> _Patient:
             raise ValueError(f"{image}: expected a 3D frame [x, y, z], got shape {header.shape}")
         if spacing is None:
             spacing = nifti_spacing_mm(header)  # as the readers measure it (pixdim 0: the sform)
-        frames.append(_Frame(phase, number - 1, image.resolve(), label.resolve(), tuple(header.shape)))
+        frames.append(AcdcFrame(phase, number - 1, image.resolve(), label.resolve(), tuple(header.shape)))
     cine = _nifti(folder, f"{subject}_4d")
     if cine is not None:
         _open_nifti(cine, "4D cine")
-    return _Patient(subject, folder, num_frames, group, spacing, cine.resolve() if cine else None, frames)
+    return AcdcPatient(subject, folder, num_frames, group, spacing, cine.resolve() if cine else None, frames)
 
 
-def _records(patient: _Patient, subject_dir: Path) -> List[dict]:
+def _records(patient: AcdcPatient, subject_dir: Path) -> List[dict]:
     records = []
     for f in patient.frames:
         record = {
@@ -349,7 +356,7 @@ def acdc_records(
     folders = select_acdc_patients(root, subjects)
     for folder in folders:  # refuse before any work
         check_can_write(labels_dir / folder.name, overwrite)
-    patients = [_read_patient(folder) for folder in folders]
+    patients = [read_acdc_patient(folder) for folder in folders]
     # Labels are loaded to check them before anything is written, and once more to write
     # them: twice a few ms per file, instead of holding every label volume in memory.
     for patient in patients:

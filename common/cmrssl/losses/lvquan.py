@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cmrssl.networks.lvquan import split_outputs
+from cmrssl.lvquan_layout import split_outputs
 
 __all__ = ["LVQuanLoss"]
 

@@ -15,14 +15,14 @@ RWT) reports the mean over its indices; phase error rate in percent.
 from __future__ import annotations
 
 import itertools
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from cmrssl.metrics.lv_indices import INDEX_NAMES
 
 __all__ = ["TASK_COLUMNS", "TASKS", "lvquan_table", "prediction_table", "format_table", "search_ensemble",
-           "ensemble_prediction"]
+           "ensemble_prediction", "patient_of", "split_patients"]
 
 #: Columns of each regression task in the 11-index order.
 TASK_COLUMNS = {"areas": (0, 1), "dims": (2, 3, 4), "rwt": (5, 6, 7, 8, 9, 10)}
@@ -159,3 +159,31 @@ def search_ensemble(predictions: Mapping[str, Mapping[str, np.ndarray]], target_
                                                      holdout_rows),
         }
     return result
+
+
+def patient_of(subject_name: str) -> str:
+    """The patient of a slice-cycle subject name ``patient:sliceZ`` (the name itself without ``:``)."""
+    return str(subject_name).split(":")[0]
+
+
+def split_patients(names: Sequence[str], subject_index: np.ndarray, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows of the search half and of the held-out half, split by patient (seeded).
+
+    Args:
+        names: subject names (``patient:sliceZ``) indexed by ``subject_index``.
+        subject_index: ``[N]`` the subject of each prediction row.
+        seed: of the permutation of the sorted patients; the first half of it is held out.
+
+    Returns:
+        ``(search_rows, holdout_rows)`` row indices.
+
+    Raises:
+        ValueError: fewer than 2 patients.
+    """
+    patients = sorted({patient_of(names[s]) for s in np.unique(subject_index)})
+    if len(patients) < 2:
+        raise ValueError("the search/held-out split needs at least 2 patients")
+    order = np.random.default_rng(seed).permutation(len(patients))
+    held_out = {patients[i] for i in order[: len(patients) // 2]}
+    in_held_out = np.array([patient_of(names[s]) in held_out for s in subject_index])
+    return np.flatnonzero(~in_held_out), np.flatnonzero(in_held_out)

@@ -19,37 +19,27 @@ map; its classifier is replaced by:
 ``[B, n]`` (2D) or ``[B, n, T]`` (2D+t: one prediction per input frame); in
 training mode with a decoder it returns ``(prediction, segmentation_logits)``
 where the logits are ``[B, classes, H, W]`` (``[B, classes, T, H, W]``) at the
-input size. :func:`split_outputs` names the columns.
+input size. :func:`cmrssl.lvquan_layout.split_outputs` names the columns (re-exported here).
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from monai.networks.nets import DenseNet, SENet
 
+from cmrssl.lvquan_layout import TASK_OUTPUTS, check_task, split_outputs
 from cmrssl.networks.heads import backbone_feature_dim, backbone_features
 
 __all__ = ["TASK_OUTPUTS", "LVQuanHead", "ResidualBlock", "SegmentationDecoder", "LVQuanNet", "split_outputs"]
-
-NUM_INDICES = 11
-NUM_PHASES = 2
-#: Output channels per task: indices first, then phase logits.
-TASK_OUTPUTS = {"indices": NUM_INDICES, "phase": NUM_PHASES, "both": NUM_INDICES + NUM_PHASES}
-
 
 def _check_dims(spatial_dims: int) -> int:
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 (slice) or 3 (2D+t: [T, H, W]), got {spatial_dims}")
     return spatial_dims
-
-
-def _check_task(task: str) -> str:
-    if task not in TASK_OUTPUTS:
-        raise ValueError(f"task must be one of {sorted(TASK_OUTPUTS)}, got {task!r}")
-    return task
 
 
 class LVQuanHead(nn.Module):
@@ -64,7 +54,7 @@ class LVQuanHead(nn.Module):
 
     def __init__(self, in_channels: int, task: str = "both", spatial_dims: int = 2, dropout: float = 0.0):
         super().__init__()
-        self.task = _check_task(task)
+        self.task = check_task(task)
         self.spatial_dims = _check_dims(spatial_dims)
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.dropout = nn.Dropout(dropout)
@@ -135,8 +125,6 @@ class SegmentationDecoder(nn.Module):
 
 def _feature_channels(backbone: nn.Module) -> int:
     """Feature channels, also for 2D+t backbones whose classifier became a 1x1x1 conv."""
-    from monai.networks.nets import DenseNet, SENet
-
     if isinstance(backbone, DenseNet) and isinstance(backbone.class_layers.out, nn.Conv3d):
         return int(backbone.class_layers.out.in_channels)
     if isinstance(backbone, SENet) and isinstance(backbone.last_linear, nn.Conv3d):
@@ -187,14 +175,3 @@ class LVQuanNet(nn.Module):
             segmentation = F.interpolate(segmentation, size=tuple(size), mode="nearest")
         return prediction, segmentation
 
-
-def split_outputs(prediction: torch.Tensor, task: str) -> Dict[str, torch.Tensor]:
-    """``{"indices": [B, 11(, T)], "phase_logits": [B, 2(, T)]}`` (the keys the task has)."""
-    _check_task(task)
-    if prediction.shape[1] != TASK_OUTPUTS[task]:
-        raise ValueError(f"task {task!r} has {TASK_OUTPUTS[task]} outputs, prediction has {prediction.shape[1]}")
-    if task == "indices":
-        return {"indices": prediction}
-    if task == "phase":
-        return {"phase_logits": prediction}
-    return {"indices": prediction[:, :NUM_INDICES], "phase_logits": prediction[:, NUM_INDICES:]}

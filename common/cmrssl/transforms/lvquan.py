@@ -1,8 +1,13 @@
-"""Scaling augmentation for LV-index regression: images zoomed, index targets scaled with them.
+"""Transforms of LV-index regression: the scaling augmentation, and the evaluator's postprocessing.
 
-Gessert & Schlaefer scale images by 0.8-1.2 and the targets accordingly: lengths (dimensions,
-wall thicknesses) by the factor and areas by its square. Works on 2D samples (``[C, H, W]``,
-indices ``[11]``) and 2D+t clips (``[C, T, H, W]``, indices ``[11, T]``; time never zoomed).
+:class:`RandZoomLVQuand`: Gessert & Schlaefer scale images by 0.8-1.2 and the targets
+accordingly: lengths (dimensions, wall thicknesses) by the factor and areas by its square. Works
+on 2D samples (``[C, H, W]``, indices ``[11]``) and 2D+t clips (``[C, T, H, W]``, indices
+``[11, T]``; time never zoomed).
+
+:class:`LVQuanOutputsd`: the multi-crop prediction of one sample (scaled indices and phase
+probabilities, :class:`cmrssl.engines.lvquan.CornerCropInferer`) as indices in mm / mm^2 and a
+systole probability.
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform, Zoom
 
-__all__ = ["scale_lvquan_targets", "RandZoomLVQuand"]
+from cmrssl.lvquan_layout import NUM_INDICES, split_outputs
+
+__all__ = ["scale_lvquan_targets", "RandZoomLVQuand", "LVQuanOutputsd", "PRED_INDICES_KEY", "PHASE_PROBABILITY_KEY"]
 
 NUM_AREAS = 2  # cavity and myocardium areas lead the 11 indices (LVQuan order)
+#: Keys :class:`LVQuanOutputsd` adds.
+PRED_INDICES_KEY = "pred_indices"
+PHASE_PROBABILITY_KEY = "pred_phase_probability"
 
 
 def scale_lvquan_targets(indices, factor: float):
@@ -71,4 +81,46 @@ class RandZoomLVQuand(RandomizableTransform, MapTransform):
             zoom = (1.0,) * (spatial - 2) + (self.factor, self.factor)  # time (if any) untouched
             d[key] = Zoom(zoom=zoom, mode=mode, keep_size=True, padding_mode="constant")(image)
         d[self.indices_key] = scale_lvquan_targets(d[self.indices_key], self.factor)
+        return d
+
+
+class LVQuanOutputsd(MapTransform):
+    """Postprocessing of one decollated LVQuan prediction: indices in mm / mm^2 and the systole probability.
+
+    Args:
+        keys: the prediction key, ``[n(, T)]`` in the task's channel layout
+            (:mod:`cmrssl.lvquan_layout`) with scaled indices (0-1) and phase *probabilities*
+            (what :class:`cmrssl.engines.lvquan.CornerCropInferer` returns).
+        task: ``"indices"``, ``"phase"`` or ``"both"``.
+        index_scale: ``[11]`` training maxima (mm / mm^2) the targets were divided by.
+
+    Adds ``pred_indices`` float64 ``[11(, T)]`` in mm / mm^2 (NaN when the task has no indices)
+    and ``pred_phase_probability`` float64 ``[(T)]`` (systole; NaN when the task has no phase).
+    With several keys, the last one's values are kept.
+    """
+
+    def __init__(self, keys: KeysCollection = "pred", task: str = "both", index_scale=None,
+                 allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.task = task
+        self.index_scale = np.ones(NUM_INDICES) if index_scale is None else np.asarray(index_scale, np.float64)
+
+    def __call__(self, data: Mapping[Hashable, object]):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            prediction = d[key]
+            if isinstance(prediction, torch.Tensor):
+                prediction = prediction.detach().cpu()
+                prediction = prediction.as_tensor() if hasattr(prediction, "as_tensor") else prediction
+                prediction = prediction.numpy()
+            prediction = np.asarray(prediction, np.float64)
+            parts = split_outputs(prediction[None], self.task)  # batch of one
+            frames = prediction.shape[1:]  # () for 2D, (T,) for 2D+t
+            if "indices" in parts:
+                scale = self.index_scale.reshape((NUM_INDICES,) + (1,) * len(frames))
+                d[PRED_INDICES_KEY] = parts["indices"][0] * scale
+            else:
+                d[PRED_INDICES_KEY] = np.full((NUM_INDICES,) + frames, np.nan)
+            d[PHASE_PROBABILITY_KEY] = (parts["phase_logits"][0][1] if "phase_logits" in parts
+                                        else np.full(frames, np.nan))
         return d
