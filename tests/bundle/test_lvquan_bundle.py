@@ -108,6 +108,7 @@ def test_evaluation_of_the_held_out_fold(trained, phantom_cohort):
     assert again.returncode != 0 and "already exists" in again.stderr  # never overwritten silently
 
 
+@pytest.mark.slow  # six deep backbones built twice each: about a minute on 2 CPU cores
 @pytest.mark.parametrize("backbone", ["resnet50", "seresnet101", "seresnet152", "seresnext101", "densenet169",
                                       "densenet161"])
 def test_backbone_configs_build_2d_and_2d_plus_t(backbone):
