@@ -43,9 +43,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Union
 
 import numpy as np
+from scipy.io import loadmat
 
 __all__ = ["LVQuanData", "LVQUAN_SEPTUM_ANGLE_DEG", "read_lvquan18", "read_lvquan19_patient", "read_lvquan19"]
 
@@ -91,8 +92,6 @@ class LVQuanData:
 
 
 def _load(path: PathLike) -> dict:
-    from scipy.io import loadmat
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such LVQuan .mat file")

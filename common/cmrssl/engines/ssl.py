@@ -39,6 +39,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 
 from cmrssl.networks.heads import SSLEncoder, backbone_state_dict
+from cmrssl.networks.multitask import PRETEXT_HEAD
 
 __all__ = [
     "SSLMethod",
@@ -235,8 +236,6 @@ class MaskedImageModellingMethod(SSLMethod):
 
     def backbone_state_dict(self):
         """Encoder and decoder, and the reconstruction head as ``pretext_head.*`` (kept by multi-task fine-tuning)."""
-        from cmrssl.networks.multitask import PRETEXT_HEAD
-
         state = backbone_state_dict(self.network, parts=self.saved_parts)
         head = getattr(self.network, "head", None)
         if isinstance(head, nn.Module):
