@@ -174,8 +174,6 @@ print(json.dumps({"seconds": seconds, "baseline_kib": baseline_kib, "peak_kib": 
 
 def _bench_cine(folder: Path, frames: int = 25, slices: int = 10, size: int = 128) -> Path:
     """A phantom cine cropped to ``frames x slices`` as a 4D NIfTI (made once, reused)."""
-    import numpy as np
-
     from cmrssl.data.phantom import generate_subject
     from cmrssl.io import CineStudy, write_cine_nifti
 

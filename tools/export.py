@@ -41,6 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_SOURCE = REPO_ROOT / "common" / "cmrssl"
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
+from cmrssl.cli_errors import tool_errors  # noqa: E402
 from cmrssl.flags import as_bool  # noqa: E402
 
 VENDORED_PREFIX = "scripts.cmrssl"
@@ -184,14 +185,8 @@ def _write_bundle_copy(bundle: Path, out: Path, fresh: bool = True) -> None:
 
 def main(bundle: str, out: str, overwrite: bool = False, zip: bool = False) -> None:
     """Export BUNDLE to OUT (a folder, or OUT.zip with --zip); refuses an existing OUT unless --overwrite."""
-    try:
+    with tool_errors("export"):
         written = export_bundle(Path(bundle), Path(out), overwrite=as_bool(overwrite, "overwrite"), zip=zip)
-    except FileExistsError as err:
-        print(f"export: error: {err} (use --overwrite)", file=sys.stderr)
-        raise SystemExit(1)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"export: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
     print(f"exported {Path(bundle).name} -> {written}")
 
 

@@ -34,14 +34,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import fire
 import numpy as np
 
-from cmrssl.io import CineReadError, CineStudy, read_nifti_cine, read_nifti_frames
+from cmrssl.cli_errors import tool_errors
+from cmrssl.io import CineStudy, read_nifti_cine, read_nifti_frames
 from cmrssl.io.atomic import atomic_folder, check_can_write
 from cmrssl.metrics.function import CardiacFunction, cardiac_function_from_study
 
@@ -224,14 +224,8 @@ def compute_function(study: str, out: Optional[str] = None, overwrite: bool = Fa
 
 def main(study: str, out: Optional[str] = None, overwrite: bool = False, subject: Optional[str] = None,
          label_map: Optional[str] = None) -> None:
-    try:
+    with tool_errors("function"):  # CineReadError is a ValueError
         compute_function(study, out=out, overwrite=overwrite, subject=subject, label_map=label_map)
-    except FileExistsError as err:
-        print(f"function: error: {err} (use --overwrite)", file=sys.stderr)
-        raise SystemExit(1)
-    except (FileNotFoundError, CineReadError, ValueError) as err:
-        print(f"function: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 if __name__ == "__main__":

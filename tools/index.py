@@ -38,9 +38,9 @@ import fire
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
+from cmrssl.cli_errors import tool_errors  # noqa: E402
 from cmrssl.data.datalist import SPLITS, format_summary, split_records, write_datalist  # noqa: E402
 from cmrssl.io.atomic import check_can_write  # noqa: E402
-from cmrssl.io.errors import CineReadError  # noqa: E402
 
 
 class _Usage(ValueError):
@@ -218,14 +218,8 @@ COMMANDS = {"phantom": phantom, "acdc": acdc, "sunnybrook": sunnybrook, "mnms": 
 
 def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with tool_errors("index", exists_status=2):  # CineReadError is a ValueError
         fire.Fire(COMMANDS, command=argv)
-    except FileExistsError as err:
-        print(f"index: error: {err} (use --overwrite)", file=sys.stderr)
-        raise SystemExit(2)
-    except (FileNotFoundError, CineReadError, ValueError) as err:
-        print(f"index: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from typing import List, Optional, Sequence
 import fire
 import numpy as np
 
-from cmrssl.io import CineReadError, read_nifti_cine
+from cmrssl.cli_errors import tool_errors
+from cmrssl.io import read_nifti_cine
 from cmrssl.io.atomic import atomic_file, check_can_write
 from cmrssl.data.lvquan import check_short_axis, measure_slice, select_mid_slices
 from cmrssl.metrics.lv_indices import INDEX_NAMES
@@ -150,15 +151,9 @@ def compute_lv_indices(study: str, out: Optional[str] = None, overwrite: bool = 
 
 def main(study: str, out: Optional[str] = None, overwrite: bool = False, slices="mid",
          label_map: Optional[str] = None, assume_short_axis: bool = False) -> None:
-    try:
+    with tool_errors("lv_indices"):  # CineReadError is a ValueError
         compute_lv_indices(study, out=out, overwrite=overwrite, slices=slices, label_map=label_map,
                            assume_short_axis=assume_short_axis)
-    except FileExistsError as err:
-        print(f"lv_indices: error: {err} (use --overwrite)", file=sys.stderr)
-        raise SystemExit(1)
-    except (FileNotFoundError, CineReadError, ValueError) as err:
-        print(f"lv_indices: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -18,23 +18,16 @@ A thin command line over ``cmrssl.engines.lvquan_ensemble.run_ensemble``, which 
 
 from __future__ import annotations
 
-import sys
-
 import fire
 
+from cmrssl.cli_errors import tool_errors
 from cmrssl.engines.lvquan_ensemble import run_ensemble
 
 
 def main(*run_dirs: str, out: str = "lvquan_ensemble.json", top_k: int = 6, seed: int = 0,
          overwrite: bool = False) -> None:
-    try:
+    with tool_errors("lvquan_ensemble"):
         run_ensemble(run_dirs, out, top_k=top_k, seed=seed, overwrite=overwrite)
-    except FileExistsError as err:
-        print(f"lvquan_ensemble: error: {err} (use --overwrite)", file=sys.stderr)
-        raise SystemExit(1)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"lvquan_ensemble: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ and the file layout are documented in ``cmrssl.data.phantom``.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import fire
 
+from cmrssl.cli_errors import tool_errors
 from cmrssl.data.phantom import generate_cohort
 
 
@@ -23,15 +23,9 @@ def main(out: str, subjects: int = 10, seed: int = 0, overwrite: bool = False, n
          num_frames: int = None, image_size: int = None) -> None:
     """Generate the cohort in ``out`` (refused if it exists and is not empty, unless --overwrite)."""
     start = time.perf_counter()
-    try:
+    with tool_errors("phantom", errors=(ValueError,)):
         folders = generate_cohort(out, subjects, seed, write_dicom=not no_dicom, overwrite=overwrite,
                                   num_frames=num_frames, image_size=image_size)
-    except FileExistsError as err:
-        print(f"phantom: error: {err} (use --overwrite)", file=sys.stderr)
-        raise SystemExit(1)
-    except ValueError as err:
-        print(f"phantom: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
     for folder in folders:
         a = json.loads((folder / "analytic.json").read_text())
         dz, dy, dx = a["spacing_zyx_mm"]

@@ -10,15 +10,20 @@ original error; everything Python printed before stays (developers need it).
 
 Each bundle config calls it first in ``initialize``; it changes nothing for
 library users who never call it.
+
+:func:`tool_errors` is the command-line tools' counterpart: an expected error
+(an existing output, a missing or unreadable input) becomes one line
+``<tool>: error: <message>`` and an exit status, without a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from types import TracebackType
-from typing import Optional, Type
+from typing import Iterator, Optional, Tuple, Type
 
-__all__ = ["install", "root_cause"]
+__all__ = ["install", "root_cause", "tool_errors"]
 
 _installed = False
 
@@ -49,3 +54,27 @@ def install() -> bool:
         sys.excepthook = _hook(sys.excepthook)
         _installed = True
     return True
+
+
+@contextlib.contextmanager
+def tool_errors(
+    tool: str,
+    *,
+    exists_status: int = 1,
+    errors: Tuple[Type[BaseException], ...] = (FileNotFoundError, ValueError),
+) -> Iterator[None]:
+    """Turn a tool's expected errors into ``<tool>: error: <message>`` on stderr and ``SystemExit``.
+
+    ``FileExistsError`` (an output in the way) adds "(use --overwrite)" and exits with
+    ``exists_status``; ``errors`` (by default a missing input or a bad value, which includes
+    :class:`cmrssl.io.errors.CineReadError`) exit with 2. Anything else propagates with its
+    traceback: it is a bug, not a user's mistake.
+    """
+    try:
+        yield
+    except FileExistsError as err:
+        print(f"{tool}: error: {err} (use --overwrite)", file=sys.stderr)
+        raise SystemExit(exists_status)
+    except errors as err:
+        print(f"{tool}: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
