@@ -26,7 +26,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PATH_KEYS = ("image", "label", "cine")
+_PATH_KEYS = ("image", "label", "cine", "position_label", "lax_2ch", "lax_4ch")
 #: Fields a training or evaluation pipeline reads, with the value a record lacking one gets.
 #: Records keep only these: the default collate fails when a batch mixes records with and
 #: without an optional field (ACDC's ``cine`` exists for one patient, DSB volumes for some).

@@ -38,8 +38,8 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 
-from cmrssl.networks.heads import SSLEncoder, backbone_state_dict
-from cmrssl.networks.multitask import PRETEXT_HEAD
+from cmrssl.networks.heads import SSLEncoder
+from cmrssl.networks.multitask import pretext_state_dict
 
 __all__ = [
     "SSLMethod",
@@ -236,11 +236,7 @@ class MaskedImageModellingMethod(SSLMethod):
 
     def backbone_state_dict(self):
         """Encoder and decoder, and the reconstruction head as ``pretext_head.*`` (kept by multi-task fine-tuning)."""
-        state = backbone_state_dict(self.network, parts=self.saved_parts)
-        head = getattr(self.network, "head", None)
-        if isinstance(head, nn.Module):
-            state.update((f"{PRETEXT_HEAD}.{k}", v.detach().cpu()) for k, v in head.state_dict().items())
-        return state
+        return pretext_state_dict(self.network, parts=self.saved_parts)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

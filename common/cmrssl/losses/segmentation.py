@@ -8,10 +8,14 @@ so the stacked levels are split here; everything else is MONAI's.
 
 from __future__ import annotations
 
+from typing import Mapping, Optional
+
 import torch
 from monai.losses import DeepSupervisionLoss
 
-__all__ = ["StackedDeepSupervisionLoss", "MultiTaskLoss"]
+from cmrssl.losses.masked import MaskedMSELoss
+
+__all__ = ["StackedDeepSupervisionLoss", "PretextLoss", "MultiTaskLoss"]
 
 
 class StackedDeepSupervisionLoss(DeepSupervisionLoss):
@@ -32,19 +36,47 @@ class StackedDeepSupervisionLoss(DeepSupervisionLoss):
         return super().forward(input, target)
 
 
+class PretextLoss(torch.nn.Module):
+    """The loss of a pixel-wise pretext output (:meth:`cmrssl.networks.multitask.MultiTaskUNet.pretext_forward`).
+
+    - reconstruction (the output carries ``pretext_mask``): ``reconstruction_loss(pretext,
+      pretext_target, pretext_mask)``, :class:`cmrssl.losses.masked.MaskedMSELoss` by default;
+    - class map (no mask): cross-entropy of ``pretext [B, K, H, W]`` logits against
+      ``target [B, 1, H, W]`` class indices (Bai 2019's position boxes, 0 background).
+
+    Args:
+        reconstruction_loss: loss for the reconstruction pretext.
+    """
+
+    def __init__(self, reconstruction_loss: Optional[torch.nn.Module] = None) -> None:
+        super().__init__()
+        self.reconstruction_loss = reconstruction_loss if reconstruction_loss is not None else MaskedMSELoss()
+        self.class_loss = torch.nn.CrossEntropyLoss()
+
+    def forward(self, output: Mapping[str, torch.Tensor], target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if "pretext_mask" in output:
+            return self.reconstruction_loss(output["pretext"], output["pretext_target"], output["pretext_mask"])
+        if target is None:
+            raise ValueError("a class-map pretext needs its label map (target) for the loss")
+        logits = output["pretext"]
+        if target.ndim == logits.ndim:
+            target = target[:, 0]
+        return self.class_loss(logits.float(), target.to(device=logits.device, dtype=torch.long))
+
+
 class MultiTaskLoss(torch.nn.Module):
     """``segmentation_loss + beta * pretext_loss`` (Bai et al. 2019), or the segmentation loss alone.
 
     Args:
         segmentation_loss: e.g. :class:`StackedDeepSupervisionLoss`.
-        pretext_loss: ``loss(pretext, pretext_target, pretext_mask)``, e.g.
-            :class:`cmrssl.losses.masked.MaskedMSELoss`.
+        pretext_loss: ``loss(output)`` of the pretext entries of the network's output dict,
+            e.g. :class:`PretextLoss`.
         beta: weight of the pretext term.
 
     Call: ``input`` is the network output; a dict from
-    :class:`cmrssl.networks.multitask.MultiTaskUNet` in multi-task training
-    (keys ``pred``, ``pretext``, ``pretext_target``, ``pretext_mask``), a tensor
-    otherwise (then only the segmentation loss is computed, so one config serves every mode).
+    :class:`cmrssl.networks.multitask.MultiTaskUNet` in multi-task training with the
+    ``sum`` schedule (keys ``pred``, ``pretext``, ``pretext_target``, ``pretext_mask``), a
+    tensor otherwise (then only the segmentation loss is computed, so one config serves every mode).
     """
 
     def __init__(self, segmentation_loss: torch.nn.Module, pretext_loss: torch.nn.Module, beta: float = 1.0) -> None:
@@ -59,5 +91,4 @@ class MultiTaskLoss(torch.nn.Module):
         if not isinstance(input, dict):
             return self.segmentation_loss(input, target)
         segmentation = self.segmentation_loss(input["pred"], target)
-        pretext = self.pretext_loss(input["pretext"], input["pretext_target"], input["pretext_mask"])
-        return segmentation + self.beta * pretext
+        return segmentation + self.beta * self.pretext_loss({k: v for k, v in input.items() if k != "pred"})

@@ -26,7 +26,7 @@ import torch.nn as nn
 from monai.networks.blocks.dynunet_block import UnetOutBlock
 
 from cmrssl.io.run_state import unfinished_run_note
-from cmrssl.networks.multitask import PRETEXT_HEAD, MultiTaskUNet
+from cmrssl.networks.multitask import MULTITASK_SCHEDULES, PRETEXT_HEAD, MultiTaskUNet
 
 __all__ = [
     "FINETUNE_MODES",
@@ -229,14 +229,14 @@ def freeze_parts(network: nn.Module, parts: Sequence[str]) -> List[str]:
     return frozen
 
 
-def _with_pretext_head(network: nn.Module, checkpoint: str, mask_patch_size, mask_ratio) -> nn.Module:
+def _with_pretext_head(network: nn.Module, checkpoint: str, mask_patch_size, mask_ratio, schedule: str) -> nn.Module:
     """``network`` wrapped with the checkpoint's pixel-wise pretext head (multi-task fine-tuning)."""
     prefix = f"{PRETEXT_HEAD}."
     head_state = {k[len(prefix):]: v for k, v in read_state_dict(checkpoint).items() if k.startswith(prefix)}
     if not head_state:
         raise ValueError(
             f"{checkpoint}: finetune_mode 'multitask' needs a checkpoint with a pixel-wise pretext head "
-            f"({prefix}*, written by cmr_ssp_pretraining's mim.json); this one has none. "
+            f"({prefix}*, written by cmr_ssp_pretraining's mim.json or cmr_position_ssl); this one has none. "
             "Use --finetune_mode all or decoder with contrastive (SimCLR, PCL, DINO) checkpoints"
         )
     weight = head_state.get("conv.conv.weight")
@@ -252,7 +252,7 @@ def _with_pretext_head(network: nn.Module, checkpoint: str, mask_patch_size, mas
             f"{checkpoint}: pretext head takes {int(weight.shape[1])} channels, the network's last decoder "
             f"stage gives {network.channels[0]}"
         )
-    return MultiTaskUNet(network, head, mask_patch_size=mask_patch_size, mask_ratio=mask_ratio)
+    return MultiTaskUNet(network, head, mask_patch_size=mask_patch_size, mask_ratio=mask_ratio, schedule=schedule)
 
 
 def prepare_finetuning(
@@ -261,6 +261,7 @@ def prepare_finetuning(
     finetune_mode: str = "scratch",
     pretext_mask_patch_size: Sequence[int] = (32, 32),
     pretext_mask_ratio: float = 0.75,
+    multitask_schedule: str = "sum",
 ) -> nn.Module:
     """Apply a fine-tuning mode to ``network`` and return the network to train.
 
@@ -268,18 +269,26 @@ def prepare_finetuning(
     - ``decoder``: encoder (and decoder when the checkpoint has one) loaded, encoder frozen;
     - ``all``: loaded, every weight trained;
     - ``multitask``: as ``all``, and the checkpoint's pixel-wise pretext head kept:
-      returns a :class:`cmrssl.networks.multitask.MultiTaskUNet` (masks of
-      ``pretext_mask_patch_size`` pixels, ``pretext_mask_ratio`` masked) whose
-      pretext loss :class:`cmrssl.losses.segmentation.MultiTaskLoss` adds.
+      returns a :class:`cmrssl.networks.multitask.MultiTaskUNet` (for a reconstruction
+      head, masks of ``pretext_mask_patch_size`` pixels, ``pretext_mask_ratio`` masked)
+      trained on ``multitask_schedule``: ``sum`` (the pretext loss added by
+      :class:`cmrssl.losses.segmentation.MultiTaskLoss`) or ``alternate``
+      (:class:`cmrssl.engines.multitask.AlternatingPretextSteps`).
 
     Raises:
         ValueError: unknown mode, a pretrained mode without a checkpoint, a
             checkpoint with ``scratch``, a multitask checkpoint without a pretext
-            head, or the errors of :func:`load_pretrained`.
+            head, a class-map head with the ``sum`` schedule, an ``alternate`` schedule
+            outside multitask mode, or the errors of :func:`load_pretrained`.
     """
     mode = str(finetune_mode).strip().lower()
     if mode not in FINETUNE_MODES:
         raise ValueError(f"finetune_mode must be one of {list(FINETUNE_MODES)}, got {finetune_mode!r}")
+    schedule = str(multitask_schedule).strip().lower()
+    if schedule not in MULTITASK_SCHEDULES:
+        raise ValueError(f"multitask_schedule must be one of {list(MULTITASK_SCHEDULES)}, got {multitask_schedule!r}")
+    if schedule != "sum" and mode != "multitask":
+        raise ValueError(f"--multitask_schedule {schedule} needs --finetune_mode multitask (got {mode!r})")
     checkpoint = str(pretrained_checkpoint or "").strip()
     if mode == "scratch":
         if checkpoint:
@@ -295,5 +304,5 @@ def prepare_finetuning(
         frozen = freeze_parts(network, ["encoder"])
         logger.info("finetune_mode decoder: %d encoder tensors frozen", len(frozen))
     if mode == "multitask":
-        return _with_pretext_head(network, checkpoint, pretext_mask_patch_size, pretext_mask_ratio)
+        return _with_pretext_head(network, checkpoint, pretext_mask_patch_size, pretext_mask_ratio, schedule)
     return network
