@@ -18,6 +18,7 @@ FILES = {
     "cmr_ssp_pretraining": ("configs/train.json", "configs/simclr.json", "configs/pcl.json", "configs/dino.json",
                             "configs/mim.json", "configs/multi_gpu_train.json"),
     "cmr_lvquan_ensemble": ("configs/train.json", "configs/train_3d.json", "configs/evaluate.json"),
+    "cmr_position_ssl": ("configs/train.json", "configs/train_lax.json", "configs/multi_gpu_train.json"),
 }
 
 

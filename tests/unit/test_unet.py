@@ -160,7 +160,7 @@ def test_multitask_unet_adds_the_pretext_loss_in_training_only():
     from monai.networks.blocks.dynunet_block import UnetOutBlock
 
     from cmrssl.losses.masked import MaskedMSELoss
-    from cmrssl.losses.segmentation import MultiTaskLoss, StackedDeepSupervisionLoss
+    from cmrssl.losses.segmentation import MultiTaskLoss, PretextLoss, StackedDeepSupervisionLoss
     from cmrssl.networks.multitask import MultiTaskUNet
     from monai.losses import DiceCELoss
 
@@ -172,7 +172,7 @@ def test_multitask_unet_adds_the_pretext_loss_in_training_only():
     assert out["pred"].shape == (2, 3, 4, 32, 32) and out["pretext"].shape == (2, 1, 32, 32)
     assert out["pretext_mask"].float().mean().item() == 0.75 and torch.equal(out["pretext_target"], x)
     segmentation = StackedDeepSupervisionLoss(DiceCELoss(to_onehot_y=True, softmax=True))
-    loss = MultiTaskLoss(segmentation, MaskedMSELoss(), beta=0.5)
+    loss = MultiTaskLoss(segmentation, PretextLoss(), beta=0.5)
     total = loss(out, label)
     expected = segmentation(out["pred"], label) + 0.5 * MaskedMSELoss()(out["pretext"], x, out["pretext_mask"])
     assert torch.allclose(total, expected)
@@ -182,3 +182,29 @@ def test_multitask_unet_adds_the_pretext_loss_in_training_only():
         assert network.eval()(x).shape == (2, 4, 32, 32)  # inference sees the plain segmentation
         assert torch.allclose(loss(network(x), label), DiceCELoss(to_onehot_y=True, softmax=True)(network(x), label))
 
+
+
+def test_class_map_pretext_runs_only_on_the_alternate_schedule():
+    """A position-prediction head (10 classes) has no labels on the segmentation batch: ``sum`` is refused;
+    with ``alternate`` training returns the segmentation, and the pretext pass gives class logits scored
+    by cross-entropy against the box map."""
+    from monai.networks.blocks.dynunet_block import UnetOutBlock
+
+    from cmrssl.losses.segmentation import PretextLoss
+    from cmrssl.networks.multitask import MultiTaskUNet
+
+    with pytest.raises(ValueError, match="multitask_schedule alternate"):
+        MultiTaskUNet(_unet(), UnetOutBlock(2, TINY[0], 10))
+    network = MultiTaskUNet(_unet(deep_supervision=True), UnetOutBlock(2, TINY[0], 10), schedule="alternate")
+    assert network.pretext_task == "classes"
+    x = torch.randn(2, 1, 32, 32)
+    assert network.train()(x).shape == (2, 3, 4, 32, 32)  # the segmentation, deep supervision stacked
+    network.pretext_pass = True
+    out = network(x)
+    network.pretext_pass = False
+    assert set(out) == {"pretext"} and out["pretext"].shape == (2, 10, 32, 32)
+    boxes = torch.randint(0, 10, (2, 1, 32, 32))
+    expected = torch.nn.functional.cross_entropy(out["pretext"], boxes[:, 0])
+    assert torch.allclose(PretextLoss()(out, boxes), expected)
+    with pytest.raises(ValueError, match="label map"):
+        PretextLoss()(out)
