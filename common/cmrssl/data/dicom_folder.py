@@ -146,9 +146,11 @@ def find_dicom_studies(root: PathLike, min_slices: int = 2, progress: bool = Fal
             skip(folder, str(err))
             continue
         if study.num_slices < min_slices:
-            skip(folder, f"{study.num_slices} slice position(s): not a short-axis stack (long-axis or single slice?)")
             if study.num_slices == 1 and study.num_frames >= 2:
-                long_axis.append((folder, _series_header(folder)))
+                long_axis.append((folder, _series_header(folder)))  # skipped below, unless attached
+            else:
+                skip(folder, f"{study.num_slices} slice position(s): not a short-axis stack "
+                             "(long-axis or single slice?)")
             continue
         if study.num_frames < 2:
             skip(folder, "a single phase: not a cine")
@@ -159,12 +161,20 @@ def find_dicom_studies(root: PathLike, min_slices: int = 2, progress: bool = Fal
     uids = {s["folder"]: _series_header(Path(s["folder"]))[1] for s in studies} if long_axis else {}
     for folder, (description, uid) in long_axis:
         view = long_axis_view(folder.name, description)
-        if view is None:
-            continue
-        for s in studies:
+        owners = []
+        for s in studies if view else []:
             same_parent = Path(s["folder"]).parent == folder.resolve().parent
             if same_parent and (uid is None or uids[s["folder"]] in (None, uid)):
-                s.setdefault(f"lax_{view}", str(folder.resolve()))
+                if s.setdefault(f"lax_{view}", str(folder.resolve())) == str(folder.resolve()):
+                    owners.append(s["subject"])
+        reason = "1 slice position(s): not a short-axis stack (long-axis or single slice?)"
+        if owners:  # a record field, not a lost series: no warning
+            reason = f"1 slice position(s): not a short-axis stack; the {view} long-axis series of {', '.join(owners)}"
+            logger.info("%s: %s", folder, reason)
+            skipped.append({"folder": str(folder), "reason": reason})
+        else:
+            skip(folder, reason)
+    skipped.sort(key=lambda s: s["folder"])
     return studies, skipped
 
 

@@ -45,8 +45,8 @@ from cmrssl.io.reader import sax_series_folders
 
 from .datalist import refuse_duplicate_series, split_records, write_datalist
 
-__all__ = ["DSB_SPLITS", "sax_folders", "long_axis_folders", "read_kaggle_study", "read_dsb_volumes", "find_dsb_studies",
-           "index_kaggle_dsb"]
+__all__ = ["DSB_SPLITS", "sax_folders", "long_axis_folders", "read_kaggle_study", "read_dsb_volumes",
+           "find_dsb_studies", "index_kaggle_dsb"]
 
 logger = logging.getLogger(__name__)
 
