@@ -7,11 +7,13 @@ Layout (as distributed; the archives sometimes extract one folder deeper,
     ROOT/validate.csv                   same columns, when the solution was released
     ROOT/train/1/study/sax_5/IM-4557-0001.dcm ...   one slice position x 30 phases per sax_NN
     ROOT/train/1/study/sax_6/...
-    ROOT/train/1/study/2ch_21/, 4ch_20/            long-axis series (not used)
+    ROOT/train/1/study/2ch_21/, 4ch_20/            long-axis series (lax_2ch / lax_4ch)
     ROOT/validate/<id>/study/..., ROOT/test/<id>/study/...
 
 A study's short-axis stack is *all* its ``sax_*`` folders together, each one
-its own DICOM series; the long-axis series are left out. :func:`cmrssl.io.reader.read_cine`
+its own DICOM series; the long-axis series are not part of it, but records name them
+(``lax_2ch`` / ``lax_4ch``: the lowest-numbered ``2ch_N`` / ``4ch_N`` folder, absent when
+the study has none) for the anatomical-position labels. :func:`cmrssl.io.reader.read_cine`
 (hence ``CineImageReader`` and ``LoadCineFramed`` in the bundles) recognises a
 ``study`` folder and reads it so, like :func:`read_kaggle_study`, which also
 takes the reader's options. The records' ``image`` / ``cine`` is the ``study`` folder.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -42,8 +45,8 @@ from cmrssl.io.reader import sax_series_folders
 
 from .datalist import refuse_duplicate_series, split_records, write_datalist
 
-__all__ = ["DSB_SPLITS", "sax_folders", "read_kaggle_study", "read_dsb_volumes", "find_dsb_studies",
-           "index_kaggle_dsb"]
+__all__ = ["DSB_SPLITS", "sax_folders", "long_axis_folders", "read_kaggle_study", "read_dsb_volumes",
+           "find_dsb_studies", "index_kaggle_dsb"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,29 @@ def sax_folders(study_dir: PathLike) -> List[Path]:
     if not folders:
         raise CineReadError(f"{study_dir}: no sax_NN folders (Kaggle DSB layout <id>/study/sax_NN/*.dcm)")
     return folders
+
+
+_LONG_AXIS_FOLDER = re.compile(r"^(?P<view>[24]ch)_(?P<number>\d+)$", re.IGNORECASE)
+
+
+def long_axis_folders(study_dir: PathLike) -> Dict[str, str]:
+    """``{"lax_2ch": folder, "lax_4ch": folder}`` (absolute) of a DSB ``study`` folder; absent views left out.
+
+    Some studies hold two series of a view (a repeated acquisition): the lowest-numbered
+    ``2ch_N`` / ``4ch_N`` folder is taken.
+    """
+    study_dir = Path(study_dir)
+    if (study_dir / "study").is_dir():
+        study_dir = study_dir / "study"
+    found: Dict[str, Tuple[int, Path]] = {}
+    for folder in sorted(study_dir.iterdir()) if study_dir.is_dir() else []:
+        m = _LONG_AXIS_FOLDER.match(folder.name)
+        if m and folder.is_dir():
+            key = f"lax_{m.group('view').lower()}"
+            number = int(m.group("number"))
+            if key not in found or number < found[key][0]:
+                found[key] = (number, folder)
+    return {key: str(folder.resolve()) for key, (_, folder) in sorted(found.items())}
 
 
 def read_kaggle_study(study_dir: PathLike, **kwargs) -> CineStudy:
@@ -169,7 +195,8 @@ def index_kaggle_dsb(
     :func:`read_kaggle_study`), ``subject`` (the DSB Id), ``frame`` (the 0-based index
     as a string), ``frame_index``, ``phase`` ("other": the data set names no ED/ES
     frame), ``spacing`` ``[dz, dy, dx]`` mm (slice spacing from positions), and
-    ``edv_ml`` / ``esv_ml`` (LV volumes from ``train.csv`` / ``validate.csv``) when known.
+    ``edv_ml`` / ``esv_ml`` (LV volumes from ``train.csv`` / ``validate.csv``) when known,
+    ``lax_2ch`` / ``lax_4ch`` (long-axis series folders, see :func:`long_axis_folders`) when present.
     Each study is read in full (every file), which takes a while for the whole set.
 
     Args:
@@ -219,9 +246,10 @@ def index_kaggle_dsb(
             continue
         split_of[subject] = DSB_SPLITS[split]
         spacing = [float(s) for s in study.spacing_zyx_mm]
+        long_axis = long_axis_folders(folder)
         for t in range(study.num_frames):
             record = {"image": str(folder.resolve()), "subject": subject, "frame": str(t), "frame_index": t,
-                      "phase": "other", "spacing_zyx_mm": spacing, "cine": str(folder.resolve())}
+                      "phase": "other", "spacing_zyx_mm": spacing, "cine": str(folder.resolve()), **long_axis}
             record.update(volumes.get(subject, {}))
             records.append(record)
     if subjects is not None:  # a study asked for but unreadable is reported in "skipped"

@@ -7,6 +7,7 @@ Layout read (frames 0-based)::
     COHORT/phantom_000/frames/frame_XX_gt.nii.gz        3D canonical labels of frame XX
     COHORT/phantom_000/sax_cine.nii.gz                  4D cine [x, y, z, t]
     COHORT/phantom_000/dicom/sax/                       the same cine as DICOM
+    COHORT/phantom_000/lax_2ch.nii.gz, lax_4ch.nii.gz   long-axis cines [x, y, 1, t] (when present)
     COHORT/phantom_000/analytic.json                    num_frames, ed_frame, es_frame, ...
 
 Every frame of the phantom is labelled, so each subject gives ``num_frames``
@@ -89,6 +90,8 @@ def phantom_records(cohort_dir: PathLike) -> List[dict]:
                 raise FileNotFoundError(f"{path}: missing from the phantom subject {folder}")
         # every frame of a subject shares the geometry: one header is enough
         spacing = nifti_spacing_mm(nib.load(str(frames[0][0])))
+        long_axis = {key: str(folder / f"{key}.nii.gz") for key in ("lax_2ch", "lax_4ch")
+                     if (folder / f"{key}.nii.gz").is_file()}
         for t, (image, label) in enumerate(frames):
             phase = _frame_phase(t, ed, es)
             records.append({
@@ -100,6 +103,7 @@ def phantom_records(cohort_dir: PathLike) -> List[dict]:
                 "phase": phase,
                 "spacing_zyx_mm": spacing,
                 "cine": str(cine),
+                **long_axis,
             })
     return records
 
@@ -117,7 +121,8 @@ def index_phantom(
     (``frames/frame_XX.nii.gz``), ``label`` (its ``_gt`` file, canonical labels),
     ``subject``, ``frame`` ("ED", "ES" or the 0-based index as a string),
     ``frame_index`` (int, 0-based), ``phase`` ("ED"/"ES"/"other"), ``spacing``
-    ``[dz, dy, dx]`` mm, ``cine`` (``sax_cine.nii.gz``).
+    ``[dz, dy, dx]`` mm, ``cine`` (``sax_cine.nii.gz``), ``lax_2ch`` / ``lax_4ch``
+    (``lax_2ch.nii.gz`` / ``lax_4ch.nii.gz``; absent when the subject has none).
 
     Args:
         cohort_dir: the cohort folder (``cohort.json`` inside).

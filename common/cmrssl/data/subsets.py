@@ -26,7 +26,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PATH_KEYS = ("image", "label", "cine", "position_label", "lax_2ch", "lax_4ch")
+_PATH_KEYS = ("image", "label", "cine", "lax_2ch", "lax_4ch", "position_label")
 #: Fields a training or evaluation pipeline reads, with the value a record lacking one gets.
 #: Records keep only these: the default collate fails when a batch mixes records with and
 #: without an optional field (ACDC's ``cine`` exists for one patient, DSB volumes for some).
@@ -36,7 +36,10 @@ _TRAINING_FIELDS = {"image": None, "label": None, "subject": None, "frame": "", 
 def datalist_records(
     datalist: Union[str, os.PathLike], splits: Union[str, Sequence[str]] = "training", dataset_dir: str = ""
 ) -> List[dict]:
-    """The records of ``splits`` with relative ``image`` / ``label`` / ``cine`` paths made absolute.
+    """The records of ``splits`` with relative paths made absolute.
+
+    Path fields: ``image``, ``label``, ``cine``, the long-axis cines ``lax_2ch`` / ``lax_4ch``
+    and ``position_label`` (anatomical-position box maps).
 
     Relative paths resolve against ``dataset_dir`` when given, else against the
     datalist's folder (MONAI's ``load_decathlon_datalist`` convention). Every

@@ -19,7 +19,7 @@ import numpy as np
 from cmrssl.io.atomic import atomic_file
 from cmrssl.labels import LV_CAVITY, RV_CAVITY, STRUCTURE_COLOURS
 
-__all__ = ["plot_volume_curve", "plot_contour_overlays", "plot_bland_altman"]
+__all__ = ["plot_volume_curve", "plot_contour_overlays", "plot_bland_altman", "plot_position_boxes"]
 
 
 def _new_figure(width_in: float, height_in: float):
@@ -162,6 +162,49 @@ def plot_contour_overlays(
 
     handles = [Line2D([0], [0], color=c, lw=1.5, label=n) for n, c in STRUCTURE_COLOURS.values()]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    return _save(fig, path, overwrite)
+
+
+def plot_position_boxes(panels: Sequence[dict], path, title: str = "", overwrite: bool = False) -> Path:
+    """Images side by side with view lines drawn and numbered boxes outlined (anatomical-position labels).
+
+    Args:
+        panels: one dict per image: ``image`` ``[H, W]``, ``lines`` (list of
+            ``[[col0, row0], [col1, row1]]`` endpoints, or None for a line outside the
+            image), ``corners`` ``[N, 4, 2]`` box corners ``(col, row)``, ``centres``
+            ``[N, 2]`` (box ``i`` is numbered ``i + 1``), ``title``.
+        path: output image (``.png``).
+        title: figure title.
+        overwrite: replace an existing ``path``.
+
+    Returns:
+        ``path``. Raises FileExistsError when ``path`` exists and not ``overwrite``.
+    """
+    fig = _new_figure(4.2 * max(1, len(panels)), 4.6)
+    line_colours = ("#ff7f00", "#ffff33")  # ColorBrewer Set1 orange and yellow: visible on grey
+    for k, panel in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        image = np.asarray(panel["image"], dtype=np.float32)
+        finite = image[np.isfinite(image)]
+        vmin, vmax = (np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0))
+        ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        for line, colour in zip(panel.get("lines") or [], line_colours):
+            if line is not None:
+                line = np.asarray(line, dtype=np.float64)
+                ax.plot(line[:, 0], line[:, 1], "-", color=colour, lw=1.0)
+        height, width = image.shape
+        for number, (corners, centre) in enumerate(zip(panel["corners"], panel["centres"]), start=1):
+            closed = np.vstack([corners, corners[:1]])
+            ax.plot(closed[:, 0], closed[:, 1], "-", color="#e41a1c", lw=1.0)
+            if -0.5 <= centre[0] <= width - 0.5 and -0.5 <= centre[1] <= height - 0.5:
+                ax.text(centre[0], centre[1], str(number), color="white", fontsize=7, ha="center", va="center",
+                        fontweight="bold")
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)
+        ax.set_title(str(panel.get("title", "")), fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save(fig, path, overwrite)
 
 

@@ -1,0 +1,135 @@
+"""``python tools/position_labels.py`` end to end on a small 2-subject phantom: NIfTI subject folder,
+DICOM study folder and a datalist from ``tools/index.py phantom``; skips, exit statuses, refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOL = REPO_ROOT / "tools" / "position_labels.py"
+
+
+def _run(*args, tool=TOOL) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(tool), *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from cmrssl.data.phantom import generate_cohort
+
+    out = tmp_path_factory.mktemp("position") / "cohort"
+    generate_cohort(out, num_subjects=2, seed=0, num_frames=4, image_size=48)
+    return out
+
+
+def _check_loads_aligned(out: Path, datalist: str, num_records: int) -> None:
+    """Every record's image and position label load with one shape and one affine."""
+    from cmrssl.transforms.io import LoadCineFramed
+
+    records = json.loads((out / datalist).read_text())["training"]
+    assert len(records) == num_records
+    load = LoadCineFramed(keys=["image", "position_label"], frame_key="frame_index")
+    for record in (records[0], records[-1]):
+        assert Path(record["image"]).is_absolute() and Path(record["position_label"]).parent == out / "labels"
+        item = load(record)
+        image, label = item["image"], item["position_label"]
+        assert image.shape == label.shape
+        np.testing.assert_allclose(image.affine.numpy(), label.affine.numpy(), atol=1e-4)
+        values = set(np.unique(label.numpy()).astype(int).tolist())
+        assert {0, 1} <= values <= set(range(10))
+
+
+def test_nifti_subject_folder(cohort, tmp_path):
+    out = tmp_path / "out"
+    done = _run(cohort / "phantom_000", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "labelled 1 of 1 studies" in done.stdout and "skipped 0" in done.stdout
+    for name in ("labels/phantom_000_sax_position.nii.gz", "labels/phantom_000_4ch_position.nii.gz",
+                 "png/phantom_000.png", "datalist.json", "datalist_lax.json", "summary.json"):
+        assert (out / name).is_file(), name
+    assert (out / "png" / "phantom_000.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labelled"] == ["phantom_000"] and summary["skipped"] == {}
+    assert summary["box_parameters"]["box_size_mm"] == 20.0 and summary["box_parameters"]["box_step_mm"] == 54.6
+    _check_loads_aligned(out, "datalist.json", 4)
+    _check_loads_aligned(out, "datalist_lax.json", 4)
+    # no silent overwrite; --overwrite replaces only the tool's entries
+    (out / "mine.txt").write_text("keep")
+    refused = _run(cohort / "phantom_000", "--out", out)
+    assert refused.returncode == 1 and "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
+    again = _run(cohort / "phantom_000", "--out", out, "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert (out / "mine.txt").read_text() == "keep" and not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_dicom_study_folder_matches_nifti(cohort, tmp_path):
+    import nibabel as nib
+
+    out_dicom, out_nifti = tmp_path / "dicom", tmp_path / "nifti"
+    done = _run(cohort / "phantom_001" / "dicom", "--out", out_dicom, "--subject", "phantom_001")
+    assert done.returncode == 0, done.stderr
+    assert _run(cohort / "phantom_001", "--out", out_nifti).returncode == 0
+    record = json.loads((out_dicom / "datalist.json").read_text())["training"][0]
+    assert record["subject"] == "phantom_001" and record["image"] == str((cohort / "phantom_001" / "dicom" / "sax"))
+    _check_loads_aligned(out_dicom, "datalist.json", 4)
+    _check_loads_aligned(out_dicom, "datalist_lax.json", 4)
+    for view in ("sax", "4ch"):
+        name = f"labels/phantom_001_{view}_position.nii.gz"
+        np.testing.assert_array_equal(np.asarray(nib.load(str(out_dicom / name)).dataobj),
+                                      np.asarray(nib.load(str(out_nifti / name)).dataobj))
+
+
+def test_datalist_from_index_with_skips(cohort, tmp_path):
+    datalist = tmp_path / "phantom.json"
+    indexed = _run("phantom", cohort, "--datalist", datalist, tool=REPO_ROOT / "tools" / "index.py")
+    assert indexed.returncode == 0, indexed.stderr
+    out = tmp_path / "out"
+    done = _run(datalist, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "summary.json").read_text())["labelled"] == ["phantom_000", "phantom_001"]
+    _check_loads_aligned(out, "datalist.json", 8)
+
+    # one good study, one without its 2Ch view, one whose 2Ch "view" is the 4Ch plane (parallel)
+    content = json.loads(datalist.read_text())
+    records = [r for split in content.values() for r in split if r["frame_index"] == 0]
+    good, other = sorted(records, key=lambda r: r["subject"])
+    no_2ch = {k: v for k, v in other.items() if k != "lax_2ch"}
+    no_2ch["subject"] = "no_2ch"
+    parallel = dict(other, subject="parallel", lax_2ch=other["lax_4ch"])
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps({"training": [good, no_2ch, parallel]}))
+    out_mixed = tmp_path / "mixed"
+    done = _run(mixed, "--out", out_mixed)
+    assert done.returncode == 0, done.stderr
+    assert "labelled 1 of 3 studies" in done.stdout and "skipped 2" in done.stdout
+    assert "skipping no_2ch: no 2Ch long-axis view" in done.stderr and "skipping parallel:" in done.stderr
+    summary = json.loads((out_mixed / "summary.json").read_text())
+    assert summary["labelled"] == [good["subject"]]
+    assert set(summary["skipped"]) == {"no_2ch", "parallel"} and "parallel" in summary["skipped"]["parallel"]
+    assert {r["subject"] for r in json.loads((out_mixed / "datalist.json").read_text())["training"]} == {
+        good["subject"]}
+
+    # nothing labellable: exit 1, a clear message, nothing written
+    hopeless = tmp_path / "hopeless.json"
+    hopeless.write_text(json.dumps({"training": [no_2ch, parallel]}))
+    failed = _run(hopeless, "--out", tmp_path / "none")
+    assert failed.returncode == 1 and "no study could be labelled" in failed.stderr
+    assert "Traceback" not in failed.stderr and not (tmp_path / "none").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    missing = _run(tmp_path / "nowhere", "--out", tmp_path / "out")
+    assert missing.returncode == 2 and str(tmp_path / "nowhere") in missing.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"training": [{"subject": "a", "image": str(tmp_path / "gone.nii.gz")}]}))
+    named = _run(broken, "--out", tmp_path / "out")
+    assert named.returncode == 2 and "gone.nii.gz" in named.stderr and "Traceback" not in named.stderr
+    assert not (tmp_path / "out").exists()
