@@ -1,6 +1,6 @@
 """Anatomical-position pretext labels (Bai et al., MICCAI 2019) for a study or a datalist.
 
-    python tools/position_labels.py STUDY_OR_DATALIST --out DIR [--overwrite] [--subject NAME]
+    python tools/position_labels.py STUDY_OR_DATALIST --out DIR [--overwrite] [--subject NAME] [--splits ...]
 
 Input, one of:
 
@@ -11,6 +11,8 @@ Input, one of:
   after the folder (or ``--subject``); several by their folders relative to it;
 - a datalist JSON whose records carry the short-axis cine (``cine``, else ``image``)
   and ``lax_2ch`` / ``lax_4ch``, grouped by ``subject`` (``tools/index.py`` writes them).
+  Every split but ``test`` is read, so held-out subjects stay out of the pretraining
+  pool; ``--splits training,validation,test`` names the splits explicitly.
 
 Output in DIR (refused when DIR holds files, unless ``--overwrite``, which replaces
 only these entries; written whole or not at all)::
@@ -40,7 +42,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import fire
 import numpy as np
@@ -73,12 +75,13 @@ class _NothingLabelled(RuntimeError):
     """No study of the input could be labelled."""
 
 
-def _studies_of_datalist(path: Path) -> List[dict]:
+def _studies_of_datalist(path: Path, splits: Optional[Sequence[str]] = None) -> List[dict]:
     try:
         content = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
-    splits = [s for s in SPLITS if isinstance(content, dict) and s in content] or ["training"]
+    if splits is None:  # the held-out test subjects stay out of the pretraining pool
+        splits = [s for s in SPLITS if s != "test" and isinstance(content, dict) and s in content] or ["training"]
     studies: Dict[str, dict] = {}
     for record in datalist_records(path, splits=splits):
         subject = str(record.get("subject", ""))
@@ -90,13 +93,13 @@ def _studies_of_datalist(path: Path) -> List[dict]:
     return list(studies.values())
 
 
-def _find_studies(source: Path, subject: Optional[str]) -> List[dict]:
+def _find_studies(source: Path, subject: Optional[str], splits: Optional[Sequence[str]] = None) -> List[dict]:
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such study folder or datalist")
     if source.is_file():
         if source.suffix.lower() != ".json":
             raise ValueError(f"{source}: expected a study folder or a datalist .json")
-        return _studies_of_datalist(source)
+        return _studies_of_datalist(source, splits)
     if (source / "sax_cine.nii.gz").is_file():  # a phantom subject folder
         lax = {key: str(source / f"{key}.nii.gz") if (source / f"{key}.nii.gz").is_file() else None
                for key in ("lax_2ch", "lax_4ch")}
@@ -160,11 +163,19 @@ def _label_study(study: dict, tmp: Path) -> dict:
     }
 
 
-def position_labels(source: str, out: str, overwrite: bool = False, subject: Optional[str] = None) -> None:
-    """Write the anatomical-position box maps, pictures and datalists of SOURCE into OUT (see the module doc)."""
+def position_labels(source: str, out: str, overwrite: bool = False, subject: Optional[str] = None,
+                    splits=None) -> None:
+    """Write the anatomical-position box maps, pictures and datalists of SOURCE into OUT (see the module doc).
+
+    ``--splits training,validation`` picks the datalist splits read (default: every split but ``test``).
+    """
     started = time.perf_counter()
     source_path = Path(source)
-    studies = _find_studies(source_path, subject)
+    if isinstance(splits, str):
+        splits = [part.strip() for part in splits.split(",") if part.strip()]
+    elif splits is not None:
+        splits = [str(part) for part in splits]
+    studies = _find_studies(source_path, subject, splits)
     inputs = [source] + [s[k] for s in studies for k in ("sax", "lax_2ch", "lax_4ch") if s.get(k)]
     out_dir = check_output_dir(out, overwrite, inputs=inputs)
     _file_names(studies)

@@ -90,8 +90,15 @@ def test_datalist_from_index_with_skips(cohort, tmp_path):
     datalist = tmp_path / "phantom.json"
     indexed = _run("phantom", cohort, "--datalist", datalist, tool=REPO_ROOT / "tools" / "index.py")
     assert indexed.returncode == 0, indexed.stderr
+    # by default the held-out test split stays out of the pretraining pool; --splits names them all
+    test_subjects = {r["subject"] for r in json.loads(datalist.read_text()).get("test", [])}
+    assert len(test_subjects) == 1
+    default = _run(datalist, "--out", tmp_path / "default")
+    assert default.returncode == 0, default.stderr
+    assert json.loads((tmp_path / "default" / "summary.json").read_text())["labelled"] == sorted(
+        {"phantom_000", "phantom_001"} - test_subjects)
     out = tmp_path / "out"
-    done = _run(datalist, "--out", out)
+    done = _run(datalist, "--out", out, "--splits", "training,validation,test")
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "summary.json").read_text())["labelled"] == ["phantom_000", "phantom_001"]
     _check_loads_aligned(out, "datalist.json", 8)
