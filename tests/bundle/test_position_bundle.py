@@ -136,3 +136,24 @@ def test_a_schedule_the_checkpoint_cannot_serve_is_refused(schedule, extra, mess
                          pretrained_checkpoint=str(position_checkpoint), **extra)
     assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_alternating_schedule_under_ddp(position_data, position_checkpoint, tmp_path):
+    """Two processes (gloo): the pretext step goes through the DDP wrapper (unused parameters allowed, since a
+    pretext step leaves the segmentation heads idle and a segmentation step the pretext head), each process
+    drawing its share of the pretext pool."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+               "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/multi_gpu_train.json']"]
+    overrides = {**TINY, "datalist": str(position_data["segmentation"]), "output_dir": str(tmp_path),
+                 "finetune_mode": "multitask", "pretrained_checkpoint": str(position_checkpoint),
+                 "multitask_schedule": "alternate", "pretext_datalist": str(position_data["sax"]),
+                 "multitask_segmentation_steps": "2", "epoch_length": "4"}
+    for key, value in overrides.items():
+        command += [f"--{key}", value]
+    result = _run(command, cwd=SEGMENTATION)
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = result.stdout + result.stderr
+    assert re.findall(r"(\d+) pretext sub-iterations \(1 per 2 segmentation\)", log) == ["2", "2"]  # one line per rank
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state) and any(k.startswith("pretext_head.") for k in state)
