@@ -50,6 +50,12 @@ def _check_option(name: str, value: Any, rule: str) -> None:
     if kind == "str":
         if not isinstance(value, str):
             raise ValueError(f"--{name} must be a string, got {value!r}")
+        if bound.startswith(":"):  # "str:a,b,c": one of the listed values
+            choices = bound[1:].split(",")
+            if value.strip().lower() not in choices:
+                raise ValueError(f"--{name} must be one of {', '.join(choices)}, got {value!r}")
+        elif bound:
+            raise ValueError(f"option rule {rule!r} for {name}: a string rule takes only a list of values (str:a,b)")
         return
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "int" and not (numeric and float(value).is_integer()):
@@ -70,7 +76,8 @@ def check_options(rules: Mapping[str, Sequence[Any]]) -> None:
 
     Args:
         rules: ``{option name: [value, rule]}``; a rule is ``int``, ``float``,
-            ``bool`` or ``str``, optionally with a bound (``int>=1``, ``float>0``)
+            ``bool`` or ``str``, optionally with a bound (``int>=1``, ``float>0``) or,
+            for strings, the values allowed (``str:heart,largest_per_label,none``),
             and ``|null`` when the option may be None. In a bundle config the
             values are references: ``"max_epochs": ["@max_epochs", "int>=1"]``.
 

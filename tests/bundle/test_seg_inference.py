@@ -313,16 +313,28 @@ def test_single_3d_frame_input_gives_a_3d_mask(small_cine, random_checkpoint, tm
     assert report["status"].startswith("no function")  # one frame: no ED/ES, but the masks are there
 
 
-def test_postprocessing_keeps_the_largest_component_of_each_structure():
-    """A stray LV blob far from the heart (what few-label models produce) is removed; off with the flag."""
+def test_postprocessing_keeps_the_heart():
+    """A stray LV blob far from the heart (what few-label models produce) is removed, also when it is larger
+    than the true end-systolic cavity; --label_cleanup largest_per_label is the old per-label step (which
+    deletes that cavity), none switches postprocessing off."""
     parser = _parser()
-    last = parser.get_parsed_content("postprocessing#transforms#" + str(len(parser["postprocessing"]["transforms"]) - 1))
     pred = torch.zeros(1, 32, 32, 4)
-    pred[0, 10:20, 10:20, 1:3] = 1  # LV cavity
-    pred[0, 8:22, 8:10, 1:3] = 2  # myocardium
-    pred[0, 28:30, 28:30, 0] = 1  # stray cavity blob
-    out = last({"pred": pred.clone()})["pred"]
-    assert out[0, 28:30, 28:30, 0].sum() == 0 and torch.equal(out[0, :25], pred[0, :25])
-    parser["keep_largest_component"] = "false"
-    kept = [t for t in parser.get_parsed_content("postprocessing").transforms]
-    assert not any(type(t).__name__ == "KeepLargestConnectedComponentd" for t in kept)
+    pred[0, 10:20, 10:20, 1:3] = 2  # myocardium
+    pred[0, 13:17, 13:17, 1:3] = 1  # LV cavity: 32 voxels
+    pred[0, 24:32, 24:32, 0] = 1  # stray cavity blob: 64 voxels
+
+    def cleaned(mode):
+        parser["label_cleanup"] = mode
+        transforms = [t for t in parser.get_parsed_content("postprocessing", lazy=False).transforms
+                      if type(t).__name__ in ("KeepHeartd", "KeepLargestConnectedComponentd")]
+        out = {"pred": pred.clone()}
+        for transform in transforms:
+            out = transform(out)
+        return out["pred"], [type(t).__name__ for t in transforms]
+
+    out, names = cleaned("heart")
+    assert names == ["KeepHeartd"] and out[0, 24:32, 24:32, 0].sum() == 0 and torch.equal(out[0, :22], pred[0, :22])
+    out, names = cleaned("largest_per_label")
+    assert names == ["KeepLargestConnectedComponentd"] and (out[0, 13:17, 13:17] == 1).sum() == 0
+    _, names = cleaned("none")
+    assert names == []

@@ -57,6 +57,7 @@ from cmrssl.metrics.report import (
     write_function_plots,
     write_function_report,
 )
+from cmrssl.transforms.labels import keep_heart
 
 __all__ = [
     "resolve_cine_inputs",
@@ -187,6 +188,10 @@ class CineSegmentationWriter:
         overwrite: replace an output folder that already holds results.
         pred_key: key of the discrete prediction ``[1, W, H, Z]`` in the engine output.
         plots: write the PNGs (needs matplotlib).
+        label_cleanup: ``"heart"`` repeats :func:`cmrssl.transforms.labels.keep_heart` on the
+            whole cine, time as a fourth axis, so every frame keeps the same heart (the
+            per-frame postprocessing cannot see the other frames); other values leave the
+            frames as the postprocessing gave them.
 
     The output folder is checked at construction (before any inference runs),
     and written at ``COMPLETED`` through a temporary sibling folder renamed at the end.
@@ -200,8 +205,10 @@ class CineSegmentationWriter:
         overwrite: bool = False,
         pred_key: str = "pred",
         plots: bool = True,
+        label_cleanup: str = "none",
     ) -> None:
         self.cines = list(cines)
+        self.label_cleanup = str(label_cleanup).strip().lower()
         self.output_dir = check_output_dir(output_dir, overwrite, inputs=[c["cine"] for c in self.cines])
         self.overwrite = as_bool(overwrite, "overwrite")
         self.cache = cache
@@ -251,9 +258,13 @@ class CineSegmentationWriter:
             for cine in self.cines:
                 folder = tmp if len(self.cines) == 1 else tmp / cine["cine_key"]
                 study = self.cache.get(cine["cine"])
-                self.reports[cine["cine_key"]] = write_cine_outputs(
-                    study, self.labels[cine["cine_key"]], folder, cine["cine"], plots=self.plots
-                )
+                labels = self.labels[cine["cine_key"]]
+                if self.label_cleanup == "heart" and labels.shape[0] > 1:
+                    labels, removed = keep_heart(labels)
+                    if any(removed.values()):
+                        logger.info("%s: blobs apart from the heart over the cycle removed (voxels %s)",
+                                    cine["cine_key"], removed)
+                self.reports[cine["cine_key"]] = write_cine_outputs(study, labels, folder, cine["cine"], plots=self.plots)
             if len(self.cines) > 1:
                 # which sub-folder holds which subject: folder names are made safe, subjects kept as given
                 subjects = [{"folder": c["cine_key"], "subject": c.get("subject", c["cine_key"]), "input": c["cine"]}

@@ -10,7 +10,11 @@ cardiac function from the prediction against the one from the reference
 - ``metrics.csv``: one row per subject and frame;
 - ``function.csv``: one row per subject, reference, predicted and error;
 - ``summary.json``: per structure mean / SD / median Dice and HD95, and for
-  the function the mean error, mean absolute error, SD and Pearson correlation.
+  the function the mean error, mean absolute error, SD and Pearson correlation;
+  under ``quality``, the frames whose postprocessing deleted a whole structure
+  (the prediction's ``pred_postprocessing``, :class:`cmrssl.transforms.labels.KeepHeartd`),
+  the frames that lost their LV cavity (Dice < 0.05), and the frames and subjects
+  raising quality flags (:mod:`cmrssl.metrics.quality`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from cmrssl.io.atomic import atomic_folder, check_output_dir
 from cmrssl.io.cine import swap_layout
 from cmrssl.labels import STRUCTURES
 from cmrssl.metrics.function import cardiac_function_from_ed_es
+from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags
 from cmrssl.metrics.segmentation import structure_scores
 
 __all__ = ["SegmentationEvaluationWriter", "summarise"]
@@ -82,6 +87,15 @@ def _stats(values: Sequence[float]) -> Dict[str, Optional[float]]:
 def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
     """Summary statistics of the per-frame and per-subject rows (see the module docstring)."""
     summary: dict = {"frames": len(frame_rows), "subjects_with_function": len(function_rows), "segmentation": {}}
+    flagged = [r for r in frame_rows if r.get("quality_flags")]
+    summary["quality"] = {
+        "frames_with_a_structure_lost_to_postprocessing": sum(bool(r.get("lost_to_postprocessing")) for r in frame_rows),
+        "frames_with_lv_cavity_dice_below_0.05": sum(
+            r.get("dice_lv_cavity") is not None and r["dice_lv_cavity"] < 0.05 for r in frame_rows),
+        "frames_with_quality_flags": len(flagged),
+        "frames_without_lv_cavity": sum("no LV cavity" in r["quality_flags"].split("; ") for r in flagged),
+        "subjects_with_implausible_function": sum(bool(r.get("predicted_quality_flags")) for r in function_rows),
+    }
     for name in STRUCTURES:
         summary["segmentation"][name] = {
             "dice": _stats([r[f"dice_{name}"] for r in frame_rows]),
@@ -169,7 +183,10 @@ class SegmentationEvaluationWriter:
             scores = structure_scores(prediction[0], reference[0], spacing_xyz)
             subject = str(record.get("subject", name))
             phase = str(record.get("phase", "")) or "other"
-            row = {"subject": subject, "frame_index": record.get("frame_index"), "phase": phase, **scores}
+            postprocessing = result.get(f"{self.pred_key}_postprocessing") or {}
+            row = {"subject": subject, "frame_index": record.get("frame_index"), "phase": phase, **scores,
+                   "lost_to_postprocessing": ", ".join(postprocessing.get("lost", [])),
+                   "quality_flags": "; ".join(frame_quality_flags(swap_layout(prediction[0])))}
             self.rows.append(row)
             if phase in ("ED", "ES"):
                 # [x, y, z] -> [Z, H, W], the function module's layout, and spacing (dz, dy, dx) alike
@@ -204,6 +221,8 @@ class SegmentationEvaluationWriter:
                 row[f"error_{name}"] = (
                     None if ref_value is None or pred_value is None else float(pred_value) - float(ref_value)
                 )
+            row["predicted_quality_flags"] = "; ".join(
+                function_quality_flags(predicted) if predicted else ["no function from the prediction"])
             rows.append(row)
         return rows
 

@@ -11,6 +11,7 @@ failed plot leaves nothing behind; an existing ``path`` is replaced only with
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -41,7 +42,8 @@ def _save(fig, path, overwrite: bool) -> Path:
     return path
 
 
-def plot_volume_curve(function, path, title: Optional[str] = None, overwrite: bool = False) -> Path:
+def plot_volume_curve(function, path, title: Optional[str] = None, overwrite: bool = False,
+                      flags: Sequence[str] = ()) -> Path:
     """Plot LV (and RV) cavity volume over the cycle with ED and ES marked.
 
     Args:
@@ -49,6 +51,7 @@ def plot_volume_curve(function, path, title: Optional[str] = None, overwrite: bo
         path: output image (``.png``).
         title: figure title; defaults to the study's ``source``.
         overwrite: replace an existing ``path``.
+        flags: quality flags (:mod:`cmrssl.metrics.quality`), written in red under the plot.
 
     Returns:
         ``path``. Raises FileExistsError when ``path`` exists and not ``overwrite``.
@@ -90,6 +93,10 @@ def plot_volume_curve(function, path, title: Optional[str] = None, overwrite: bo
     )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
+    if flags:
+        text = "check: " + "; ".join(flags)
+        fig.text(0.01, 0.005, textwrap.fill(text, 120), color="#b30000", fontsize=7, va="bottom", ha="left")
+        fig.subplots_adjust(bottom=0.12 + 0.035 * len(textwrap.wrap(text, 120)))
     return _save(fig, path, overwrite)
 
 

@@ -5,6 +5,8 @@ What segmentation inference delivers beside the masks, for every cine:
 - ``function.json`` and ``function.csv``: EDV, ESV, SV, EF, LV mass, ED/ES frames
   (:class:`cmrssl.metrics.function.CardiacFunction`), or, when the segmentation
   gives no function, ``"status": "no function: <reason>"`` and the LV volume curve;
+  with the segmentation's quality flags (:mod:`cmrssl.metrics.quality`:
+  ``quality_flags`` in the JSON, ``num_quality_flags`` in both);
 - ``volume_curve.png`` (LV/RV volume over the cycle, ED/ES marked) and
   ``contours_ed.png`` / ``contours_es.png`` (contours on every segmented slice).
 """
@@ -25,6 +27,7 @@ from cmrssl.io.cine import CineStudy
 from cmrssl.labels import LV_CAVITY
 from cmrssl.metrics.function import CardiacFunction, cardiac_function_from_study, volume_curve_ml
 from cmrssl.metrics.plots import plot_contour_overlays, plot_volume_curve
+from cmrssl.metrics.quality import study_quality_flags
 
 __all__ = [
     "FUNCTION_JSON",
@@ -61,21 +64,31 @@ def cardiac_function_report(study: CineStudy, labels_tzhw: np.ndarray) -> Tuple[
     the segmentation gives no function (no LV cavity on the ED or ES frame, a
     flat volume curve) the run still delivers its masks: the function is None
     and the dict holds ``"status": "no function: <reason>"`` and the LV volume curve.
+    Either way it holds ``quality_flags`` (:func:`cmrssl.metrics.quality.study_quality_flags`,
+    frames numbered in the cycle) and ``num_quality_flags``.
     """
     segmented = _segmented(study, labels_tzhw)
+    cycle = [int(t) for t in study.source_frame_index]
     try:
         function = cardiac_function_from_study(segmented)
     except ValueError as error:
         logger.warning("%s: no cardiac function from the segmentation: %s", study.source, error)
         curve = volume_curve_ml(segmented.labels, study.voxel_volume_ml, LV_CAVITY, source=str(study.source))
+        flags = study_quality_flags(labels_tzhw, None, frames=cycle)
         return None, {
             "status": f"no function: {error}",
             "lv_volume_curve_ml": [float(v) for v in curve],
             "spacing_zyx_mm": [float(s) for s in study.spacing_zyx_mm],
             "num_frames": study.num_frames,
             "source": str(study.source),
+            "num_quality_flags": len(flags),
+            "quality_flags": flags,
         }
-    return function, dict(function.to_dict(), status="ok")
+    report = dict(function.to_dict(), status="ok")
+    flags = study_quality_flags(labels_tzhw, report, frames=cycle)
+    if flags:
+        logger.warning("%s: check the segmentation: %s", study.source, "; ".join(flags))
+    return function, dict(report, num_quality_flags=len(flags), quality_flags=flags)
 
 
 def write_function_report(report: dict, folder: Union[str, os.PathLike]) -> Dict[str, str]:
@@ -113,7 +126,7 @@ def write_function_plots(
     files = {}
     cycle = [int(t) for t in study.source_frame_index]
     if function is not None:
-        plot_volume_curve(function, folder / VOLUME_CURVE_PNG, title=name)
+        plot_volume_curve(function, folder / VOLUME_CURVE_PNG, title=name, flags=report.get("quality_flags", ()))
         files["volume_curve_png"] = VOLUME_CURVE_PNG
         phases = (("ED", cycle.index(int(function.ed_frame))), ("ES", cycle.index(int(function.es_frame))))
     else:
@@ -122,7 +135,10 @@ def write_function_plots(
         if largest == smallest:
             largest, smallest = 0, study.num_frames // 2
         phases = (("largest LV", largest), ("smallest LV", smallest))
+    check = "" if function is not None or not report.get("quality_flags") else (
+        "\ncheck: " + "; ".join(report["quality_flags"]))  # no curve to carry the flags
     for (phase, t), png in zip(phases, (CONTOURS_ED_PNG, CONTOURS_ES_PNG)):
-        plot_contour_overlays(study.pixels[t], labels_tzhw[t], folder / png, title=f"{name}: {phase} (frame {cycle[t]})")
+        plot_contour_overlays(study.pixels[t], labels_tzhw[t], folder / png,
+                              title=f"{name}: {phase} (frame {cycle[t]}){check}")
         files[png.replace(".png", "_png")] = png
     return files
