@@ -212,6 +212,12 @@ def test_evaluation_reports_per_frame_scores_and_function_errors(cohort, trained
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["frames"] == len(test_records)
     assert set(summary["segmentation"]) == {"lv_cavity", "lv_myocardium", "rv_cavity"}
+    # the quality counts: what postprocessing deleted, lost cavities, flagged frames and implausible functions
+    quality = summary["quality"]
+    assert set(quality) == {"frames_with_a_structure_lost_to_postprocessing", "frames_with_lv_cavity_dice_below_0.05",
+                            "frames_with_quality_flags", "frames_without_lv_cavity", "subjects_with_implausible_function"}
+    assert quality["frames_with_quality_flags"] == sum(bool(r["quality_flags"]) for r in rows)
+    assert {"lost_to_postprocessing", "quality_flags"} <= set(rows[0]) and "predicted_quality_flags" in function[0]
     again = _run(config, *args)
     assert again.returncode != 0 and "already holds results" in again.stderr
 

@@ -187,6 +187,13 @@ def test_perfect_segmentation_reports_analytic_volumes(phantom_cohort, tmp_path)
     with open(tmp_path / "perfect" / "function.csv") as handle:
         row = next(csv.DictReader(handle))
     assert float(row["lv_edv_ml"]) == pytest.approx(report["lv_edv_ml"])
+    assert report["quality_flags"] == [] and row["num_quality_flags"] == "0"  # the truth raises no flag
+    # the same cine with the cavity gone on two frames: flagged in the JSON and the CSV
+    damaged = study.labels.copy()
+    damaged[[1, 2]] = np.where(damaged[[1, 2]] == 1, 2, damaged[[1, 2]])
+    flagged = write_cine_outputs(study, damaged, tmp_path / "damaged", subject / "sax_cine.nii.gz")
+    assert "no LV cavity (frames 1-2)" in flagged["quality_flags"]
+    assert json.loads((tmp_path / "damaged" / "function.json").read_text())["num_quality_flags"] >= 1
     written = nib.load(str(tmp_path / "perfect" / "segmentation.nii.gz"))
     reference = nib.load(str(subject / "sax_cine_gt.nii.gz"))
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(reference.dataobj))

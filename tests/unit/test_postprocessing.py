@@ -81,8 +81,11 @@ def test_frame_flags():
     gap[1][gap[1] == 1] = 2  # cavity missing on the middle slice
     assert frame_quality_flags(gap) == ["LV cavity missing on slice(s) 1 between slices holding it"]
     open_cavity = frame.copy()
-    open_cavity[0][open_cavity[0] == 2] = 0  # no ring on slice 0
-    assert frame_quality_flags(open_cavity) == ["LV cavity not enclosed by myocardium on slice(s) 0"]
+    open_cavity[2][open_cavity[2] == 2] = 0  # no ring on slice 2
+    assert frame_quality_flags(open_cavity) == ["LV cavity not enclosed by myocardium on slice(s) 2"]
+    open_base = frame.copy()
+    open_base[0][open_base[0] == 2] = 0  # the basal-most cavity slice opens to the atrium: not flagged
+    assert frame_quality_flags(open_base) == []
     cine = np.stack([frame, no_cavity, no_cavity])
     assert study_quality_flags(cine, frames=[0, 4, 5]) == ["no LV cavity (frames 4-5)"]
 

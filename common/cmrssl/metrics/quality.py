@@ -7,8 +7,10 @@ list means none was raised (not that the segmentation is right).
 Per frame (:func:`frame_quality_flags`, labels ``[Z, H, W]``):
 
 - no LV cavity at all;
-- LV cavity not enclosed by myocardium: on a slice, less than half of the
-  cavity's border touches myocardium (a cavity blob in the RV or the atrium);
+- LV cavity not enclosed by myocardium: on a slice below the most basal one
+  holding cavity, less than half of the cavity's border touches myocardium (a
+  cavity blob in the RV or the atrium); the most basal cavity slice is not
+  checked, since there the cavity opens to the atrium and the outflow tract;
 - a structure missing on slices between slices where it is present (a gap in
   the stack).
 
@@ -53,7 +55,7 @@ def _ranges(indices: Sequence[int]) -> str:
 
 
 def frame_quality_flags(labels_zhw: np.ndarray) -> List[str]:
-    """Flags of one segmented frame ``[Z, H, W]`` of canonical labels (slices in stack order)."""
+    """Flags of one segmented frame ``[Z, H, W]`` of canonical labels (slices base to apex)."""
     labels = np.asarray(labels_zhw)
     flags: List[str] = []
     cavity_slices = _slices_with(labels, LV_CAVITY)
@@ -61,7 +63,7 @@ def frame_quality_flags(labels_zhw: np.ndarray) -> List[str]:
         flags.append("no LV cavity")
     open_slices = []
     ring = ndimage.generate_binary_structure(2, 2)
-    for z in cavity_slices:
+    for z in cavity_slices[1:]:  # slices run base to apex; the basal-most cavity slice may be open
         cavity = labels[z] == LV_CAVITY
         border = ndimage.binary_dilation(cavity, structure=ring) & ~cavity
         if border.any() and (labels[z][border] == LV_MYOCARDIUM).mean() < MIN_ENCLOSED_FRACTION:

@@ -31,7 +31,7 @@ __all__ = ["CheckLabels", "CheckLabelsd", "keep_heart", "KeepHeart", "KeepHeartd
            "refuse_retired_keep_largest_component"]
 
 #: ``--postprocessing`` of the segmentation bundle: the heart (default), MONAI's largest component
-#: of each label separately (the behaviour before bundle 0.3.0), or nothing.
+#: of each label separately (the behaviour before bundle 0.2.0), or nothing.
 POSTPROCESSING_MODES = ("heart", "largest_per_label", "none")
 
 
@@ -202,7 +202,7 @@ def _present(labels) -> List[str]:
 
 
 def refuse_retired_keep_largest_component(value) -> None:
-    """``--keep_largest_component`` (bundle < 0.3.0) would now be ignored without a word: refuse it.
+    """``--keep_largest_component`` (bundle < 0.2.0) would now be ignored without a word: refuse it.
 
     Raises:
         ValueError: any value given, naming its replacement.
