@@ -105,3 +105,17 @@ def test_label_cleanup_option_and_the_retired_flag():
     refuse_retired_keep_largest_component(None)
     with pytest.raises(ValueError, match="replaced by --label_cleanup"):
         refuse_retired_keep_largest_component(False)
+
+
+def test_cavity_spilt_through_the_septum_is_dropped_below_the_base():
+    """An LV-cavity blob in the RV, touching the septum, joins the LV complex; on slices below the basal-most
+    cavity slice it is less than half enclosed by myocardium and becomes background (slices on the last axis)."""
+    labels = np.zeros((40, 40, 3), np.int16)
+    labels[10:22, 10:22] = 2
+    labels[13:19, 13:19] = 1
+    labels[4:10, 12:20] = 1  # spilt cavity against the septum (x = 10), on every slice
+    cleaned, removed = keep_heart(labels, slice_axis=-1)
+    assert (cleaned[4:10, 12:20, 0] == 1).all(), "the basal-most cavity slice may be open: kept"
+    assert (cleaned[4:10, 12:20, 1:] == 0).all() and (cleaned[13:19, 13:19] == 1).all()
+    assert removed["lv_cavity"] == 2 * 6 * 8
+    assert (keep_heart(labels)[0] == labels).all(), "without a slice axis the step is skipped"

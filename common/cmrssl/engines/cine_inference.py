@@ -260,7 +260,7 @@ class CineSegmentationWriter:
                 study = self.cache.get(cine["cine"])
                 labels = self.labels[cine["cine_key"]]
                 if self.label_cleanup == "heart" and labels.shape[0] > 1:
-                    labels, removed = keep_heart(labels)
+                    labels, removed = keep_heart(labels, slice_axis=1)
                     if any(removed.values()):
                         logger.info("%s: blobs apart from the heart over the cycle removed (voxels %s)",
                                     cine["cine_key"], removed)

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Hashable, List, Mapping, Sequence, Tuple
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -102,7 +102,28 @@ def _components(mask: np.ndarray) -> Tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
 
 
-def keep_heart(labels: np.ndarray) -> Tuple[np.ndarray, Dict[str, int]]:
+def _drop_open_cavities(cleaned: np.ndarray, slice_axis: int, min_enclosed: float) -> None:
+    """In place: on each slice below the basal-most one holding LV cavity, cavity blobs less than
+    ``min_enclosed`` surrounded by myocardium become background (cavity labels spilt into the RV or
+    the atrium, joined to the LV through the septum)."""
+    stack = np.moveaxis(cleaned, slice_axis, -1)  # a view: [..., H or W, W or H, slices]
+    lead = stack.shape[:-3]
+    ring = ndimage.generate_binary_structure(2, 2)
+    for index in np.ndindex(*lead):
+        frame = stack[index]
+        holding = [z for z in range(frame.shape[-1]) if (frame[..., z] == LV_CAVITY).any()]
+        for z in holding[1:]:  # slices run base to apex; the basal-most cavity slice may be open
+            plane = frame[..., z]
+            blobs, count = ndimage.label(plane == LV_CAVITY, structure=ring)
+            for blob in range(1, count + 1):
+                cavity = blobs == blob
+                border = ndimage.binary_dilation(cavity, structure=ring) & ~cavity
+                if border.any() and (plane[border] == LV_MYOCARDIUM).mean() < min_enclosed:
+                    plane[cavity] = 0
+
+
+def keep_heart(labels: np.ndarray, slice_axis: Optional[int] = None,
+               min_enclosed: float = 0.5) -> Tuple[np.ndarray, Dict[str, int]]:
     """The heart of a canonical label volume: its LV complex and the RV beside it; stray blobs removed.
 
     1. LV: the largest connected component of LV cavity + LV myocardium taken together
@@ -111,9 +132,15 @@ def keep_heart(labels: np.ndarray) -> Tuple[np.ndarray, Dict[str, int]]:
        outside it become background.
     2. RV: the RV-cavity components touching that myocardium (the septum); when none
        touches, the largest RV component (as before).
+    3. With ``slice_axis``: on every slice but the most basal one holding cavity, LV-cavity
+       blobs whose border is less than ``min_enclosed`` myocardium become background (cavity
+       labels spilt into the RV or the atrium through the septum join the LV complex of step 1).
 
     Args:
         labels: integer array of canonical labels (any number of dimensions).
+        slice_axis: axis of the short-axis slices, base first (-1 for MONAI's ``[x, y, z]``,
+            1 for a cine ``[T, Z, H, W]``); None skips step 3.
+        min_enclosed: smallest share of a cavity blob's border that must be myocardium.
 
     Returns:
         ``(cleaned, removed)``: the cleaned copy and the voxels removed per structure
@@ -143,6 +170,8 @@ def keep_heart(labels: np.ndarray) -> Tuple[np.ndarray, Dict[str, int]]:
             sizes[0] = 0
             keep = components == int(np.argmax(sizes))
         cleaned[rv & ~keep] = 0
+    if slice_axis is not None and cleaned.ndim >= 3:
+        _drop_open_cavities(cleaned, slice_axis, min_enclosed)
     removed = {name: int(((labels == v) & (cleaned != v)).sum()) for name, v in STRUCTURES.items()}
     return cleaned, removed
 
@@ -161,7 +190,7 @@ class KeepHeart(Transform):
         array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
         if array.shape[0] != 1:
             raise ValueError(f"KeepHeart expects one channel of discrete labels, got shape {tuple(array.shape)}")
-        cleaned, self.removed = keep_heart(array[0])
+        cleaned, self.removed = keep_heart(array[0], slice_axis=-1)
         out = torch.as_tensor(cleaned[None], dtype=labels.dtype if isinstance(labels, torch.Tensor) else None)
         if isinstance(labels, torch.Tensor):
             out = out.to(labels.device)
