@@ -24,7 +24,7 @@ from cmrssl.data.position import (
     sax_position_labels,
 )
 from cmrssl.io import CineStudy, read_cine, write_dicom_series
-from cmrssl.io.geometry import APEX_DIRECTION_LPS, world_to_pixel
+from cmrssl.io.geometry import APEX_DIRECTION_LPS
 
 SEEDS = (0, 3, 11, 29, 50)
 
@@ -38,26 +38,18 @@ def _small(seed: int):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_crossing_box_is_on_the_true_lv_axis(seed):
-    """On every mid-ventricular slice (15-45 mm below the LV base centre) box 1 sits on the long axis."""
+    """On every mid-ventricular slice (15-45 mm below the LV base centre) box 1 sits on the long axis:
+    the README's figure, measured by tools/benchmarks/position_box_error.py, on small phantoms."""
+    from position_box_error import box_centre_errors
+
+    errors = box_centre_errors([seed], num_frames=4, image_size=48)
+    assert errors["mid_ventricular_slices"] >= 2
+    assert errors["max_box_centre_error_px"] < 1e-6 and errors["max_label_centroid_error_px"] < 2.0
     subject = _small(seed)
-    u = np.array(subject.analytic["lv_long_axis_lps"])
-    base = np.array(subject.analytic["lv_base_centre_ed_lps_mm"])
     boxes = sax_position_boxes(subject.sax, subject.lax_2ch, subject.lax_4ch)
     labels = sax_position_labels(subject.sax, subject.lax_2ch, subject.lax_4ch)
     assert labels.dtype == np.uint8 and labels.shape == subject.sax.pixels.shape[1:]
     assert labels.max() < NUM_POSITION_CLASSES
-    checked = 0
-    for z, box in enumerate(boxes):
-        affine = subject.sax.slice_affines[z]
-        depth = float((affine[:3, 3] - base) @ box.normal / (u @ box.normal))
-        if not 15.0 <= depth <= 45.0:
-            continue
-        true_px = world_to_pixel(affine, base + depth * u)[:2]
-        assert np.linalg.norm(box.centres_px()[0] - true_px) < 1e-6
-        rows, cols = np.nonzero(labels[z] == 1)
-        assert np.linalg.norm([cols.mean() - true_px[0], rows.mean() - true_px[1]]) < 2.0
-        checked += 1
-    assert checked >= 2
     # the directions follow the anatomy: lateral away from the RV, base away from the apex
     rv = np.array(subject.analytic["rv_direction_lps"])
     assert boxes[0].directions[0] @ rv < -0.9

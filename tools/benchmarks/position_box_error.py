@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Iterable, Optional, Union
 
 import fire
 import numpy as np
@@ -24,11 +25,18 @@ from cmrssl.data.position import sax_position_boxes, sax_position_labels  # noqa
 from cmrssl.io.geometry import world_to_pixel  # noqa: E402
 
 
-def box_centre_errors(seeds: int = 51, num_frames: int = 4) -> dict:
-    """Largest crossing-box errors over ``seeds`` phantom subjects (see the module doc)."""
+def box_centre_errors(seeds: Union[int, Iterable[int]] = 51, num_frames: int = 4,
+                      image_size: Optional[int] = None) -> dict:
+    """Largest crossing-box errors over phantom subjects (see the module doc).
+
+    Args:
+        seeds: a number N (seeds 0..N-1) or the seeds themselves.
+        num_frames, image_size: of each phantom subject (``image_size`` None: the phantom's default).
+    """
+    seeds = list(range(int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
     centre_px, centroid_px, centroid_mm, slices = 0.0, 0.0, 0.0, 0
-    for seed in range(int(seeds)):
-        subject = generate_subject(seed, num_frames=num_frames)
+    for seed in seeds:
+        subject = generate_subject(seed, num_frames=num_frames, image_size=image_size)
         axis = np.asarray(subject.analytic["lv_long_axis_lps"])
         base = np.asarray(subject.analytic["lv_base_centre_ed_lps_mm"])
         boxes = sax_position_boxes(subject.sax, subject.lax_2ch, subject.lax_4ch)
@@ -45,7 +53,7 @@ def box_centre_errors(seeds: int = 51, num_frames: int = 4) -> dict:
             centre_px = max(centre_px, float(np.linalg.norm(box.centres_px()[0] - truth)))
             centroid_px, centroid_mm = max(centroid_px, error), max(centroid_mm, error * pixel_mm)
             slices += 1
-    return {"subjects": int(seeds), "mid_ventricular_slices": slices, "max_box_centre_error_px": centre_px,
+    return {"subjects": len(seeds), "mid_ventricular_slices": slices, "max_box_centre_error_px": centre_px,
             "max_label_centroid_error_px": centroid_px, "max_label_centroid_error_mm": centroid_mm}
 
 
