@@ -131,7 +131,10 @@ def test_interrupted_pretraining_leaves_no_checkpoint(cohort, tmp_path):
                        **{"network_def#channels": "[4, 8, 16, 32]"})
     log = tmp_path / "mim.log"
     with log.open("w") as handle:
-        process = subprocess.Popen(command, cwd=str(PRETRAINING), stdout=handle, stderr=subprocess.STDOUT, env=_env())
+        # Ctrl-C reaches the run as in a terminal: a test worker may ignore SIGINT, and an ignored signal
+        # stays ignored across exec (Python then installs no KeyboardInterrupt handler and trains on)
+        process = subprocess.Popen(command, cwd=str(PRETRAINING), stdout=handle, stderr=subprocess.STDOUT, env=_env(),
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_saved_epoch(out / "mim.pt.partial" / "run.json", process)
         process.send_signal(signal.SIGINT)  # Ctrl-C
