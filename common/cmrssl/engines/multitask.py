@@ -23,7 +23,8 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 
 from cmrssl.losses.segmentation import PretextLoss
-from cmrssl.networks.multitask import MULTITASK_SCHEDULES, MultiTaskUNet
+from cmrssl.networks.checkpoint import check_schedule
+from cmrssl.networks.multitask import MultiTaskUNet
 
 __all__ = ["AlternatingPretextSteps", "check_multitask_schedule"]
 
@@ -32,20 +33,16 @@ logger = logging.getLogger(__name__)
 
 def check_multitask_schedule(finetune_mode: str, multitask_schedule: str, pretext_datalist: str) -> None:
     """Refuse, before any data is read, a schedule the other options cannot serve
-    (:func:`cmrssl.networks.checkpoint.prepare_finetuning` checks the mode and the checkpoint).
+    (the mode through :func:`cmrssl.networks.checkpoint.check_schedule`, which
+    :func:`~cmrssl.networks.checkpoint.prepare_finetuning` runs again with the checkpoint).
 
     Raises:
         ValueError: an unknown schedule; ``alternate`` outside ``--finetune_mode multitask`` or
             without ``--pretext_datalist``; a pretext datalist with a schedule that never reads it.
     """
-    mode = str(finetune_mode).strip().lower()
-    schedule = str(multitask_schedule).strip().lower()
-    if schedule not in MULTITASK_SCHEDULES:
-        raise ValueError(f"multitask_schedule must be one of {list(MULTITASK_SCHEDULES)}, got {multitask_schedule!r}")
+    schedule = check_schedule(finetune_mode, multitask_schedule)
     datalist = str(pretext_datalist or "").strip()
     if schedule == "alternate":
-        if mode != "multitask":
-            raise ValueError(f"--multitask_schedule alternate needs --finetune_mode multitask (got {mode!r})")
         if not datalist:
             raise ValueError(
                 "--multitask_schedule alternate needs --pretext_datalist PATH: the unlabelled pool the pretext "

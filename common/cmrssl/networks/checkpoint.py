@@ -36,6 +36,7 @@ __all__ = [
     "load_pretrained",
     "freeze_parts",
     "prepare_finetuning",
+    "check_schedule",
 ]
 
 logger = logging.getLogger(__name__)
@@ -255,6 +256,21 @@ def _with_pretext_head(network: nn.Module, checkpoint: str, mask_patch_size, mas
     return MultiTaskUNet(network, head, mask_patch_size=mask_patch_size, mask_ratio=mask_ratio, schedule=schedule)
 
 
+def check_schedule(finetune_mode: str, multitask_schedule: str) -> str:
+    """The normalised ``multitask_schedule``, refused when unknown or non-``sum`` outside multitask mode.
+
+    Raises:
+        ValueError: naming the option and what it needs.
+    """
+    mode = str(finetune_mode).strip().lower()
+    schedule = str(multitask_schedule).strip().lower()
+    if schedule not in MULTITASK_SCHEDULES:
+        raise ValueError(f"multitask_schedule must be one of {list(MULTITASK_SCHEDULES)}, got {multitask_schedule!r}")
+    if schedule != "sum" and mode != "multitask":
+        raise ValueError(f"--multitask_schedule {schedule} needs --finetune_mode multitask (got {mode!r})")
+    return schedule
+
+
 def prepare_finetuning(
     network: nn.Module,
     pretrained_checkpoint: Union[str, os.PathLike, None] = "",
@@ -284,11 +300,7 @@ def prepare_finetuning(
     mode = str(finetune_mode).strip().lower()
     if mode not in FINETUNE_MODES:
         raise ValueError(f"finetune_mode must be one of {list(FINETUNE_MODES)}, got {finetune_mode!r}")
-    schedule = str(multitask_schedule).strip().lower()
-    if schedule not in MULTITASK_SCHEDULES:
-        raise ValueError(f"multitask_schedule must be one of {list(MULTITASK_SCHEDULES)}, got {multitask_schedule!r}")
-    if schedule != "sum" and mode != "multitask":
-        raise ValueError(f"--multitask_schedule {schedule} needs --finetune_mode multitask (got {mode!r})")
+    schedule = check_schedule(mode, multitask_schedule)
     checkpoint = str(pretrained_checkpoint or "").strip()
     if mode == "scratch":
         if checkpoint:

@@ -102,6 +102,13 @@ def _components(mask: np.ndarray) -> Tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
 
 
+def _largest(components: np.ndarray, count: int) -> np.ndarray:
+    """The mask of the largest of ``count`` labelled components (label 0 is background)."""
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    return components == int(np.argmax(sizes))
+
+
 def _drop_open_cavities(cleaned: np.ndarray, slice_axis: int, min_enclosed: float) -> None:
     """In place: on each slice below the basal-most one holding LV cavity, cavity blobs less than
     ``min_enclosed`` surrounded by myocardium become background (cavity labels spilt into the RV or
@@ -151,10 +158,7 @@ def keep_heart(labels: np.ndarray, slice_axis: Optional[int] = None,
     lv = (labels == LV_CAVITY) | (labels == LV_MYOCARDIUM)
     heart_lv = np.zeros_like(lv)
     if lv.any():
-        components, count = _components(lv)
-        sizes = np.bincount(components.ravel(), minlength=count + 1)
-        sizes[0] = 0
-        heart_lv = components == int(np.argmax(sizes))
+        heart_lv = _largest(*_components(lv))
         cleaned[lv & ~heart_lv] = 0
     rv = labels == RV_CAVITY
     if rv.any():
@@ -166,9 +170,7 @@ def keep_heart(labels: np.ndarray, slice_axis: Optional[int] = None,
         if touching.size:
             keep = np.isin(components, touching)
         else:
-            sizes = np.bincount(components.ravel(), minlength=count + 1)
-            sizes[0] = 0
-            keep = components == int(np.argmax(sizes))
+            keep = _largest(components, count)
         cleaned[rv & ~keep] = 0
     if slice_axis is not None and cleaned.ndim >= 3:
         _drop_open_cavities(cleaned, slice_axis, min_enclosed)
