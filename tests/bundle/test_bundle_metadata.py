@@ -19,6 +19,8 @@ FILES = {
                             "configs/mim.json", "configs/multi_gpu_train.json"),
     "cmr_lvquan_ensemble": ("configs/train.json", "configs/train_3d.json", "configs/evaluate.json"),
     "cmr_position_ssl": ("configs/train.json", "configs/train_lax.json", "configs/multi_gpu_train.json"),
+    "cmr_ranking_ssl": ("configs/train.json", "configs/evaluate.json", "configs/inference.json",
+                        "configs/multi_gpu_train.json"),
 }
 
 

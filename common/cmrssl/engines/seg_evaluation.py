@@ -36,7 +36,7 @@ from cmrssl.flags import as_bool
 from cmrssl.io.atomic import atomic_folder, check_output_dir
 from cmrssl.io.cine import swap_layout
 from cmrssl.labels import STRUCTURES
-from cmrssl.metrics.function import cardiac_function_from_ed_es
+from cmrssl.metrics.function import agreement, cardiac_function_from_ed_es
 from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags
 from cmrssl.metrics.segmentation import structure_scores
 
@@ -109,20 +109,7 @@ def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
         ]
         if not pairs:
             continue
-        reference, predicted = (np.asarray(v, dtype=np.float64) for v in zip(*pairs))
-        error = predicted - reference
-        correlation = (
-            float(np.corrcoef(reference, predicted)[0, 1])
-            if len(pairs) > 2 and reference.std() > 0 and predicted.std() > 0 else None
-        )
-        summary["function"][name] = {
-            "unit": unit,
-            "n": len(pairs),
-            "mean_error": float(error.mean()),
-            "mean_absolute_error": float(np.abs(error).mean()),
-            "sd_error": float(error.std(ddof=1)) if len(pairs) > 1 else 0.0,
-            "pearson_r": correlation,
-        }
+        summary["function"][name] = agreement(*zip(*pairs), unit=unit)
     return summary
 
 

@@ -40,6 +40,8 @@ __all__ = [
     "cardiac_function",
     "cardiac_function_from_ed_es",
     "cardiac_function_from_study",
+    "cardiac_function_from_lv_curve",
+    "agreement",
 ]
 
 logger = logging.getLogger(__name__)
@@ -422,3 +424,59 @@ def cardiac_function_from_study(study) -> CardiacFunction:
         source=source,
         frame_indices=[int(t) for t in study.source_frame_index],
     )
+
+
+def cardiac_function_from_lv_curve(
+    lv_volume_ml,
+    spacing_zyx_mm: Sequence[float],
+    source: Optional[str] = None,
+    frame_indices: Optional[Sequence[int]] = None,
+) -> CardiacFunction:
+    """LV function from an LV cavity volume curve ``[T]`` (ml) measured without labels.
+
+    What a volume regressor delivers (the ranking bundle sums predicted slice areas
+    times the slice spacing): ED is the frame of largest volume, ES of smallest;
+    no mass and no RV numbers (None), their curves NaN.
+
+    Raises:
+        ValueError: fewer than two frames, non-finite volumes, the spacing or ED/ES
+            checks of :func:`cardiac_function`.
+    """
+    spacing = _check_spacing(spacing_zyx_mm, source)
+    lv = np.asarray(lv_volume_ml, dtype=np.float64).reshape(-1)
+    if lv.size < 2:
+        raise ValueError(f"{_where(source)}an LV volume curve needs at least two frames, got {lv.size}")
+    if not np.isfinite(lv).all():
+        raise ValueError(f"{_where(source)}the LV volume curve holds non-finite values")
+    if frame_indices is not None and len(frame_indices) != lv.size:
+        raise ValueError(f"{_where(source)}frame_indices has {len(frame_indices)} entries for {lv.size} frames")
+    volumes = np.zeros((lv.size, NUM_LABELS), dtype=np.float64)
+    volumes[:, LV_CAVITY] = lv
+    function = _function_from_volumes(volumes, list(range(lv.size)), spacing, source, frame_indices=frame_indices)
+    function.rv_volume_curve_ml = np.full(lv.size, np.nan)
+    function.lv_myocardium_curve_ml = np.full(lv.size, np.nan)
+    return function
+
+
+def agreement(reference: Sequence[float], predicted: Sequence[float], unit: str = "") -> dict:
+    """How paired measurements agree: ``n``, mean error (bias, predicted - reference),
+    mean absolute error, SD of the error and Pearson r (None for fewer than three pairs
+    or a constant side). The one summary of every bundle's evaluation tables.
+    """
+    reference = np.asarray(reference, dtype=np.float64).reshape(-1)
+    predicted = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    if reference.shape != predicted.shape or reference.size == 0:
+        raise ValueError(f"agreement needs paired, non-empty measurements, got {reference.size} and {predicted.size}")
+    error = predicted - reference
+    correlation = (
+        float(np.corrcoef(reference, predicted)[0, 1])
+        if reference.size > 2 and reference.std() > 0 and predicted.std() > 0 else None
+    )
+    return {
+        "unit": unit,
+        "n": int(reference.size),
+        "mean_error": float(error.mean()),
+        "mean_absolute_error": float(np.abs(error).mean()),
+        "sd_error": float(error.std(ddof=1)) if reference.size > 1 else 0.0,
+        "pearson_r": correlation,
+    }

@@ -1,0 +1,239 @@
+"""Whole-study stacks for LV volume regression: one study ``[F, Z, H, W]`` per sample.
+
+:class:`LoadStudyStack` turns a study record (:func:`cmrssl.data.ranking.study_records`)
+into what the ranking bundle trains and infers on:
+
+- ``image``: float32 ``[F, Z, S, S]``: every frame (cycle order) and slice (base to
+  apex), resampled in-plane to ``pixdim_mm`` (MONAI ``Zoom``), intensities clipped at
+  the study's percentiles and standardised, cropped to ``S = roi_size`` pixels
+  around the heart;
+- ``area_mm2``: ``[F, Z]`` LV cavity area (label 1) inside the crop, NaN on frames
+  without a label;
+- ``reference_volume_ml``: ``[F]`` LV cavity volume of the label on its own grid
+  (voxel count x voxel volume, the whole field of view), NaN where unlabelled;
+- ``frame_index`` ``[F]`` (index in the cycle), ``labelled`` ``[F]``,
+  ``slice_spacing_mm``, ``ed_position`` / ``es_position`` (positions in ``F`` of
+  known ED/ES frames, -1 unknown), ``edv_ml`` / ``esv_ml`` (study volumes of a
+  volumes-only record, NaN when absent), ``subject``, ``source``.
+
+The heart is found without labels, the same way in training and inference: the
+pixel-wise standard deviation over the frames (the beating heart moves most),
+averaged over the mid-ventricular slices, smoothed at 15 mm and weighted towards
+the image centre; a one-frame study is cropped at its centre. Choices of ours,
+listed in the bundle README.
+
+:func:`nested_boxes` draws the windows of the nested-crop ranking constraint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from monai.transforms import Transform, Zoom
+from scipy.ndimage import gaussian_filter
+
+from cmrssl.io.reader import CineStudyCache, read_cine
+from cmrssl.labels import LV_CAVITY
+
+__all__ = ["LoadStudyStack", "heart_centre", "nested_boxes", "mask_outside", "frame_positions"]
+
+#: smoothing of the motion map that finds the heart, mm
+MOTION_SMOOTHING_MM = 15.0
+
+
+def heart_centre(pixels_fzhw: np.ndarray, pixdim_mm: float) -> Tuple[int, int]:
+    """``(row, column)`` of the heart on a ``[F, Z, H, W]`` stack (resampled to ``pixdim_mm``).
+
+    The temporal standard deviation averaged over the middle half of the slices,
+    smoothed at :data:`MOTION_SMOOTHING_MM`, times a wide Gaussian prior around the
+    image centre (sigma a third of the field of view; cardiac scans are planned
+    with the heart near the middle); its maximum. One frame: the image centre.
+    """
+    f, z, h, w = pixels_fzhw.shape
+    if f < 2:
+        return h // 2, w // 2
+    mid = slice(z // 4, max(z // 4 + 1, (3 * z + 3) // 4))
+    motion = pixels_fzhw[:, mid].std(axis=0).mean(axis=0)
+    motion = gaussian_filter(motion.astype(np.float64), MOTION_SMOOTHING_MM / float(pixdim_mm))
+    rows, cols = np.mgrid[0:h, 0:w]
+    prior = np.exp(-0.5 * (((rows - h / 2) / (h / 3)) ** 2 + ((cols - w / 2) / (w / 3)) ** 2))
+    row, col = np.unravel_index(int(np.argmax(motion * prior)), motion.shape)
+    return int(row), int(col)
+
+
+def _crop(array: np.ndarray, centre: Tuple[int, int], size: int, fill: float) -> np.ndarray:
+    """``[..., size, size]`` window of ``array`` centred at ``centre``, padded with ``fill`` outside."""
+    half = size // 2
+    pad = [(0, 0)] * (array.ndim - 2) + [(half, half + size), (half, half + size)]
+    padded = np.pad(array, pad, mode="constant", constant_values=fill)
+    r, c = centre  # the window's corner in padded coordinates: (centre + half) - half
+    return padded[..., r:r + size, c:c + size]
+
+
+def _zoom(array_czhw: np.ndarray, factors: Tuple[float, float], mode: str) -> np.ndarray:
+    flat = array_czhw.reshape((-1,) + array_czhw.shape[-2:])
+    zoomed = Zoom(zoom=factors, mode=mode, keep_size=False, **({"align_corners": False} if mode == "bilinear" else {}))(
+        torch.as_tensor(flat, dtype=torch.float32))
+    zoomed = np.asarray(zoomed)
+    return zoomed.reshape(array_czhw.shape[:-2] + zoomed.shape[-2:])
+
+
+def _label_frame(path: str, shape_zhw: Tuple[int, ...]) -> np.ndarray:
+    labels = read_cine(path).pixels
+    if labels.shape[0] != 1 or labels.shape[1:] != tuple(shape_zhw):
+        raise ValueError(f"{path}: label of shape {labels.shape[1:]} (frames {labels.shape[0]}) does not match "
+                         f"its image frame {tuple(shape_zhw)}")
+    return np.rint(labels[0]).astype(np.int16)
+
+
+class LoadStudyStack(Transform):
+    """Read and prepare one study record (module docstring).
+
+    Args:
+        pixdim_mm: in-plane pixel size after resampling (mm).
+        roi_size: side of the square crop around the heart (pixels).
+        intensity_percentiles: clipping percentiles of the study's intensities.
+        cache_size: studies kept in memory by path (a cine read once for all its frames).
+
+    Raises (naming the file):
+        ValueError: frames of different geometry, a stack without slice spacing (one
+            slice, or no positions to measure it), a label that does not match its frame.
+    """
+
+    def __init__(
+        self,
+        pixdim_mm: float = 1.5,
+        roi_size: int = 128,
+        intensity_percentiles: Sequence[float] = (0.5, 99.5),
+        cache_size: int = 1,
+    ) -> None:
+        self.pixdim_mm = float(pixdim_mm)
+        self.roi_size = int(roi_size)
+        if self.pixdim_mm <= 0 or self.roi_size < 8:
+            raise ValueError(f"pixdim_mm must be > 0 and roi_size >= 8, got {pixdim_mm}, {roi_size}")
+        self.percentiles = (float(intensity_percentiles[0]), float(intensity_percentiles[1]))
+        self.cache = CineStudyCache(max_studies=int(cache_size))
+
+    def _pixels(self, record: Mapping) -> Tuple[np.ndarray, object, List[int], str]:
+        """``(pixels [F, Z, H, W], a study with the geometry, cycle index of each frame, source)``."""
+        frames = sorted(record.get("frames") or [], key=lambda f: int(f["frame_index"]))
+        if record.get("cine"):
+            study = self.cache.get(record["cine"])
+            return study.pixels, study, [int(t) for t in study.source_frame_index], str(record["cine"])
+        if not frames:
+            raise ValueError(f"study {record.get('subject', '?')}: neither a cine nor frames to read")
+        stacks, first = [], None
+        for f in frames:
+            study = self.cache.get(f["image"]) if len(frames) == 1 else read_cine(f["image"])
+            if study.num_frames != 1:
+                raise ValueError(f"{f['image']}: a frame record must point at one 3D frame, got {study.num_frames} "
+                                 "frames (put a whole cine under 'cine')")
+            if first is not None and study.pixels.shape[1:] != first.pixels.shape[1:]:
+                raise ValueError(f"{f['image']}: frame of shape {study.pixels.shape[1:]} differs from "
+                                 f"{frames[0]['image']} {first.pixels.shape[1:]} of the same study")
+            first = first or study
+            stacks.append(study.pixels[0])
+        return np.stack(stacks), first, [int(f["frame_index"]) for f in frames], str(frames[0]["image"])
+
+    def __call__(self, record: Mapping[Hashable, object]) -> Dict[str, object]:
+        pixels, study, cycle, source = self._pixels(record)
+        if study.num_slices < 2 or not study.slice_spacing_mm > 0:
+            raise ValueError(f"{source}: no slice spacing ({study.num_slices} slice(s), spacing "
+                             f"{study.slice_spacing_mm} mm): LV volumes need a short-axis stack with positions")
+        dy, dx = study.pixel_spacing_mm
+        dz = float(study.slice_spacing_mm)
+        factors = (dy / self.pixdim_mm, dx / self.pixdim_mm)
+        num_frames = pixels.shape[0]
+
+        low, high = np.percentile(pixels, self.percentiles)
+        image = np.clip(pixels.astype(np.float32), low, high)
+        image = (image - image.mean()) / max(float(image.std()), 1e-6)
+        image = _zoom(image, factors, "bilinear")
+        centre = heart_centre(image, self.pixdim_mm)
+        image = _crop(image, centre, self.roi_size, float(image.min()))
+
+        area = np.full((num_frames, study.num_slices), np.nan, dtype=np.float32)
+        reference = np.full(num_frames, np.nan, dtype=np.float32)
+        labelled = np.zeros(num_frames, dtype=bool)
+        for f in record.get("frames") or []:
+            if not f.get("label"):
+                continue
+            t = cycle.index(int(f["frame_index"]))
+            lv = (_label_frame(f["label"], pixels.shape[1:]) == LV_CAVITY).astype(np.float32)
+            reference[t] = float(lv.sum()) * dz * dy * dx / 1000.0
+            lv_zoomed = _crop(_zoom(lv[None], factors, "nearest")[0], centre, self.roi_size, 0.0)
+            area[t] = lv_zoomed.reshape(lv_zoomed.shape[0], -1).sum(axis=1) * self.pixdim_mm ** 2
+            labelled[t] = True
+
+        def position(key: str) -> int:
+            value = record.get(key)
+            return cycle.index(int(value)) if value is not None and int(value) in cycle else -1
+
+        nan = float("nan")
+        return {
+            "image": torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32),
+            "area_mm2": torch.as_tensor(area),
+            "reference_volume_ml": torch.as_tensor(reference),
+            "labelled": torch.as_tensor(labelled),
+            "frame_index": torch.as_tensor(cycle, dtype=torch.int64),
+            "slice_spacing_mm": torch.tensor(dz, dtype=torch.float32),
+            "ed_position": torch.tensor(position("ed_frame")),
+            "es_position": torch.tensor(position("es_frame")),
+            "edv_ml": torch.tensor(nan if record.get("edv_ml") is None else float(record["edv_ml"])),
+            "esv_ml": torch.tensor(nan if record.get("esv_ml") is None else float(record["esv_ml"])),
+            "subject": str(record.get("subject", Path(source).name)),
+            "source": source,
+        }
+
+
+def nested_boxes(
+    shape: Sequence[int], rng: np.random.RandomState, fraction: Sequence[float] = (0.5, 0.9)
+) -> Tuple[Tuple[int, int, int, int], Tuple[int, int, int, int]]:
+    """An ``outer`` window inside an image of ``shape = (H, W)`` and an ``inner`` window inside ``outer``.
+
+    Windows are ``(row0, row1, col0, col1)`` (half-open); each side of ``outer`` is a
+    random ``fraction`` of the image's and each side of ``inner`` the same range of
+    ``outer``'s, placed uniformly. ``inner`` is strictly smaller than ``outer``, which
+    is strictly smaller than the image, so the cavity visible never grows from image
+    to ``outer`` to ``inner``: the pairs of the nested-crop ranking loss.
+    """
+    low, high = float(fraction[0]), float(fraction[1])
+    if not 0.0 < low <= high < 1.0:
+        raise ValueError(f"nested crop fraction must satisfy 0 < low <= high < 1, got {fraction}")
+
+    def inside(r0: int, r1: int, c0: int, c1: int) -> Tuple[int, int, int, int]:
+        h, w = r1 - r0, c1 - c0
+        bh = min(h - 1, max(1, int(round(h * rng.uniform(low, high)))))
+        bw = min(w - 1, max(1, int(round(w * rng.uniform(low, high)))))
+        top = r0 + int(rng.randint(0, h - bh + 1))
+        left = c0 + int(rng.randint(0, w - bw + 1))
+        return top, top + bh, left, left + bw
+
+    h, w = int(shape[0]), int(shape[1])
+    if min(h, w) < 4:
+        raise ValueError(f"image {shape} too small for nested windows")
+    outer = inside(0, h, 0, w)
+    inner = inside(*outer)
+    return outer, inner
+
+
+def mask_outside(image: torch.Tensor, box: Tuple[int, int, int, int], fill: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``image`` ``[..., H, W]`` with everything outside ``box`` set to ``fill`` (default its minimum)."""
+    r0, r1, c0, c1 = box
+    keep = torch.zeros(image.shape[-2:], dtype=torch.bool, device=image.device)
+    keep[r0:r1, c0:c1] = True
+    if fill is None:
+        fill = image.amin(dim=(-2, -1), keepdim=True)
+    return torch.where(keep, image, fill)
+
+
+def frame_positions(num_frames: int, keep: int, must: Sequence[int] = ()) -> List[int]:
+    """At most ``keep`` frame positions spread evenly over the cycle, always with those in ``must``, sorted."""
+    if keep >= num_frames:
+        return list(range(num_frames))
+    chosen = {int(round(i * num_frames / keep)) % num_frames for i in range(keep)} | {int(m) for m in must if m >= 0}
+    return sorted(chosen)
+

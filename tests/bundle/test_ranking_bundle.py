@@ -1,0 +1,133 @@
+"""cmr_ranking_ssl through ``python -m monai.bundle run``, as a user runs it: train (ranking SSL and
+supervised-only), evaluate, infer on a DICOM cine; and the bad inputs the issue names. CPU-sized:
+32 px crops at 5 mm, the narrow ResNet, one epoch of two iterations."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = REPO_ROOT / "bundles" / "cmr_ranking_ssl"
+TINY = {"backbone": "resnet10_small", "pixdim_mm": "5.0", "roi_size": "32", "max_epochs": "1", "num_workers": "0",
+        "supervised_steps": "1", "ranking_steps": "1", "max_frames": "4", "nested_slices": "2"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+SPLITS = "['training','validation']"
+
+
+def _run(command, cwd=BUNDLE) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in command], cwd=str(cwd), capture_output=True, text=True, timeout=600, env=ENV)
+
+
+def _bundle_run(config: str, tiny: bool = True, **overrides) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config]
+    settings = {**TINY, **overrides} if tiny else overrides
+    for key, value in settings.items():
+        command += [f"--{key}", value]
+    return _run(command)
+
+
+@pytest.fixture(scope="module")
+def datalist(phantom_cohort, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ranking_bundle") / "phantom.json"
+    result = _run([sys.executable, "tools/index.py", "phantom", phantom_cohort, "--datalist", out], cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(datalist, tmp_path_factory) -> dict:
+    """A ranking-SSL run: one labelled and one unlabelled phantom study, a supervised then a ranking step."""
+    folder = tmp_path_factory.mktemp("ranking_model")
+    result = _bundle_run("configs/train.json", datalist=str(datalist), train_split=SPLITS, num_labelled_subjects="1",
+                         output_dir=str(folder))
+    assert result.returncode == 0, result.stderr[-4000:]
+    return {"checkpoint": folder / "model.pt", "log": result.stdout + result.stderr}
+
+
+def test_ranking_training_alternates_and_saves_the_regressor(trained):
+    log = trained["log"]
+    assert "1 labelled and 1 unlabelled studies" in log
+    assert re.search(r"Iter: 1/2 -- .*supervised_area", log) and re.search(r"Iter: 2/2 -- .*ranking_temporal", log)
+    state = torch.load(trained["checkpoint"], weights_only=True)
+    assert state and all(k.startswith("net.") for k in state)
+
+
+def test_supervised_only_runs_no_ranking_step(datalist, tmp_path):
+    result = _bundle_run("configs/train.json", datalist=str(datalist), train_split=SPLITS, num_labelled_subjects="1",
+                         output_dir=str(tmp_path), ranking="false", ranking_steps="0")
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = result.stdout + result.stderr
+    assert re.search(r"Iter: 1/1 -- .*supervised_area", log) and not re.search(r"Iter: .* -- .*ranking_", log)
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_evaluate_scores_volumes_against_the_references(trained, datalist, tmp_path):
+    out = tmp_path / "eval"
+    result = _bundle_run("['configs/train.json','configs/evaluate.json']", datalist=str(datalist),
+                         checkpoint=str(trained["checkpoint"]), output_dir=str(out))
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["studies"] == 1
+    assert set(summary["volumes"]) == {"edv_ml", "esv_ml", "ef_percent"}
+    assert summary["volumes"]["edv_ml"]["unit"] == "ml" and summary["volumes"]["ef_percent"]["unit"] == "%"
+    with open(out / "metrics.csv") as handle:
+        row = next(csv.DictReader(handle))
+    reference = float(row["reference_edv_ml"])
+    assert 40 < reference < 400  # the phantom's LV, in ml
+    assert float(row["error_edv_ml"]) == pytest.approx(float(row["predicted_edv_ml"]) - reference, abs=1e-2)
+
+
+def test_inference_on_a_dicom_cine_gives_the_function_report(trained, phantom_cohort, tmp_path):
+    dicom = next(p for p in sorted(Path(phantom_cohort).glob("*/dicom/sax")) if p.is_dir())
+    out = tmp_path / "inference"
+    result = _bundle_run("configs/inference.json", tiny=False, input=str(dicom), checkpoint=str(trained["checkpoint"]),
+                         output_dir=str(out), backbone="resnet10_small", pixdim_mm="5.0", roi_size="32")
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((out / "function.json").read_text())
+    assert report["status"] == "ok"
+    curve = report["lv_volume_curve_ml"]
+    assert report["lv_edv_ml"] == pytest.approx(max(curve)) and report["lv_esv_ml"] == pytest.approx(min(curve))
+    assert report["lv_ef_percent"] == pytest.approx(100 * (max(curve) - min(curve)) / max(curve))
+    assert report["lv_mass_g"] is None and report["rv_edv_ml"] is None
+    assert report["ed_frame"] == curve.index(max(curve)) and report["es_frame"] == curve.index(min(curve))
+    assert np.asarray(report["lv_area_mm2"]).shape[0] == len(curve)
+    # the same schema as the segmentation bundle's function report, so one tool reads both
+    with open(out / "function.csv") as handle:
+        columns = next(csv.reader(handle))
+    assert {"lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "ed_frame", "es_frame", "status"} <= set(columns)
+    assert (out / "volume_curve.png").stat().st_size > 0
+
+
+def test_a_stack_without_geometry_is_refused_before_training(tmp_path):
+    image = tmp_path / "single.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.rand(16, 16, 1).astype(np.float32), np.diag([1.5, 1.5, 8.0, 1.0])), str(image))
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"image": str(image), "subject": "s1", "edv_ml": 100, "esv_ml": 50}]}))
+    result = _bundle_run("configs/train.json", datalist=str(datalist), output_dir=str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "single.nii.gz: no slice spacing" in result.stderr
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_ranking_training_under_ddp(datalist, tmp_path):
+    """Two processes (gloo), each drawing its share of both pools through DistributedSampler."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29549",
+               "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/multi_gpu_train.json']"]
+    for key, value in {**TINY, "datalist": str(datalist), "train_split": SPLITS, "output_dir": str(tmp_path)}.items():
+        command += [f"--{key}", value]
+    result = _run(command)
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(k.startswith("net.") for k in state)

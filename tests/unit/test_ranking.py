@@ -1,0 +1,199 @@
+"""Ranking SSL pieces: losses against hand-computed values, the pairs they score, the study stack and its checks."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from cmrssl.data.ranking import ranking_studies
+from cmrssl.engines.ranking import AlternatingRounds, RankingMethod
+from cmrssl.losses.ranking import (
+    invariance_loss,
+    mid_ventricular_slices,
+    pairwise_ranking_loss,
+    spatial_pairs,
+    temporal_pairs,
+)
+from cmrssl.metrics.function import cardiac_function_from_lv_curve, cardiac_function_from_study
+from cmrssl.io.reader import read_cine
+from cmrssl.transforms.ranking import LoadStudyStack, mask_outside, nested_boxes
+
+
+# --------------------------------------------------------------------------- losses
+def test_pairwise_ranking_loss_by_hand():
+    larger, smaller = torch.tensor([500.0, 300.0]), torch.tensor([400.0, 600.0])
+    # violations 0 and 300 mm^2 = 3 cm^2 -> mean 1.5
+    assert float(pairwise_ranking_loss(larger, smaller)) == pytest.approx(1.5)
+    # a 100 mm^2 margin: max(0, 400 - 500 + 100) = 0, max(0, 600 - 300 + 100) = 400 -> mean 2.0
+    assert float(pairwise_ranking_loss(larger, smaller, margin_mm2=100.0)) == pytest.approx(2.0)
+    assert float(pairwise_ranking_loss(torch.zeros(0), torch.zeros(0))) == 0.0
+
+
+def test_invariance_loss_by_hand():
+    # smooth L1 in cm^2: |0.5| -> 0.5 * 0.5^2 = 0.125; |3| -> 2.5; mean 1.3125
+    areas, augmented = torch.tensor([100.0, 1000.0]), torch.tensor([150.0, 1300.0])
+    assert float(invariance_loss(areas, augmented)) == pytest.approx(1.3125)
+
+
+def test_temporal_pairs_follow_the_cycle():
+    # systole ED=1 -> ES=3 shrinks, diastole 3 -> 1 (through 0) grows
+    assert temporal_pairs(6, ed=1, es=3) == [(1, 2), (2, 3), (4, 3), (5, 4), (0, 5), (1, 0)]
+    assert temporal_pairs(2, ed=0, es=1) == [(0, 1)]  # ED/ES-only data: area(ED) >= area(ES)
+    with pytest.raises(ValueError, match="same frame"):
+        temporal_pairs(5, 2, 2)
+    with pytest.raises(ValueError, match="at least two"):
+        temporal_pairs(1, 0, 0)
+
+
+def test_spatial_pairs_run_from_the_middle_to_the_apex():
+    assert spatial_pairs(6) == [(3, 4), (4, 5)]
+    assert mid_ventricular_slices(4) == [1, 2]
+    assert mid_ventricular_slices(1) == [0]
+
+
+def test_nested_windows_really_nest():
+    rng = np.random.RandomState(0)
+    for _ in range(500):
+        outer, inner = nested_boxes((40, 56), rng, (0.3, 0.95))
+        assert 0 <= outer[0] < outer[1] <= 40 and 0 <= outer[2] < outer[3] <= 56
+        assert outer[0] <= inner[0] < inner[1] <= outer[1] and outer[2] <= inner[2] < inner[3] <= outer[3]
+        outer_area, inner_area = (outer[1] - outer[0]) * (outer[3] - outer[2]), (inner[1] - inner[0]) * (inner[3] - inner[2])
+        assert inner_area < outer_area < 40 * 56
+    image = torch.arange(16.0).reshape(4, 4)
+    masked = mask_outside(image, (1, 3, 1, 3))
+    assert masked[1:3, 1:3].equal(image[1:3, 1:3]) and float(masked.sum() - masked[1:3, 1:3].sum()) == 0.0
+
+
+# --------------------------------------------------------------------------- the method
+class MeanArea(nn.Module):
+    """area = 1000 x the slice's mean intensity: a network whose ranking we can compute by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1000.0))
+
+    def forward(self, x):
+        return (x.mean(dim=(1, 2, 3)) * self.scale)[:, None]
+
+
+def _ranking_inputs(frame_values, ed=-1, es=-1, slices=3):
+    image = torch.tensor(frame_values, dtype=torch.float32)[:, None, None, None].expand(-1, slices, 8, 8).clone()
+    return {"step": "ranking", "image": image, "ed_position": torch.tensor(ed), "es_position": torch.tensor(es)}
+
+
+def test_temporal_pairs_follow_the_re_estimated_ed_es():
+    method = RankingMethod(MeanArea(), ranking_weights={"spatial": 0, "nested": 0, "invariance": 0})
+    # frame areas 1000, 3000, 500, 2000 mm^2: the model says ED = 1, ES = 2; pairs (1,2) (3,2) (0,3) (1,0);
+    # (0,3) is violated by 1000 mm^2 = 10 units on the one mid slice of 3 -> 10 / 4
+    out = method(_ranking_inputs([1.0, 3.0, 0.5, 2.0]))
+    assert float(out["ranking_temporal"]) == pytest.approx(2.5)
+    # known ED = 0, ES = 2: pairs (0,1) (1,2) (3,2) (0,3): violations 2000 and 1000 mm^2 -> 30 / 4
+    out = method(_ranking_inputs([1.0, 3.0, 0.5, 2.0], ed=0, es=2))
+    assert float(out["ranking_temporal"]) == pytest.approx(7.5)
+
+
+def test_one_frame_study_skips_the_temporal_term_and_counts_it():
+    method = RankingMethod(MeanArea(), ranking_weights={"nested": 0, "invariance": 0})
+    out = method(_ranking_inputs([1.0], slices=4))
+    assert "ranking_temporal" not in out and "ranking_spatial" in out
+    assert method.temporal_skipped == 1
+
+
+def test_the_supervised_only_switch_turns_every_ranking_term_off():
+    method = RankingMethod(MeanArea(), ranking=False)
+    assert set(method.weights.values()) == {0.0}
+    with pytest.raises(RuntimeError, match="supervised-only"):
+        method(_ranking_inputs([1.0, 2.0]))
+    labelled = [{"image": 0}] * 3
+    rounds = iter(AlternatingRounds(labelled, None, supervised_steps=2, ranking_steps=5))
+    assert {next(rounds)["step"] for _ in range(7)} == {"supervised"}
+    rounds = iter(AlternatingRounds(labelled, [{"image": 1}], supervised_steps=2, ranking_steps=1))
+    assert [next(rounds)["step"] for _ in range(6)] == ["supervised", "supervised", "ranking"] * 2
+
+
+def test_volumes_only_supervision_goes_through_the_simpson_sum():
+    method = RankingMethod(MeanArea())
+    image = torch.tensor([2.0, 1.0])[:, None, None, None].expand(-1, 5, 4, 4).clone()
+    # volumes: 5 slices x 2000 mm^2 x 10 mm = 100 ml at ED, 50 ml at ES; targets 100 / 50 -> loss 0
+    inputs = {"step": "supervised", "image": image, "labelled": torch.zeros(2, dtype=torch.bool),
+              "edv_ml": torch.tensor(100.0), "esv_ml": torch.tensor(50.0), "slice_spacing_mm": torch.tensor(10.0)}
+    assert float(method(inputs)["loss"].detach()) == pytest.approx(0.0, abs=1e-6)
+    inputs["edv_ml"] = torch.tensor(120.0)  # 20 ml = 2 units off on one of two -> smooth L1 (2 - 0.5) / 2
+    assert float(method(inputs)["loss"].detach()) == pytest.approx(0.75)
+
+
+# --------------------------------------------------------------------------- the study stack
+@pytest.fixture(scope="module")
+def phantom_datalist(phantom_cohort, tmp_path_factory):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path_factory.mktemp("ranking") / "phantom.json"
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "tools/index.py", "phantom", str(phantom_cohort), "--datalist", str(out)],
+                            cwd=repo, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_area_to_volume_matches_the_function_module_on_the_phantom(phantom_datalist):
+    study = ranking_studies(phantom_datalist, ["training", "validation", "test"])["all"][0]
+    stack = LoadStudyStack(pixdim_mm=2.0, roi_size=96)(study)
+    cine = read_cine(study["cine"])
+    labels = np.full(cine.pixels.shape, -1, dtype=np.int16)
+    for frame in study["frames"]:
+        labels[int(frame["frame_index"])] = np.rint(read_cine(frame["label"]).pixels[0])
+    cine.labels, cine.labelled_frames = labels, [int(f["frame_index"]) for f in study["frames"]]
+    reference = cardiac_function_from_study(cine)
+    curve = stack["reference_volume_ml"].numpy()
+    labelled = np.isfinite(curve)
+    np.testing.assert_allclose(curve[labelled], reference.lv_volume_curve_ml[labelled], rtol=1e-5)
+    # the areas of the resampled crop give the same volumes within resampling error
+    areas = stack["area_mm2"].numpy()
+    from_areas = areas[labelled].sum(axis=1) * float(stack["slice_spacing_mm"]) / 1000.0
+    np.testing.assert_allclose(from_areas, curve[labelled], rtol=0.05)
+    function = cardiac_function_from_lv_curve(curve[labelled], reference.spacing_zyx_mm)
+    assert function.lv_edv_ml == pytest.approx(reference.lv_edv_ml, rel=1e-5)
+    assert function.lv_ef_percent == pytest.approx(reference.lv_ef_percent, rel=1e-5)
+    assert function.lv_mass_g is None and function.rv_edv_ml is None
+    assert stack["image"].shape[-2:] == (96, 96) and stack["image"].shape[:2] == (cine.num_frames, cine.num_slices)
+
+
+# --------------------------------------------------------------------------- bad input
+def _datalist(tmp_path, records):
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": records}))
+    return path
+
+
+def _nifti(path, data, zooms=(1.5, 1.5, 8.0)):
+    affine = np.diag(list(zooms) + [1.0])
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
+    return str(path)
+
+
+def test_a_label_without_lv_is_refused_naming_the_file(tmp_path):
+    image = _nifti(tmp_path / "frame.nii.gz", np.random.rand(16, 16, 4).astype(np.float32))
+    label = _nifti(tmp_path / "frame_gt.nii.gz", np.full((16, 16, 4), 3, dtype=np.int16))
+    records = [{"image": image, "label": label, "subject": "s1", "frame_index": 0}]
+    with pytest.raises(ValueError, match="frame_gt.nii.gz: label has no LV cavity"):
+        ranking_studies(_datalist(tmp_path, records))
+
+
+def test_a_volumes_only_record_needs_both_volumes(tmp_path):
+    image = _nifti(tmp_path / "frame.nii.gz", np.random.rand(16, 16, 4).astype(np.float32))
+    records = [{"image": image, "subject": "s1", "edv_ml": 120.0}]
+    with pytest.raises(ValueError, match="edv_ml but not esv_ml"):
+        ranking_studies(_datalist(tmp_path, records))
+
+
+def test_a_stack_without_slice_spacing_is_refused_naming_the_file(tmp_path):
+    image = _nifti(tmp_path / "single.nii.gz", np.random.rand(16, 16, 1).astype(np.float32))
+    with pytest.raises(ValueError, match="single.nii.gz: no slice spacing"):
+        LoadStudyStack(pixdim_mm=1.5, roi_size=16)({"subject": "s", "frames": [{"image": image, "frame_index": 0}]})
