@@ -450,8 +450,7 @@ def cardiac_function_from_lv_curve(
         raise ValueError(f"{_where(source)}the LV volume curve holds non-finite values")
     if frame_indices is not None and len(frame_indices) != lv.size:
         raise ValueError(f"{_where(source)}frame_indices has {len(frame_indices)} entries for {lv.size} frames")
-    volumes = np.zeros((lv.size, NUM_LABELS), dtype=np.float64)
-    volumes[:, LV_CAVITY] = lv
+    volumes = np.stack([lv if label == LV_CAVITY else np.zeros_like(lv) for label in range(NUM_LABELS)], axis=1)
     function = _function_from_volumes(volumes, list(range(lv.size)), spacing, source, frame_indices=frame_indices)
     function.rv_volume_curve_ml = np.full(lv.size, np.nan)
     function.lv_myocardium_curve_ml = np.full(lv.size, np.nan)
