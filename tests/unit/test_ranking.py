@@ -197,3 +197,32 @@ def test_a_stack_without_slice_spacing_is_refused_naming_the_file(tmp_path):
     image = _nifti(tmp_path / "single.nii.gz", np.random.rand(16, 16, 1).astype(np.float32))
     with pytest.raises(ValueError, match="single.nii.gz: no slice spacing"):
         LoadStudyStack(pixdim_mm=1.5, roi_size=16)({"subject": "s", "frames": [{"image": image, "frame_index": 0}]})
+
+
+# --------------------------------------------------------------------------- the writer
+def _fake_study(subject, volumes_scale=1.0):
+    areas = np.array([[1500.0, 1200.0, 600.0], [900.0, 700.0, 300.0]]) * volumes_scale
+    return {"subject": subject, "source": f"/data/{subject}", "areas_mm2": areas, "slice_spacing_mm": 10.0,
+            "frame_index": [0, 11], "reference_volume_ml": np.array([33.0, 19.0]), "ed_position": 0,
+            "es_position": 1, "edv_ml": float("nan"), "esv_ml": float("nan")}
+
+
+def test_volume_writer_scores_and_overwrites_only_its_own_outputs(tmp_path):
+    from cmrssl.engines.ranking import StudyVolumeWriter
+
+    out = tmp_path / "eval"
+    writer = StudyVolumeWriter(out, plots=False, pixdim_mm=2.0, score=True)
+    writer.studies = [_fake_study("a"), _fake_study("b", 1.1)]
+    writer.write()
+    summary = json.loads((out / "summary.json").read_text())
+    # a: predicted EDV = (1500 + 1200 + 600) mm^2 x 10 mm = 33 ml, ESV 19 ml: exact; b: 10 % larger
+    assert summary["volumes"]["edv_ml"]["mean_absolute_error"] == pytest.approx(3.3 / 2)
+    assert summary["frames"]["ed_frame"]["exact"] == 2
+    assert json.loads((out / "a" / "function.json").read_text())["lv_edv_ml"] == pytest.approx(33.0)
+    (out / "notes.txt").write_text("the user's own file")
+    with pytest.raises(FileExistsError):
+        StudyVolumeWriter(out, score=True)
+    writer = StudyVolumeWriter(out, overwrite=True, plots=False, pixdim_mm=2.0, score=True)
+    writer.studies = [_fake_study("c")]
+    writer.write()
+    assert sorted(p.name for p in out.iterdir()) == ["c", "metrics.csv", "notes.txt", "subjects.json", "summary.json"]

@@ -421,7 +421,8 @@ class StudyVolumeWriter:
     def write(self, engine=None) -> None:
         taken: set = set()
         rows: List[dict] = []
-        with atomic_folder(self.output_dir, overwrite=self.overwrite or self._empty()) as tmp:
+        with atomic_folder(self.output_dir, overwrite=self.overwrite or self._empty(),
+                           owned=self._owned_entries().__contains__) as tmp:
             subjects = []
             for study in self.studies:
                 folder_name = safe_folder_name(study["subject"])
@@ -449,6 +450,16 @@ class StudyVolumeWriter:
                 self.summary = self._write_scores(rows, tmp)
         if self.score:
             logger.info("volume scores of %d studies -> %s", len(rows), self.output_dir / SUMMARY_JSON)
+
+    def _owned_entries(self) -> set:
+        """Names an earlier run of this writer made here: replaced or removed, never left stale."""
+        owned = {FUNCTION_JSON, FUNCTION_CSV, VOLUME_CURVE_PNG, SUBJECTS_JSON, METRICS_CSV, SUMMARY_JSON,
+                 "bland_altman_edv.png", "bland_altman_esv.png", "bland_altman_ef.png"}
+        try:
+            owned |= {str(entry["folder"]) for entry in json.loads((self.output_dir / SUBJECTS_JSON).read_text())}
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # no earlier run with several studies here
+        return owned
 
     def _empty(self) -> bool:
         return self.output_dir.is_dir() and not any(self.output_dir.iterdir())
