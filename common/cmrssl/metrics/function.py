@@ -47,7 +47,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-
 def _where(source: Optional[str]) -> str:
     return f"{source}: " if source else ""
 

@@ -240,4 +240,3 @@ def frame_positions(num_frames: int, keep: int, must: Sequence[int] = ()) -> Lis
         return list(range(num_frames))
     chosen = {int(round(i * num_frames / keep)) % num_frames for i in range(keep)} | {int(m) for m in must if m >= 0}
     return sorted(chosen)
-
