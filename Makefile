@@ -12,7 +12,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e ".[test,plots,tracking]"
+	$(PY) -m pip install -q -e ".[test,plots,tracking,zoo]"
 	touch $(STAMP)
 
 install: $(STAMP)
