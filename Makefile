@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast test-zoo test-monailabel demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m "not slow" tests
 
+# The model zoo's bundle checks that need no network (tools/zoo_verify.py), metadata first.
+test-zoo: $(STAMP)
+	$(PY) -m pytest -n 0 -q -p no:cacheprovider tests/bundle/test_bundle_metadata.py
+	$(PY) tools/zoo_verify.py --workdir build/zoo --overwrite
+
 demo: $(STAMP)
 	$(PY) tools/demo.py --workdir demo
 
@@ -30,4 +35,4 @@ bench: $(STAMP)
 	$(PY) tools/bench.py --workdir bench
 
 clean:
-	rm -rf $(VENV) demo bench .pytest_cache
+	rm -rf $(VENV) demo bench .pytest_cache build/zoo
