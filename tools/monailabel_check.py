@@ -137,6 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     app = prepare(workdir, args.project_python)
     studies = workdir / "studies"
     base = f"http://127.0.0.1:{args.port}"
+    (workdir / "tmp").mkdir()
     log = open(workdir / "server.log", "w")
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(app), "--studies",
@@ -145,7 +146,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
         # the monailabel launcher runs the `python` it finds first on PATH
         env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-             "OMP_NUM_THREADS": "2", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"},
+             "OMP_NUM_THREADS": "2", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
+             "TMPDIR": str(workdir / "tmp")},  # the server's temporary results stay below OUT too
     )
     checks = Checks()
     try:
