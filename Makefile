@@ -6,13 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast test-zoo test-monailabel demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e ".[test,plots,tracking]"
+	$(PY) -m pip install -q -e ".[test,plots,tracking,zoo]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +23,25 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m "not slow" tests
 
+# The model zoo's bundle checks that need no network (tools/zoo_verify.py), metadata first.
+test-zoo: $(STAMP)
+	$(PY) -m pytest -n 0 -q -p no:cacheprovider tests/bundle/test_bundle_metadata.py
+	$(PY) tools/zoo_verify.py --workdir build/zoo --overwrite
+
+# A real MONAI Label 0.8.5 server with the exported segmentation bundle (tools/monailabel_check.py).
+# Not part of `make test`: its own venv of about 8 GB (torch as MONAI Label's dependencies resolve it).
+ML_VENV := .venv-monailabel
+ML_STAMP := $(ML_VENV)/.installed-stamp
+
+$(ML_STAMP): tools/monailabel-requirements.txt
+	test -x $(ML_VENV)/bin/python || $(PYTHON) -m venv $(ML_VENV)
+	$(ML_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ML_VENV)/bin/python -m pip install -q -r tools/monailabel-requirements.txt
+	touch $(ML_STAMP)
+
+test-monailabel: $(STAMP) $(ML_STAMP)
+	$(ML_VENV)/bin/python tools/monailabel_check.py --workdir build/monailabel --project_python $(PY) --overwrite
+
 demo: $(STAMP)
 	$(PY) tools/demo.py --workdir demo
 
@@ -30,4 +49,4 @@ bench: $(STAMP)
 	$(PY) tools/bench.py --workdir bench
 
 clean:
-	rm -rf $(VENV) demo bench .pytest_cache
+	rm -rf $(VENV) $(ML_VENV) demo bench .pytest_cache build/zoo build/monailabel

@@ -74,7 +74,7 @@ def tool_errors(
         yield
     except FileExistsError as err:
         print(f"{tool}: error: {err} (use --overwrite)", file=sys.stderr)
-        raise SystemExit(exists_status)
+        raise SystemExit(exists_status) from None
     except errors as err:
         print(f"{tool}: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

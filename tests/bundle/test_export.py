@@ -10,7 +10,9 @@ exactly that environment, so a passing run proves the vendored copy was used.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -113,3 +115,74 @@ def test_exported_bundle_runs_without_cmrssl_installed(tmp_path):
     assert nib.load(str(output_dir / "segmentation.nii.gz")).shape == nib.load(str(cine)).shape
     assert (output_dir / "function.json").is_file()
     assert "/work/main/common" not in run.stderr and str(REPO_ROOT / "common") not in run.stderr
+
+
+def _export_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "export.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def tiny_trained_bundle(tmp_path) -> Path:
+    """The segmentation bundle with weights of a CPU-sized network (channels [4, 8, 16, 32])."""
+    from cmrssl.networks.unet import CMRUNet
+
+    bundle = tmp_path / "cmr_unet_segmentation"
+    for part in ("configs", "docs"):
+        shutil.copytree(BUNDLE / part, bundle / part)
+    shutil.copy2(BUNDLE / "LICENSE", bundle / "LICENSE")
+    (bundle / "models").mkdir()
+    torch.manual_seed(0)
+    network = CMRUNet(channels=(4, 8, 16, 32), deep_supervision=True, num_deep_supervision_heads=2)
+    torch.save(network.state_dict(), bundle / "models" / "model.pt")
+    return bundle
+
+
+def test_overrides_build_the_exported_network_the_weights_came_from(tiny_trained_bundle, tmp_path):
+    refused = _export_cli(tiny_trained_bundle, tmp_path / "plain")
+    assert refused.returncode == 2 and "would not load these weights" in refused.stderr, refused.stderr[-2000:]
+    assert "missing" in refused.stderr or "unexpected" in refused.stderr or "shape" in refused.stderr
+    assert not (tmp_path / "plain").exists()
+    typo = _export_cli(tiny_trained_bundle, tmp_path / "typo", "--override", "network_def#chanels=[4,8,16,32]")
+    assert typo.returncode == 2 and "no config of the bundle defines 'network_def#chanels'" in typo.stderr
+    done = _export_cli(tiny_trained_bundle, tmp_path / "fits", "--override", "network_def#channels=[4,8,16,32]",
+                       "--override", "pixdim_mm=[2.0,2.0]")
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("inference.json", "train.json"):
+        config = json.loads((tmp_path / "fits" / "configs" / name).read_text())
+        assert config["network_def"]["channels"] == [4, 8, 16, 32] and config["pixdim_mm"] == [2.0, 2.0], name
+    assert "network_def" not in json.loads((tmp_path / "fits" / "configs" / "evaluate.json").read_text())
+    source = json.loads((tiny_trained_bundle / "configs" / "inference.json").read_text())
+    assert source["network_def"]["channels"] == [32, 64, 128, 256, 512]  # the input is never changed
+
+
+def test_weights_over_the_zoo_limit_are_listed_in_large_files_yml(tiny_trained_bundle, tmp_path):
+    import hashlib
+
+    weights = tiny_trained_bundle / "models" / "model.pt"
+    common = ["--override", "network_def#channels=[4,8,16,32]", "--large_file_mb", "0.01"]
+    kept = _export_cli(tiny_trained_bundle, tmp_path / "kept", *common)
+    assert kept.returncode == 0 and "pass --weights_url" in kept.stderr
+    assert (tmp_path / "kept" / "models" / "model.pt").read_bytes() == weights.read_bytes()
+    assert not (tmp_path / "kept" / "large_files.yml").exists()
+    listed = _export_cli(tiny_trained_bundle, tmp_path / "zoo", *common, "--weights_url", "https://example.org/cmr/")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert not (tmp_path / "zoo" / "models" / "model.pt").exists()
+    assert (tmp_path / "zoo" / "large_files.yml").read_text() == (
+        'large_files:\n- path: "models/model.pt"\n  url: "https://example.org/cmr/model.pt"\n'
+        f'  hash_val: "{hashlib.md5(weights.read_bytes()).hexdigest()}"\n  hash_type: "md5"\n'
+    )
+    assert weights.is_file()  # the bundle keeps its weights
+
+
+def test_exported_code_passes_the_zoo_format_checks(tmp_path):
+    """black, isort and flake8 at the model zoo's settings (tools/zoo/style.cfg) over the vendored code."""
+    pytest.importorskip("black")
+    pytest.importorskip("isort")
+    exported = export.export_bundle(BUNDLE, tmp_path / "cmr_unet_segmentation")
+    style = str(REPO_ROOT / "tools" / "zoo" / "style.cfg")
+    for check in (["black", "--check", "--line-length", "120", "--skip-magic-trailing-comma", "."],
+                  ["isort", "--check", "--settings-path", style, "."], ["flake8", "--config", style, "."]):
+        result = subprocess.run([sys.executable, "-m", *check], cwd=exported, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, (check[0], result.stdout[-3000:], result.stderr[-3000:])

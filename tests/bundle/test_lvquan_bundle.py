@@ -64,6 +64,23 @@ def test_bundle_trains_on_the_phantom(trained):
     assert (out / "model.pt").stat().st_mtime_ns == before
 
 
+def test_inference_config_builds_what_training_built():
+    """inference.json stands alone; what it shares with train.json (network, preprocessing) must not drift."""
+    from monai.bundle import ConfigParser
+
+    train, inference = ConfigParser(), ConfigParser()
+    train.read_config(str(BUNDLE / "configs" / "train.json"))
+    inference.read_config(str(BUNDLE / "configs" / "inference.json"))
+    # what differs by design: training computes the index scale and trains the network, inference loads both
+    shared = set(train.get()) & set(inference.get()) - {"imports", "option_rules", "checkpoint", "overwrite",
+                                                          "index_scale", "network", "initialize", "run", "finalize"}
+    assert {"network_def", "backbone_2d", "preprocessing", "bundle_root", "device", "crop_shape"} <= shared
+    for key in sorted(shared):
+        assert inference[key] == train[key], key
+    for key, rule in inference["option_rules"].items():
+        assert key == "input" or train["option_rules"][key] == rule, key
+
+
 @pytest.mark.slow
 def test_inference_on_a_new_cine(trained, phantom_cohort):
     """Per-frame indices of the chosen slices of any read_cine input, as a CSV."""
@@ -73,9 +90,12 @@ def test_inference_on_a_new_cine(trained, phantom_cohort):
 
     files, out, _, _ = trained
     study = sorted(p for p in phantom_cohort.iterdir() if p.is_dir())[0] / "sax_cine.nii.gz"
-    infer = json.dumps(files + [str(BUNDLE / "configs" / "inference.json")])
+    # inference.json stands alone (as the model zoo runs it), with the training's overlays (train_3d.json)
+    infer = json.dumps([str(BUNDLE / "configs" / "inference.json")] + files[1:])
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", infer, "--bundle_root", str(BUNDLE),
-               "--output_dir", str(out), "--input", str(study), "--prediction_dir", str(out / "infer"), *TINY]
+               "--model_dir", str(out), "--input", str(study), "--prediction_dir", str(out / "infer"),
+               *[a for k, v in zip(TINY[::2], TINY[1::2]) if k not in ("--epochs", "--epoch_length", "--num_folds")
+                 for a in (k, v)]]
     result = _run(command + ["--slices", "3,4"])
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out / "infer" / "lvquan_predictions.csv") as fh:

@@ -243,6 +243,52 @@ def test_train_workflow_properties_and_monai_label_ids(cohort, tmp_path):
     assert inference["network_def"] == train["network_def"]
 
 
+# What MONAI Label 0.8.5's BundleTrainTask (monailabel/tasks/train/bundle.py) does on one GPU or the CPU:
+# monai.bundle.run(run_id="run", init_id=None, final_id=None, meta_file, config_file=train.json, **overrides)
+# with these override ids, its datastore's {"image", "label"} records, and a CheckpointLoader of
+# models/model.pt put first in train#handlers. No datalist file exists.
+_MONAI_LABEL_TRAINER = """
+import json, sys
+import monai.bundle
+from monai.bundle import ConfigParser
+bundle, records, extra = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+config = ConfigParser()
+config.read_config(bundle + "/configs/train.json")
+handlers = config.get("train#handlers", [])
+handlers.insert(0, {"_target_": "CheckpointLoader", "load_path": bundle + "/models/model.pt",
+                    "load_dict": {"model": "$@network"}, "strict": False})
+monai.bundle.run(run_id="run", init_id=None, final_id=None, meta_file=bundle + "/configs/metadata.json",
+                 config_file=bundle + "/configs/train.json", bundle_root=bundle, device="cpu",
+                 **{"train#trainer#max_epochs": 1, "train#dataset#data": records[:-1],
+                    "validate#dataset#data": records[-1:], "train#handlers": handlers}, **extra)
+"""
+
+
+@pytest.mark.slow
+def test_monai_label_bundle_trainer_replaces_models_model_pt_without_a_datalist(cohort, tmp_path):
+    import shutil
+
+    bundle = tmp_path / "cmr_unet_segmentation"
+    shutil.copytree(BUNDLE / "configs", bundle / "configs")
+    (bundle / "models").mkdir()
+    torch.save(_tiny_network().state_dict(), bundle / "models" / "model.pt")
+    before = (bundle / "models" / "model.pt").read_bytes()
+    records = [{"image": r["image"], "label": r["label"]}
+               for split in ("training", "validation") for r in json.loads(cohort.read_text())[split]][:5]
+    extra = {k: json.loads(v) for k, v in TINY.items() if k != "max_epochs"}
+    result = subprocess.run(
+        [sys.executable, "-c", _MONAI_LABEL_TRAINER, str(bundle), json.dumps(records), json.dumps(extra)],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "val_mean_dice" in result.stdout + result.stderr  # the handed-in validation records were used
+    after = (bundle / "models" / "model.pt").read_bytes()
+    assert after != before and set(torch.load(bundle / "models" / "model.pt", weights_only=True)) == set(
+        _tiny_network().state_dict())
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt"]
+
+
 @pytest.mark.slow
 def test_verify_net_in_out_and_torchscript_export(trained, tmp_path):
     out, _ = trained

@@ -124,7 +124,10 @@ def test_single_3d_frame_as_monai_label_runs_it(small_cine, random_checkpoint, t
     inferer = parser.get_parsed_content("inferer")
     postprocessing = parser.get_parsed_content("postprocessing")
     network = parser.get_parsed_content("network").eval()
-    data = preprocessing({"image": str(frame_path)})
+    # MONAI Label's infer task adds the image's path as "image_path" (its writer reads it back);
+    # MONAI 1.6.1's own Spacingd fails on that string after resampling a NIfTI
+    data = preprocessing({"image": str(frame_path), "image_path": str(frame_path)})
+    assert data["image_path"] == str(frame_path)
     with torch.no_grad():
         data["pred"] = inferer(data["image"][None].to(parser.get_parsed_content("device")), network)
     data["pred"] = decollate_batch(data["pred"])[0]

@@ -61,6 +61,16 @@ def test_torchscript_export_keeps_both_modes():
         assert torch.allclose(scripted(x), net(x), atol=1e-6)
 
 
+def test_a_stack_of_slices_is_segmented_slice_by_slice_in_script_too():
+    """[B, C, H, W, D] (how MONAI Label and verify_net_in_out see a 3D model) = each slice alone."""
+    net = _unet(deep_supervision=True).eval()
+    stack = torch.randn(2, 1, 16, 24, 3)
+    per_slice = torch.stack([net(stack[..., z]) for z in range(3)], dim=-1)
+    assert torch.equal(net(stack), per_slice)
+    assert torch.equal(torch.jit.script(net)(stack), per_slice)
+    assert net.train()(stack).shape == (2, 3, 4, 16, 24, 3)  # deep supervision keeps the stack's layout
+
+
 def test_load_pretrained_encoder_only_checkpoint(tmp_path):
     source, target = _unet(seed=1), _unet(seed=2)
     path = tmp_path / "simclr.pt"

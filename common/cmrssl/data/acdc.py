@@ -127,7 +127,7 @@ def acdc_subject_names(selection: Union[str, int, Iterable[Union[str, int]]]) ->
             nor a ``patientNNN`` name.
     """
     if isinstance(selection, (str, int)):
-        parts: List[Union[str, int]] = [p for p in str(selection).split(",")]
+        parts: List[Union[str, int]] = list(str(selection).split(","))
     else:
         parts = list(selection)
     names: List[str] = []

@@ -171,7 +171,7 @@ def find_dsb_studies(root: PathLike) -> List[Tuple[str, str, Path]]:
     if not found:
         raise ValueError(f"{root}: no Kaggle DSB studies (<train|validate|test>/<id>/study/sax_NN/*.dcm)")
     owner: Dict[str, str] = {}
-    for split, subject, study in found:
+    for split, subject, _study in found:
         if owner.get(subject, split) != split:
             raise ValueError(f"{root}: study Id {subject} is in both {owner[subject]} and {split}")
         owner[subject] = split

@@ -154,7 +154,7 @@ class PositionBoxes:
     def _box_axes(self) -> np.ndarray:
         """``[9, 2, 3]``: for each box, the unit axes along and across its line."""
         axes = []
-        for cls, line, _ in _STEPS:
+        for _cls, line, _ in _STEPS:
             d = self.directions[line]
             axes.append([d, _unit(np.cross(self.normal, d))])
         return np.asarray(axes)

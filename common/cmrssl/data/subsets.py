@@ -22,6 +22,8 @@ __all__ = [
     "labelled_training_records",
     "check_disjoint_subjects",
     "warn_if_not_held_out",
+    "DatalistRecords",
+    "read_from_datalist",
 ]
 
 logger = logging.getLogger(__name__)
@@ -108,7 +110,7 @@ def labelled_training_records(
     seed: int = 0,
     allow_empty: bool = False,
 ) -> List[dict]:
-    """Labelled records of ``split``, restricted to ``num_labelled_subjects`` subjects (0: all).
+    """Labelled records of ``split``, restricted to ``num_labelled_subjects`` subjects (0: all), as :class:`DatalistRecords`.
 
     Records without ``label`` are left out (a datalist may mix unlabelled frames
     for pretraining); the subjects kept are logged. Each record keeps ``image``,
@@ -130,7 +132,7 @@ def labelled_training_records(
         if not split or not json.loads(Path(datalist).expanduser().read_text()).get(split):
             logger.warning("%s: no '%s' records: training without validation, the last epoch's model is kept",
                            datalist, split)
-            return []
+            return DatalistRecords([], datalist)
     records = datalist_records(datalist, split, dataset_dir)
     no_subject = [number for number, record in enumerate(records) if record.get("subject") in (None, "")]
     if no_subject:
@@ -149,7 +151,26 @@ def labelled_training_records(
         kept = set(choose_subjects([r["subject"] for r in labelled], num_labelled_subjects, seed))
         labelled = [r for r in labelled if str(r["subject"]) in kept]
         logger.info("few-label training on %d subjects (seed %d): %s", len(kept), seed, ", ".join(sorted(kept)))
-    return labelled
+    return DatalistRecords(labelled, datalist)
+
+
+class DatalistRecords(list):
+    """Training records read from a datalist file (a plain list of dicts; ``datalist`` names the file).
+
+    The records :func:`labelled_training_records` returns. A training config tells them
+    from records a program handed in itself through ``train#dataset#data`` (MONAI Label's
+    bundle trainer does: it trains into the bundle's ``models/model.pt`` by design), see
+    :func:`read_from_datalist`.
+    """
+
+    def __init__(self, records=(), datalist: Union[str, os.PathLike] = "") -> None:
+        super().__init__(records)
+        self.datalist = str(datalist)
+
+
+def read_from_datalist(records: Sequence[dict]) -> bool:
+    """True for records read from a datalist file here, False for records a program handed in."""
+    return isinstance(records, DatalistRecords)
 
 
 def _shared_subjects(records_a: Sequence[dict], records_b: Sequence[dict]) -> List[str]:

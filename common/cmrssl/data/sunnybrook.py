@@ -543,7 +543,7 @@ def index_sunnybrook(
     for subject, dicom_dir, contour_dir in pairs:
         study, details = read_sunnybrook_study(dicom_dir, contour_dir, subject=subject)
         study.source = subject  # the study key the user gave, nothing from the headers
-        phases = {t: "other" for t in details.labelled_frames}
+        phases = dict.fromkeys(details.labelled_frames, "other")
         if len(details.labelled_frames) >= 2:
             function = cardiac_function_from_study(study)
             phases[function.ed_frame] = "ED"

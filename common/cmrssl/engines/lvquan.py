@@ -25,7 +25,7 @@ import csv
 import json
 import logging
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -178,7 +178,7 @@ class FramePredictions:
     def reset(self, engine: Optional[Engine] = None) -> None:
         self._sums: Dict[Tuple[int, int], np.ndarray] = defaultdict(lambda: np.zeros(NUM_INDICES))
         self._phase_sums: Dict[Tuple[int, int], float] = defaultdict(float)
-        self._counts: Dict[Tuple[int, int], int] = defaultdict(int)
+        self._counts: Dict[Tuple[int, int], int] = Counter()
 
     def collect(self, engine: Engine) -> None:
         for item, output in zip(engine.state.batch, engine.state.output):

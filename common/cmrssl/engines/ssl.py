@@ -41,6 +41,8 @@ from torch.optim.optimizer import Optimizer
 from cmrssl.networks.heads import SSLEncoder
 from cmrssl.networks.multitask import pretext_state_dict
 
+_DINO_LOCAL_KEYS = tuple(f"local_{i}" for i in range(6))
+
 __all__ = [
     "SSLMethod",
     "ContrastiveMethod",
@@ -152,7 +154,7 @@ class DINOMethod(SSLMethod):
         student: SSLEncoder,
         loss: nn.Module,
         global_keys: Sequence[str] = ("global_0", "global_1"),
-        local_keys: Sequence[str] = tuple(f"local_{i}" for i in range(6)),
+        local_keys: Sequence[str] = _DINO_LOCAL_KEYS,
         save_teacher: bool = False,
     ) -> None:
         super().__init__()
@@ -226,7 +228,8 @@ class MaskedImageModellingMethod(SSLMethod):
 
     def prepare_batch(self, batchdata, device=None, non_blocking=False, **kwargs):
         name = type(self).__name__
-        return {k: _to_device(_require(batchdata, k, name), device, non_blocking) for k in (self.image_key, self.masked_key, self.mask_key)}
+        keys = (self.image_key, self.masked_key, self.mask_key)
+        return {k: _to_device(_require(batchdata, k, name), device, non_blocking) for k in keys}
 
     def compute_loss(self, inputs):
         prediction = self.network(inputs[self.masked_key])

@@ -481,7 +481,10 @@ def read_dicom_cine(
     affines = np.empty((len(slices), 4, 4))
     times = np.full((len(slices), num_frames), np.nan)
     source_index = np.empty(len(slices), dtype=np.int64)
-    source_rank = {id(s): r for r, s in enumerate(sorted(slices, key=lambda s: min((f.input_index, f.instance_number or 0) for f in s)))}
+    def first_file(files):
+        return min((f.input_index, f.instance_number or 0) for f in files)
+
+    source_rank = {id(s): r for r, s in enumerate(sorted(slices, key=first_file))}
     by_names = 0
     for z, s in enumerate(slices):
         s_sorted, ordered_by = _order_phases(s, source, slice_pos[z])

@@ -37,7 +37,6 @@ __all__ = [
     "read_cine_for_inference",
     "CineStudyCache",
     "is_nifti_path",
-    "CineImageReader",
     "study_ras_affine",
     "study_to_xyzt",
 ]
@@ -45,7 +44,8 @@ __all__ = [
 
 def __getattr__(name: str):
     # CineImageReader subclasses MONAI's ImageReader; importing MONAI (and torch)
-    # costs seconds, so data tools that only read cines do not pay for it.
+    # costs seconds, so data tools that only read cines do not pay for it. Loaded on
+    # first use, it is left out of __all__ (a star import would load it).
     if name == "CineImageReader":
         from .monai_reader import CineImageReader
 

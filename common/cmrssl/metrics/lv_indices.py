@@ -266,7 +266,7 @@ def lv_indices(
     thickness = myo_outer - myo_inner + step
 
     sectors = _sector_masks(phi_deg)
-    with np.errstate(invalid="ignore"), _quiet_nanmean():
+    with np.errstate(invalid="ignore"), _QuietNanmean():
         wall = np.stack([np.nanmean(thickness[:, sectors[s]], axis=1) for s in RWT_SECTORS], axis=1)
         dims = np.stack(
             [2.0 * np.nanmean(cavity_radius[:, sectors[a] | sectors[b]], axis=1) for a, b in DIMENSION_SECTORS],
@@ -284,7 +284,7 @@ def lv_indices(
     }
 
 
-class _quiet_nanmean:
+class _QuietNanmean:
     """Silence numpy's "Mean of empty slice" warning: all-NaN sectors are documented NaN."""
 
     def __enter__(self):

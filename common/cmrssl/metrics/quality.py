@@ -70,7 +70,7 @@ def frame_quality_flags(labels_zhw: np.ndarray) -> List[str]:
             open_slices.append(int(z))
     if open_slices:
         flags.append(f"LV cavity not enclosed by myocardium on slice(s) {_ranges(open_slices)}")
-    for name, value in STRUCTURES.items():
+    for _name, value in STRUCTURES.items():
         present = _slices_with(labels, value)
         if present.size:
             gaps = sorted(set(range(int(present[0]), int(present[-1]) + 1)) - set(present.tolist()))

@@ -185,7 +185,9 @@ class DINOHead(nn.Module):
         norm_last_layer: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("bottleneck_dim", bottleneck_dim), ("output_dim", output_dim)):
+        dims = (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("bottleneck_dim", bottleneck_dim),
+                ("output_dim", output_dim))
+        for name, value in dims:
             if value < 1:
                 raise ValueError(f"{name} must be positive, got {value}")
         layers: list = [nn.Linear(in_dim, hidden_dim)]

@@ -58,11 +58,8 @@ class LVQuanHead(nn.Module):
         self.spatial_dims = _check_dims(spatial_dims)
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.dropout = nn.Dropout(dropout)
-        self.out = conv(in_channels, TASK_OUTPUTS[task], 1)
-
-    @property
-    def num_outputs(self) -> int:
-        return TASK_OUTPUTS[self.task]
+        self.num_outputs = TASK_OUTPUTS[self.task]  # a plain int: TorchScript cannot read a global dict
+        self.out = conv(in_channels, self.num_outputs, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         pooled = features.mean(dim=(-2, -1), keepdim=True)  # space only: 2D+t keeps every frame

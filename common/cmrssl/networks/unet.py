@@ -98,6 +98,9 @@ class CMRUNetDecoder(nn.Module):
 class CMRUNet(nn.Module):
     """The shared 2D U-Net (tensor in, tensor out).
 
+    Inputs are ``[B, C, H, W]`` slices, or ``[B, C, H, W, D]`` stacks of ``D``
+    slices, segmented slice by slice (same weights, output in the stack's layout).
+
     Args:
         in_channels: image channels (1 for cine MR).
         out_channels: output channels of the task head (4: background, LV cavity,
@@ -175,6 +178,22 @@ class CMRUNet(nn.Module):
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == self.spatial_dims + 3:
+            return self._forward_stack(x)
+        return self._forward_slices(x)
+
+    def _forward_stack(self, x: torch.Tensor) -> torch.Tensor:
+        """A stack of slices along the last axis, ``[B, C, H, W, D]``, segmented slice by slice.
+
+        The output keeps the stack's layout (``[B, C_out, H, W, D]``, or with deep
+        supervision ``[B, 1 + heads, C_out, H, W, D]``), so one network serves 2D
+        slices and 3D volumes (MONAI Label presents the bundle as a 3D model).
+        """
+        batch, depth = x.shape[0], x.shape[-1]
+        output = self._forward_slices(x.movedim(-1, 1).flatten(0, 1))
+        return output.reshape([batch, depth] + list(output.shape[1:])).movedim(1, -1)
+
+    def _forward_slices(self, x: torch.Tensor) -> torch.Tensor:
         decoded = self.decoder(self.encode(x))
         output = self.head(decoded[-1])
         if not (self.training and self.deep_supervision):

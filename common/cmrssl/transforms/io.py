@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from monai.transforms import MapTransform, Spacingd, Transform
 from monai.utils import MetaKeys, SpaceKeys
 
 from cmrssl.io.cine import swap_layout
 from cmrssl.io.reader import CineStudyCache, study_ras_affine
 
-__all__ = ["LoadCineFrame", "LoadCineFramed"]
+__all__ = ["LoadCineFrame", "LoadCineFramed", "PathSafeSpacingd"]
 
 
 class LoadCineFrame(Transform):
@@ -113,4 +113,24 @@ class LoadCineFramed(MapTransform):
         frame_index = d.get(self.frame_key)
         for key in self.key_iterator(d):
             d[key] = self.loader(d[key], None if frame_index is None else int(frame_index))
+        return d
+
+
+class PathSafeSpacingd(Spacingd):
+    """MONAI's ``Spacingd`` that leaves plain ``{key}_...`` entries of a record alone.
+
+    After resampling a NIfTI image, ``Spacingd`` (MONAI 1.6.1) updates every record entry
+    whose name starts with ``{key}_`` as if it were a metadata dict; MONAI Label's
+    inference adds the string ``image_path``, and ``str.update`` fails. Entries that
+    are not dicts are set aside for the call and put back unchanged; the resampling
+    and its inverse are MONAI's.
+    """
+
+    def __call__(self, data, lazy=None):
+        d = dict(data)
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        aside = {k: d.pop(k) for k in list(d) if isinstance(k, str) and k.startswith(prefixes)
+                 and not isinstance(d[k], Mapping)}
+        d = super().__call__(d, lazy=lazy)
+        d.update(aside)
         return d

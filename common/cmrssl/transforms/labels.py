@@ -27,6 +27,8 @@ from scipy import ndimage
 
 from cmrssl.labels import LABELS, LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, STRUCTURES
 
+_CANONICAL_LABELS = tuple(LABELS.values())
+
 __all__ = ["CheckLabels", "CheckLabelsd", "keep_heart", "KeepHeart", "KeepHeartd", "POSTPROCESSING_MODES",
            "refuse_retired_keep_largest_component"]
 
@@ -49,7 +51,7 @@ class CheckLabels(Transform):
             message names the file (``meta["filename_or_obj"]``) and the values found.
     """
 
-    def __init__(self, allowed: Sequence[int] = tuple(LABELS.values()), require_foreground: bool = True) -> None:
+    def __init__(self, allowed: Sequence[int] = _CANONICAL_LABELS, require_foreground: bool = True) -> None:
         if not allowed:
             raise ValueError("allowed must name at least one label value")
         self.allowed = sorted(int(v) for v in allowed)
@@ -83,7 +85,7 @@ class CheckLabelsd(MapTransform):
     def __init__(
         self,
         keys: KeysCollection = "label",
-        allowed: Sequence[int] = tuple(LABELS.values()),
+        allowed: Sequence[int] = _CANONICAL_LABELS,
         require_foreground: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:

@@ -1,0 +1,219 @@
+"""The model zoo's bundle checks that need no network, on our exported bundles (``make test-zoo``).
+
+    python tools/zoo_verify.py --workdir OUT [--bundles cmr_unet_segmentation,...] [--overwrite]
+
+Each bundle of ``bundles/`` is exported with ``tools/export.py`` into ``OUT/models/<name>``
+(the zoo's repository layout). Then, as the zoo's ``ci/verify_bundle.py`` does it
+(Project-MONAI/model-zoo; read, not copied):
+
+1. files: ``configs/metadata.json`` and ``LICENSE``; ``models/model.pt`` and
+   ``configs/inference.json`` unless the bundle is excluded (``EXCLUDED``, with the
+   reason; the zoo keeps such lists in ``ci/bundle_custom_data.py``);
+2. version: ``version`` is a key of ``changelog``;
+3. metadata: MONAI's bundle specification (schema ``meta_schema_20240725``), checked
+   offline by ``tests/bundle/test_bundle_metadata.py`` (the zoo's CI downloads the
+   schema for MONAI's ``verify_metadata``; this machine cannot), which ``make test-zoo``
+   runs first;
+4. sizes and weights: every exported file stays under the zoo's 25 MB unless
+   ``large_files.yml`` lists it; the zoo then downloads what that lists, here fake
+   weights of the inference network stand in where the export has none (as the zoo's
+   ``_produce_fake_weights``);
+5. ``monai.bundle verify_net_in_out network_def`` and ``ckpt_export`` (TorchScript; not
+   for ``NO_TORCHSCRIPT``) with ``configs/inference.json``, run in the export's folder by a Python that cannot
+   import ``cmrssl`` (``-S``, only the venv's site-packages): the vendored
+   ``scripts/cmrssl`` must do;
+6. code format over ``OUT/models``: ``black --check`` (line length 120, no magic
+   trailing comma), ``isort --check`` and ``flake8`` with ``tools/zoo/style.cfg``.
+
+Prints one line per check and ends with ``N passed, N failed``; exits 1 on any failure.
+Writes only below OUT; an existing OUT is refused unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = REPO_ROOT / "bundles"
+STYLE = REPO_ROOT / "tools" / "zoo" / "style.cfg"
+ZOO_FILE_LIMIT_MB = 25
+#: bundles without models/model.pt and configs/inference.json, and why (the zoo's
+#: exclude_verify_preferred_files_list, exclude_verify_shape_list, exclude_verify_torchscript_list)
+EXCLUDED = {
+    "cmr_ssp_pretraining": "a pretraining bundle: its output is encoder weights (models/<method>.pt) that "
+                           "cmr_unet_segmentation fine-tunes; nothing to infer",
+    "cmr_position_ssl": "a pretraining bundle: its models/model.pt is the pretext U-Net that "
+                        "cmr_unet_segmentation fine-tunes; nothing to infer",
+}
+#: bundles whose network TorchScript cannot compile (the zoo's exclude_verify_torchscript_list)
+NO_TORCHSCRIPT = {
+    "cmr_lvquan_ensemble": "LVQuanNet picks the feature path by the backbone's class (DenseNet, ResNet, SENet) "
+                           "and returns a (prediction, segmentation) pair in training: not TorchScript-able",
+}
+
+# Runs in the exported bundle's folder without cmrssl: fake weights when none were exported,
+# then MONAI's own verify_net_in_out and ckpt_export, as the zoo's verify_bundle.py calls them.
+_MONAI_STEPS = """
+import os, sys
+import torch
+from monai.bundle import ConfigParser, ckpt_export, verify_net_in_out
+root = os.getcwd()
+sys.path.insert(0, root)
+config, meta = os.path.join(root, "configs", "inference.json"), os.path.join(root, "configs", "metadata.json")
+weights = os.path.join(root, "models", "model.pt")
+if not os.path.exists(weights):
+    parser = ConfigParser()
+    parser.read_config(config)
+    parser.read_meta(meta)
+    parser["bundle_root"] = root
+    torch.manual_seed(0)
+    os.makedirs(os.path.dirname(weights), exist_ok=True)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), weights)
+    print("fake weights", os.path.getsize(weights))
+verify_net_in_out(net_id="network_def", meta_file=meta, config_file=config, bundle_root=root, device="cpu")
+print("verify_net_in_out ok")
+if sys.argv[1:] == ["--no-torchscript"]:
+    sys.exit(0)
+ts = os.path.join(root, "models", "verify_model.ts")
+ckpt_export(net_id="network_def", filepath=ts, ckpt_file=weights, meta_file=meta, config_file=config,
+            bundle_root=root)
+torch.jit.load(ts)
+os.remove(ts)
+print("ckpt_export ok")
+"""
+
+
+class Checks:
+    """Runs named checks, prints ``PASS``/``FAIL`` lines and counts them."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed: List[str] = []
+
+    def run(self, name: str, check: Callable[[], Optional[str]]) -> None:
+        try:
+            note = check()
+        except Exception as error:  # a check's failure is reported, the others still run
+            self.failed.append(name)
+            print(f"FAIL {name}: {type(error).__name__}: {error}", flush=True)
+            return
+        self.passed += 1
+        print(f"PASS {name}" + (f" ({note})" if note else ""), flush=True)
+
+
+def _isolated(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A Python that cannot import cmrssl: no site processing (editable installs), the venv's packages only."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": sysconfig.get_paths()["purelib"], "PYTHONNOUSERSITE": "1",
+           "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-S", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _require(result: subprocess.CompletedProcess, what: str) -> str:
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} exited {result.returncode}:\n{(result.stdout + result.stderr)[-3000:]}")
+    return (result.stdout + result.stderr).strip()
+
+
+def check_files(root: Path, name: str) -> Optional[str]:
+    for required in ("configs/metadata.json", "LICENSE"):
+        if not (root / required).is_file():
+            raise FileNotFoundError(f"{required} is missing")
+    if name in EXCLUDED:
+        return f"preferred files not required: {EXCLUDED[name]}"
+    if not (root / "configs" / "inference.json").is_file():
+        raise FileNotFoundError("configs/inference.json is missing")
+    if not (root / "models" / "model.pt").is_file():
+        raise FileNotFoundError("models/model.pt is missing (exported, or downloaded from large_files.yml)")
+    return None
+
+
+def check_version(root: Path) -> str:
+    metadata = json.loads((root / "configs" / "metadata.json").read_text())
+    if metadata["version"] not in metadata["changelog"]:
+        raise ValueError(f"version {metadata['version']} is not in changelog")
+    return metadata["version"]
+
+
+def check_sizes(root: Path) -> str:
+    listed = set()
+    if (root / "large_files.yml").is_file():
+        listed = {line.split('"')[1] for line in (root / "large_files.yml").read_text().splitlines()
+                  if line.strip().startswith("- path:")}
+    big = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+           and p.stat().st_size > ZOO_FILE_LIMIT_MB * 1e6 and str(p.relative_to(root)) not in listed]
+    if big:
+        raise ValueError(f"over {ZOO_FILE_LIMIT_MB} MB and not in large_files.yml: {', '.join(sorted(big))}")
+    return f"{len(listed)} in large_files.yml" if listed else "every file under 25 MB"
+
+
+def check_network(root: Path, torchscript: bool = True) -> str:
+    args = ("-c", _MONAI_STEPS) + (() if torchscript else ("--no-torchscript",))
+    lines = _require(_isolated(*args, cwd=root), "verify_net_in_out / ckpt_export").splitlines()
+    return "; ".join(line for line in lines if line.endswith(" ok") or line.startswith("fake weights"))
+
+
+def check_format(models: Path) -> str:
+    commands = {
+        "black": ["black", "--check", "--quiet", "--line-length", "120", "--skip-magic-trailing-comma", "."],
+        "isort": ["isort", "--check-only", "--quiet", "--settings-path", str(STYLE), "."],
+        "flake8": ["flake8", "--config", str(STYLE), "--count", "."],
+    }
+    for tool, command in commands.items():
+        _require(subprocess.run([sys.executable, "-m", *command], cwd=models, capture_output=True, text=True,
+                                timeout=600), tool)
+    return f"{len(list(models.rglob('*.py')))} Python files"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="zoo_verify", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, help="OUT: the zoo-shaped tree goes to OUT/models")
+    parser.add_argument("--bundles", default="", help="comma-separated bundle names (default: every bundle)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    args = parser.parse_args(argv)
+    names = [n for n in args.bundles.split(",") if n] or sorted(p.name for p in BUNDLES.iterdir()
+                                                               if (p / "configs").is_dir())
+    workdir = Path(args.workdir).resolve()
+    if workdir.exists():
+        if not args.overwrite:
+            print(f"zoo_verify: error: {workdir} already exists (use --overwrite)", file=sys.stderr)
+            return 2
+        if REPO_ROOT == workdir or workdir in REPO_ROOT.parents or (workdir / ".git").exists():
+            print(f"zoo_verify: error: {workdir} holds the repository; choose another folder", file=sys.stderr)
+            return 2
+        shutil.rmtree(workdir)
+    models = workdir / "models"
+    models.mkdir(parents=True)
+    checks = Checks()
+    for name in names:
+        root = models / name
+        checks.run(f"{name}: export", lambda name=name, root=root: _require(subprocess.run(
+            [sys.executable, str(REPO_ROOT / "tools" / "export.py"), str(BUNDLES / name), str(root)],
+            capture_output=True, text=True, timeout=600), "tools/export.py").splitlines()[-1])
+        if not root.is_dir():
+            continue
+        # sizes as exported; then the weights stand in for the zoo's download of large_files.yml
+        checks.run(f"{name}: file sizes", lambda root=root: check_sizes(root))
+        if name in NO_TORCHSCRIPT:
+            checks.run(f"{name}: verify_net_in_out", lambda root=root: check_network(root, torchscript=False))
+            print(f"SKIP {name}: ckpt_export ({NO_TORCHSCRIPT[name]})")
+        elif name not in EXCLUDED:
+            checks.run(f"{name}: verify_net_in_out and ckpt_export", lambda root=root: check_network(root))
+        else:
+            print(f"SKIP {name}: verify_net_in_out and ckpt_export ({EXCLUDED[name]})")
+        checks.run(f"{name}: files", lambda root=root, name=name: check_files(root, name))
+        checks.run(f"{name}: version and changelog", lambda root=root: check_version(root))
+    checks.run("code format (black, isort, flake8 at the zoo's settings)", lambda: check_format(models))
+    print(f"{checks.passed} passed, {len(checks.failed)} failed")
+    return 1 if checks.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
