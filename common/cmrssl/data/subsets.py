@@ -4,6 +4,10 @@ Few-label fine-tuning (de Mooij et al. 2024 train on 1 to 80 labelled
 subjects) draws its subjects here, so every bundle draws them the same way:
 a seeded permutation of the split's subjects, the first ``N`` kept, with all
 their labelled frames.
+
+Inference takes its studies here too (:func:`resolve_cine_inputs`): one cine
+given by path, or every cine of a datalist split, each with a safe, unique
+output folder name.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import List, Sequence, Union
 
 import numpy as np
+
+from cmrssl.io.atomic import safe_folder_name, unique_folder_name
 
 __all__ = [
     "datalist_records",
@@ -219,3 +225,55 @@ def warn_if_not_held_out(
             datalist, ", ".join(shared), split, training_split,
         )
     return shared
+
+
+def resolve_cine_inputs(
+    input: Union[str, os.PathLike, None] = "",
+    datalist: Union[str, os.PathLike, None] = "",
+    dataset_dir: Union[str, os.PathLike, None] = "",
+    split: str = "test",
+) -> List[dict]:
+    """The cines to segment, as ``[{"cine_key": folder name, "subject": key, "cine": absolute path}]``.
+
+    ``input`` (one cine) wins; otherwise every distinct cine of the datalist's
+    ``split`` (the record's ``cine``, else its ``image``), keyed by ``subject``.
+    Relative datalist paths resolve against ``dataset_dir`` when given, else
+    against the datalist's folder.
+
+    ``cine_key`` names the cine's output sub-folder: the subject made a safe
+    folder name (:func:`cmrssl.io.atomic.safe_folder_name`: a subject such as
+    ``../../x`` or ``/abs/p`` must not write outside the output folder) and
+    unique (``_1``, ``_2`` appended); ``subject`` keeps the key as the user gave it.
+
+    Raises:
+        ValueError: neither ``input`` nor ``datalist`` is given, or the split is empty.
+        FileNotFoundError: the input or datalist does not exist.
+    """
+    if input:
+        path = Path(input).expanduser().resolve()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: input cine not found (give a DICOM folder, a 4D NIfTI or a folder of 3D NIfTI frames)"
+            )
+        name = path.name
+        for suffix in (".nii.gz", ".nii"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+        return [{"cine_key": safe_folder_name(name), "subject": name, "cine": str(path)}]
+    if not datalist:
+        raise ValueError("no input: pass --input PATH (a cine) or --datalist JSON")
+    # the one datalist reader: relative paths resolved, every file checked before inference starts
+    records = datalist_records(datalist, split, dataset_dir or "")
+    if not records:
+        raise ValueError(f"{datalist}: split '{split}' is empty")
+    cines: List[dict] = []
+    seen: set = set()
+    taken: set = set()
+    for record in records:
+        cine = Path(record.get("cine") or record["image"]).resolve()
+        if str(cine) in seen:
+            continue
+        seen.add(str(cine))
+        subject = str(record.get("subject") or cine.name)
+        cines.append({"cine_key": unique_folder_name(subject, taken), "subject": subject, "cine": str(cine)})
+    return cines

@@ -30,7 +30,6 @@ input, or contains one, is refused.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -41,9 +40,8 @@ import numpy as np
 import torch
 from ignite.engine import Events
 
-from cmrssl.data.subsets import datalist_records
 from cmrssl.flags import as_bool
-from cmrssl.io.atomic import atomic_folder, check_output_dir, safe_folder_name
+from cmrssl.io.atomic import SUBJECTS_JSON, atomic_folder, check_output_dir, listed_folders, write_subjects_json
 from cmrssl.io.cine import CineStudy, swap_layout
 from cmrssl.io.nifti import segmentation_nifti
 from cmrssl.io.reader import CineStudyCache
@@ -60,7 +58,6 @@ from cmrssl.metrics.report import (
 from cmrssl.transforms.labels import keep_heart
 
 __all__ = [
-    "resolve_cine_inputs",
     "cine_frame_records",
     "write_cine_outputs",
     "CineSegmentationWriter",
@@ -69,71 +66,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SEGMENTATION_FILE = "segmentation.nii.gz"
-SUBJECTS_JSON = "subjects.json"
 
 
 # --------------------------------------------------------------------------- inputs
-def _unique_folder_name(name: object, taken: set) -> str:
-    folder = safe_folder_name(name)
-    candidate, number = folder, 1
-    while candidate in taken:
-        candidate, number = f"{folder}_{number}", number + 1
-    taken.add(candidate)
-    return candidate
-
-
-def resolve_cine_inputs(
-    input: Union[str, os.PathLike, None] = "",
-    datalist: Union[str, os.PathLike, None] = "",
-    dataset_dir: Union[str, os.PathLike, None] = "",
-    split: str = "test",
-) -> List[dict]:
-    """The cines to segment, as ``[{"cine_key": folder name, "subject": key, "cine": absolute path}]``.
-
-    ``input`` (one cine) wins; otherwise every distinct cine of the datalist's
-    ``split`` (the record's ``cine``, else its ``image``), keyed by ``subject``.
-    Relative datalist paths resolve against ``dataset_dir`` when given, else
-    against the datalist's folder.
-
-    ``cine_key`` names the cine's output sub-folder: the subject made a safe
-    folder name (:func:`cmrssl.io.atomic.safe_folder_name`: a subject such as
-    ``../../x`` or ``/abs/p`` must not write outside the output folder) and
-    unique (``_1``, ``_2`` appended); ``subject`` keeps the key as the user gave it.
-
-    Raises:
-        ValueError: neither ``input`` nor ``datalist`` is given, or the split is empty.
-        FileNotFoundError: the input or datalist does not exist.
-    """
-    if input:
-        path = Path(input).expanduser().resolve()
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: input cine not found (give a DICOM folder, a 4D NIfTI or a folder of 3D NIfTI frames)"
-            )
-        name = path.name
-        for suffix in (".nii.gz", ".nii"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-        return [{"cine_key": safe_folder_name(name), "subject": name, "cine": str(path)}]
-    if not datalist:
-        raise ValueError("no input: pass --input PATH (a cine) or --datalist JSON")
-    # the one datalist reader: relative paths resolved, every file checked before inference starts
-    records = datalist_records(datalist, split, dataset_dir or "")
-    if not records:
-        raise ValueError(f"{datalist}: split '{split}' is empty")
-    cines: List[dict] = []
-    seen: set = set()
-    taken: set = set()
-    for record in records:
-        cine = Path(record.get("cine") or record["image"]).resolve()
-        if str(cine) in seen:
-            continue
-        seen.add(str(cine))
-        subject = str(record.get("subject") or cine.name)
-        cines.append({"cine_key": _unique_folder_name(subject, taken), "subject": subject, "cine": str(cine)})
-    return cines
-
-
 def cine_frame_records(cines: Sequence[dict], cache: CineStudyCache) -> List[dict]:
     """One dataset record per frame of each cine: ``{"image", "frame_index", "cine_key"}``."""
     records = []
@@ -183,7 +118,7 @@ class CineSegmentationWriter:
     Args:
         output_dir: folder that receives the results (for several cines, one
             sub-folder per ``cine_key``).
-        cines: the cines being segmented (:func:`resolve_cine_inputs`).
+        cines: the cines being segmented (:func:`cmrssl.data.subsets.resolve_cine_inputs`).
         cache: the :class:`CineStudyCache` the frames were loaded through.
         overwrite: replace an output folder that already holds results.
         pred_key: key of the discrete prediction ``[1, W, H, Z]`` in the engine output.
@@ -267,9 +202,8 @@ class CineSegmentationWriter:
                 self.reports[cine["cine_key"]] = write_cine_outputs(study, labels, folder, cine["cine"], plots=self.plots)
             if len(self.cines) > 1:
                 # which sub-folder holds which subject: folder names are made safe, subjects kept as given
-                subjects = [{"folder": c["cine_key"], "subject": c.get("subject", c["cine_key"]), "input": c["cine"]}
-                            for c in self.cines]
-                (tmp / SUBJECTS_JSON).write_text(json.dumps(subjects, indent=2) + "\n")
+                write_subjects_json(tmp, [{"folder": c["cine_key"], "subject": c.get("subject", c["cine_key"]),
+                                           "input": c["cine"]} for c in self.cines])
         for key, report in self.reports.items():
             if report.get("status") == "ok":
                 logger.info(
@@ -283,11 +217,7 @@ class CineSegmentationWriter:
         """Names in the output folder that an earlier run of this writer made (replaced, never left stale)."""
         owned = {SEGMENTATION_FILE, FUNCTION_JSON, FUNCTION_CSV, VOLUME_CURVE_PNG, CONTOURS_ED_PNG, CONTOURS_ES_PNG,
                  SUBJECTS_JSON}
-        try:
-            owned |= {str(entry["folder"]) for entry in json.loads((self.output_dir / SUBJECTS_JSON).read_text())}
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # no earlier multi-cine run here
-        return owned
+        return owned | listed_folders(self.output_dir)
 
     def _may_replace(self) -> bool:
         # An empty folder made by the user (or by a previous refused run) may be replaced.

@@ -5,8 +5,8 @@ Training (our reading of Luo et al.; the bundle README lists the choices):
 - :class:`AlternatingRounds` feeds the trainer rounds of ``supervised_steps``
   labelled studies then ``ranking_steps`` studies of the ranking pool, one study
   per step, each batch tagged with its kind;
-- :class:`RankingMethod` (a :class:`cmrssl.engines.ssl.SSLMethod`, run by the
-  generic :class:`cmrssl.engines.ssl.SSLTrainer`) scores a labelled study with a
+- :class:`RankingMethod` (a method in the sense of :mod:`cmrssl.engines.ssl`, run by the
+  generic :class:`cmrssl.engines.ssl.SSLTrainer` the config builds) scores a labelled study with a
   smooth-L1 loss on its slice areas (or, for a volumes-only study, on EDV/ESV
   through the sum of areas x slice spacing) and an unlabelled one with the
   ranking losses of :mod:`cmrssl.losses.ranking`. ED/ES of a study without known
@@ -40,10 +40,16 @@ from monai.inferers import Inferer
 from monai.utils import CommonKeys
 
 from cmrssl.data.ranking import ranking_studies
-from cmrssl.engines.cine_inference import resolve_cine_inputs
-from cmrssl.engines.ssl import SSLMethod
+from cmrssl.data.subsets import resolve_cine_inputs
 from cmrssl.flags import as_bool
-from cmrssl.io.atomic import atomic_folder, check_output_dir, safe_folder_name
+from cmrssl.io.atomic import (
+    SUBJECTS_JSON,
+    atomic_folder,
+    check_output_dir,
+    listed_folders,
+    unique_folder_name,
+    write_subjects_json,
+)
 from cmrssl.losses.ranking import (
     AREA_SCALE_MM2,
     invariance_loss,
@@ -74,7 +80,6 @@ logger = logging.getLogger(__name__)
 RANKING_TERMS = ("temporal", "spatial", "nested", "invariance")
 METRICS_CSV = "metrics.csv"
 SUMMARY_JSON = "summary.json"
-SUBJECTS_JSON = "subjects.json"
 #: volume loss unit for volumes-only supervision (ml)
 VOLUME_SCALE_ML = 10.0
 
@@ -154,8 +159,11 @@ def _first(x: Any) -> Any:
     return x
 
 
-class RankingMethod(SSLMethod):
+class RankingMethod(nn.Module):
     """Supervised and ranking losses of one study per step (module docstring).
+
+    The method interface :class:`cmrssl.engines.ssl.SSLTrainer` runs: ``prepare_batch``,
+    ``compute_loss`` (also ``forward``, so DDP can wrap it) and ``backbone_state_dict``.
 
     Args:
         network: the slice-area regressor (:class:`cmrssl.networks.regression.AreaRegressor`).
@@ -207,7 +215,7 @@ class RankingMethod(SSLMethod):
         self.rng = np.random.RandomState(int(seed))
         self.temporal_skipped = 0
 
-    # ------------------------------------------------------------------ SSLMethod
+    # ------------------------------------------------------------------ the SSLTrainer method interface
     def prepare_batch(self, batchdata: Dict[str, Any], device=None, non_blocking: bool = False, **kwargs) -> Dict[str, Any]:
         inputs: Dict[str, Any] = {"step": batchdata.get("step", "supervised")}
         for key, value in batchdata.items():
@@ -226,6 +234,9 @@ class RankingMethod(SSLMethod):
         if not self.ranking:
             raise RuntimeError("a ranking step reached a supervised-only method; give the rounds ranking_steps=0")
         return self.ranking_loss(inputs)
+
+    def forward(self, inputs: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        return self.compute_loss(inputs)
 
     def backbone_state_dict(self) -> Dict[str, torch.Tensor]:
         return self.network.state_dict()
@@ -248,15 +259,10 @@ class RankingMethod(SSLMethod):
         loss = F.smooth_l1_loss(predicted / VOLUME_SCALE_ML, torch.stack([edv, esv]).float() / VOLUME_SCALE_ML)
         return {"loss": loss, "supervised_volume": loss.detach()}
 
-    def _ed_es(self, inputs: Dict[str, Any], image: torch.Tensor) -> tuple:
-        """Positions of ED and ES: the known ones, else the current model's largest and smallest volume."""
+    def _known_ed_es(self, inputs: Dict[str, Any]) -> tuple:
+        """Positions of the study's known ED and ES frames, ``(-1, -1)`` when the datalist names none."""
         ed, es = int(inputs["ed_position"]), int(inputs["es_position"])
-        if ed >= 0 and es >= 0 and ed != es:
-            return ed, es
-        with torch.no_grad():
-            volumes = study_areas(self.network, image, self.chunk_size).sum(dim=1)
-        ed, es = int(torch.argmax(volumes)), int(torch.argmin(volumes))
-        return ed, es
+        return (ed, es) if ed >= 0 and es >= 0 and ed != es else (-1, -1)
 
     def ranking_loss(self, inputs: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         """The weighted ranking terms of one study (module docstring); labels unused."""
@@ -264,17 +270,21 @@ class RankingMethod(SSLMethod):
         num_frames, num_slices = image.shape[:2]
         terms: Dict[str, torch.Tensor] = {}
         mid = mid_ventricular_slices(num_slices, self.mid_fraction)
-        temporal = num_frames >= 2 and self.weights["temporal"] > 0
-        positions = list(range(num_frames))
-        ed = es = -1
-        if num_frames >= 2:
-            ed, es = self._ed_es(inputs, image)
-            if ed == es:
-                temporal = False
-            positions = frame_positions(num_frames, self.max_frames, must=(ed, es))
-        else:
+        if num_frames < 2:
             self.temporal_skipped += 1
+        ed, es = self._known_ed_es(inputs)
+        positions = list(range(num_frames))
+        if num_frames > self.max_frames:
+            if ed < 0:  # the current model's ED/ES over the whole cycle, then the frames scored with gradients
+                with torch.no_grad():
+                    volumes = study_areas(self.network, image, self.chunk_size).sum(dim=1)
+                ed, es = int(torch.argmax(volumes)), int(torch.argmin(volumes))
+            positions = frame_positions(num_frames, self.max_frames, must=(ed, es))
         areas = study_areas(self.network, image[positions], self.chunk_size)  # [F', Z]
+        if num_frames >= 2 and ed < 0:  # every frame scored: the current model's ED/ES from these areas
+            volumes = areas.detach().sum(dim=1)
+            ed, es = positions[int(torch.argmax(volumes))], positions[int(torch.argmin(volumes))]
+        temporal = num_frames >= 2 and ed != es and self.weights["temporal"] > 0
         zero = areas.sum() * 0.0
         if temporal:
             pairs = temporal_pairs(len(positions), positions.index(ed), positions.index(es))
@@ -425,10 +435,7 @@ class StudyVolumeWriter:
                            owned=self._owned_entries().__contains__) as tmp:
             subjects = []
             for study in self.studies:
-                folder_name = safe_folder_name(study["subject"])
-                while folder_name in taken:
-                    folder_name += "_1"
-                taken.add(folder_name)
+                folder_name = unique_folder_name(study["subject"], taken)
                 folder = tmp if len(self.studies) == 1 and not self.score else tmp / folder_name
                 folder.mkdir(parents=True, exist_ok=True)
                 function, report = self._report(study)
@@ -445,7 +452,7 @@ class StudyVolumeWriter:
                 if reference is not None and function is not None:
                     rows.append(self._row(study, function, reference))
             if len(subjects) > 1 or self.score:
-                (tmp / SUBJECTS_JSON).write_text(json.dumps(subjects, indent=2) + "\n")
+                write_subjects_json(tmp, subjects)
             if self.score:
                 self.summary = self._write_scores(rows, tmp)
         if self.score:
@@ -455,11 +462,7 @@ class StudyVolumeWriter:
         """Names an earlier run of this writer made here: replaced or removed, never left stale."""
         owned = {FUNCTION_JSON, FUNCTION_CSV, VOLUME_CURVE_PNG, SUBJECTS_JSON, METRICS_CSV, SUMMARY_JSON,
                  "bland_altman_edv.png", "bland_altman_esv.png", "bland_altman_ef.png"}
-        try:
-            owned |= {str(entry["folder"]) for entry in json.loads((self.output_dir / SUBJECTS_JSON).read_text())}
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # no earlier run with several studies here
-        return owned
+        return owned | listed_folders(self.output_dir)
 
     def _empty(self) -> bool:
         return self.output_dir.is_dir() and not any(self.output_dir.iterdir())
@@ -518,7 +521,7 @@ def inference_studies(
 ) -> List[dict]:
     """The studies to measure: ``input`` (one cine: a DICOM folder, a 4D NIfTI, a folder of 3D
     NIfTI frames), else every study of the datalist's ``split`` (frames grouped by subject,
-    labels unused). Errors as :func:`cmrssl.engines.cine_inference.resolve_cine_inputs`.
+    labels unused). Errors as :func:`cmrssl.data.subsets.resolve_cine_inputs`.
     """
     if input or not datalist:
         return [{"subject": c["subject"], "cine": c["cine"], "frames": []}

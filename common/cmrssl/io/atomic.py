@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,10 @@ __all__ = [
     "check_output_dir",
     "check_not_input",
     "safe_folder_name",
+    "unique_folder_name",
+    "SUBJECTS_JSON",
+    "write_subjects_json",
+    "listed_folders",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -120,6 +125,33 @@ def safe_folder_name(name: object) -> str:
     """
     cleaned = re.sub("_+", "_", _UNSAFE_CHARACTERS.sub("_", str(name))).strip("._")
     return cleaned[:128] or "subject"
+
+
+def unique_folder_name(name: object, taken: set) -> str:
+    """:func:`safe_folder_name` of ``name``, made unique among ``taken`` (``_1``, ``_2`` appended); added to ``taken``."""
+    folder = safe_folder_name(name)
+    candidate, number = folder, 1
+    while candidate in taken:
+        candidate, number = f"{folder}_{number}", number + 1
+    taken.add(candidate)
+    return candidate
+
+
+#: the index of a multi-study output folder: which sub-folder holds which subject and input
+SUBJECTS_JSON = "subjects.json"
+
+
+def write_subjects_json(folder: PathLike, entries: Iterable[dict]) -> None:
+    """``folder/subjects.json``: ``[{"folder", "subject", "input"}, ...]`` (folder names are made safe, subjects kept)."""
+    (Path(folder) / SUBJECTS_JSON).write_text(json.dumps(list(entries), indent=2) + "\n")
+
+
+def listed_folders(folder: PathLike) -> set:
+    """The sub-folder names an earlier run listed in ``folder/subjects.json`` (empty when there is none)."""
+    try:
+        return {str(entry["folder"]) for entry in json.loads((Path(folder) / SUBJECTS_JSON).read_text())}
+    except (OSError, ValueError, TypeError, KeyError):
+        return set()
 
 
 def _temp_sibling(path: Path) -> Path:

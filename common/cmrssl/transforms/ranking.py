@@ -130,7 +130,7 @@ class LoadStudyStack(Transform):
             raise ValueError(f"study {record.get('subject', '?')}: neither a cine nor frames to read")
         stacks, first = [], None
         for f in frames:
-            study = self.cache.get(f["image"]) if len(frames) == 1 else read_cine(f["image"])
+            study = read_cine(f["image"])  # each 3D frame once; the cache keeps whole cines
             if study.num_frames != 1:
                 raise ValueError(f"{f['image']}: a frame record must point at one 3D frame, got {study.num_frames} "
                                  "frames (put a whole cine under 'cine')")
