@@ -193,6 +193,14 @@ def test_a_volumes_only_record_needs_both_volumes(tmp_path):
         ranking_studies(_datalist(tmp_path, records))
 
 
+@pytest.mark.parametrize("edv", [-5.0, "lots", float("nan")])
+def test_a_study_volume_that_is_not_a_positive_number_is_refused(tmp_path, edv):
+    image = _nifti(tmp_path / "frame.nii.gz", np.random.rand(16, 16, 4).astype(np.float32))
+    records = [{"image": image, "subject": "s1", "edv_ml": edv, "esv_ml": 50.0}]
+    with pytest.raises(ValueError, match="subject s1: edv_ml"):
+        ranking_studies(_datalist(tmp_path, records))
+
+
 def test_a_stack_without_slice_spacing_is_refused_naming_the_file(tmp_path):
     image = _nifti(tmp_path / "single.nii.gz", np.random.rand(16, 16, 1).astype(np.float32))
     with pytest.raises(ValueError, match="single.nii.gz: no slice spacing"):
