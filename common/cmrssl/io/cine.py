@@ -40,8 +40,6 @@ def swap_layout(array: np.ndarray) -> np.ndarray:
     """
     return np.transpose(array, tuple(range(array.ndim - 1, -1, -1)))
 
-__all__ = ["CineStudy"]
-
 
 @dataclass
 class CineStudy:
