@@ -322,3 +322,35 @@ def test_ddp_on_cpu_with_two_processes(cohort, tmp_path):
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state)
     assert set(state) == set(_tiny_network().state_dict())
+
+
+def _orientation_of_augmented_labels(flip_prob: str, draws: int = 60) -> list:
+    """Signed area of the triangle LV cavity -> myocardium -> RV centroids after each draw of the training
+    augmentation: rotation and scaling keep its sign, a mirror flips it."""
+    import numpy as np
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.json"))
+    parser["flip_prob"] = json.loads(flip_prob)
+    augment = Compose(parser.get_parsed_content("train#random_transforms"))
+    label = np.zeros((1, 224, 224), np.float32)
+    label[0, 100:116, 100:116] = 1  # LV cavity at the centre
+    label[0, 100:116, 130:140] = 2  # to its right
+    label[0, 80:92, 104:112] = 3  # above it
+    signs = []
+    for seed in range(draws):
+        augment.set_random_state(seed=seed)
+        out = augment({"image": label.copy(), "label": label.copy()})["label"]
+        out = np.asarray(out)[0]
+        (y1, x1), (y2, x2), (y3, x3) = (np.argwhere(np.round(out) == c).mean(0) for c in (1, 2, 3))
+        signs.append(np.sign((x2 - x1) * (y3 - y1) - (x3 - x1) * (y2 - y1)))
+    return signs
+
+
+def test_training_augmentation_never_mirrors_the_heart():
+    """With 5 labelled subjects the side of the RV is what tells it from the LV cavity at end-systole: the
+    default augmentation rotates and scales but never mirrors; `flip_prob` brings mirroring back."""
+    assert set(_orientation_of_augmented_labels("0.0")) == {-1.0}
+    assert set(_orientation_of_augmented_labels("0.5")) == {-1.0, 1.0}
