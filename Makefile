@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test test-fast test-zoo test-monailabel demo bench clean
+.PHONY: install test test-fast test-zoo test-monailabel demo bench study clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench.py --workdir bench
+
+# The few-label study (tools/study.py, docs/study.md), small budget: about 90 min on 2 CPU cores. Needs the
+# real data (ACDC training patients and the Sunnybrook cine) in STUDY_DATA; resumes where it stopped.
+STUDY_DATA ?= ../shared/data
+study: $(STAMP)
+	$(PY) tools/study.py --data $(STUDY_DATA)/acdc/training --out results/study --budget small \
+		--extra_unlabelled $(STUDY_DATA)/sunnybrook/dicoms/SCD0000101
 
 clean:
 	rm -rf $(VENV) $(ML_VENV) demo bench .pytest_cache build/zoo build/monailabel

@@ -1,0 +1,180 @@
+"""tools/study.py through its command line, on a fake ACDC tree (10 patients, 2 per group, one 4D cine).
+
+- the plan (``--dry_run``): the stratified split, the bundle commands of each arm, the resume or
+  restart of an interrupted training, and nothing written;
+- one real run of the ``tiny`` budget (scratch, 1 labelled subject: 2 bundle processes), its outputs,
+  and a second run that redoes nothing;
+- the tables from finished runs (fabricated evaluation outputs: bold best, the paired test);
+- bad input refused before any work.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
+from acdc_fake import write_acdc  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOOL = REPO_ROOT / "tools" / "study.py"
+GROUPS = ["DCM", "HCM", "MINF", "NOR", "RV"]
+
+
+@pytest.fixture(scope="module")
+def fake_acdc(tmp_path_factory) -> Path:
+    from cmrssl.data.phantom import generate_subject
+
+    tiny = generate_subject(7, num_frames=4, image_size=32)
+    patients = {n: GROUPS[(n - 1) // 2] for n in range(1, 11)}  # 2 per group, as ACDC's blocks of 20
+    return write_acdc(tmp_path_factory.mktemp("study") / "training", tiny, patients, with_4d=(1,))
+
+
+def _study(data: Path, out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(TOOL), "--data", str(data), "--out", str(out), "--eval_per_group", "1", *args]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_dry_run_plans_every_arm_from_the_bundles_and_writes_nothing(fake_acdc, tmp_path):
+    out = tmp_path / "study"
+    result = _study(fake_acdc, out, "--budget", "tiny", "--methods", "mim_multitask,simclr_decoder", "--dry_run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
+    # the highest-numbered patient of each group is held out
+    assert "evaluation patient002, patient004, patient006, patient008, patient010" in text
+    assert "[pretrain] pretrain mim" in text and "configs/mim.json" in text and "configs/simclr.json" in text
+    assert text.count("[pretrain]") == 2  # one pretraining per method, shared by its fine-tunes
+    assert "--finetune_mode multitask" in text and "--finetune_mode decoder" in text
+    assert "[train] train scratch n=1 seed 0" in text  # scratch joins every comparison
+    assert "--num_labelled_subjects 0" in text  # 'all'
+    assert "s per iteration" in text
+    assert not out.exists()
+
+
+def test_dry_run_shows_how_an_interrupted_training_continues(fake_acdc, tmp_path):
+    out = tmp_path / "study"
+    first = _study(fake_acdc, out, "--budget", "tiny", "--methods", "scratch", "--labelled", "1,all", "--dry_run")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumable = out / "runs" / "scratch" / "n1_seed0" / "train" / "model.pt.partial"
+    resumable.mkdir(parents=True)
+    (resumable / "last.pt").write_bytes(b"")
+    (out / "runs" / "scratch" / "nall_seed0" / "train" / "model.pt.partial").mkdir(parents=True)
+    text = _study(fake_acdc, out, "--budget", "tiny", "--methods", "scratch", "--labelled", "1,all",
+                  "--dry_run").stdout
+    assert "train scratch n=1 seed 0 (resumes the interrupted training from its last epoch)" in text
+    assert "train scratch n=all seed 0 (starts over (interrupted before its first checkpoint))" in text
+    assert "--resume true" in text and "--overwrite true" in text
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_the_bundles_and_a_second_run_redoes_nothing(fake_acdc, tmp_path):
+    out = tmp_path / "study"
+    result = _study(fake_acdc, out, "--budget", "tiny", "--methods", "scratch", "--labelled", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 2 of 2: evaluate scratch n=1 seed 0" in result.stdout
+    split = json.loads((out / "split.json").read_text())
+    assert split["evaluation"] == ["patient002", "patient004", "patient006", "patient008", "patient010"]
+    assert split["labelled_pool"] == ["patient001", "patient003", "patient005", "patient007", "patient009"]
+    unlabelled = json.loads((out / "data" / "unlabelled.json").read_text())["training"]
+    assert all("label" not in r for r in unlabelled)  # the pretraining pool never carries labels
+    assert {r["subject"] for r in unlabelled} >= {"patient001", "patient001_4d"}
+    assert not {r["subject"] for r in unlabelled} & set(split["evaluation"])
+    with open(out / "runs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and rows[0]["arm"] == "scratch" and rows[0]["labelled"] == "1"
+    assert rows[0]["labelled_subjects"] in split["labelled_pool"]
+    assert 0.0 <= float(rows[0]["dice_lv_cavity"]) <= 1.0 and float(rows[0]["train_seconds"]) > 0
+    assert "--num_labelled_subjects 1 --seed 0" in rows[0]["overrides"]
+    assert "| LV cavity | 1 |" in (out / "table.md").read_text()
+    assert (out / "dice_vs_labelled.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = _study(fake_acdc, out, "--budget", "tiny", "--methods", "scratch", "--labelled", "1", timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 of 2 steps already done, 0 to run" in again.stdout
+
+    other = _study(fake_acdc, out, "--budget", "small", "--dry_run")
+    assert other.returncode == 2 and "use another --out" in other.stderr  # budgets never mix in one table
+
+
+def _fake_finished_run(folder: Path, dice: float, subjects) -> None:
+    """What a finished fine-tune leaves: a checkpoint and its evaluation's metrics.csv and summary.json."""
+    (folder / "train").mkdir(parents=True)
+    (folder / "train" / "model.pt").write_bytes(b"")
+    (folder / "eval").mkdir()
+    fields = ["subject", "frame_index", "dice_lv_cavity", "dice_lv_myocardium", "dice_rv_cavity"]
+    with open(folder / "eval" / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for number, subject in enumerate(subjects):
+            for frame in (0, 5):
+                value = dice + 0.01 * number
+                writer.writerow({"subject": subject, "frame_index": frame, "dice_lv_cavity": value,
+                                 "dice_lv_myocardium": value, "dice_rv_cavity": value})
+    structure = {"dice": {"mean": dice + 0.02}, "hd95_mm": {"mean": 5.0}}
+    summary = {"segmentation": {k: structure for k in ("lv_cavity", "lv_myocardium", "rv_cavity")},
+               "function": {"lv_ef_percent": {"mean_absolute_error": 10.0, "mean_error": -2.0}},
+               "quality": {"frames_without_lv_cavity": 0}}
+    (folder / "eval" / "summary.json").write_text(json.dumps(summary))
+
+
+def test_tables_from_finished_runs_bold_the_best_and_test_against_scratch(tmp_path):
+    from cmrssl.data.phantom import generate_subject
+
+    tiny = generate_subject(7, num_frames=4, image_size=32)
+    # 4 patients per group: 2 held out per group (10 evaluation subjects: enough pairs for the test)
+    data = write_acdc(tmp_path / "training", tiny, {n: GROUPS[(n - 1) // 4] for n in range(1, 21)})
+    out = tmp_path / "study"
+    args = ["--data", str(data), "--out", str(out), "--eval_per_group", "2", "--budget", "tiny",
+            "--methods", "scratch,mim_all", "--labelled", "1", "--seeds", "0,1"]
+    plan = subprocess.run([sys.executable, str(TOOL), *args, "--dry_run"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    evaluation = [f"patient{n:03d}" for n in (3, 4, 7, 8, 11, 12, 15, 16, 19, 20)]
+    (out / "pretrain" / "mim").mkdir(parents=True)
+    (out / "pretrain" / "mim" / "mim.pt").write_bytes(b"")
+    for seed in (0, 1):
+        _fake_finished_run(out / "runs" / "scratch" / f"n1_seed{seed}", 0.70 + 0.01 * seed, evaluation)
+        _fake_finished_run(out / "runs" / "mim_all" / f"n1_seed{seed}", 0.80 + 0.01 * seed, evaluation)
+    result = subprocess.run([sys.executable, str(TOOL), *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "9 of 9 steps already done" in result.stdout
+    table = (out / "table.md").read_text()
+    # mean +- SD over the two seeds, the better arm in bold, the paired test over 2 seeds x 10 subjects
+    row = next(line for line in table.splitlines() if line.startswith("| LV cavity | 1 |"))
+    assert row.startswith("| LV cavity | 1 | 0.725 ± 0.007 | **0.825 ± 0.007** (p ")
+    assert float(row.split("(p ")[1].split(")")[0]) < 1e-4  # 20 pairs, every one in favour of MIM
+    assert "| SSL(MIM)+All | 1 |" in table and "| 10.0 ± 0.0 |" in table
+    with open(out / "runs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((r["arm"], r["seed"]) for r in rows) == [("mim_all", "0"), ("mim_all", "1"), ("scratch", "0"),
+                                                           ("scratch", "1")]
+    assert (out / "dice_vs_labelled.png").exists()
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--labelled", "0"], "--labelled takes positive counts"),
+    (["--methods", "scratch,byol_all"], "unknown ['byol_all']"),
+    (["--budget", "huge"], "--budget must be one of"),
+    (["--extra_unlabelled", "/nonexistent/cine.nii.gz"], "/nonexistent/cine.nii.gz"),
+])
+def test_bad_options_are_refused_before_any_work(fake_acdc, tmp_path, args, named):
+    out = tmp_path / "study"
+    result = _study(fake_acdc, out, *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert named in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_a_folder_that_is_not_acdc_is_named(tmp_path):
+    (tmp_path / "notacdc").mkdir()
+    result = _study(tmp_path / "notacdc", tmp_path / "study", "--budget", "tiny")
+    assert result.returncode == 2 and "no patientNNN folders" in result.stderr
+    assert str(tmp_path / "notacdc") in result.stderr
+    assert not (tmp_path / "study").exists()
