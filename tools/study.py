@@ -538,7 +538,7 @@ def run_rows(out: Path, steps: Sequence[Step]) -> List[dict]:
                 row[f"hd95_mm_{key}"] = summary["segmentation"][key]["hd95_mm"]["mean"]
             function = summary.get("function", {})
             volumes = {name: function.get(f"lv_{name}", {}) for name in ("edv_ml", "esv_ml", "ef_percent", "mass_g")}
-            row["frames_without_lv_cavity"] = summary.get("quality", {}).get("frames_without_lv_cavity", "")
+            row["frames_lv_cavity_lost"] = summary.get("quality", {}).get("frames_with_lv_cavity_dice_below_0.05", "")
         else:  # cmr_ranking_ssl
             volumes = summary.get("volumes", {})
         for name, stats in volumes.items():
@@ -606,7 +606,7 @@ def _table(out: Path, rows: List[dict], arms: Sequence[str], labelled: Sequence,
     columns = [("hd95_mm_lv_cavity", "HD95 LV cavity (mm)", 1), ("hd95_mm_lv_myocardium", "HD95 LV myocardium (mm)", 1),
                ("hd95_mm_rv_cavity", "HD95 RV cavity (mm)", 1), ("lv_edv_ml_mae", "LV EDV MAE (ml)", 1),
                ("lv_esv_ml_mae", "LV ESV MAE (ml)", 1), ("lv_ef_percent_mae", "LV EF MAE (%)", 1),
-               ("lv_mass_g_bias", "LV mass bias (g)", 1), ("frames_without_lv_cavity", "frames without LV cavity", 0)]
+               ("lv_mass_g_bias", "LV mass bias (g)", 1), ("frames_lv_cavity_lost", "frames with LV cavity Dice < 0.05", 0)]
     lines += ["", "## Distances and clinical numbers (mean ± SD over seeds)", "",
               "| arm | labelled subjects | " + " | ".join(c[1] for c in columns) + " |",
               "|---|---|" + "---|" * len(columns)]

@@ -119,7 +119,7 @@ def _fake_finished_run(folder: Path, dice: float, subjects) -> None:
     structure = {"dice": {"mean": dice + 0.02}, "hd95_mm": {"mean": 5.0}}
     summary = {"segmentation": {k: structure for k in ("lv_cavity", "lv_myocardium", "rv_cavity")},
                "function": {"lv_ef_percent": {"mean_absolute_error": 10.0, "mean_error": -2.0}},
-               "quality": {"frames_without_lv_cavity": 0}}
+               "quality": {"frames_with_lv_cavity_dice_below_0.05": 0}}
     (folder / "eval" / "summary.json").write_text(json.dumps(summary))
 
 
