@@ -391,13 +391,13 @@ def _position_data_steps(out: Path, budget: dict) -> List[Step]:
     cohort, index, labels = data / "phantom", data / "phantom_datalist.json", data / "position"
     python = [sys.executable]
     return [
-        Step("phantom cohort", cohort, [python + [str(REPO_ROOT / "tools" / "phantom.py"), "--out", str(cohort),
+        Step("phantom cohort", data, [python + [str(REPO_ROOT / "tools" / "phantom.py"), "--out", str(cohort),
                                                   "--subjects", str(budget["phantom_subjects"])]],
              cohort / "cohort.json", REPO_ROOT, "data"),
         Step("phantom datalist", data, [python + [str(REPO_ROOT / "tools" / "index.py"), "phantom", str(cohort),
                                                   "--datalist", str(index), "--fractions", "1.0,0.0,0.0"]],
              index, REPO_ROOT, "data"),
-        Step("position labels", labels, [python + [str(REPO_ROOT / "tools" / "position_labels.py"), str(index),
+        Step("position labels", data, [python + [str(REPO_ROOT / "tools" / "position_labels.py"), str(index),
                                                    "--out", str(labels)]],
              labels / "datalist.json", REPO_ROOT, "data"),
     ]
@@ -446,7 +446,7 @@ def _run_step(step: Step) -> float:
     step.folder.mkdir(parents=True, exist_ok=True)
     commands = [list(c) for c in step.commands]
     commands[-1] += _restart(step)[0]
-    log = step.folder / f"{step.kind}.log"
+    log = step.folder / (step.name.replace(" ", "_") + ".log" if step.kind == "data" else f"{step.kind}.log")
     started = time.perf_counter()
     with open(log, "a") as handle:
         for command in commands:
