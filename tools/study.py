@@ -392,13 +392,13 @@ def _position_data_steps(out: Path, budget: dict) -> List[Step]:
     python = [sys.executable]
     return [
         Step("phantom cohort", data, [python + [str(REPO_ROOT / "tools" / "phantom.py"), "--out", str(cohort),
-                                                  "--subjects", str(budget["phantom_subjects"])]],
+                                                "--subjects", str(budget["phantom_subjects"])]],
              cohort / "cohort.json", REPO_ROOT, "data"),
         Step("phantom datalist", data, [python + [str(REPO_ROOT / "tools" / "index.py"), "phantom", str(cohort),
                                                   "--datalist", str(index), "--fractions", "1.0,0.0,0.0"]],
              index, REPO_ROOT, "data"),
         Step("position labels", data, [python + [str(REPO_ROOT / "tools" / "position_labels.py"), str(index),
-                                                   "--out", str(labels)]],
+                                                 "--out", str(labels)]],
              labels / "datalist.json", REPO_ROOT, "data"),
     ]
 
@@ -606,7 +606,8 @@ def _table(out: Path, rows: List[dict], arms: Sequence[str], labelled: Sequence,
     columns = [("hd95_mm_lv_cavity", "HD95 LV cavity (mm)", 1), ("hd95_mm_lv_myocardium", "HD95 LV myocardium (mm)", 1),
                ("hd95_mm_rv_cavity", "HD95 RV cavity (mm)", 1), ("lv_edv_ml_mae", "LV EDV MAE (ml)", 1),
                ("lv_esv_ml_mae", "LV ESV MAE (ml)", 1), ("lv_ef_percent_mae", "LV EF MAE (%)", 1),
-               ("lv_mass_g_bias", "LV mass bias (g)", 1), ("frames_lv_cavity_lost", "frames with LV cavity Dice < 0.05", 0)]
+               ("lv_mass_g_bias", "LV mass bias (g)", 1),
+               ("frames_lv_cavity_lost", "frames with LV cavity Dice < 0.05", 0)]
     lines += ["", "## Distances and clinical numbers (mean ± SD over seeds)", "",
               "| arm | labelled subjects | " + " | ".join(c[1] for c in columns) + " |",
               "|---|---|" + "---|" * len(columns)]
@@ -726,7 +727,7 @@ def measure_rates(budget: dict, repeats: int = 3) -> dict:
             "batch": [frames * 10, 1, *patch]}
 
 
-def dry_run(steps: Sequence[Step], budget: dict, budget_name: str) -> None:
+def print_plan(steps: Sequence[Step], budget: dict) -> None:
     for step in steps:
         status = "# done: " if step.done_file.exists() else ""
         flags, note = _restart(step)
@@ -789,8 +790,11 @@ def main(data: str, out: str, budget: str = "small", methods=None, labelled=None
             split["datalists"] = {"acdc": str(out_path / "data" / "acdc" / "datalist.json"),
                                   "unlabelled": str(out_path / "data" / "unlabelled.json")}
         print(f"split: {split['rule']}: evaluation {', '.join(split['evaluation'])}")
-        globals()["dry_run"](plan(out_path, split, budget, arms, counts, seed_list), spec, budget)
+        print_plan(plan(out_path, split, budget, arms, counts, seed_list), spec)
         return
+    if not record.exists() and out_path.is_dir() and any(out_path.iterdir()):
+        # the study replaces its own data/ folder when it restarts: never in a folder it did not make
+        raise ValueError(f"--out {out_path} holds files but no study.json; give an empty or new folder")
     if not record.exists():
         make_split(data_path, int(eval_per_group))  # a folder that is not ACDC is refused before anything is written
         out_path.mkdir(parents=True, exist_ok=True)

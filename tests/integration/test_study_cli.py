@@ -136,7 +136,11 @@ def test_tables_from_finished_runs_bold_the_best_and_test_against_scratch(tmp_pa
                           text=True, timeout=300)
     assert plan.returncode == 0, plan.stderr[-3000:]
     evaluation = [f"patient{n:03d}" for n in (3, 4, 7, 8, 11, 12, 15, 16, 19, 20)]
-    (out / "pretrain" / "mim").mkdir(parents=True)
+    # the record of a study started in this folder (a folder without one is not taken as an output)
+    out.mkdir()
+    (out / "study.json").write_text(json.dumps({"budget": "tiny", "data": str(data.resolve()), "eval_per_group": 2,
+                                                "extra_unlabelled": []}))
+    (out / "pretrain" / "mim").mkdir(parents=True, exist_ok=True)
     (out / "pretrain" / "mim" / "mim.pt").write_bytes(b"")
     for seed in (0, 1):
         _fake_finished_run(out / "runs" / "scratch" / f"n1_seed{seed}", 0.70 + 0.01 * seed, evaluation)
@@ -178,3 +182,12 @@ def test_a_folder_that_is_not_acdc_is_named(tmp_path):
     assert result.returncode == 2 and "no patientNNN folders" in result.stderr
     assert str(tmp_path / "notacdc") in result.stderr
     assert not (tmp_path / "study").exists()
+
+
+def test_a_folder_of_the_users_is_not_taken_as_an_output(fake_acdc, tmp_path):
+    out = tmp_path / "mine"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "notes.txt").write_text("mine")
+    result = _study(fake_acdc, out, "--budget", "tiny")
+    assert result.returncode == 2 and "holds files but no study.json" in result.stderr
+    assert (out / "data" / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["data"]
