@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -218,6 +219,16 @@ def test_evaluation_reports_per_frame_scores_and_function_errors(cohort, trained
                             "frames_with_quality_flags", "frames_without_lv_cavity", "subjects_with_implausible_function"}
     assert quality["frames_with_quality_flags"] == sum(bool(r["quality_flags"]) for r in rows)
     assert {"lost_to_postprocessing", "quality_flags"} <= set(rows[0]) and "predicted_quality_flags" in function[0]
+    # the error decomposition accounts for each frame's myocardial volume error, and is summarised per phase
+    for row in rows:
+        added = sum(float(row[f"ml_{ref}_as_lv_myocardium"]) for ref in ("background", "lv_cavity", "rv_cavity"))
+        removed = sum(float(row[f"ml_lv_myocardium_as_{pred}"]) for pred in ("background", "lv_cavity", "rv_cavity"))
+        error = float(row["volume_ml_lv_myocardium"]) - float(row["reference_volume_ml_lv_myocardium"])
+        assert added - removed == pytest.approx(error, abs=1e-6)
+    decomposition = summary["error_decomposition_ml_per_frame"]
+    assert {"all", "ED", "ES"} <= set(decomposition)
+    assert decomposition["all"]["ml_background_as_lv_myocardium"] == pytest.approx(
+        np.mean([float(r["ml_background_as_lv_myocardium"]) for r in rows]))
     again = _run(config, *args)
     assert again.returncode != 0 and "already holds results" in again.stderr
 

@@ -14,7 +14,11 @@ cardiac function from the prediction against the one from the reference
   under ``quality``, the frames whose postprocessing deleted a whole structure
   (the prediction's ``pred_postprocessing``, :class:`cmrssl.transforms.labels.KeepHeartd`),
   the frames that lost their LV cavity (Dice < 0.05), and the frames and subjects
-  raising quality flags (:mod:`cmrssl.metrics.quality`).
+  raising quality flags (:mod:`cmrssl.metrics.quality`); under
+  ``error_decomposition_ml_per_frame``, per phase (all, ED, ES), the mean volume of each
+  reference label predicted as each other label
+  (:func:`cmrssl.metrics.segmentation.confusion_volumes_ml`), which says where a
+  volume or mass bias comes from.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from cmrssl.io.cine import swap_layout
 from cmrssl.labels import STRUCTURES
 from cmrssl.metrics.function import agreement, cardiac_function_from_ed_es
 from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags
-from cmrssl.metrics.segmentation import structure_scores
+from cmrssl.metrics.segmentation import CONFUSION_KEYS, confusion_volumes_ml, structure_scores
 
 __all__ = ["SegmentationEvaluationWriter", "summarise"]
 
@@ -101,6 +105,12 @@ def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
             "dice": _stats([r[f"dice_{name}"] for r in frame_rows]),
             "hd95_mm": _stats([r[f"hd95_mm_{name}"] for r in frame_rows]),
         }
+    decomposition = {}
+    for phase in ("all", "ED", "ES"):
+        rows = [r for r in frame_rows if phase == "all" or r.get("phase") == phase]
+        if rows and all(key in rows[0] for key in CONFUSION_KEYS):
+            decomposition[phase] = {key: float(np.mean([r[key] for r in rows])) for key in CONFUSION_KEYS}
+    summary["error_decomposition_ml_per_frame"] = decomposition
     summary["function"] = {}
     for name, unit in FUNCTION_QUANTITIES:
         pairs = [
@@ -168,6 +178,7 @@ class SegmentationEvaluationWriter:
                 )
             spacing_xyz = _spacing_xyz_mm(label)
             scores = structure_scores(prediction[0], reference[0], spacing_xyz)
+            scores.update(confusion_volumes_ml(prediction[0], reference[0], spacing_xyz, slice_axis=-1))
             subject = str(record.get("subject", name))
             phase = str(record.get("phase", "")) or "other"
             postprocessing = result.get(f"{self.pred_key}_postprocessing") or {}

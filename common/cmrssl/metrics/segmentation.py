@@ -4,7 +4,11 @@ Structures are the canonical labels (:data:`cmrssl.labels.STRUCTURES`: 1 LV cavi
 cavity). Dice and the 95th-percentile Hausdorff distance are MONAI's
 (``compute_dice``, ``compute_hausdorff_distance`` with the voxel spacing, so
 HD95 is in mm across anisotropic short-axis stacks); volumes are voxel counts
-times the voxel volume.
+times the voxel volume. :func:`confusion_volumes_ml` splits a frame's error
+into where it goes: the volume of each reference label predicted as each other
+label (e.g. reference background called myocardium, the LV mass bias), with
+the myocardium added outside the reference's epicardium split into the one-voxel
+border ring and what lies further out.
 """
 
 from __future__ import annotations
@@ -16,10 +20,17 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from monai.networks.utils import one_hot
+from scipy import ndimage
 
-from cmrssl.labels import STRUCTURES
+from cmrssl.labels import BACKGROUND, LABELS, LV_MYOCARDIUM, STRUCTURES
 
-__all__ = ["structure_scores"]
+__all__ = ["structure_scores", "confusion_volumes_ml", "CONFUSION_KEYS"]
+
+#: Keys of :func:`confusion_volumes_ml`, in table order: ``ml_<reference>_as_<predicted>`` for every
+#: pair of different labels, then the outward myocardium split by distance from the reference.
+CONFUSION_KEYS = tuple(
+    f"ml_{ref}_as_{pred}" for ref in LABELS for pred in LABELS if ref != pred
+) + ("ml_background_as_lv_myocardium_within_one_voxel", "ml_background_as_lv_myocardium_further_out")
 
 
 def structure_scores(prediction, reference, spacing_mm: Sequence[float]) -> Dict[str, float]:
@@ -65,3 +76,39 @@ def structure_scores(prediction, reference, spacing_mm: Sequence[float]) -> Dict
         scores[f"volume_ml_{name}"] = float(pred[0, value].sum()) * voxel_ml
         scores[f"reference_volume_ml_{name}"] = float(ref[0, value].sum()) * voxel_ml
     return scores
+
+
+def confusion_volumes_ml(prediction, reference, spacing_mm: Sequence[float], slice_axis: int = -1) -> Dict[str, float]:
+    """Where a frame's error goes: the volume (ml) of each reference label predicted as each other label.
+
+    ``ml_background_as_lv_myocardium`` (myocardium predicted outside the reference's
+    epicardium, the usual source of an LV mass bias) is also split into the part
+    within one voxel of the reference myocardium in its slice (a border placed one
+    voxel too far out) and the part further out (blobs, extra basal slices).
+
+    Args:
+        prediction, reference: canonical label volumes of one shape (3D).
+        spacing_mm: voxel size along the arrays' axes.
+        slice_axis: the axis across slices (``-1`` for MONAI's ``[W, H, Z]``); the border
+            ring grows in-plane only.
+
+    Returns:
+        ``{key: ml}`` for every key of :data:`CONFUSION_KEYS`.
+    """
+    prediction, reference = np.asarray(prediction), np.asarray(reference)
+    if prediction.shape != reference.shape or prediction.ndim != 3:
+        raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} must be 3D of one shape")
+    voxel_ml = float(np.prod([float(s) for s in spacing_mm])) / 1000.0
+    volumes = {
+        f"ml_{ref}_as_{pred}": float(np.count_nonzero((reference == ref_value) & (prediction == pred_value))) * voxel_ml
+        for ref, ref_value in LABELS.items() for pred, pred_value in LABELS.items() if ref != pred
+    }
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[(slice(None),) * 3] = True
+    in_plane[tuple(0 if axis == slice_axis % 3 else slice(None) for axis in range(3))] = False
+    in_plane[tuple(2 if axis == slice_axis % 3 else slice(None) for axis in range(3))] = False
+    ring = ndimage.binary_dilation(reference == LV_MYOCARDIUM, structure=in_plane)
+    outward = (reference == BACKGROUND) & (prediction == LV_MYOCARDIUM)
+    volumes["ml_background_as_lv_myocardium_within_one_voxel"] = float(np.count_nonzero(outward & ring)) * voxel_ml
+    volumes["ml_background_as_lv_myocardium_further_out"] = float(np.count_nonzero(outward & ~ring)) * voxel_ml
+    return volumes
