@@ -33,6 +33,14 @@ CONFUSION_KEYS = tuple(
 ) + ("ml_background_as_lv_myocardium_within_one_voxel", "ml_background_as_lv_myocardium_further_out")
 
 
+def _frame_pair(prediction, reference):
+    """Both label volumes as arrays, refused unless 3D and of one shape."""
+    prediction, reference = np.asarray(prediction), np.asarray(reference)
+    if prediction.shape != reference.shape or prediction.ndim != 3:
+        raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} must be 3D of one shape")
+    return prediction, reference
+
+
 def structure_scores(prediction, reference, spacing_mm: Sequence[float]) -> Dict[str, float]:
     """Dice, HD95 (mm) and volumes (ml) of each structure of one frame.
 
@@ -49,9 +57,7 @@ def structure_scores(prediction, reference, spacing_mm: Sequence[float]) -> Dict
     Raises:
         ValueError: shapes or spacing do not match, or spacing is not positive.
     """
-    prediction, reference = np.asarray(prediction), np.asarray(reference)
-    if prediction.shape != reference.shape or prediction.ndim != 3:
-        raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} must be 3D of one shape")
+    prediction, reference = _frame_pair(prediction, reference)
     spacing = [float(s) for s in spacing_mm]
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing_mm must be three positive numbers, got {spacing_mm}")
@@ -95,18 +101,13 @@ def confusion_volumes_ml(prediction, reference, spacing_mm: Sequence[float], sli
     Returns:
         ``{key: ml}`` for every key of :data:`CONFUSION_KEYS`.
     """
-    prediction, reference = np.asarray(prediction), np.asarray(reference)
-    if prediction.shape != reference.shape or prediction.ndim != 3:
-        raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} must be 3D of one shape")
+    prediction, reference = _frame_pair(prediction, reference)
     voxel_ml = float(np.prod([float(s) for s in spacing_mm])) / 1000.0
     volumes = {
         f"ml_{ref}_as_{pred}": float(np.count_nonzero((reference == ref_value) & (prediction == pred_value))) * voxel_ml
         for ref, ref_value in LABELS.items() for pred, pred_value in LABELS.items() if ref != pred
     }
-    in_plane = np.zeros((3, 3, 3), dtype=bool)
-    in_plane[(slice(None),) * 3] = True
-    in_plane[tuple(0 if axis == slice_axis % 3 else slice(None) for axis in range(3))] = False
-    in_plane[tuple(2 if axis == slice_axis % 3 else slice(None) for axis in range(3))] = False
+    in_plane = np.expand_dims(ndimage.generate_binary_structure(2, 2), slice_axis % 3)  # 3 x 3, one slice thick
     ring = ndimage.binary_dilation(reference == LV_MYOCARDIUM, structure=in_plane)
     outward = (reference == BACKGROUND) & (prediction == LV_MYOCARDIUM)
     volumes["ml_background_as_lv_myocardium_within_one_voxel"] = float(np.count_nonzero(outward & ring)) * voxel_ml
