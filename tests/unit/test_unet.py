@@ -44,6 +44,15 @@ def test_deep_supervision_stacks_levels_in_training_only():
         CMRUNet(channels=TINY, deep_supervision=True, num_deep_supervision_heads=3)
 
 
+def test_deep_supervision_flag_from_a_command_line_string():
+    # `--network_def#deep_supervision false` arrives as the string "false", which bool() calls true
+    net = _unet(deep_supervision="false")
+    assert not net.aux_heads and net.train()(torch.randn(1, 1, 16, 16)).shape == (1, 4, 16, 16)
+    assert len(_unet(deep_supervision="true").aux_heads) == 2
+    with pytest.raises(ValueError, match="deep_supervision must be true or false, got 'flase'"):
+        _unet(deep_supervision="flase")
+
+
 def test_main_output_equal_with_and_without_deep_supervision():
     plain, supervised = _unet(seed=1), _unet(seed=1, deep_supervision=True)
     supervised.load_state_dict(plain.state_dict(), strict=False)

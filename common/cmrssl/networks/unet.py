@@ -29,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetOutBlock, UnetUpBlock
 
+from cmrssl.flags import as_bool
+
 __all__ = ["CMRUNet", "CMRUNetEncoder", "CMRUNetDecoder", "unet_parts"]
 
 _LEAKY_RELU = ("leakyrelu", {"inplace": True, "negative_slope": 0.01})
@@ -145,6 +147,8 @@ class CMRUNet(nn.Module):
                 f"channel counts must be positive: in_channels={in_channels}, out_channels={out_channels}, "
                 f"channels={channels}"
             )
+        # "false" from a bundle command line (--network_def#deep_supervision false) is a true string
+        deep_supervision = as_bool(deep_supervision, "deep_supervision")
         if deep_supervision and not 1 <= num_deep_supervision_heads <= len(channels) - 2:
             raise ValueError(
                 f"num_deep_supervision_heads must be in [1, {len(channels) - 2}] for {len(channels)} levels, "
@@ -157,7 +161,7 @@ class CMRUNet(nn.Module):
         self.spatial_dims = int(spatial_dims)
         self.feature_dim = channels[-1]
         self.divisor = 2 ** (len(channels) - 1)
-        self.deep_supervision = bool(deep_supervision)
+        self.deep_supervision = deep_supervision
         self.encoder = CMRUNetEncoder(spatial_dims, in_channels, channels, norm, act, dropout)
         self.decoder = CMRUNetDecoder(spatial_dims, channels, norm, act, dropout)
         self.head = UnetOutBlock(spatial_dims, channels[0], out_channels)
