@@ -1,6 +1,7 @@
 """Index a data set into a MONAI datalist (``{"training": [...], "validation": [...], "test": [...]}``).
 
     python tools/index.py phantom COHORT --datalist OUT.json [--seed 0]
+        [--train_subjects 2-7 --validation_subjects 9 --test_subjects 0,1,8]
     python tools/index.py acdc ROOT --out_dir DIR [--datalist DIR/datalist.json] [--seed 0]
         [--train_subjects 1-80 --test_subjects 81-100 [--validation_subjects ...]]
     python tools/index.py sunnybrook ROOT --out_dir DIR
@@ -113,15 +114,20 @@ def _dropped_myocardium(records: Sequence[dict]) -> List[str]:
 
 
 def phantom(cohort: str, datalist: Optional[str] = None, seed: int = 0, fractions=None,
-            overwrite: bool = False) -> None:
-    """Phantom cohort (tools/phantom.py) -> datalist (outside the cohort folder, e.g. beside it)."""
+            train_subjects=None, validation_subjects=None, test_subjects=None, overwrite: bool = False) -> None:
+    """Phantom cohort (tools/phantom.py) -> datalist (outside the cohort folder, e.g. beside it).
+
+    --train_subjects / --validation_subjects / --test_subjects take subject numbers and
+    ranges (``0,1,8``, ``2-7,10-19``) or names (``phantom_009``); subjects in no list are left out.
+    """
     from cmrssl.data.phantom_index import index_phantom
 
     started = time.perf_counter()
     if datalist is None:
         raise _Usage("phantom: give --datalist OUT.json (outside the cohort folder)")
     path = Path(datalist)
-    result = index_phantom(cohort, path, seed=seed, fractions=_fractions(fractions), overwrite=overwrite)
+    result = index_phantom(cohort, path, seed=seed, fractions=_fractions(fractions), overwrite=overwrite,
+                           subjects=_assignments(train_subjects, validation_subjects, test_subjects))
     _report(result, path, started)
 
 

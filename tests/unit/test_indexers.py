@@ -190,6 +190,19 @@ def test_index_phantom_records_and_split(phantom_cohort, tmp_path):
     assert json.loads(path.read_text()) == datalist
 
 
+def test_index_phantom_fixed_subject_lists(phantom_cohort, tmp_path):
+    # a fixed held-out set (numbers, ranges or names), whatever the seed; subjects in no list are left out
+    datalist = index_phantom(phantom_cohort, tmp_path / "datalist.json", seed=5,
+                             subjects={"training": "1-2", "test": [0]})
+    assert [sorted(_subjects(datalist, s)) for s in ("training", "validation", "test")] == [
+        ["phantom_001", "phantom_002"], [], ["phantom_000"]]
+    alone = index_phantom(phantom_cohort, tmp_path / "alone.json", subjects={"test": "phantom_002"})
+    assert [sorted(_subjects(alone, s)) for s in ("training", "validation", "test")] == [[], [], ["phantom_002"]]
+    with pytest.raises(ValueError, match="'phantom_007' of the test list is not in the data set"):
+        index_phantom(phantom_cohort, tmp_path / "unknown.json", subjects={"test": "7"})
+    assert not (tmp_path / "unknown.json").exists()
+
+
 def test_index_phantom_refuses_datalist_inside_cohort(phantom_cohort):
     with pytest.raises(ValueError, match="load_decathlon_datalist"):
         index_phantom(phantom_cohort, phantom_cohort / "datalist.json")
@@ -551,6 +564,17 @@ def test_cli_phantom_writes_and_refuses(phantom_cohort, tmp_path):
     assert path.read_text() == before
     missing = _run("phantom", phantom_cohort)
     assert missing.returncode == 2 and "--datalist" in missing.stderr
+    fixed = _run("phantom", phantom_cohort, "--datalist", tmp_path / "fixed.json", "--train_subjects", "1-2",
+                 "--test_subjects", "0")
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.splitlines()[:3] == [
+        "training: 2 subjects, %d records" % len(json.loads((tmp_path / "fixed.json").read_text())["training"]),
+        "validation: 0 subjects, 0 records",
+        "test: 1 subject, %d records" % len(json.loads((tmp_path / "fixed.json").read_text())["test"]),
+    ]
+    unknown = _run("phantom", phantom_cohort, "--datalist", tmp_path / "bad.json", "--test_subjects", "0-9")
+    assert unknown.returncode == 2 and "phantom_003" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_cli_acdc_ranges_and_refusal(acdc_root, tmp_path):

@@ -52,7 +52,7 @@ from cmrssl.io.errors import CineReadError
 from cmrssl.io.nifti import frame_file_name
 from cmrssl.labels import ACDC_TO_CANONICAL
 
-from .datalist import canonical_label_image, nifti_spacing_mm, split_records, write_datalist
+from .datalist import canonical_label_image, nifti_spacing_mm, numbered_subject_names, split_records, write_datalist
 
 __all__ = [
     "ACDC_GROUPS",
@@ -120,38 +120,13 @@ def acdc_subject_names(selection: Union[str, int, Iterable[Union[str, int]]]) ->
     """Patient numbers or ranges -> ``patientNNN`` names.
 
     ``"1-80"`` -> patient001..patient080; ``"1-20,41-60"``, ``81``, ``[81, "patient090"]``
-    and ``"patient005"`` work too.
+    and ``"patient005"`` work too (:func:`cmrssl.data.datalist.numbered_subject_names`).
 
     Raises:
         ValueError: a part that is neither a number, a range ``A-B`` with ``A <= B``,
             nor a ``patientNNN`` name.
     """
-    if isinstance(selection, (str, int)):
-        parts: List[Union[str, int]] = list(str(selection).split(","))
-    else:
-        parts = list(selection)
-    names: List[str] = []
-    for part in parts:
-        text = str(part).strip()
-        if not text:
-            continue
-        m = _PATIENT.match(text)
-        if m:
-            names.append(f"patient{int(m.group('number')):03d}")
-            continue
-        bounds = text.split("-")
-        try:
-            numbers = [int(b) for b in bounds]
-        except ValueError as err:
-            raise ValueError(f"subject selection {text!r}: expected a patient number, a range like 1-80, "
-                             f"or patientNNN") from err
-        if len(numbers) == 1:
-            names.append(f"patient{numbers[0]:03d}")
-        elif len(numbers) == 2 and numbers[0] <= numbers[1]:
-            names.extend(f"patient{n:03d}" for n in range(numbers[0], numbers[1] + 1))
-        else:
-            raise ValueError(f"subject selection {text!r}: a range must read A-B with A <= B")
-    return names
+    return numbered_subject_names(selection, "patient")
 
 
 def find_acdc_patients(root: PathLike) -> List[Path]:

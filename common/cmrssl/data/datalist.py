@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -36,6 +37,7 @@ from cmrssl.io.nifti import map_labels, nifti_voxel_spacing_mm
 __all__ = [
     "SPLITS",
     "DEFAULT_FRACTIONS",
+    "numbered_subject_names",
     "split_subjects",
     "split_records",
     "check_records",
@@ -110,6 +112,45 @@ def _ensure_every_split(counts: Dict[str, int], fractions: Dict[str, float]) -> 
         counts[donor] -= 1
         counts[s] += 1
     return counts
+
+
+def numbered_subject_names(selection: Union[str, int, Iterable[Union[str, int]]], prefix: str) -> List[str]:
+    """Subject numbers or ranges -> ``<prefix>NNN`` names (three digits at least).
+
+    With ``prefix="patient"``: ``"1-80"`` -> patient001..patient080; ``"1-20,41-60"``,
+    ``81``, ``[81, "patient090"]`` and ``"patient005"`` work too.
+
+    Raises:
+        ValueError: a part that is neither a number, a range ``A-B`` with ``A <= B``,
+            nor a ``<prefix>NNN`` name.
+    """
+    named = re.compile(rf"^{re.escape(prefix)}(?P<number>\d+)$")
+    if isinstance(selection, (str, int)):
+        parts: List[Union[str, int]] = list(str(selection).split(","))
+    else:
+        parts = list(selection)
+    names: List[str] = []
+    for part in parts:
+        text = str(part).strip()
+        if not text:
+            continue
+        m = named.match(text)
+        if m:
+            names.append(f"{prefix}{int(m.group('number')):03d}")
+            continue
+        bounds = text.split("-")
+        try:
+            numbers = [int(b) for b in bounds]
+        except ValueError as err:
+            raise ValueError(f"subject selection {text!r}: expected a subject number, a range like 1-80, "
+                             f"or {prefix}NNN") from err
+        if len(numbers) == 1:
+            names.append(f"{prefix}{numbers[0]:03d}")
+        elif len(numbers) == 2 and numbers[0] <= numbers[1]:
+            names.extend(f"{prefix}{n:03d}" for n in range(numbers[0], numbers[1] + 1))
+        else:
+            raise ValueError(f"subject selection {text!r}: a range must read A-B with A <= B")
+    return names
 
 
 def _check_explicit(subjects: Sequence[str], assignments: Mapping[str, Iterable[str]]) -> Dict[str, List[str]]:

@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Union
 
 import nibabel as nib
 
 from cmrssl.io.atomic import check_can_write
 from cmrssl.io.nifti import frame_file_name
 
-from .datalist import nifti_spacing_mm, split_records, write_datalist
+from .datalist import nifti_spacing_mm, numbered_subject_names, split_records, write_datalist
 
 __all__ = ["phantom_fractions", "phantom_records", "index_phantom"]
 
@@ -114,6 +114,7 @@ def index_phantom(
     seed: int = 0,
     fractions: Optional[Mapping[str, float]] = None,
     overwrite: bool = False,
+    subjects: Optional[Mapping[str, Union[str, int, Iterable[Union[str, int]]]]] = None,
 ) -> Dict[str, List[dict]]:
     """Write the MONAI datalist of a phantom cohort, split by subject.
 
@@ -133,6 +134,9 @@ def index_phantom(
         fractions: ``{split: share}``; default :func:`phantom_fractions` (1 test subject,
             1 validation subject from 3 subjects on, the rest training).
         overwrite: replace an existing datalist.
+        subjects: explicit ``{split: selection}`` instead of a seeded split (a fixed
+            held-out set); a selection is subject numbers, ranges or names
+            (``"0,1,8"``, ``"2-7,10-19"``, ``"phantom_009"``); subjects in no list are left out.
 
     Returns:
         The datalist ``{"training": [...], "validation": [...], "test": [...]}``.
@@ -145,7 +149,12 @@ def index_phantom(
     check_can_write(Path(datalist_path), overwrite)  # refuse before reading anything
     records = phantom_records(cohort_dir)
     num_subjects = len({r["subject"] for r in records})
-    datalist = split_records(records, seed, fractions if fractions is not None else phantom_fractions(num_subjects))
+    if subjects is not None:
+        assignments = {split: numbered_subject_names(selection, "phantom_")
+                       for split, selection in subjects.items() if selection is not None}
+        datalist = split_records(records, seed, assignments=assignments)
+    else:
+        datalist = split_records(records, seed, fractions if fractions is not None else phantom_fractions(num_subjects))
     if num_subjects == 1:
         logger.warning("%s: one subject only; it goes to training and the test split is empty", cohort_dir)
     write_datalist(datalist, datalist_path, overwrite=overwrite)
