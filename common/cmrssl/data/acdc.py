@@ -52,7 +52,14 @@ from cmrssl.io.errors import CineReadError
 from cmrssl.io.nifti import frame_file_name
 from cmrssl.labels import ACDC_TO_CANONICAL
 
-from .datalist import canonical_label_image, nifti_spacing_mm, numbered_subject_names, split_records, write_datalist
+from .datalist import (
+    canonical_label_image,
+    nifti_spacing_mm,
+    numbered_assignments,
+    numbered_subject_names,
+    split_records,
+    write_datalist,
+)
 
 __all__ = [
     "ACDC_GROUPS",
@@ -394,7 +401,7 @@ def index_acdc(
     assignments = None
     selected = None
     if subjects is not None:
-        assignments = {split: acdc_subject_names(sel) for split, sel in subjects.items() if sel is not None}
+        assignments = numbered_assignments(subjects, "patient")
         selected = [s for names in assignments.values() for s in names]
     records = acdc_records(root, out_dir, subjects=selected, overwrite=overwrite)
     datalist = split_records(records, seed, fractions, assignments=assignments, strata_key="group")

@@ -38,6 +38,7 @@ __all__ = [
     "SPLITS",
     "DEFAULT_FRACTIONS",
     "numbered_subject_names",
+    "numbered_assignments",
     "split_subjects",
     "split_records",
     "check_records",
@@ -151,6 +152,15 @@ def numbered_subject_names(selection: Union[str, int, Iterable[Union[str, int]]]
         else:
             raise ValueError(f"subject selection {text!r}: a range must read A-B with A <= B")
     return names
+
+
+def numbered_assignments(
+    subjects: Mapping[str, Optional[Union[str, int, Iterable[Union[str, int]]]]], prefix: str
+) -> Dict[str, List[str]]:
+    """``{split: selection}`` -> ``{split: names}`` for :func:`split_subjects`'s ``assignments``
+    (each selection through :func:`numbered_subject_names`; ``None`` selections are dropped)."""
+    return {split: numbered_subject_names(selection, prefix)
+            for split, selection in subjects.items() if selection is not None}
 
 
 def _check_explicit(subjects: Sequence[str], assignments: Mapping[str, Iterable[str]]) -> Dict[str, List[str]]:

@@ -26,7 +26,7 @@ import nibabel as nib
 from cmrssl.io.atomic import check_can_write
 from cmrssl.io.nifti import frame_file_name
 
-from .datalist import nifti_spacing_mm, numbered_subject_names, split_records, write_datalist
+from .datalist import nifti_spacing_mm, numbered_assignments, split_records, write_datalist
 
 __all__ = ["phantom_fractions", "phantom_records", "index_phantom"]
 
@@ -149,13 +149,10 @@ def index_phantom(
     check_can_write(Path(datalist_path), overwrite)  # refuse before reading anything
     records = phantom_records(cohort_dir)
     num_subjects = len({r["subject"] for r in records})
-    if subjects is not None:
-        assignments = {split: numbered_subject_names(selection, "phantom_")
-                       for split, selection in subjects.items() if selection is not None}
-        datalist = split_records(records, seed, assignments=assignments)
-    else:
-        datalist = split_records(records, seed, fractions if fractions is not None else phantom_fractions(num_subjects))
-    if num_subjects == 1:
+    assignments = None if subjects is None else numbered_assignments(subjects, "phantom_")
+    datalist = split_records(records, seed, fractions if fractions is not None else phantom_fractions(num_subjects),
+                             assignments=assignments)
+    if num_subjects == 1 and assignments is None:
         logger.warning("%s: one subject only; it goes to training and the test split is empty", cohort_dir)
     write_datalist(datalist, datalist_path, overwrite=overwrite)
     return datalist
