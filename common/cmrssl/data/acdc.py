@@ -83,7 +83,9 @@ PathLike = Union[str, Path]
 ACDC_GROUPS = ("NOR", "MINF", "DCM", "HCM", "RV")
 #: Sub-folder of ``out_dir`` holding the subject folders of canonical labels.
 LABELS_FOLDER = "labels"
-_PATIENT = re.compile(r"^patient(?P<number>\d+)$")
+#: Prefix of ACDC subject names (``patient001``); numbers in subject selections get it.
+SUBJECT_PREFIX = "patient"
+_PATIENT = re.compile(rf"^{SUBJECT_PREFIX}(?P<number>\d+)$")
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -133,7 +135,7 @@ def acdc_subject_names(selection: Union[str, int, Iterable[Union[str, int]]]) ->
         ValueError: a part that is neither a number, a range ``A-B`` with ``A <= B``,
             nor a ``patientNNN`` name.
     """
-    return numbered_subject_names(selection, "patient")
+    return numbered_subject_names(selection, SUBJECT_PREFIX)
 
 
 def find_acdc_patients(root: PathLike) -> List[Path]:
@@ -401,7 +403,7 @@ def index_acdc(
     assignments = None
     selected = None
     if subjects is not None:
-        assignments = numbered_assignments(subjects, "patient")
+        assignments = numbered_assignments(subjects, SUBJECT_PREFIX)
         selected = [s for names in assignments.values() for s in names]
     records = acdc_records(root, out_dir, subjects=selected, overwrite=overwrite)
     datalist = split_records(records, seed, fractions, assignments=assignments, strata_key="group")

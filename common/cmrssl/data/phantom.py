@@ -139,6 +139,8 @@ _APEX_WALL_RATIO = 0.7  # apical wall thickness / lateral wall thickness
 _MIN_FOV_MM = 165.0
 _LAX_THICKNESS_MM = 8.0
 _PSF_SIGMA_PX = 0.5
+#: Prefix of phantom subject names (``phantom_000``); numbers in subject selections get it.
+SUBJECT_PREFIX = "phantom_"
 
 
 @dataclass
@@ -840,12 +842,12 @@ def generate_cohort(
         if any(out_dir.iterdir()) and not overwrite:
             raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
         replace = True
-    names = [f"phantom_{i:03d}" for i in range(num_subjects)]
+    names = [f"{SUBJECT_PREFIX}{i:03d}" for i in range(num_subjects)]
     seeds = [subject_seed(seed, i) for i in range(num_subjects)]
     # Everything goes to a temporary sibling folder renamed at the end: a crash or Ctrl-C
     # never leaves a half-written cohort that a later run would mistake for a complete one.
     # the cohort's own entries: a smaller cohort written over a larger one leaves no stale subject
-    own = re.compile(r"^(phantom_\d+|cohort\.json)$")
+    own = re.compile(rf"^({SUBJECT_PREFIX}\d+|cohort\.json)$")
     with atomic_folder(out_dir, overwrite=replace, owned=lambda name: bool(own.match(name))) as tmp:
         for name, s in zip(names, seeds):
             subject = generate_subject(s, subject=name, num_frames=num_frames, image_size=image_size)

@@ -27,6 +27,7 @@ from cmrssl.io.atomic import check_can_write
 from cmrssl.io.nifti import frame_file_name
 
 from .datalist import nifti_spacing_mm, numbered_assignments, split_records, write_datalist
+from .phantom import SUBJECT_PREFIX
 
 __all__ = ["phantom_fractions", "phantom_records", "index_phantom"]
 
@@ -149,7 +150,7 @@ def index_phantom(
     check_can_write(Path(datalist_path), overwrite)  # refuse before reading anything
     records = phantom_records(cohort_dir)
     num_subjects = len({r["subject"] for r in records})
-    assignments = None if subjects is None else numbered_assignments(subjects, "phantom_")
+    assignments = None if subjects is None else numbered_assignments(subjects, SUBJECT_PREFIX)
     datalist = split_records(records, seed, fractions if fractions is not None else phantom_fractions(num_subjects),
                              assignments=assignments)
     if num_subjects == 1 and assignments is None:
