@@ -67,6 +67,7 @@ __all__ = [
     "read_info_cfg",
     "acdc_subject_names",
     "find_acdc_patients",
+    "is_acdc_root",
     "select_acdc_patients",
     "AcdcFrame",
     "AcdcPatient",
@@ -83,6 +84,8 @@ PathLike = Union[str, Path]
 ACDC_GROUPS = ("NOR", "MINF", "DCM", "HCM", "RV")
 #: Sub-folder of ``out_dir`` holding the subject folders of canonical labels.
 LABELS_FOLDER = "labels"
+#: The file of each patient folder giving ED/ES frames, group and size.
+INFO_CFG = "Info.cfg"
 #: Prefix of ACDC subject names (``patient001``); numbers in subject selections get it.
 SUBJECT_PREFIX = "patient"
 _PATIENT = re.compile(rf"^{SUBJECT_PREFIX}(?P<number>\d+)$")
@@ -152,6 +155,13 @@ def find_acdc_patients(root: PathLike) -> List[Path]:
     if not folders:
         raise ValueError(f"{root}: no patientNNN folders; expected an ACDC root (e.g. .../acdc/training)")
     return folders
+
+
+def is_acdc_root(path: PathLike) -> bool:
+    """Whether ``path`` is an ACDC root: a folder with a ``patientNNN/Info.cfg``."""
+    path = Path(path)
+    return path.is_dir() and any(
+        p.is_dir() and _PATIENT.match(p.name) and (p / INFO_CFG).is_file() for p in path.iterdir())
 
 
 def select_acdc_patients(root: PathLike, subjects: Optional[Iterable[str]] = None) -> List[Path]:
@@ -257,7 +267,7 @@ def read_acdc_patient(folder: Path) -> AcdcPatient:
             without a valid voxel spacing.
     """
     subject = folder.name
-    cfg = folder / "Info.cfg"
+    cfg = folder / INFO_CFG
     info = read_info_cfg(cfg)
     ed, es = _frame_number(info, "ED", cfg), _frame_number(info, "ES", cfg)
     if ed == es:

@@ -37,7 +37,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from cmrssl.data.acdc import acdc_subject_names, read_acdc_patient, select_acdc_patients
+from cmrssl.data.acdc import acdc_subject_names, is_acdc_root, read_acdc_patient, select_acdc_patients
 from cmrssl.data.lvquan_mat import LVQuanData, read_lvquan18, read_lvquan19
 from cmrssl.io import read_nifti_cine
 from cmrssl.io.geometry import MAX_SHORT_AXIS_TILT_DEG, short_axis_tilt_deg
@@ -316,10 +316,6 @@ def lvquan_from_acdc(root, slices="mid", subjects=None) -> LVQuanData:
     return concat_lvquan(parts)
 
 
-def _is_acdc_root(path) -> bool:
-    return path.is_dir() and any((p / "Info.cfg").is_file() for p in path.glob("patient[0-9]*"))
-
-
 def load_lvquan_source(path) -> LVQuanData:
     """An LVQuan dataset from ``path``: LVQuan18 ``cardiac-dig.mat``, an LVQuan19 folder of
     ``patient*.mat``, a phantom cohort folder (``cohort.json``), or an ACDC folder of
@@ -335,7 +331,7 @@ def load_lvquan_source(path) -> LVQuanData:
         return read_lvquan18(path)
     if (path / "cohort.json").is_file():
         return lvquan_from_phantom_cohort(path)
-    if _is_acdc_root(path):
+    if is_acdc_root(path):
         return lvquan_from_acdc(path)
     if path.is_dir() and any(path.glob("patient*.mat")):
         return read_lvquan19(path)
