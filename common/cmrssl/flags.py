@@ -5,13 +5,34 @@ string ``"false"``, which Python treats as true: every boolean option of our
 configs goes through :func:`as_bool`. ``--max_epochs abc`` hands over the
 string ``"abc"``, which would fail deep inside training after the data is
 cached: :func:`check_options` checks every option's type and range first.
+``--method_name ../../x`` would become a checkpoint path outside ``models/``:
+an option that becomes a file or folder name has the rule ``name``, which
+refuses anything :func:`safe_name` would change (the one rule that also makes
+datalist subjects into folder names, :func:`cmrssl.io.atomic.safe_folder_name`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
-__all__ = ["as_bool", "check_options"]
+__all__ = ["as_bool", "check_options", "safe_name", "MAX_NAME_LENGTH"]
+
+#: the longest file or folder name :func:`safe_name` gives
+MAX_NAME_LENGTH = 128
+_UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+|\.{2,}")
+
+
+def safe_name(name: object) -> str:
+    """``name`` as a single, harmless file or folder name: letters, digits, ``.``, ``_`` and ``-`` only.
+
+    Every other run of characters (path separators included) and every ``..``
+    becomes one ``_``; dots and underscores at either end are dropped, and the
+    result is cut to :data:`MAX_NAME_LENGTH` characters. So ``../../x`` becomes
+    ``x`` and ``/data/p1`` becomes ``data_p1``: never a path, never a hidden
+    name. The result may be empty (``..``, ``""``).
+    """
+    return re.sub("_+", "_", _UNSAFE_CHARACTERS.sub("_", str(name))).strip("._")[:MAX_NAME_LENGTH]
 
 
 def as_bool(value: Any, name: str = "flag") -> bool:
@@ -28,7 +49,7 @@ def as_bool(value: Any, name: str = "flag") -> bool:
     return bool(value)
 
 
-_KINDS = ("int", "float", "bool", "str")
+_KINDS = ("int", "float", "bool", "str", "name")
 
 
 def _check_option(name: str, value: Any, rule: str) -> None:
@@ -46,6 +67,15 @@ def _check_option(name: str, value: Any, rule: str) -> None:
         raise ValueError(f"--{name} must be given ({kind}), got nothing (null)")
     if kind == "bool":
         as_bool(value, name)
+        return
+    if kind == "name":  # the option becomes a file or folder name: refused, not cleaned, when unsafe
+        if bound:
+            raise ValueError(f"option rule {rule!r} for {name}: a name rule takes no bound")
+        if not isinstance(value, str) or not value or safe_name(value) != value:
+            raise ValueError(
+                f"--{name} must be a plain name (letters, digits, '.', '_', '-'; no path, not starting with "
+                f"'.' or '_', at most {MAX_NAME_LENGTH} characters): it becomes a file name; got {value!r}"
+            )
         return
     if kind == "str":
         if not isinstance(value, str):
@@ -78,6 +108,7 @@ def check_options(rules: Mapping[str, Sequence[Any]]) -> None:
         rules: ``{option name: [value, rule]}``; a rule is ``int``, ``float``,
             ``bool`` or ``str``, optionally with a bound (``int>=1``, ``float>0``) or,
             for strings, the values allowed (``str:heart,largest_per_label,none``),
+            ``name`` for a string that becomes a file or folder name (see :func:`safe_name`),
             and ``|null`` when the option may be None. In a bundle config the
             values are references: ``"max_epochs": ["@max_epochs", "int>=1"]``.
 

@@ -247,3 +247,22 @@ def test_inference_refuses_an_output_folder_holding_its_input(cohort, tiny_check
                   checkpoint=tiny_checkpoint, **{"network_def#channels": "[4, 8, 16, 32]"})
     assert result.returncode != 0 and "contains the input" in _last_line(result)
     assert sorted(p.name for p in cine.parent.iterdir()) == before  # before: 84 input files deleted
+
+
+@pytest.mark.slow
+def test_a_method_name_that_is_a_path_is_refused_before_anything_is_written(cohort, tmp_path):
+    root = tmp_path / "user" / "bundle"  # models/../../x.pt would be tmp_path/user/x.pt
+    (root / "models").mkdir(parents=True)
+    mine = tmp_path / "user" / "x.pt"
+    mine.write_text("the user's own file")
+    result = _run(PRETRAINING, "['configs/train.json','configs/simclr.json']", timeout=300, bundle_root=root,
+                  datalist=cohort, method_name="../../x", overwrite="true", epochs=1, frames_per_batch=2,
+                  image_size=32, pixdim_mm="[5.0, 5.0]", num_workers=0, **{"network_def#channels": "[4, 8, 16, 32]"})
+    assert result.returncode == 1
+    # before: the checkpoint went to models/../../x.pt, replacing the user's file with --overwrite true
+    assert _last_line(result).startswith(
+        "error: ValueError: bad option: --method_name must be a plain name (letters, digits, '.', '_', '-'; no path")
+    assert _last_line(result).endswith("got '../../x'")
+    assert mine.read_text() == "the user's own file" and "Epoch[" not in result.stdout + result.stderr
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert written == ["user", "user/bundle", "user/bundle/models", "user/x.pt"]

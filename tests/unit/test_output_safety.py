@@ -104,6 +104,14 @@ def test_options_are_checked_with_every_problem_named():
         assert part in message
 
 
+@pytest.mark.parametrize("value", ["../../x", "/abs/x", "a/b", "..", ".hidden", "", "x y", "x" * 129, 3])
+def test_an_option_that_becomes_a_file_name_must_be_a_plain_name(value):
+    check_options({"method_name": ["simclr_v2.1-a", "name"]})
+    with pytest.raises(ValueError, match="--method_name must be a plain name .*it becomes a file name"):
+        check_options({"method_name": [value, "name"]})
+    assert not isinstance(value, str) or safe_folder_name(value) != value  # the rule the subject folders use
+
+
 def test_the_last_line_of_a_wrapped_error_is_the_original_message(capsys):
     try:
         try:

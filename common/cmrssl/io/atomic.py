@@ -20,13 +20,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
 
-from cmrssl.flags import as_bool
+from cmrssl.flags import as_bool, safe_name
 
 __all__ = [
     "OutputOverlapsInputError",
@@ -91,9 +90,6 @@ def check_can_write(path: PathLike, overwrite: bool, inputs: Iterable[Optional[P
     return path
 
 
-_UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+|\.{2,}")
-
-
 def check_output_dir(output_dir: PathLike, overwrite: bool = False, inputs: Iterable[Optional[PathLike]] = ()) -> Path:
     """Refuse an output folder that already holds files unless ``overwrite``, or that is or holds an input.
 
@@ -121,10 +117,11 @@ def safe_folder_name(name: object) -> str:
     So ``../../x`` becomes ``x`` and ``/data/p1`` becomes ``data_p1``: never a
     path outside the output folder, never a hidden name. An empty result
     becomes ``subject``. Callers that map several keys must still make the
-    names unique (two keys may clean to one name).
+    names unique (two keys may clean to one name). The rule is
+    :func:`cmrssl.flags.safe_name`, which also refuses an option that becomes a
+    file name (``--method_name ../../x``).
     """
-    cleaned = re.sub("_+", "_", _UNSAFE_CHARACTERS.sub("_", str(name))).strip("._")
-    return cleaned[:128] or "subject"
+    return safe_name(name) or "subject"
 
 
 def unique_folder_name(name: object, taken: set) -> str:
