@@ -31,7 +31,9 @@ the weights must load (strictly) into the exported inference network, or nothing
 The model zoo keeps files over 25 MB out of its repository: with ``--weights_url URL``
 each file of ``models/`` above ``--large_file_mb`` is left out of the copy and listed in
 ``large_files.yml`` (``path``, ``url`` = URL/<file name>, md5 ``hash_val``), which the
-zoo's CI downloads; without it such files are copied, with a note.
+zoo's CI downloads; without it such files are copied, with a note. URL must be an http(s)
+(or file) URL without whitespace or characters a URL holds only percent-encoded; the file is
+written with a YAML writer.
 
 The vendored code is formatted with isort and black at the model zoo's settings
 (``tools/zoo/style.cfg``; black: line length 120, no magic trailing comma) when they
@@ -54,6 +56,7 @@ import sys
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
+from urllib.parse import quote, urlsplit
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +64,7 @@ PACKAGE_SOURCE = REPO_ROOT / "common" / "cmrssl"
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
 from cmrssl.cli_errors import tool_errors  # noqa: E402
-from cmrssl.flags import as_bool  # noqa: E402
+from cmrssl.flags import as_bool, check_options  # noqa: E402
 
 VENDORED_PREFIX = "scripts.cmrssl"
 ZOO_STYLE = REPO_ROOT / "tools" / "zoo" / "style.cfg"
@@ -243,19 +246,40 @@ def large_files(models: Path, limit_mb: float) -> List[Path]:
                   and not any(part.endswith(".partial") for part in p.relative_to(models).parts))
 
 
+def check_weights_url(weights_url: str) -> str:
+    """``weights_url`` when it can prefix a file name: an http(s)/file URL without a query or fragment.
+
+    Raises:
+        ValueError: naming ``--weights_url`` (see :func:`cmrssl.flags.check_url`).
+    """
+    check_options({"weights_url": [weights_url, "url"]})
+    parts = urlsplit(weights_url)
+    if parts.query or parts.fragment or weights_url.endswith(("?", "#")):
+        raise ValueError(f"--weights_url is the folder the files are uploaded to (each url is URL/<file name>): "
+                         f"it cannot end in a query (?...) or a fragment (#...); got {weights_url!r}")
+    return weights_url
+
+
 def large_files_yaml(bundle: Path, files: Sequence[Path], weights_url: str) -> str:
-    """The zoo's ``large_files.yml``: one entry per file, ``url`` = ``weights_url``/<file name>, md5 hash."""
-    lines = ["large_files:"]
+    """The zoo's ``large_files.yml``: one entry per file, ``url`` = ``weights_url``/<file name>, md5 hash.
+
+    Written by a YAML writer, so no text of a path or URL can add entries or break the file.
+
+    Raises:
+        ValueError: ``weights_url`` refused by :func:`check_weights_url`.
+    """
+    import yaml
+
+    weights_url = check_weights_url(weights_url)
+    entries = []
     for path in files:
         digest = hashlib.md5()
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-        lines += [f'- path: "{path.relative_to(bundle).as_posix()}"',
-                  f'  url: "{weights_url.rstrip("/")}/{path.name}"',
-                  f'  hash_val: "{digest.hexdigest()}"',
-                  '  hash_type: "md5"']
-    return "\n".join(lines) + "\n"
+        entries.append({"path": path.relative_to(bundle).as_posix(), "url": f"{weights_url.rstrip('/')}/{quote(path.name)}",
+                        "hash_val": digest.hexdigest(), "hash_type": "md5"})
+    return yaml.safe_dump({"large_files": entries}, sort_keys=False, default_flow_style=False, allow_unicode=False)
 
 
 def format_like_the_zoo(folder: Path) -> bool:
@@ -289,6 +313,7 @@ def export_bundle(
     Raises:
         FileNotFoundError: ``bundle`` has no ``configs/`` folder.
         FileExistsError: ``out`` exists and not ``overwrite``.
+        ValueError: ``weights_url`` is not an http(s)/file URL, or other bad input (named).
     """
     from cmrssl.io.atomic import atomic_file, atomic_folder, check_not_input
 
@@ -296,6 +321,9 @@ def export_bundle(
     if not (bundle / "configs").is_dir():
         raise FileNotFoundError(f"{bundle}: not a bundle (no configs/ folder)")
     check_not_input(out, [bundle])
+    check_options({"large_file_mb": [large_file_mb, "float>=0"]})
+    if weights_url is not None:
+        check_weights_url(weights_url)
     if bundle in out.parents:
         raise ValueError(f"{out}: the export would be inside the bundle it copies ({bundle}); choose a folder outside it")
     # everything that can refuse the export is decided before anything is written
@@ -390,6 +418,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             large_file_mb=args.large_file_mb,
         )
     print(f"exported {Path(args.bundle).name} -> {written}")
+
 
 if __name__ == "__main__":
     main()

@@ -145,8 +145,13 @@ def check_version(root: Path) -> str:
 def check_sizes(root: Path) -> str:
     listed = set()
     if (root / "large_files.yml").is_file():
-        listed = {line.split('"')[1] for line in (root / "large_files.yml").read_text().splitlines()
-                  if line.strip().startswith("- path:")}
+        import yaml
+
+        try:  # read as the zoo's CI reads it, with a YAML parser
+            entries = (yaml.safe_load((root / "large_files.yml").read_text()) or {}).get("large_files") or []
+            listed = {str(entry["path"]) for entry in entries}
+        except (yaml.YAMLError, AttributeError, KeyError, TypeError) as error:
+            raise ValueError(f"large_files.yml: not a list of large_files entries with a path ({error})") from None
     big = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
            and p.stat().st_size > ZOO_FILE_LIMIT_MB * 1e6 and str(p.relative_to(root)) not in listed]
     if big:

@@ -9,14 +9,18 @@ cached: :func:`check_options` checks every option's type and range first.
 an option that becomes a file or folder name has the rule ``name``, which
 refuses anything :func:`safe_name` would change (the one rule that also makes
 datalist subjects into folder names, :func:`cmrssl.io.atomic.safe_folder_name`).
+An option that is written into a file as a URL has the rule ``url``
+(:func:`check_url`): a quote and a newline in ``--weights_url`` would add
+entries to the YAML it is written into.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
-__all__ = ["as_bool", "check_options", "safe_name", "MAX_NAME_LENGTH"]
+__all__ = ["as_bool", "check_options", "check_url", "safe_name", "MAX_NAME_LENGTH", "URL_SCHEMES"]
 
 #: the longest file or folder name :func:`safe_name` gives
 MAX_NAME_LENGTH = 128
@@ -49,7 +53,38 @@ def as_bool(value: Any, name: str = "flag") -> bool:
     return bool(value)
 
 
-_KINDS = ("int", "float", "bool", "str", "name")
+#: the URL schemes an option may name (a download location)
+URL_SCHEMES = ("http", "https", "file")
+# whitespace, control characters, and what RFC 3986 never allows unencoded in a URL
+_NOT_IN_URL = re.compile(r'[\x00-\x20\x7f-\x9f"<>\\^`{|}]')
+
+
+def check_url(value: Any, name: str = "url") -> str:
+    """``value`` when it is an http(s) URL with a host, or a file URL, in URL characters only.
+
+    Raises:
+        ValueError: naming the option: another scheme, no host, or whitespace, a control
+            character or a character a URL holds only percent-encoded (``"`` is ``%22``).
+    """
+    wanted = f"--{name} must be an http://, https:// or file:// URL"
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{wanted}, got {value!r}")
+    bad = sorted(set(_NOT_IN_URL.findall(value)))
+    if bad:
+        raise ValueError(f"{wanted} without whitespace, control characters or {{}}|\\^`<>\" (percent-encode "
+                         f"them, e.g. %20 for a space); got {value!r}, which holds {', '.join(map(repr, bad))}")
+    try:
+        parts = urlsplit(value)
+    except ValueError as error:
+        raise ValueError(f"{wanted}, got {value!r} ({error})") from None
+    if parts.scheme.lower() not in URL_SCHEMES:
+        raise ValueError(f"{wanted}, got {value!r}")
+    if parts.scheme.lower() != "file" and not parts.hostname:
+        raise ValueError(f"{wanted} with a host name, got {value!r}")
+    return value
+
+
+_KINDS = ("int", "float", "bool", "str", "name", "url")
 
 
 def _check_option(name: str, value: Any, rule: str) -> None:
@@ -67,6 +102,11 @@ def _check_option(name: str, value: Any, rule: str) -> None:
         raise ValueError(f"--{name} must be given ({kind}), got nothing (null)")
     if kind == "bool":
         as_bool(value, name)
+        return
+    if kind == "url":
+        if bound:
+            raise ValueError(f"option rule {rule!r} for {name}: a url rule takes no bound")
+        check_url(value, name)
         return
     if kind == "name":  # the option becomes a file or folder name: refused, not cleaned, when unsafe
         if bound:
@@ -109,6 +149,7 @@ def check_options(rules: Mapping[str, Sequence[Any]]) -> None:
             ``bool`` or ``str``, optionally with a bound (``int>=1``, ``float>0``) or,
             for strings, the values allowed (``str:heart,largest_per_label,none``),
             ``name`` for a string that becomes a file or folder name (see :func:`safe_name`),
+            ``url`` for a download location (see :func:`check_url`),
             and ``|null`` when the option may be None. In a bundle config the
             values are references: ``"max_epochs": ["@max_epochs", "int>=1"]``.
 

@@ -159,6 +159,8 @@ def test_overrides_build_the_exported_network_the_weights_came_from(tiny_trained
 def test_weights_over_the_zoo_limit_are_listed_in_large_files_yml(tiny_trained_bundle, tmp_path):
     import hashlib
 
+    import yaml
+
     weights = tiny_trained_bundle / "models" / "model.pt"
     common = ["--override", "network_def#channels=[4,8,16,32]", "--large_file_mb", "0.01"]
     kept = _export_cli(tiny_trained_bundle, tmp_path / "kept", *common)
@@ -168,10 +170,9 @@ def test_weights_over_the_zoo_limit_are_listed_in_large_files_yml(tiny_trained_b
     listed = _export_cli(tiny_trained_bundle, tmp_path / "zoo", *common, "--weights_url", "https://example.org/cmr/")
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert not (tmp_path / "zoo" / "models" / "model.pt").exists()
-    assert (tmp_path / "zoo" / "large_files.yml").read_text() == (
-        'large_files:\n- path: "models/model.pt"\n  url: "https://example.org/cmr/model.pt"\n'
-        f'  hash_val: "{hashlib.md5(weights.read_bytes()).hexdigest()}"\n  hash_type: "md5"\n'
-    )
+    assert yaml.safe_load((tmp_path / "zoo" / "large_files.yml").read_text()) == {"large_files": [
+        {"path": "models/model.pt", "url": "https://example.org/cmr/model.pt",
+         "hash_val": hashlib.md5(weights.read_bytes()).hexdigest(), "hash_type": "md5"}]}
     assert weights.is_file()  # the bundle keeps its weights
 
 

@@ -136,3 +136,29 @@ def test_lvquan_cv_refuses_overrides_that_are_not_json(tmp_path):
     assert done.returncode == 2
     assert "--overrides must be a JSON object" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_export_weights_url_cannot_inject_entries_into_large_files_yml(tmp_path):
+    import yaml
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE / "configs", bundle / "configs")
+    (bundle / "models").mkdir()
+    weights = bundle / "models" / 'final "v2": best.bin'
+    weights.write_bytes(bytes(range(256)) * 8)
+    common = ["--large_file_mb", "0.001"]
+    # before: a quote and a newline in the URL wrote a second entry; a lone quote left YAML that did not parse
+    for url in ('https://example.org/a"\n- path: models/evil.pt\n  url: "https://evil.example/x',
+                'https://example.org/a"b', "ftp://example.org/w", "example.org/w", "https://example.org/w?v=1"):
+        done = _run("export", bundle, tmp_path / "refused", "--weights_url", url, *common)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("export: error: ") and "--weights_url" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "refused").exists()
+    url = "https://example.org/cmr's/v1:2"
+    done = _run("export", bundle, tmp_path / "exported", "--weights_url", url, *common)
+    assert done.returncode == 0, done.stderr
+    listed = yaml.safe_load((tmp_path / "exported" / "large_files.yml").read_text())
+    assert listed == {"large_files": [{
+        "path": 'models/final "v2": best.bin', "url": url + "/final%20%22v2%22%3A%20best.bin",
+        "hash_val": hashlib.md5(weights.read_bytes()).hexdigest(), "hash_type": "md5"}]}
+    assert not (tmp_path / "exported" / "models" / weights.name).exists()
