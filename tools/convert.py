@@ -1,7 +1,7 @@
 """Convert a cine (DICOM folder, 4D NIfTI or folder of 3D NIfTI frames) to the project layout.
 
     python tools/convert.py INPUT OUT_DIR [--overwrite] [--labels LABELS.nii.gz] [--series N]
-        [--view auto|sax|2ch|4ch]
+        [--view auto|sax|2ch|4ch] [--spacing_from auto|sform|pixdim]
 
 writes ``OUT_DIR/sax_cine.nii.gz`` (4D ``[x, y, z, t]``, RAS affine, slices base
 to apex), ``OUT_DIR/frames/frame_XX.nii.gz`` (one 3D file per frame, 0-based),
@@ -15,6 +15,11 @@ orientation, is written as ``lax_cine.nii.gz``, an oblique short-axis plane as
 ``sax_cine.nii.gz``; the printed line says which and why. ``--view 2ch`` /
 ``4ch`` name it ``lax_2ch`` / ``lax_4ch`` (the phantom's names), ``--view sax``
 ``sax_cine``. A stack of several slices is always short-axis.
+
+A NIfTI input whose sform and pixdim give two voxel spacings the header
+cannot choose between is refused naming both; ``--spacing_from sform`` or
+``pixdim`` settles it (:mod:`cmrssl.io.nifti`). The files written carry the
+spacing taken in both, so they read back without the option.
 
 OUT_DIR is written whole (temporary folder renamed). An existing OUT_DIR is
 refused unless ``--overwrite``, which replaces only the files named above; an
@@ -30,6 +35,7 @@ from typing import Optional
 import fire
 
 from cmrssl.io import CineReadError, read_cine, write_cine_nifti, write_frames_nifti
+from cmrssl.io.nifti import check_spacing_from
 from cmrssl.flags import as_bool
 from cmrssl.io.atomic import atomic_folder, check_can_write
 from cmrssl.io.geometry import MAX_SHORT_AXIS_TILT_DEG, short_axis_tilt_deg
@@ -62,14 +68,16 @@ def _cine_name(view: str, study, input: str) -> tuple:
 
 
 def convert(input: str, out_dir: str, overwrite: bool = False, labels: Optional[str] = None,
-            series: Optional[str] = None, view: str = "auto") -> Path:
+            series: Optional[str] = None, view: str = "auto", spacing_from: str = "auto") -> Path:
     """Read ``input`` and write the NIfTI cine and frames into ``out_dir``; returns ``out_dir``."""
     overwrite = as_bool(overwrite, "overwrite")
+    spacing_from = check_spacing_from(spacing_from)
     out = check_can_write(Path(out_dir), overwrite, inputs=[input, labels])  # before reading anything
     view = str(view)
     if view not in VIEWS:
         raise ValueError(f"--view must be one of {', '.join(VIEWS)}; got {view!r}")
-    study = read_cine(input, label_path=labels, series=series, view="sax" if view == "auto" else view)
+    study = read_cine(input, label_path=labels, series=series, view="sax" if view == "auto" else view,
+                      spacing_from=spacing_from)
     stem, kind = _cine_name(view, study, input)
     with atomic_folder(out, overwrite=overwrite, owned=OWN_ENTRIES.__contains__) as tmp:
         write_cine_nifti(study, tmp / f"{stem}.nii.gz")
@@ -89,9 +97,10 @@ def convert(input: str, out_dir: str, overwrite: bool = False, labels: Optional[
 
 
 def main(input: str, out_dir: str, overwrite: bool = False, labels: Optional[str] = None,
-         series: Optional[str] = None, view: str = "auto") -> None:
+         series: Optional[str] = None, view: str = "auto", spacing_from: str = "auto") -> None:
     try:
-        convert(input, out_dir, overwrite=overwrite, labels=labels, series=series, view=view)
+        convert(input, out_dir, overwrite=overwrite, labels=labels, series=series, view=view,
+                spacing_from=spacing_from)
     except (FileExistsError, FileNotFoundError, CineReadError, ValueError) as err:
         print(f"convert: error: {err}", file=sys.stderr)
         raise SystemExit(1)

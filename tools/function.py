@@ -1,6 +1,7 @@
 """Cardiac function (LV/RV EDV, ESV, SV, EF, LV mass, ED/ES frames) of a labelled study.
 
     python tools/function.py STUDY [--out DIR] [--overwrite] [--subject ID] [--label_map acdc]
+                               [--spacing_from auto|sform|pixdim]
 
 STUDY is one of
   - a phantom subject folder (``sax_cine_gt.nii.gz``, with ``sax_cine.nii.gz`` beside it),
@@ -19,7 +20,10 @@ Prints the function table and writes ``function.json``, ``function.csv`` and
 folder renamed); existing results are refused unless ``--overwrite``, which
 replaces only the three files this tool writes. An ``--out`` that is the study,
 or a folder containing it, is refused.
-Volumes use the real voxel volume (slice spacing from slice positions).
+Volumes use the real voxel volume (slice spacing from slice positions). A NIfTI
+whose sform and pixdim give two spacings the header cannot choose between is
+refused naming both; ``--spacing_from sform`` or ``pixdim`` settles it (see
+:mod:`cmrssl.io.nifti`). The spacing measured is printed with the table.
 
 No number is reported that the labels cannot support: frames whose labels
 are all background (M&Ms 4D labels hold contours on ED and ES only) are not
@@ -43,6 +47,7 @@ import numpy as np
 from cmrssl.cli_errors import tool_errors
 from cmrssl.io import CineStudy, read_nifti_cine, read_nifti_frames
 from cmrssl.io.atomic import atomic_folder, check_can_write
+from cmrssl.io.nifti import check_spacing_from
 from cmrssl.metrics.function import CardiacFunction, cardiac_function_from_study
 
 PHANTOM_LABELS = "sax_cine_gt.nii.gz"
@@ -61,9 +66,11 @@ def _nifti_stem(path: Path) -> str:
     return path.stem
 
 
-def load_labelled_study(study: Path, subject: Optional[str] = None,
-                        label_map: Optional[str] = None) -> Tuple[CineStudy, dict]:
+def load_labelled_study(study: Path, subject: Optional[str] = None, label_map: Optional[str] = None,
+                        spacing_from: str = "auto") -> Tuple[CineStudy, dict]:
     """Read STUDY (see the module docstring) into a :class:`CineStudy` with labels.
+
+    ``spacing_from`` (``auto``, ``sform``, ``pixdim``) applies to NIfTI studies.
 
     Returns:
         ``(cine, caveats)``; ``caveats`` may hold ``"mass_incomplete"``
@@ -83,14 +90,14 @@ def load_labelled_study(study: Path, subject: Optional[str] = None,
             raise ValueError(f"{study}: a study file must be a labels NIfTI (.nii / .nii.gz)")
         image = study.with_name(study.name.replace("_gt.nii", ".nii"))
         pixels = image if image != study and image.is_file() else study
-        cine = read_nifti_cine(pixels, label_path=study, label_map=label_map or "canonical")
+        cine = read_nifti_cine(pixels, label_path=study, label_map=label_map or "canonical", spacing_from=spacing_from)
         cine.source = str(study)
         return _drop_empty_frames(cine, caveats), caveats
     if (study / PHANTOM_LABELS).is_file():
         labels = study / PHANTOM_LABELS
         image = study / PHANTOM_IMAGE
         cine = read_nifti_cine(image if image.is_file() else labels, label_path=labels,
-                               label_map=label_map or "canonical")
+                               label_map=label_map or "canonical", spacing_from=spacing_from)
         cine.source = str(study)
         return _drop_empty_frames(cine, caveats), caveats
     if (study / "dicoms").is_dir() and (study / "contourfiles").is_dir():
@@ -118,11 +125,11 @@ def load_labelled_study(study: Path, subject: Optional[str] = None,
             caveats["notes"].append("ED/ES frame numbers unknown (no NNN_SA_CINE frame matches the ED/ES files)")
         frame_indices = known if all(t is not None for t in known) and known[0] != known[1] else [0, 1]
         cine = read_nifti_frames([r["image"] for r in records], label_paths={i: r["label"] for i, r in enumerate(records)},
-                                 frame_indices=frame_indices, label_map=label_map or "mnms")
+                                 frame_indices=frame_indices, label_map=label_map or "mnms", spacing_from=spacing_from)
         cine.source = str(study)
         return cine, caveats
     if any(p.name.endswith(("_gt.nii.gz", "_gt.nii")) for p in study.iterdir()):
-        cine = read_nifti_frames(study, label_map=label_map or "auto")
+        cine = read_nifti_frames(study, label_map=label_map or "auto", spacing_from=spacing_from)
         if cine.labels is None:
             raise ValueError(f"{study}: no label file matches a frame image (frame_XX_gt / patientNNN_frameYY_gt)")
         return cine, caveats
@@ -183,12 +190,13 @@ def format_table(fn: CardiacFunction) -> str:
 
 
 def compute_function(study: str, out: Optional[str] = None, overwrite: bool = False, subject: Optional[str] = None,
-                     label_map: Optional[str] = None) -> Path:
+                     label_map: Optional[str] = None, spacing_from: str = "auto") -> Path:
     """Measure STUDY and write the results folder; returns the folder."""
     study_path = Path(study)
+    spacing_from = check_spacing_from(spacing_from)
     out_dir = Path(out) if out is not None else default_out(study_path)
     check_can_write(out_dir, overwrite, inputs=[study_path])  # refuse before any work
-    cine, caveats = load_labelled_study(study_path, subject=subject, label_map=label_map)
+    cine, caveats = load_labelled_study(study_path, subject=subject, label_map=label_map, spacing_from=spacing_from)
     fn = cardiac_function_from_study(cine)
     notes = list(caveats["notes"])
     missing_myocardium = caveats.get("mass_incomplete", {}).get(int(fn.ed_frame), [])
@@ -223,9 +231,10 @@ def compute_function(study: str, out: Optional[str] = None, overwrite: bool = Fa
 
 
 def main(study: str, out: Optional[str] = None, overwrite: bool = False, subject: Optional[str] = None,
-         label_map: Optional[str] = None) -> None:
+         label_map: Optional[str] = None, spacing_from: str = "auto") -> None:
     with tool_errors("function"):  # CineReadError is a ValueError
-        compute_function(study, out=out, overwrite=overwrite, subject=subject, label_map=label_map)
+        compute_function(study, out=out, overwrite=overwrite, subject=subject, label_map=label_map,
+                         spacing_from=spacing_from)
 
 
 if __name__ == "__main__":

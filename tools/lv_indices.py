@@ -1,7 +1,7 @@
 """LVQuan indices (2 areas, 3 cavity dimensions, 6 wall thicknesses, phase) per frame and slice.
 
     python tools/lv_indices.py STUDY [--out DIR] [--overwrite] [--slices mid|all|3,4,5] [--label_map acdc]
-        [--assume_short_axis]
+        [--assume_short_axis] [--spacing_from auto|sform|pixdim]
 
 STUDY is a phantom subject folder (``sax_cine_gt.nii.gz``) or a labels NIfTI
 (4D ``[x, y, z, t]`` or 3D ``[x, y, z]``, canonical labels unless
@@ -24,6 +24,10 @@ slice with a cavity in every labelled frame. Definitions:
 by the RV). In a slice where some frames show no RV, those frames use the
 slice's mean septum direction of the frames that do; a slice without RV in
 any frame is skipped with a message.
+
+A NIfTI whose sform and pixdim give two pixel spacings the header cannot choose
+between is refused naming both; ``--spacing_from sform`` or ``pixdim`` settles
+it (:mod:`cmrssl.io.nifti`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 from cmrssl.cli_errors import tool_errors
 from cmrssl.io import read_nifti_cine
 from cmrssl.io.atomic import atomic_file, check_can_write
+from cmrssl.io.nifti import check_spacing_from
 from cmrssl.data.lvquan import check_short_axis, measure_slice, select_mid_slices
 from cmrssl.metrics.lv_indices import INDEX_NAMES
 
@@ -60,7 +65,8 @@ def default_out(study: Path) -> Path:
     return study.with_name(f"{stem}_lv_indices.csv")
 
 
-def load_labels(study: Path, label_map: Optional[str] = None, assume_short_axis: bool = False):
+def load_labels(study: Path, label_map: Optional[str] = None, assume_short_axis: bool = False,
+                spacing_from: str = "auto"):
     """``(labels [T, Z, H, W], labelled frames, (dy, dx))`` of STUDY (see module docstring).
 
     Raises:
@@ -77,7 +83,8 @@ def load_labels(study: Path, label_map: Optional[str] = None, assume_short_axis:
         labels_path = study
     else:
         raise ValueError(f"{study}: expected a phantom subject folder or a labels NIfTI (.nii/.nii.gz)")
-    cine = read_nifti_cine(labels_path, label_path=labels_path, label_map=label_map or "canonical")
+    cine = read_nifti_cine(labels_path, label_path=labels_path, label_map=label_map or "canonical",
+                           spacing_from=spacing_from)
     frames = list(cine.labelled_frames)
     if not assume_short_axis:
         try:
@@ -127,12 +134,14 @@ def summary(rows: List[dict], labels: np.ndarray, frames: Sequence[int]) -> str:
 
 
 def compute_lv_indices(study: str, out: Optional[str] = None, overwrite: bool = False, slices="mid",
-                       label_map: Optional[str] = None, assume_short_axis: bool = False) -> Path:
+                       label_map: Optional[str] = None, assume_short_axis: bool = False,
+                       spacing_from: str = "auto") -> Path:
     """Measure STUDY and write the CSV; returns its path."""
     study_path = Path(study)
+    spacing_from = check_spacing_from(spacing_from)
     csv_path = Path(out) / CSV_NAME if out is not None else default_out(study_path)
     check_can_write(csv_path, overwrite)  # refuse before any work
-    labels, frames, spacing = load_labels(study_path, label_map, assume_short_axis)
+    labels, frames, spacing = load_labels(study_path, label_map, assume_short_axis, spacing_from)
     chosen = select_mid_slices(labels, frames, slices)
     rows = measure(labels, frames, spacing, chosen)
     if not rows:
@@ -150,10 +159,10 @@ def compute_lv_indices(study: str, out: Optional[str] = None, overwrite: bool = 
 
 
 def main(study: str, out: Optional[str] = None, overwrite: bool = False, slices="mid",
-         label_map: Optional[str] = None, assume_short_axis: bool = False) -> None:
+         label_map: Optional[str] = None, assume_short_axis: bool = False, spacing_from: str = "auto") -> None:
     with tool_errors("lv_indices"):  # CineReadError is a ValueError
         compute_lv_indices(study, out=out, overwrite=overwrite, slices=slices, label_map=label_map,
-                           assume_short_axis=assume_short_axis)
+                           assume_short_axis=assume_short_axis, spacing_from=spacing_from)
 
 
 if __name__ == "__main__":

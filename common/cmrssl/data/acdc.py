@@ -20,7 +20,10 @@ The subject folders sit one level down, not beside the datalist: MONAI's
 next to the datalist, and would turn the subject "patient001" into a folder.
 
 The label files keep the original affine and header (spacing in the zooms, the
-affine without spacing: the ACDC quirk of :mod:`cmrssl.io.nifti`); only the
+affine without spacing: the ACDC quirk of :mod:`cmrssl.io.nifti`); every record
+says so with ``"spacing_from": "pixdim"`` (:data:`SPACING_FROM`), so a reader
+never has to infer the convention, and a label whose grid is not its image's is
+refused at indexing (:func:`cmrssl.io.nifti.check_label_grid`). Only the
 values change, with :data:`cmrssl.labels.ACDC_TO_CANONICAL` (ACDC 3 LV cavity
 -> 1, 1 RV cavity -> 3, 2 LV myocardium stays). They are named ``frame_XX_gt``
 (our 0-based naming), not ``patientNNN_frameYY_gt``: a reader that sees ACDC
@@ -49,7 +52,7 @@ import numpy as np
 
 from cmrssl.io.atomic import atomic_folder, check_can_write
 from cmrssl.io.errors import CineReadError
-from cmrssl.io.nifti import frame_file_name
+from cmrssl.io.nifti import check_label_grid, frame_file_name
 from cmrssl.labels import ACDC_TO_CANONICAL
 
 from .datalist import (
@@ -88,6 +91,9 @@ LABELS_FOLDER = "labels"
 INFO_CFG = "Info.cfg"
 #: Prefix of ACDC subject names (``patient001``); numbers in subject selections get it.
 SUBJECT_PREFIX = "patient"
+
+#: Where ACDC keeps the voxel spacing: pixdim; its sform (code 2) holds unit directions only.
+SPACING_FROM = "pixdim"
 _PATIENT = re.compile(rf"^{SUBJECT_PREFIX}(?P<number>\d+)$")
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -285,13 +291,14 @@ def read_acdc_patient(folder: Path) -> AcdcPatient:
             if path is None:
                 raise FileNotFoundError(f"{folder / name}: missing ({phase} frame {number} of {cfg})")
         header = _open_nifti(image, "image")
-        label_shape = _open_nifti(label, "label").shape
-        if tuple(header.shape) != tuple(label_shape):
-            raise ValueError(f"{label}: label shape {label_shape} differs from the image {image} {header.shape}")
+        label_header = _open_nifti(label, "label")
+        if tuple(header.shape) != tuple(label_header.shape):
+            raise ValueError(f"{label}: label shape {label_header.shape} differs from the image {image} {header.shape}")
         if len(header.shape) != 3:
             raise ValueError(f"{image}: expected a 3D frame [x, y, z], got shape {header.shape}")
+        check_label_grid(header, image, label_header, label, SPACING_FROM)
         if spacing is None:
-            spacing = nifti_spacing_mm(header)  # as the readers measure it (pixdim 0: the sform)
+            spacing = nifti_spacing_mm(header, SPACING_FROM)  # as the readers measure it
         frames.append(AcdcFrame(phase, number - 1, image.resolve(), label.resolve(), tuple(header.shape)))
     cine = _nifti(folder, f"{subject}_4d")
     if cine is not None:
@@ -310,6 +317,7 @@ def _records(patient: AcdcPatient, subject_dir: Path) -> List[dict]:
             "frame_index": f.index,
             "phase": f.phase,
             "spacing_zyx_mm": list(patient.spacing),
+            "spacing_from": SPACING_FROM,
         }
         if patient.group is not None:
             record["group"] = patient.group
@@ -384,9 +392,9 @@ def index_acdc(
     ``patientNNN_frameYY.nii.gz``), ``label`` (``out_dir/labels/patientNNN/frame_XX_gt.nii.gz``,
     canonical: 0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity, uint8),
     ``subject`` (``patientNNN``), ``frame`` and ``phase`` ("ED"/"ES"), ``frame_index``
-    (0-based: Info.cfg's 1-based number - 1), ``spacing`` ``[dz, dy, dx]`` mm (header
-    zooms), ``group`` (NOR/MINF/DCM/HCM/RV), ``cine`` (``patientNNN_4d.nii.gz``, only
-    when present).
+    (0-based: Info.cfg's 1-based number - 1), ``spacing_zyx_mm`` ``[dz, dy, dx]`` mm (header
+    zooms), ``spacing_from`` (``"pixdim"``: ACDC's convention), ``group``
+    (NOR/MINF/DCM/HCM/RV), ``cine`` (``patientNNN_4d.nii.gz``, only when present).
 
     Args:
         root: ACDC root holding ``patientNNN/`` folders.

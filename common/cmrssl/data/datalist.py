@@ -444,14 +444,15 @@ def refuse_duplicate_series(entries: Iterable[Tuple[str, Sequence[PathLike]]], w
 # --------------------------------------------------------------------------- NIfTI helpers
 
 
-def nifti_spacing_mm(img: nib.Nifti1Image) -> List[float]:
+def nifti_spacing_mm(img: nib.Nifti1Image, spacing_from: str = "auto") -> List[float]:
     """``[dz, dy, dx]`` mm of a loaded NIfTI image, as the cine readers measure it.
 
     One measurement for records and readers (:func:`cmrssl.io.nifti.nifti_voxel_spacing_mm`):
     the zooms where they hold a spacing (ACDC affines carry none, ``diag(-1, -1, 1)``), the
     sform where nibabel's zooms are its 1 mm placeholder for a stored 0. A single slice keeps
     its header zoom as ``dz`` (its thickness: there is no distance between slices to
-    measure); a 2D image gets ``dz = 0``.
+    measure); a 2D image gets ``dz = 0``. ``spacing_from`` (``auto``, ``sform``, ``pixdim``)
+    as in :mod:`cmrssl.io.nifti`: an indexer that knows its dataset's convention names it.
 
     Raises:
         CineReadError: no valid spacing, a sheared grid or a NaN/inf affine, naming the file.
@@ -459,7 +460,7 @@ def nifti_spacing_mm(img: nib.Nifti1Image) -> List[float]:
     if len(img.shape) < 3:
         dx, dy = (float(z) for z in img.header.get_zooms()[:2])
         return [0.0, dy, dx]
-    dz, dy, dx = nifti_voxel_spacing_mm(img, img.get_filename() or "NIfTI image")
+    dz, dy, dx = nifti_voxel_spacing_mm(img, img.get_filename() or "NIfTI image", spacing_from)
     if int(img.shape[2]) == 1:
         dz = float(img.header.get_zooms()[2])
     return [dz, dy, dx]

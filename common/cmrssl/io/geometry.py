@@ -28,6 +28,8 @@ __all__ = [
     "IN_PLANE_TOLERANCE",
     "MAX_SHORT_AXIS_TILT_DEG",
     "in_plane_axes_problem",
+    "GRID_TOLERANCE_VOXELS",
+    "grid_mismatch",
     "short_axis_tilt_deg",
     "slice_affine_from_dicom",
     "plane_from_affine",
@@ -135,6 +137,49 @@ def in_plane_axes_problem(
         return (f"the row and column {kinds} are not orthogonal (angle {angle:.1f} degrees, |cos| {abs(cosine):.3g} "
                 f"> {tolerance:g}): a sheared pixel grid")
     return None
+
+
+#: Largest distance, in voxels of the finer grid, by which a corner of one voxel grid may
+#: miss the same corner of another and still be the same grid. 0.1 voxel is far above the
+#: float32 rounding of real headers (about 1e-5 mm) and far below any misplacement that
+#: moves a contour (a label 30 mm away is 20 voxels off).
+GRID_TOLERANCE_VOXELS = 0.1
+
+
+def grid_mismatch(
+    affine_a: np.ndarray, shape_a: Sequence[int], affine_b: np.ndarray, shape_b: Sequence[int],
+    *, tolerance_voxels: float = GRID_TOLERANCE_VOXELS,
+) -> Optional[str]:
+    """How two voxel grids differ, or None when they are one grid.
+
+    An image and its label must share one grid: same shape, and every voxel at the same
+    world position. Comparing the world positions of the grid's corners covers origin,
+    spacing and orientation at once, in millimetres a reader can judge.
+
+    Args:
+        affine_a, affine_b: 4x4 voxel -> world (mm) affines, in the same world convention.
+        shape_a, shape_b: the spatial shapes, in the affines' voxel axis order.
+        tolerance_voxels: see :data:`GRID_TOLERANCE_VOXELS`.
+
+    Returns:
+        A short reason (``"shape (10, 8) vs (10, 9)"``, ``"voxel corners up to 30.0 mm apart
+        (origin 30.0 mm apart)"``) or None.
+    """
+    shape_a, shape_b = tuple(int(s) for s in shape_a), tuple(int(s) for s in shape_b)
+    if shape_a != shape_b:
+        return f"shape {shape_a} vs {shape_b}"
+    a, b = np.asarray(affine_a, dtype=np.float64), np.asarray(affine_b, dtype=np.float64)
+    corners = np.array(np.meshgrid(*[[0, max(n - 1, 0)] for n in shape_a], indexing="ij")).reshape(len(shape_a), -1)
+    homogeneous = np.zeros((4, corners.shape[1]))
+    homogeneous[: len(shape_a)] = corners
+    homogeneous[3] = 1.0
+    distance = np.linalg.norm((a @ homogeneous - b @ homogeneous)[:3], axis=0)
+    spacing = np.linalg.norm(a[:3, : len(shape_a)], axis=0)
+    voxel = float(np.min(spacing[spacing > 1e-9])) if np.any(spacing > 1e-9) else 1.0
+    if float(distance.max()) <= tolerance_voxels * voxel:
+        return None
+    return (f"voxel corners up to {float(distance.max()):.1f} mm apart (origin {float(distance[0]):.1f} mm apart; "
+            f"tolerance {tolerance_voxels * voxel:.2g} mm)")
 
 
 def short_axis_tilt_deg(slice_affine: np.ndarray) -> Optional[float]:

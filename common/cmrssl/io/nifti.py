@@ -9,12 +9,29 @@ Slice order: NIfTI keeps the stored order (``k = 0`` first). Files written by
 this package store the base first, and so does ACDC; nothing in a NIfTI header
 says where the base is, so no reordering is attempted.
 
-ACDC quirk: the ACDC files carry an sform (code 2) of ``diag(-1, -1, 1)`` with
-no spacing, while the header zooms hold the true spacing (e.g. 1.5625, 1.5625,
-10 mm). When the affine's column norms disagree with the zooms we trust the
-zooms: the affine's directions are kept and rescaled to the zooms (MONAI's
-``correct_nifti_header_if_necessary`` makes the same choice). The slice order
-stays the stored one.
+Two spacings in one header: the sform's column lengths and the zooms
+(``pixdim[1..3]``) can disagree, and no single rule picks the true one. ACDC's
+files carry an sform (code 2) of ``diag(-1, -1, 1)`` with the true spacing in
+pixdim (1.5625, 1.5625, 10 mm); other writers copy the scanner's sform and leave
+pixdim at 1 (taking pixdim there made a 136 ml ventricle 2.3 ml). The reader
+(``spacing_from="auto"``) takes only what the header proves:
+
+- the two agree (within 0.1 %): that spacing;
+- only one is there on an axis (no sform, a zero sform column, a pixdim of 0,
+  negative or NaN): that one;
+- they disagree and every sform column is 1 mm long: the sform holds directions
+  only (ACDC), the spacing is pixdim;
+- they disagree and pixdim is 1 on every axis: pixdim was never set, the
+  spacing is the sform's;
+- otherwise the file is refused, naming both spacings: ``spacing_from="sform"``
+  or ``"pixdim"`` (the tools' ``--spacing_from``, a datalist record's
+  ``spacing_from``) settles it.
+
+The affine's directions are kept and rescaled to the spacing taken. A zero slice
+column carries no direction: the stack is taken perpendicular to the image
+plane (rather than along the scanner's z, which shortened an oblique stack's
+spacing from 8.9 to 5.9 mm). A zero in-plane sform column falls back to the
+qform, or is refused without one. The slice order stays the stored one.
 
 Spacing that is not there: a header zoom (``pixdim[1..3]``) of 0, negative or
 NaN is not a spacing. nibabel silently replaces a 0 by 1.0 when loading, so the
@@ -23,7 +40,11 @@ Such an axis takes its spacing from the sform (when ``sform_code`` > 0 and its
 column is not zero); the qform or nibabel's fallback affine are built from the
 very zooms in doubt and cannot stand in for them. With neither, the file is
 refused, except along the slice axis of a single-slice image, where no spacing
-is needed. An affine holding NaN/inf, a sheared pixel grid (see
+is needed.
+
+A label read with its image must lie on the image's grid (same shape, voxel
+corners within 0.1 voxel: :func:`cmrssl.io.geometry.grid_mismatch`), or both
+files are named in the refusal. An affine holding NaN/inf, a sheared pixel grid (see
 :func:`cmrssl.io.geometry.in_plane_axes_problem`) or a slice axis in the image
 plane is refused too.
 
@@ -47,7 +68,7 @@ from cmrssl.labels import ACDC_TO_CANONICAL, CANONICAL_LABELS, MNMS_TO_CANONICAL
 from .atomic import atomic_file, atomic_folder
 from .cine import CineStudy, swap_layout
 from .errors import CineReadError, CineWriteError
-from .geometry import LPS_TO_RAS, in_plane_axes_problem
+from .geometry import LPS_TO_RAS, grid_mismatch, in_plane_axes_problem
 
 __all__ = [
     "resolve_label_map",
@@ -60,6 +81,9 @@ __all__ = [
     "write_long_axis_nifti",
     "frame_file_name",
     "nifti_voxel_spacing_mm",
+    "SPACING_SOURCES",
+    "check_spacing_from",
+    "check_label_grid",
     "segmentation_nifti",
 ]
 
@@ -142,50 +166,136 @@ def _stored_zooms(img: nib.Nifti1Image, path: Path) -> np.ndarray:
     return stored if np.array_equal(stored[valid], fixed[valid]) else fixed
 
 
-def _spatial_affine_lps(img: nib.Nifti1Image, path: Path, num_slices: int) -> Tuple[np.ndarray, bool]:
-    """Voxel ``(i, j, k)`` -> LPS affine, with the spacing of the header zooms where they hold one.
+SPACING_SOURCES = ("auto", "sform", "pixdim")
+"""Values of ``spacing_from``: decide from the header (``auto``), or take one of its two spacings."""
+
+# A column or zoom this close to 1 mm is the value a writer leaves when it stores no spacing there.
+_UNIT_TOLERANCE_MM = 1e-4
+
+
+def check_spacing_from(spacing_from: str) -> str:
+    """``spacing_from`` lower-cased, or ValueError naming the allowed values."""
+    value = str(spacing_from).strip().lower()
+    if value not in SPACING_SOURCES:
+        raise ValueError(f"spacing_from must be one of {', '.join(SPACING_SOURCES)}; got {spacing_from!r}")
+    return value
+
+
+def _mm(values: np.ndarray) -> str:
+    return " x ".join(f"{v:.4g}" for v in values)
+
+
+def _voxel_spacing(
+    path: Path, zooms: np.ndarray, norms: np.ndarray, sform_code: int, num_slices: int, spacing_from: str
+) -> np.ndarray:
+    """The voxel spacing ``(dx, dy, dz)`` mm from what the header proves (see the module docstring).
+
+    ``zooms`` are the stored ``pixdim[1..3]``, ``norms`` the sform's column lengths (meaningful
+    only when ``sform_code`` > 0).
+    """
+    needed = [True, True, num_slices > 1]  # one slice: no distance between slices to know
+    pixdim_ok = np.isfinite(zooms) & (zooms > 0)
+    sform_ok = (norms > 1e-6) if sform_code > 0 else np.zeros(3, dtype=bool)
+    settle = ("settle it with spacing_from 'sform' or 'pixdim' (tools: --spacing_from; bundles: --spacing_from, "
+              "or \"spacing_from\" in the datalist record)")
+    if spacing_from in ("sform", "pixdim"):
+        ok, values = (sform_ok, norms) if spacing_from == "sform" else (pixdim_ok, zooms)
+        missing = [name for axis, name in enumerate("xyz") if needed[axis] and not ok[axis]]
+        if missing:
+            what = (f"sform_code {sform_code}, column lengths {_mm(norms)} mm" if spacing_from == "sform"
+                    else f"pixdim {_mm(zooms)}")
+            raise CineReadError(
+                f"{path}: spacing_from '{spacing_from}' asked, but the header has no {spacing_from} spacing "
+                f"along {', '.join(missing)} ({what})")
+        return np.where(ok, values, np.where(pixdim_ok, zooms, np.where(sform_ok, norms, 1.0)))
+    spacing = np.empty(3)
+    for axis, name in enumerate("xyz"):
+        if pixdim_ok[axis]:
+            spacing[axis] = zooms[axis]
+        elif sform_ok[axis]:
+            spacing[axis] = norms[axis]  # pixdim 0/negative/NaN is no spacing; the sform holds one
+        elif not needed[axis]:
+            spacing[axis] = 1.0
+        else:
+            source = "its sform column is zero" if sform_code > 0 else "there is no sform (sform_code 0) to take it from"
+            raise CineReadError(
+                f"{path}: no valid voxel spacing along {name}: header pixdim[{axis + 1}] is {zooms[axis]:g} "
+                f"(0, negative or NaN) and {source}"
+            )
+    both = pixdim_ok & sform_ok & np.asarray(needed)
+    disagree = both & ~np.isclose(norms, zooms, rtol=1e-3, atol=1e-4)
+    if not disagree.any():
+        return spacing
+    if np.all(np.abs(norms[sform_ok] - 1.0) < _UNIT_TOLERANCE_MM):
+        # ACDC: sform code 2 of diag(-1, -1, 1): directions only, the spacing is in pixdim.
+        logger.info("%s: sform columns are unit length (directions only); spacing from pixdim %s mm", path, _mm(zooms))
+        return spacing
+    if np.all(np.abs(zooms[pixdim_ok] - 1.0) < _UNIT_TOLERANCE_MM):
+        # A writer that set the sform from the scanner but left pixdim at its default of 1.
+        spacing = np.where(sform_ok, norms, spacing)
+        logger.info("%s: pixdim left at 1; spacing from the sform columns %s mm", path, _mm(spacing))
+        return spacing
+    axes = ", ".join(name for axis, name in enumerate("xyz") if disagree[axis])
+    raise CineReadError(
+        f"{path}: the header holds two voxel spacings that disagree along {axes}: the sform (sform_code {sform_code}) "
+        f"gives {_mm(norms)} mm, pixdim gives {_mm(zooms)} mm, and nothing in the header proves which is true; "
+        f"{settle}"
+    )
+
+
+def _spatial_affine_lps(
+    img: nib.Nifti1Image, path: Path, num_slices: int, spacing_from: str = "auto"
+) -> Tuple[np.ndarray, bool]:
+    """Voxel ``(i, j, k)`` -> LPS affine, with the spacing the header proves (see the module docstring).
 
     Args:
         img: the loaded image.
         path: its file, named in errors (and re-read for the unfixed zooms).
         num_slices: size along ``k``; a single slice needs no slice spacing.
+        spacing_from: ``"auto"``, ``"sform"`` or ``"pixdim"`` (:data:`SPACING_SOURCES`).
 
     Returns:
         ``(affine, rescaled)``: rescaled is True when the affine's column norms were replaced.
 
     Raises:
-        CineReadError: no valid spacing along an axis (see the module docstring), an affine
-            holding NaN/inf, a sheared pixel grid, a slice axis lying in the image plane.
+        CineReadError: no valid spacing along an axis, two spacings the header cannot choose
+            between, an affine holding NaN/inf, a zero in-plane sform column, a sheared pixel
+            grid, a slice axis lying in the image plane.
     """
+    spacing_from = check_spacing_from(spacing_from)
     ras = np.array(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(ras)):
         raise CineReadError(f"{path}: the affine holds NaN or infinite values ({np.round(ras, 4).tolist()})")
-    zooms = _stored_zooms(img, path)
+    sform_code = int(img.header["sform_code"])
     norms = np.linalg.norm(ras[:3, :3], axis=0)
-    has_sform = int(img.header["sform_code"]) > 0
-    spacing = np.empty(3)
-    for axis, name in enumerate("xyz"):
-        if np.isfinite(zooms[axis]) and zooms[axis] > 0:
-            spacing[axis] = zooms[axis]  # the zooms are the truth (ACDC: affine diag(-1,-1,1) without spacing)
-        elif has_sform and norms[axis] > 1e-6:
-            spacing[axis] = norms[axis]
-        elif axis == 2 and num_slices == 1:
-            spacing[axis] = norms[axis] if norms[axis] > 1e-6 else 1.0  # one slice: no spacing needed
+    if sform_code > 0 and np.any(norms[:2] <= 1e-6):
+        axis = "x" if norms[0] <= 1e-6 else "y"
+        if int(img.header["qform_code"]) > 0:  # the qform still places the pixel grid
+            logger.warning("%s: the sform's %s column is zero; using the qform", path, axis)
+            ras = np.array(img.get_qform(), dtype=np.float64)
+            norms = np.linalg.norm(ras[:3, :3], axis=0)
+            sform_code = 0
         else:
-            source = "its sform column is zero" if has_sform else "there is no sform (sform_code 0) to take it from"
             raise CineReadError(
-                f"{path}: no valid voxel spacing along {name}: header pixdim[{axis + 1}] is {zooms[axis]:g} "
-                f"(0, negative or NaN) and {source}"
+                f"{path}: the sform's {axis} column is zero and there is no qform: the orientation of the pixel "
+                "grid is not in the header"
             )
+    zooms = _stored_zooms(img, path)
+    spacing = _voxel_spacing(path, zooms, norms, sform_code, num_slices, spacing_from)
     rescaled = False
     if not np.allclose(norms, spacing, rtol=1e-3, atol=1e-4):
         directions = ras[:3, :3] / np.where(norms > 1e-9, norms, 1.0)
-        for axis in range(3):
-            if norms[axis] <= 1e-9:
-                directions[:, axis] = np.eye(3)[:, axis]
+        if norms[2] <= 1e-9:
+            # A zero slice column says nothing of the slice direction: the stack is taken
+            # perpendicular to the image plane (a guess along z would shorten the spacing).
+            normal = np.cross(directions[:, 0], directions[:, 1])
+            directions[:, 2] = normal / max(float(np.linalg.norm(normal)), 1e-12)
+            if num_slices > 1:
+                logger.warning("%s: the affine's slice column is zero; slices taken perpendicular to the image "
+                               "plane, %.4g mm apart (pixdim[3])", path, spacing[2])
         ras[:3, :3] = directions * spacing
         rescaled = True
-        logger.info("%s: affine column norms %s disagree with header zooms %s; using %s", path, norms, zooms, spacing)
+        logger.info("%s: affine column norms %s disagree with the spacing taken %s", path, norms, spacing)
     problem = in_plane_axes_problem(ras[:3, 0], ras[:3, 1])
     if problem:
         raise CineReadError(f"{path}: the affine's x and y columns do not span a rectangular pixel grid: {problem}")
@@ -214,11 +324,14 @@ def _slice_affines(lps: np.ndarray, num_slices: int) -> Tuple[np.ndarray, float]
     return affines, spacing
 
 
-def nifti_voxel_spacing_mm(img: nib.Nifti1Image, path: PathLike) -> Tuple[float, float, float]:
+def nifti_voxel_spacing_mm(
+    img: nib.Nifti1Image, path: PathLike, spacing_from: str = "auto"
+) -> Tuple[float, float, float]:
     """``(dz, dy, dx)`` mm of a 3D/4D NIfTI as the readers here measure it (header only).
 
     ``dz`` is the distance between slice planes (0 for a single slice), ``dy``/``dx`` the
-    row/column spacing; the zooms where valid, else the sform (see the module docstring).
+    row/column spacing, taken from what the header proves or from ``spacing_from``
+    (``"auto"``, ``"sform"``, ``"pixdim"``; see the module docstring).
 
     Raises:
         CineReadError: as :func:`read_nifti_cine` for a header without a valid spacing, a
@@ -227,7 +340,7 @@ def nifti_voxel_spacing_mm(img: nib.Nifti1Image, path: PathLike) -> Tuple[float,
     path = Path(path)
     if len(img.shape) < 3:
         raise CineReadError(f"{path}: a {len(img.shape)}D image {img.shape} has no slice axis")
-    lps, _ = _spatial_affine_lps(img, path, int(img.shape[2]))
+    lps, _ = _spatial_affine_lps(img, path, int(img.shape[2]), spacing_from)
     _, dz = _slice_affines(lps, int(img.shape[2]))
     return float(dz), float(np.linalg.norm(lps[:3, 1])), float(np.linalg.norm(lps[:3, 0]))
 
@@ -280,17 +393,52 @@ def _trigger_times(img: nib.Nifti1Image, num_frames: int) -> Optional[np.ndarray
     return (offset + np.arange(num_frames) * dt) * scale
 
 
-def _read_labels(label_path: PathLike, shape: tuple, label_map) -> Tuple[np.ndarray, list]:
+def check_label_grid(
+    image: nib.Nifti1Image, image_path: PathLike, label: nib.Nifti1Image, label_path: PathLike,
+    spacing_from: str = "auto",
+) -> None:
+    """Refuse a label that does not lie on its image's voxel grid, naming both files.
+
+    Shapes must match and every voxel sit at the same world position (within
+    :data:`cmrssl.io.geometry.GRID_TOLERANCE_VOXELS`), each header read as the readers
+    read it. Only headers are used.
+
+    Raises:
+        CineReadError: the grids differ, or a header has no spacing the reader accepts.
+    """
+    image_path, label_path = Path(image_path), Path(label_path)
+    shape = tuple(int(n) for n in image.shape[:3])
+    if tuple(int(n) for n in label.shape[:3]) != shape:
+        raise CineReadError(f"{label_path}: label shape {tuple(label.shape)} differs from its image {image_path} "
+                            f"{tuple(image.shape)}")
+    num_slices = shape[2] if len(shape) > 2 else 1
+    image_lps, _ = _spatial_affine_lps(image, image_path, num_slices, spacing_from)
+    label_lps, _ = _spatial_affine_lps(label, label_path, num_slices, spacing_from)
+    problem = grid_mismatch(image_lps, shape, label_lps, shape)
+    if problem:
+        raise CineReadError(
+            f"{label_path}: the label is not on the grid of its image {image_path}: {problem}; "
+            "a label must share its image's affine"
+        )
+
+
+def _read_labels(
+    label_path: PathLike, shape: tuple, label_map, *, image_path: Path, image: nib.Nifti1Image, spacing_from: str
+) -> Tuple[np.ndarray, list]:
     """Mapped labels ``[T, Z, H, W]`` int16 and the labelled frames.
 
     A frame filled with -1 is "not labelled" (how :func:`write_cine_nifti` stores a
-    partially labelled cine); -1 anywhere else is a value outside the set.
+    partially labelled cine); -1 anywhere else is a value outside the set. The label
+    must lie on the image's grid (:func:`check_label_grid`): a label of the right
+    shape but another place in the world would train on contours of other pixels.
     """
     label_path = Path(label_path)
     img = _load(label_path)
     labels = _as_txyz(_array(img, label_path, integer=True), label_path)
     if labels.shape != shape:
         raise CineReadError(f"{label_path}: label shape {labels.shape} [T,Z,H,W] differs from the image {shape}")
+    if label_path != image_path:
+        check_label_grid(image, image_path, img, label_path, spacing_from)
     unlabelled = [t for t in range(labels.shape[0]) if np.all(labels[t] == -1)]
     labelled = [t for t in range(labels.shape[0]) if t not in unlabelled]
     mapped = np.full(labels.shape, -1, dtype=np.int16)
@@ -305,29 +453,33 @@ def read_nifti_cine(
     label_path: Optional[PathLike] = None,
     label_map: Union[str, Mapping[int, int], None] = "canonical",
     view: str = "sax",
+    spacing_from: str = "auto",
 ) -> CineStudy:
     """Read a 4D NIfTI cine ``[x, y, z, t]`` (a 3D file is read as one frame).
 
     Args:
         path: ``.nii`` / ``.nii.gz``.
-        label_path: optional label cine of the same shape.
+        label_path: optional label cine of the same shape, on the same grid.
         label_map: ``"canonical"``, ``"acdc"``, ``"mnms"`` or ``{source: canonical}``;
             values outside its keys raise.
         view: ``"sax"``, ``"2ch"`` or ``"4ch"``.
+        spacing_from: ``"auto"`` (what the header proves), ``"sform"`` or ``"pixdim"``.
 
     Returns:
         :class:`CineStudy` with pixels ``[T, Z, H, W]`` float32.
 
     Raises:
         FileNotFoundError: missing file.
-        CineReadError: unreadable file, NaN/inf voxels, a 2D image, labels outside the set.
+        CineReadError: unreadable file, NaN/inf voxels, a 2D image, labels outside the set,
+            a label on another grid, a header whose spacing cannot be told (module docstring).
     """
     path = Path(path)
     img = _load(path)
     pixels = _as_txyz(_array(img, path), path).astype(np.float32)
-    lps, _ = _spatial_affine_lps(img, path, pixels.shape[1])
+    lps, _ = _spatial_affine_lps(img, path, pixels.shape[1], spacing_from)
     affines, spacing = _slice_affines(lps, pixels.shape[1])
-    labels, labelled = (None, []) if label_path is None else _read_labels(label_path, pixels.shape, label_map)
+    labels, labelled = (None, []) if label_path is None else _read_labels(
+        label_path, pixels.shape, label_map, image_path=path, image=img, spacing_from=spacing_from)
     if labels is not None and not labelled:
         raise CineReadError(f"{label_path}: every frame is marked unlabelled (-1)")
     return CineStudy(
@@ -342,9 +494,11 @@ def read_nifti_cine(
     )
 
 
-def read_long_axis_nifti(path: PathLike, *, view: str = "4ch", label_path: Optional[PathLike] = None) -> CineStudy:
+def read_long_axis_nifti(
+    path: PathLike, *, view: str = "4ch", label_path: Optional[PathLike] = None, spacing_from: str = "auto"
+) -> CineStudy:
     """Read a single-slice long-axis cine ``[x, y, 1, t]`` (2Ch / 4Ch) as a CineStudy with Z = 1."""
-    study = read_nifti_cine(path, label_path=label_path, view=view)
+    study = read_nifti_cine(path, label_path=label_path, view=view, spacing_from=spacing_from)
     if study.num_slices != 1:
         raise CineReadError(f"{path}: a long-axis cine must hold one slice, got {study.num_slices}")
     return study
@@ -378,6 +532,7 @@ def read_nifti_frames(
     label_paths: Optional[Mapping[int, PathLike]] = None,
     frame_indices: Optional[Sequence[int]] = None,
     label_map: Union[str, Mapping[int, int], None] = "auto",
+    spacing_from: str = "auto",
 ) -> CineStudy:
     """Read one 3D NIfTI per frame into a cine.
 
@@ -391,6 +546,7 @@ def read_nifti_frames(
         frame_indices: 0-based frame numbers of a list input.
         label_map: ``"auto"`` (ACDC mapping for ACDC-named files, else canonical),
             or as in :func:`read_nifti_cine`.
+        spacing_from: as in :func:`read_nifti_cine`.
 
     Returns:
         :class:`CineStudy` with ``source_frame_index`` = the frame numbers and
@@ -422,18 +578,19 @@ def read_nifti_frames(
     if isinstance(label_map, str) and label_map == "auto":
         label_map = "acdc" if naming == "acdc" else "canonical"
 
-    volumes, affine_ref = [], None
+    volumes, affine_ref, images = [], None, []
     for p in paths:
         img = _load(p)
         data = _array(img, p)
         if data.ndim != 3:
             raise CineReadError(f"{p}: a frame must be a 3D image [x, y, z], got shape {data.shape}")
-        lps, _ = _spatial_affine_lps(img, p, data.shape[2])
+        lps, _ = _spatial_affine_lps(img, p, data.shape[2], spacing_from)
         if affine_ref is None:
             affine_ref = lps
         elif volumes[0].shape != data.shape or not np.allclose(lps, affine_ref, atol=1e-3):
             raise CineReadError(f"{p}: shape or affine differs from {paths[0]}")
         volumes.append(data)
+        images.append(img)
     pixels = np.stack([_as_txyz(v, p)[0] for v, p in zip(volumes, paths)]).astype(np.float32)
     affines, spacing = _slice_affines(affine_ref, pixels.shape[1])
     labels = None
@@ -441,7 +598,8 @@ def read_nifti_frames(
     if labelled:
         labels = np.full(pixels.shape, -1, dtype=np.int16)
         for pos in labelled:
-            frame_labels, ok = _read_labels(label_by_pos[pos], pixels[pos : pos + 1].shape, label_map)
+            frame_labels, ok = _read_labels(label_by_pos[pos], pixels[pos : pos + 1].shape, label_map,
+                                            image_path=paths[pos], image=images[pos], spacing_from=spacing_from)
             if not ok:
                 raise CineReadError(f"{label_by_pos[pos]}: label frame holds only -1 (unlabelled)")
             labels[pos] = frame_labels[0]

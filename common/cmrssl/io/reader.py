@@ -30,7 +30,7 @@ from .cine import CineStudy, swap_layout
 from .dicom import read_dicom_cine
 from .errors import CineReadError
 from .geometry import LPS_TO_RAS
-from .nifti import read_nifti_cine, read_nifti_frames
+from .nifti import check_spacing_from, read_nifti_cine, read_nifti_frames
 
 __all__ = [
     "read_cine",
@@ -96,6 +96,7 @@ def read_cine(
     label_map: Union[str, Mapping[int, int], None] = None,
     view: str = "sax",
     series: Union[str, int, None] = None,
+    spacing_from: str = "auto",
 ) -> CineStudy:
     """Read a cine from a DICOM folder/file(s), a NIfTI file or a folder of NIfTI frames.
 
@@ -105,6 +106,8 @@ def read_cine(
         label_map: label mapping for NIfTI labels (default canonical; ``"auto"`` for frame folders).
         view: ``"sax"``, ``"2ch"`` or ``"4ch"``.
         series: DICOM series to pick when a folder mixes several.
+        spacing_from: NIfTI only: ``"auto"`` (what the header proves), ``"sform"`` or
+            ``"pixdim"`` (:mod:`cmrssl.io.nifti`); DICOM has one spacing and ignores it.
 
     Raises:
         FileNotFoundError, CineReadError: as the specific readers.
@@ -115,14 +118,15 @@ def read_cine(
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such cine file or folder")
     if p.is_file() and is_nifti_path(p):
-        return read_nifti_cine(p, label_path=label_path, label_map=label_map or "canonical", view=view)
+        return read_nifti_cine(p, label_path=label_path, label_map=label_map or "canonical", view=view,
+                               spacing_from=spacing_from)
     if label_path is not None:  # silently dropping the user's labels would lose their work
         raise CineReadError(
             f"{label_path}: a label file can only accompany a NIfTI cine, not {p} "
             "(a folder of NIfTI frames carries its labels as frame_XX_gt files beside the frames)"
         )
     if p.is_dir() and _folder_holds_nifti_frames(p):
-        study = read_nifti_frames(p, label_map=label_map or "auto")
+        study = read_nifti_frames(p, label_map=label_map or "auto", spacing_from=spacing_from)
         study.view = view
         return study
     sax = sax_series_folders(p) if p.is_dir() and view == "sax" else []
@@ -165,13 +169,14 @@ def _check_nifti_dimensions(path: Path, expected_channels: int) -> None:
             )
 
 
-def read_cine_for_inference(path: Union[str, os.PathLike], expected_channels: int = 1):
+def read_cine_for_inference(path: Union[str, os.PathLike], expected_channels: int = 1, spacing_from: str = "auto"):
     """Read a cine (or a single 3D frame) as a :class:`cmrssl.io.CineStudy`.
 
     Args:
         path: a DICOM folder, a 4D NIfTI ``[x, y, z, t]``, a folder of 3D NIfTI
             frames, or a single 3D NIfTI frame ``[x, y, z]`` (read as a one-frame cine).
         expected_channels: channels the network takes; other counts are refused.
+        spacing_from: as in :func:`read_cine`.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -182,7 +187,7 @@ def read_cine_for_inference(path: Union[str, os.PathLike], expected_channels: in
         raise FileNotFoundError(f"{path}: no such cine (expected a DICOM folder, a 4D NIfTI or a folder of 3D NIfTI frames)")
     if path.is_file() and is_nifti_path(path):
         _check_nifti_dimensions(path, expected_channels)
-    study = read_cine(path)
+    study = read_cine(path, spacing_from=spacing_from)
     if study.num_frames == 1 and study.num_slices == 1:
         raise ValueError(
             f"{path}: is a single 2D image (one frame, one slice, {study.pixels.shape[2]}x{study.pixels.shape[3]}); "
@@ -207,27 +212,32 @@ class CineStudyCache:
         expected_channels: when given, studies are read with
             :func:`read_cine_for_inference` (2D images and other channel counts
             refused); else with :func:`read_cine`.
+        spacing_from: NIfTI spacing source for every study (:func:`read_cine`); a
+            ``get`` may name its own (a datalist record's ``spacing_from``).
     """
 
-    def __init__(self, max_studies: int = 1, expected_channels: Optional[int] = None) -> None:
+    def __init__(self, max_studies: int = 1, expected_channels: Optional[int] = None,
+                 spacing_from: str = "auto") -> None:
         if int(max_studies) < 0:
             raise ValueError(f"max_studies must be >= 0, got {max_studies}")
         self.max_studies = int(max_studies)
         self.expected_channels = None if expected_channels is None else int(expected_channels)
+        self.spacing_from = check_spacing_from(spacing_from)
         self._studies: "OrderedDict[tuple, CineStudy]" = OrderedDict()
 
-    def get(self, path: Union[str, os.PathLike]) -> CineStudy:
+    def get(self, path: Union[str, os.PathLike], spacing_from: Optional[str] = None) -> CineStudy:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such cine or frame")
-        key = (str(path.resolve()), path.stat().st_mtime_ns)
+        source = self.spacing_from if spacing_from is None else check_spacing_from(spacing_from)
+        key = (str(path.resolve()), path.stat().st_mtime_ns, source)
         if key in self._studies:
             self._studies.move_to_end(key)
             return self._studies[key]
         if self.expected_channels is None:
-            study = read_cine(path)
+            study = read_cine(path, spacing_from=source)
         else:
-            study = read_cine_for_inference(path, expected_channels=self.expected_channels)
+            study = read_cine_for_inference(path, expected_channels=self.expected_channels, spacing_from=source)
         if self.max_studies:
             self._studies[key] = study
             while len(self._studies) > self.max_studies:

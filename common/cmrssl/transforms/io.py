@@ -7,7 +7,11 @@ at the whole cine (a 4D NIfTI or a DICOM folder) plus ``frame_index``.
 frames: ``[C=1, W=columns, H=rows, Z=slices base->apex]`` float32, affine
 voxel -> RAS mm. Geometry goes through :func:`cmrssl.io.read_cine`, so ACDC's
 spacing-less affines come out with the header spacing (where plain
-``LoadImaged`` would keep MONAI's own header rectification).
+``LoadImaged`` would keep MONAI's own header rectification), and a NIfTI whose
+sform and pixdim disagree beyond what the header can settle is refused unless
+the record (or the transform) names ``spacing_from``. An image and its label
+must lie on one voxel grid; a label elsewhere in the world is refused, both
+files named.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from monai.transforms import MapTransform, Spacingd, Transform
 from monai.utils import MetaKeys, SpaceKeys
 
 from cmrssl.io.cine import swap_layout
+from cmrssl.io.errors import CineReadError
+from cmrssl.io.geometry import grid_mismatch
 from cmrssl.io.reader import CineStudyCache, study_ras_affine
 
 __all__ = ["LoadCineFrame", "LoadCineFramed", "PathSafeSpacingd"]
@@ -39,26 +45,32 @@ class LoadCineFrame(Transform):
         cache: a :class:`cmrssl.io.reader.CineStudyCache` to read through instead
             (``cache_size`` is then unused): segmentation inference shares one with
             the writer that assembles the cine, so each cine is read once.
+        spacing_from: NIfTI spacing source (``"auto"``, ``"sform"``, ``"pixdim"``;
+            :mod:`cmrssl.io.nifti`) when the call names none; None: the cache's.
 
     Call:
-        ``loader(path, frame_index=None)``: ``frame_index`` (0-based) is required
-        for a multi-frame cine and ignored for a single 3D frame (a record may
-        carry the frame's index in the cycle beside a 3D frame file).
+        ``loader(path, frame_index=None, spacing_from=None)``: ``frame_index``
+        (0-based) is required for a multi-frame cine and ignored for a single 3D
+        frame (a record may carry the frame's index in the cycle beside a 3D frame
+        file).
 
     Raises:
         ValueError: ``frame_index`` missing or outside ``[0, T-1]``.
         FileNotFoundError, cmrssl.io.CineReadError: from the readers.
     """
 
-    def __init__(self, dtype=np.float32, cache_size: int = 2, cache: Optional[CineStudyCache] = None) -> None:
+    def __init__(self, dtype=np.float32, cache_size: int = 2, cache: Optional[CineStudyCache] = None,
+                 spacing_from: Optional[str] = None) -> None:
         if cache is None and int(cache_size) < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.dtype = dtype
         self.cache = cache if cache is not None else CineStudyCache(max_studies=int(cache_size))
+        self.spacing_from = spacing_from
 
-    def __call__(self, path: Union[str, Path], frame_index: Optional[int] = None) -> MetaTensor:
+    def __call__(self, path: Union[str, Path], frame_index: Optional[int] = None,
+                 spacing_from: Optional[str] = None) -> MetaTensor:
         path = Path(path)
-        study = self.cache.get(path)
+        study = self.cache.get(path, spacing_from=spacing_from if spacing_from is not None else self.spacing_from)
         if study.num_frames == 1:
             t = 0
         elif frame_index is None:
@@ -89,10 +101,16 @@ class LoadCineFramed(MapTransform):
     """Dictionary twin of :class:`LoadCineFrame`.
 
     Args:
-        keys: keys holding paths (``"image"``, ``"label"``).
+        keys: keys holding paths (``"image"``, ``"label"``); every key after the first
+            must lie on the first one's voxel grid.
         frame_key: key of the 0-based frame index in the record (may be absent for 3D frames).
-        dtype, cache_size, cache: as :class:`LoadCineFrame`.
+        dtype, cache_size, cache, spacing_from: as :class:`LoadCineFrame`; a record's
+            own ``spacing_from`` entry (an indexer records its dataset's convention)
+            comes first.
         allow_missing_keys: skip absent keys.
+
+    Raises:
+        CineReadError: a key's image on another grid than the first key's, naming both files.
     """
 
     def __init__(
@@ -103,16 +121,30 @@ class LoadCineFramed(MapTransform):
         cache_size: int = 2,
         allow_missing_keys: bool = False,
         cache: Optional[CineStudyCache] = None,
+        spacing_from: Optional[str] = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.frame_key = frame_key
-        self.loader = LoadCineFrame(dtype=dtype, cache_size=cache_size, cache=cache)
+        self.loader = LoadCineFrame(dtype=dtype, cache_size=cache_size, cache=cache, spacing_from=spacing_from)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         frame_index = d.get(self.frame_key)
+        spacing_from = d.get("spacing_from")
+        first = None
         for key in self.key_iterator(d):
-            d[key] = self.loader(d[key], None if frame_index is None else int(frame_index))
+            path = d[key]
+            d[key] = self.loader(path, None if frame_index is None else int(frame_index),
+                                 None if spacing_from is None else str(spacing_from))
+            if first is None:
+                first = (path, d[key])
+                continue
+            problem = grid_mismatch(first[1].affine.numpy(), first[1].shape[1:], d[key].affine.numpy(), d[key].shape[1:])
+            if problem:
+                raise CineReadError(
+                    f"{path}: '{key}' is not on the grid of its image {first[0]}: {problem}; "
+                    "a label must share its image's affine"
+                )
         return d
 
 
