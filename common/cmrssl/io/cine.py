@@ -24,7 +24,7 @@ Conventions (the data contract of ``DESIGN.md``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,6 +57,12 @@ class CineStudy:
         view: ``"sax"``, ``"2ch"`` or ``"4ch"``.
         source_frame_index: ``[T]`` 0-based index of each frame in the full cycle of the
             source (e.g. ACDC keeps only ED and ES: ``[0, 11]``); defaults to ``arange(T)``.
+        frame_of_reference_uids: the distinct DICOM FrameOfReferenceUIDs of the files read,
+            sorted, ``""`` standing for files without one; ``()`` for a study not read from
+            DICOM (NIfTI has no frame of reference). Two series share one world (patient
+            coordinate system) only when they share this UID; the anatomical-position labels
+            compare it (:func:`cmrssl.data.position.check_one_world`). Internal: never logged
+            or written into outputs.
     """
 
     pixels: np.ndarray
@@ -69,6 +75,7 @@ class CineStudy:
     source_slice_index: Optional[np.ndarray] = None
     view: str = "sax"
     source_frame_index: Optional[np.ndarray] = None
+    frame_of_reference_uids: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.pixels = np.asarray(self.pixels)
@@ -96,6 +103,7 @@ class CineStudy:
             self.source_slice_index = np.arange(n_slices)
         if self.source_frame_index is None:
             self.source_frame_index = np.arange(self.pixels.shape[0])
+        self.frame_of_reference_uids = tuple(self.frame_of_reference_uids)
 
     @property
     def num_frames(self) -> int:

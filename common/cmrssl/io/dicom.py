@@ -10,8 +10,12 @@ Reading (:func:`read_dicom_cine`):
   (permissions, I/O error) is an error naming it: skipping it could silently
   drop a slice or a phase.
 - Files are grouped by SeriesInstanceUID (not FrameOfReferenceUID: on real
-  Sunnybrook data every slice has its own frame of reference). Several series
-  inside one input folder is an error naming them; ``series=`` picks one.
+  Sunnybrook data every file has its own frame of reference, 240 UIDs for the
+  240 files of SCD0000101's series). Several series inside one input folder is
+  an error naming them; ``series=`` picks one. The FrameOfReferenceUIDs of the
+  files read are carried into the study (``CineStudy.frame_of_reference_uids``),
+  so that views combined in one world (the anatomical-position labels) can be
+  checked to share one; they are never logged or written.
 - Slices are the distinct ImagePositionPatient projections on the slice normal
   (row cosine x column cosine). They are ordered base to apex with a heuristic:
   the LV long axis points to the patient's left, anterior and inferior (+x, -y,
@@ -103,6 +107,7 @@ class _Frame:
     series_uid: str
     series_label: str
     study_uid: str
+    frame_of_reference_uid: str
     orientation: np.ndarray
     position: np.ndarray
     pixel_spacing: np.ndarray
@@ -252,6 +257,7 @@ def _read_frame(path: Path, input_index: int, skipped: List[str]) -> Optional[_F
         series_uid=str(ds.get("SeriesInstanceUID", "") or f"<no SeriesInstanceUID in {path.parent}>"),
         series_label=label,
         study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or "").strip(),
         orientation=orientation,
         position=position,
         pixel_spacing=spacing,
@@ -391,7 +397,8 @@ def read_dicom_cine(
     Returns:
         :class:`CineStudy`: pixels ``[T, Z, H, W]`` float32 (rescale slope and
         intercept applied), per-slice LPS affines, slice spacing from positions
-        (0 for one slice), ``trigger_times_ms`` = median over slices per frame.
+        (0 for one slice), ``trigger_times_ms`` = median over slices per frame,
+        ``frame_of_reference_uids`` of the files (``""`` for files without one).
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -517,6 +524,7 @@ def read_dicom_cine(
         source=source,
         source_slice_index=source_index,
         view=view,
+        frame_of_reference_uids=tuple(sorted({f.frame_of_reference_uid for f in frames})),
     )
 
 
