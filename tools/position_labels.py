@@ -22,17 +22,22 @@ only these entries; written whole or not at all)::
     png/<subject>.png                      mid SA slice and 4Ch image, lines and numbered boxes
     datalist.json                          {"training": [{"subject", "image", "position_label", "frame_index"}]}
     datalist_lax.json                      the same for the 4Ch image
-    summary.json                           labelled and skipped studies (with reasons), box parameters
+    summary.json                           labelled and skipped studies (with reasons), notes, box parameters
 
 ``LoadCineFramed(keys=["image", "position_label"], frame_key="frame_index")`` gives
 image and label maps of one shape and affine. Classes and geometry:
 :mod:`cmrssl.data.position`.
 
-A study that cannot be labelled without guessing (a missing long-axis view, parallel
-planes, planes missing the stack, ambiguous orientation, an unreadable cine) is skipped:
-a warning names its subject key and the reason, the summary line counts it and
-``summary.json`` lists it. Exit status 0 when at least one study was labelled, 1 when
-none could be (nothing is written), 2 for bad input (a missing file, named).
+A study that cannot be labelled without guessing (a missing long-axis view, views that
+cannot be placed in one world: a long-axis DICOM series from another FrameOfReferenceUID
+than the short-axis series, a NIfTI without orientation; parallel planes, planes missing
+the stack, ambiguous orientation, an unreadable cine) is skipped: a warning names its
+subject key and the reason, the summary line counts it and ``summary.json`` lists it
+(without the FrameOfReferenceUIDs, which only the warning names). A labelled study whose
+frames of reference could not be compared (DICOM series without a FrameOfReferenceUID,
+or with one per file) gets a warning and ``summary.json``'s ``notes``. Exit status 0 when
+at least one study was labelled, 1 when none could be (nothing is written), 2 for bad
+input (a missing file, named).
 """
 
 from __future__ import annotations
@@ -56,8 +61,7 @@ from cmrssl.data.dicom_folder import find_dicom_studies  # noqa: E402
 from cmrssl.data.position import (  # noqa: E402
     PositionSkip,
     box_parameters,
-    lax_position_boxes,
-    sax_position_boxes,
+    position_boxes,
     write_position_labels,
 )
 from cmrssl.data.subsets import datalist_records  # noqa: E402
@@ -133,8 +137,7 @@ def _label_study(study: dict, tmp: Path) -> dict:
     sax = read_cine(study["sax"])
     lax_2ch = read_cine(study["lax_2ch"], view="2ch")
     lax_4ch = read_cine(study["lax_4ch"], view="4ch")
-    sax_boxes = sax_position_boxes(sax, lax_2ch, lax_4ch)
-    lax_boxes = lax_position_boxes(sax, lax_2ch, lax_4ch)
+    sax_boxes, lax_boxes, notes = position_boxes(sax, lax_2ch, lax_4ch)
     name = study["name"]
     sax_path = tmp / "labels" / f"{name}_sax_position.nii.gz"
     lax_path = tmp / "labels" / f"{name}_4ch_position.nii.gz"
@@ -154,6 +157,7 @@ def _label_study(study: dict, tmp: Path) -> dict:
     out = study["out"]
     sax_image, lax_image = str(Path(study["sax"]).resolve()), str(Path(study["lax_4ch"]).resolve())
     return {
+        "notes": notes,
         "sax": [{"subject": study["subject"], "image": sax_image,
                  "position_label": str(out / "labels" / sax_path.name), "frame_index": t}
                 for t in range(sax.num_frames)],
@@ -182,7 +186,9 @@ def position_labels(source: str, out: str, overwrite: bool = False, subject: Opt
     records_sax: List[dict] = []
     records_lax: List[dict] = []
     labelled: List[str] = []
-    skipped: Dict[str, str] = {}
+    skipped: Dict[str, str] = {}  # as written (summary.json, the summary line): no internal UIDs
+    refusals: Dict[str, str] = {}  # the error messages
+    notes: Dict[str, List[str]] = {}
     replace = out_dir.is_dir()  # an empty folder, or one check_output_dir let through with --overwrite
     with atomic_folder(out_dir, overwrite=replace, owned=lambda name: name in _OWNED) as tmp:
         (tmp / "labels").mkdir()
@@ -193,19 +199,22 @@ def position_labels(source: str, out: str, overwrite: bool = False, subject: Opt
                 records = _label_study(study, tmp)
             except (PositionSkip, CineReadError) as err:
                 logger.warning("skipping %s: %s", study["subject"], err)
-                skipped[study["subject"]] = str(err)
+                refusals[study["subject"]] = str(err)
+                skipped[study["subject"]] = getattr(err, "written", str(err))
                 continue
             records_sax += records["sax"]
             records_lax += records["lax"]
             labelled.append(study["subject"])
+            if records["notes"]:
+                notes[study["subject"]] = records["notes"]
         if not labelled:
             raise _NothingLabelled(
-                f"no study could be labelled ({len(skipped)} skipped: "
-                + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + "); nothing was written")
+                f"no study could be labelled ({len(refusals)} skipped: "
+                + "; ".join(f"{k}: {v}" for k, v in refusals.items()) + "); nothing was written")
         (tmp / "datalist.json").write_text(json.dumps({"training": records_sax}, indent=1) + "\n")
         (tmp / "datalist_lax.json").write_text(json.dumps({"training": records_lax}, indent=1) + "\n")
         summary = {"source": str(source_path.resolve()), "labelled": labelled, "skipped": skipped,
-                   "num_records": len(records_sax), "num_records_lax": len(records_lax),
+                   "notes": notes, "num_records": len(records_sax), "num_records_lax": len(records_lax),
                    "box_parameters": box_parameters()}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     line = f"labelled {len(labelled)} of {len(studies)} studies ({len(records_sax)} SA records, " \

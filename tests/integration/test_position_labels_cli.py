@@ -140,3 +140,118 @@ def test_bad_inputs_name_the_file(tmp_path):
     named = _run(broken, "--out", tmp_path / "out")
     assert named.returncode == 2 and "gone.nii.gz" in named.stderr and "Traceback" not in named.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- geometry that cannot be trusted
+# (issue 29, class 4): views that cannot be placed in one world are skipped, named; never labelled
+
+
+def _frame_of_reference_uids(folder: Path) -> set:
+    import pydicom
+
+    return {str(pydicom.dcmread(str(f), stop_before_pixels=True).FrameOfReferenceUID) for f in folder.iterdir()}
+
+
+def _study_with_long_axis_series_of(cohort: Path, tmp_path: Path) -> Path:
+    """phantom_000's DICOM study with phantom_001's 2Ch/4Ch series (another FrameOfReferenceUID), filed in its
+    study (StudyInstanceUID rewritten, as a re-landmarked exam would leave them), so the folder pairs them."""
+    import shutil
+
+    import pydicom
+
+    study = tmp_path / "study"
+    shutil.copytree(cohort / "phantom_000" / "dicom", study)
+    study_uid = pydicom.dcmread(str(next((study / "sax").iterdir()))).StudyInstanceUID
+    for view in ("2ch", "4ch"):
+        shutil.rmtree(study / view)
+        shutil.copytree(cohort / "phantom_001" / "dicom" / view, study / view)
+        for path in (study / view).iterdir():
+            ds = pydicom.dcmread(str(path))
+            ds.StudyInstanceUID = study_uid
+            ds.save_as(str(path))
+    return study
+
+
+def test_long_axis_dicom_from_another_frame_of_reference_is_refused(cohort, tmp_path):
+    """Before: exit 0, 1 % of the short-axis box pixels right. Now the study is skipped, both folders named."""
+    study = _study_with_long_axis_series_of(cohort, tmp_path)
+    sax_uid, = _frame_of_reference_uids(study / "sax")
+    lax_uid, = _frame_of_reference_uids(study / "4ch")
+    alone = _run(study, "--out", tmp_path / "alone", "--subject", "phantom_000")
+    assert alone.returncode == 1 and "Traceback" not in alone.stderr, alone.stderr
+    assert (f"{study / '2ch'} and {study / '4ch'}: FrameOfReferenceUID {lax_uid} differ from the short-axis "
+            f"series' {sax_uid} ({study / 'sax'}): the views cannot be placed in one world; position labels need "
+            "one frame of reference") in alone.stderr
+    assert not (tmp_path / "alone").exists()
+
+    # among good studies: skipped and counted, the good one labelled; the UIDs stay out of every file written
+    good = cohort / "phantom_001"
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [
+        {"subject": "good", "image": str(good / "sax_cine.nii.gz"), "lax_2ch": str(good / "lax_2ch.nii.gz"),
+         "lax_4ch": str(good / "lax_4ch.nii.gz")},
+        {"subject": "other_frame", "image": str(study / "sax"),
+         "lax_2ch": str(cohort / "phantom_000" / "dicom" / "2ch"), "lax_4ch": str(study / "4ch")}]}))
+    out = tmp_path / "out"
+    done = _run(datalist, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "labelled 1 of 2 studies" in done.stdout and "skipped 1" in done.stdout
+    assert f"skipping other_frame: {study / '4ch'}: FrameOfReferenceUID {lax_uid} differs from the short-axis" \
+           in done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labelled"] == ["good"]
+    assert summary["skipped"]["other_frame"] == (
+        f"{study / '4ch'}: its FrameOfReferenceUID differs from the short-axis series' ({study / 'sax'}): the two "
+        "cannot be placed in one world; position labels need one frame of reference")
+    written = done.stdout + "".join(p.read_text() for p in out.glob("*.json"))
+    assert sax_uid not in written and lax_uid not in written
+
+
+def test_long_axis_nifti_without_orientation_is_refused(cohort, tmp_path):
+    """Before: exit 0, 6 % of the short-axis box pixels right (nibabel's placeholder affine). Now named, skipped."""
+    import shutil
+
+    import nibabel as nib
+
+    subject = tmp_path / "phantom_000"
+    subject.mkdir()
+    for name in ("sax_cine.nii.gz", "lax_2ch.nii.gz", "lax_4ch.nii.gz"):
+        shutil.copy(cohort / "phantom_000" / name, subject / name)
+    img = nib.load(str(subject / "lax_4ch.nii.gz"))
+    header = img.header.copy()
+    header["qform_code"], header["sform_code"] = 0, 0
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), None, header), str(subject / "lax_4ch.nii.gz"))
+    assert int(nib.load(str(subject / "lax_4ch.nii.gz")).header["sform_code"]) == 0
+    done = _run(subject, "--out", tmp_path / "out")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert (f"{subject / 'lax_4ch.nii.gz'}: no orientation in the header (qform_code and sform_code are 0): its "
+            "world position is unknown, position labels cannot be derived") in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_dicom_series_without_frame_of_reference_is_labelled_with_a_warning(cohort, tmp_path):
+    """No FrameOfReferenceUID (an anonymiser's doing; the tag is mandatory): nothing to compare, so labelled as
+    the intact study is, with a warning naming the series and a note in summary.json."""
+    import shutil
+
+    import nibabel as nib
+    import pydicom
+
+    study = tmp_path / "study"
+    shutil.copytree(cohort / "phantom_000" / "dicom", study)
+    for path in (study / "4ch").iterdir():
+        ds = pydicom.dcmread(str(path))
+        del ds.FrameOfReferenceUID
+        ds.save_as(str(path))
+    out, intact = tmp_path / "out", tmp_path / "intact"
+    done = _run(study, "--out", out, "--subject", "phantom_000")
+    assert done.returncode == 0, done.stderr
+    assert _run(cohort / "phantom_000" / "dicom", "--out", intact, "--subject", "phantom_000").returncode == 0
+    note = (f"{study / '4ch'}: its files carry no FrameOfReferenceUID: whether the 4Ch long-axis series shares one "
+            "frame of reference with the other views cannot be checked; they are assumed to share one world")
+    assert note in done.stderr
+    assert json.loads((out / "summary.json").read_text())["notes"] == {"phantom_000": [note]}
+    for view in ("sax", "4ch"):
+        name = f"labels/phantom_000_{view}_position.nii.gz"
+        np.testing.assert_array_equal(np.asarray(nib.load(str(out / name)).dataobj),
+                                      np.asarray(nib.load(str(intact / name)).dataobj))

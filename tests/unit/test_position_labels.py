@@ -19,6 +19,7 @@ from cmrssl.data.position import (
     LATERAL_REFERENCE_LPS,
     NUM_POSITION_CLASSES,
     PositionSkip,
+    check_one_world,
     lax_position_labels,
     sax_position_boxes,
     sax_position_labels,
@@ -203,6 +204,39 @@ def test_refusals_say_why(case, match):
     with pytest.raises(PositionSkip, match=match) as info:
         sax_position_labels(sax, lax_2ch, lax_4ch)
     assert isinstance(info.value, ValueError)
+
+
+def _with_frames(study: CineStudy, *uids: str) -> CineStudy:
+    study.frame_of_reference_uids = tuple(uids)
+    study.source = f"/data/{study.view}"
+    return study
+
+
+def test_one_world_rule_compares_frames_of_reference():
+    """Series of two frames of reference are refused (UIDs only in the message); none or several per series
+    cannot be compared: a note, and the boxes are drawn as without UIDs."""
+    sax, lax_2ch, lax_4ch = _axis_aligned_views()
+    expected = sax_position_labels(sax, lax_2ch, lax_4ch)
+    views = _with_frames(sax, "1.2.3"), _with_frames(lax_2ch, "1.2.3"), _with_frames(lax_4ch, "4.5.6")
+    with pytest.raises(PositionSkip, match=r"^/data/4ch: FrameOfReferenceUID 4.5.6 differs from the short-axis "
+                                           r"series' 1.2.3 \(/data/sax\): the two cannot") as info:
+        sax_position_labels(*views)
+    assert "4.5.6" not in info.value.written and "1.2.3" not in info.value.written
+    with pytest.raises(PositionSkip, match="/data/4ch: FrameOfReferenceUID"):
+        lax_position_labels(*views)
+    assert check_one_world(*[_with_frames(v, "1.2.3") for v in views]) == []
+    notes = check_one_world(_with_frames(sax, "1.2.3", "1.2.4"), _with_frames(lax_2ch, ""),
+                            _with_frames(lax_4ch, "4.5.6"))
+    assert [n.split(":")[0] for n in notes] == ["/data/sax", "/data/2ch"]
+    assert "2 different FrameOfReferenceUIDs" in notes[0] and "carry no FrameOfReferenceUID" in notes[1]
+    np.testing.assert_array_equal(sax_position_labels(*views[:2], _with_frames(lax_4ch, "")), expected)
+
+
+def test_dicom_reader_carries_the_frame_of_reference(tmp_path):
+    subject = generate_subject(3, num_frames=4, image_size=32)
+    write_dicom_series(subject.lax_4ch, tmp_path / "4ch", frame_of_reference_uid="1.2.3.4")
+    assert read_cine(tmp_path / "4ch", view="4ch").frame_of_reference_uids == ("1.2.3.4",)
+    assert subject.lax_4ch.frame_of_reference_uids == ()  # not read from DICOM
 
 
 # --------------------------------------------------------------------------- indexers
