@@ -6,7 +6,9 @@ inside ``ConfigExpression.evaluate``, which wraps any error in
 message that names the bad file or option (ours) then sits in the middle of
 two tracebacks, and the last line, which users read first, shows only the
 expression. :func:`install` adds one line after the traceback with the
-original error; everything Python printed before stays (developers need it).
+original error (:func:`reported_error`: the innermost error of ours, whose message
+names the file, rather than a library error it was raised from), its message on
+that one line; everything Python printed before stays (developers need it).
 
 Each bundle config calls it first in ``initialize``; it changes nothing for
 library users who never call it.
@@ -20,10 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 from types import TracebackType
 from typing import Iterator, Optional, Tuple, Type
 
-__all__ = ["install", "root_cause", "tool_errors"]
+__all__ = ["install", "one_line", "reported_error", "root_cause", "tool_errors"]
 
 _installed = False
 
@@ -37,12 +40,47 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+#: this package's folder (also where tools/export.py vendors it): errors raised here are ours
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _raised_here(error: BaseException) -> bool:
+    """Whether ``error`` was raised by code of this package (the innermost frame of its traceback)."""
+    frame = error.__traceback__
+    if frame is None:
+        return False
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    return _PACKAGE_DIR in Path(frame.tb_frame.f_code.co_filename).resolve().parents
+
+
+def reported_error(error: BaseException) -> BaseException:
+    """The error whose message a user should read last: the innermost one of ours in the ``__cause__`` chain.
+
+    Our messages name the file and the option; the foreign error one of them was raised ``from``
+    (torch's unpickling error, a KeyError deep in a reader) does not, so the innermost error raised
+    by this package wins over the chain's root; without one, the root (:func:`root_cause`).
+    """
+    chain, seen = [error], {id(error)}
+    while chain[-1].__cause__ is not None and id(chain[-1].__cause__) not in seen:
+        chain.append(chain[-1].__cause__)
+        seen.add(id(chain[-1]))
+    ours = [e for e in chain if _raised_here(e)]
+    return ours[-1] if ours else chain[-1]
+
+
+def one_line(error: BaseException) -> str:
+    """``<type>: <message>`` with the message's lines joined, so that the last line printed holds all of it."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return f"{type(error).__name__}: {message}"
+
+
 def _hook(previous):
     def hook(kind: Type[BaseException], error: BaseException, traceback: Optional[TracebackType]) -> None:
         previous(kind, error, traceback)
-        root = root_cause(error)
-        if root is not error:
-            print(f"\nerror: {type(root).__name__}: {root}", file=sys.stderr)
+        reported = reported_error(error)
+        if reported is not error or "\n" in str(error):
+            print(f"\nerror: {one_line(reported)}", file=sys.stderr)
 
     return hook
 

@@ -266,3 +266,52 @@ def test_a_method_name_that_is_a_path_is_refused_before_anything_is_written(coho
     assert mine.read_text() == "the user's own file" and "Epoch[" not in result.stdout + result.stderr
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert written == ["user", "user/bundle", "user/bundle/models", "user/x.pt"]
+
+
+RANKING = REPO_ROOT / "bundles" / "cmr_ranking_ssl"
+RANKING_TINY = {"train_split": "['training','validation']", "num_labelled_subjects": 1, "pixdim_mm": 5.0,
+                "roi_size": 32, "num_workers": 0, "supervised_steps": 1, "ranking_steps": 1, "max_frames": 4,
+                "nested_slices": 2}
+
+
+@pytest.mark.slow
+def test_resuming_with_another_backbone_names_the_option_and_the_file(cohort, tmp_path):
+    out = tmp_path / "ranking"
+    process = subprocess.Popen(
+        _command(RANKING, "configs/train.json", datalist=cohort, output_dir=out, max_epochs=200,
+                 backbone="resnet10_small", **RANKING_TINY),
+        cwd=str(RANKING), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    try:
+        _wait_for_saved_epoch(out / "model.pt.partial" / "run.json", process)
+    finally:
+        process.kill()
+        process.wait()
+    state = (out / "model.pt.partial" / "run.json").read_text()
+    result = _run(RANKING, "configs/train.json", timeout=300, datalist=cohort, output_dir=out, max_epochs=300,
+                  backbone="resnet18", resume="true", **RANKING_TINY)
+    assert result.returncode == 1
+    # before: torch's "Error(s) in loading state_dict for ...", then one "size mismatch for ..." line per weight
+    last = _last_line(result)
+    assert last.startswith(f"error: ValueError: {out / 'model.pt.partial' / 'last.pt'}: the unfinished training "
+                           "run was made with a different network than this run builds (network: "), last
+    assert "such as --backbone" in last and "--overwrite true" in last and "size mismatch" not in last
+    assert (out / "model.pt.partial" / "run.json").read_text() == state and not (out / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_refused_checkpoint_is_named_on_the_last_line(cohort, tmp_path):
+    import pathlib
+
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"network": pathlib.PurePosixPath("not a tensor")}, pickled)  # weights_only=True refuses it
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    last = {}
+    for checkpoint in (pickled, tmp_path / "text.pt"):
+        result = _run(SEGMENTATION, "['configs/train.json','configs/evaluate.json']", datalist=cohort,
+                      checkpoint=checkpoint, output_dir=tmp_path / "eval", **TINY)
+        assert result.returncode == 1
+        last[checkpoint.name] = _last_line(result)
+        # before: torch's last paragraph ("Check the documentation of torch.load ...") or "error: KeyError: 101"
+        assert last[checkpoint.name].startswith(f"error: ValueError: {checkpoint}: not a readable PyTorch checkpoint (")
+    assert "weights_only=True refuses (Unsupported global: GLOBAL pathlib.PurePosixPath" in last["pickled.pt"]
+    assert not (tmp_path / "eval").exists()

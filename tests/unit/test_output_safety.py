@@ -124,6 +124,29 @@ def test_the_last_line_of_a_wrapped_error_is_the_original_message(capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: FileNotFoundError: /data/x.nii.gz: no such file"
 
 
+def test_the_last_line_is_our_message_naming_the_file_not_the_library_error_it_came_from(tmp_path, capsys):
+    from cmrssl.networks.checkpoint import read_state_dict
+
+    bad = tmp_path / "model.pt"
+    bad.write_text("not a checkpoint")
+    try:
+        try:
+            read_state_dict(bad)  # ours, raised from torch's error, which names no file
+        except ValueError as inner:
+            raise RuntimeError("Failed to evaluate ConfigExpression: $f(@x)") from inner
+    except RuntimeError as outer:
+        _hook(lambda *args: None)(type(outer), outer, outer.__traceback__)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: ValueError: {bad}: not a readable PyTorch checkpoint (")
+
+
+def test_a_message_of_several_lines_ends_on_one_line(capsys):
+    error = ValueError("/data/x.pt: does not fit\n\tsize mismatch for a\n\tsize mismatch for b")
+    _hook(lambda *args: None)(ValueError, error, None)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: ValueError: /data/x.pt: does not fit size mismatch for a size mismatch for b")
+
+
 def test_evaluation_split_sharing_training_subjects_is_named(tmp_path, caplog):
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"training": [{"image": "a", "subject": "p1"}, {"image": "b", "subject": "p2"}],

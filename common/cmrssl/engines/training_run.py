@@ -58,6 +58,7 @@ from cmrssl.io.run_state import (
     read_run_state,
     unfinished_run_note,
 )
+from cmrssl.networks.checkpoint import load_torch_file, state_dict_differences
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -188,6 +189,7 @@ class TrainingRun:
         self.save_interval_epochs = interval
         self.final_files = dict(final_files or {})
         self._state: dict = {}
+        self._resume_refused = False
 
     # ------------------------------------------------------------------ events
     def attach(self, engine: Engine) -> None:
@@ -201,7 +203,11 @@ class TrainingRun:
 
     def started(self, engine: Engine) -> None:
         if self.resume:
-            self._load(engine)
+            try:
+                self._load(engine)
+            except BaseException:
+                self._resume_refused = True  # the unfinished run stays as it was, run.json included
+                raise
         elif is_rank0():
             if self.folder.exists():
                 shutil.rmtree(self.folder)  # discarded on --overwrite (check_training_run allowed it)
@@ -250,6 +256,8 @@ class TrainingRun:
         logger.info("training finished: %s saved as %s", how, self.checkpoint)
 
     def exception_raised(self, engine: Engine, error: BaseException) -> None:
+        if self._resume_refused:
+            raise error
         interrupted = isinstance(error, KeyboardInterrupt)
         self._state["status"] = "interrupted" if interrupted else f"failed: {type(error).__name__}: {error}"[:500]
         self._write_state()
@@ -267,16 +275,29 @@ class TrainingRun:
 
     def _load(self, engine: Engine) -> None:
         path = self.folder / LAST_CHECKPOINT
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # unpickling errors do not name the file
-            raise ValueError(f"{path}: cannot be read as a resume checkpoint ({error})") from error
+        content = load_torch_file(path, "readable as a resume checkpoint")
         expected = set(self.save_dict) | {"trainer"}
         if not isinstance(content, dict) or set(content) != expected:
             found = sorted(content) if isinstance(content, dict) else type(content).__name__
             raise ValueError(f"{path}: resume checkpoint holds {found}, this run needs {sorted(expected)}")
+        restart = "resume with the options the run was started with, or start over with --overwrite true"
+        for name, obj in self.save_dict.items():
+            if isinstance(obj, torch.nn.Module) and isinstance(content[name], Mapping):
+                problems = state_dict_differences(obj.state_dict(), content[name])
+                if problems:  # before: torch's multi-line "size mismatch for ..." without the file
+                    raise ValueError(
+                        f"{path}: the unfinished training run was made with a different network than this run "
+                        f"builds ({name}: {'; '.join(problems)}): an option that shapes the network (such as "
+                        f"--backbone or --network_def#channels) differs from the run's; {restart}"
+                    )
         max_epochs = engine.state.max_epochs  # the run's own setting wins (it may extend training)
-        Checkpoint.load_objects(to_load={**self.save_dict, "trainer": engine}, checkpoint=content)
+        try:
+            Checkpoint.load_objects(to_load={**self.save_dict, "trainer": engine}, checkpoint=content)
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:  # e.g. another optimizer's state
+            raise ValueError(
+                f"{path}: the unfinished training run's saved state does not fit this run "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); {restart}"
+            ) from error
         if engine.state.epoch > max_epochs:
             raise ValueError(
                 f"{path}: the unfinished run already trained {engine.state.epoch} epochs, more than --max_epochs "

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Mapping, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -31,7 +32,9 @@ from cmrssl.networks.multitask import MULTITASK_SCHEDULES, PRETEXT_HEAD, MultiTa
 __all__ = [
     "FINETUNE_MODES",
     "PretrainedLoadReport",
+    "load_torch_file",
     "read_state_dict",
+    "state_dict_differences",
     "load_network_checkpoint",
     "load_pretrained",
     "freeze_parts",
@@ -50,6 +53,32 @@ _WRAPPER_ENTRIES = ("state_dict", "model", "network", "backbone")
 _WRAPPER_PREFIXES = ("module.", "backbone.")
 
 
+_ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _why_not_loaded(error: BaseException) -> str:
+    """torch.load's error in one line: its several paragraphs (and terminal colour codes) would hide the file name."""
+    text = _ANSI_CODES.sub("", str(error))
+    refused = re.search(r"WeightsUnpickler error: (.*?)(?:\. Please|\n|$)", text)
+    if refused:
+        return (f"it holds Python objects that loading with weights_only=True refuses ({refused.group(1).strip()}); "
+                "save the network's state_dict() instead")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def load_torch_file(path: Union[str, os.PathLike], what: str = "a readable PyTorch checkpoint"):
+    """``torch.load(path)`` on CPU with ``weights_only=True``; a file it cannot load is named, in one line.
+
+    Raises:
+        ValueError: ``<path>: not <what> (<the reason, one line>)``.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors do not name the file, and span several lines
+        raise ValueError(f"{path}: not {what} ({_why_not_loaded(error)})") from error
+
+
 def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
     """The state dict stored in ``path``, loaded on CPU with ``weights_only=True``.
 
@@ -64,10 +93,7 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors do not name the file
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    loaded = load_torch_file(path)
     if isinstance(loaded, dict):
         for entry in _WRAPPER_ENTRIES:
             if isinstance(loaded.get(entry), dict):
@@ -85,6 +111,32 @@ def read_state_dict(path: Union[str, os.PathLike]) -> Dict[str, torch.Tensor]:
 def _listing(keys: Sequence[str], limit: int = 8) -> str:
     keys = list(keys)
     return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def state_dict_differences(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> List[str]:
+    """What keeps ``state`` from loading strictly into a module whose state dict is ``expected``.
+
+    Returns one item per kind of problem (``missing keys: ...``, ``unexpected keys: ...``,
+    ``shape mismatches: name: checkpoint (..) vs network (..)``), each listing a few keys;
+    empty when it loads. Used wherever a saved state meets a freshly built network (a
+    trained model, a training run to resume), so every such error reads the same.
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if isinstance(state[k], torch.Tensor) and isinstance(expected[k], torch.Tensor)
+        and state[k].shape != expected[k].shape
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    return problems
 
 
 def load_network_checkpoint(network: torch.nn.Module, checkpoint: Union[str, os.PathLike]) -> torch.nn.Module:
@@ -111,22 +163,8 @@ def load_network_checkpoint(network: torch.nn.Module, checkpoint: Union[str, os.
     state = read_state_dict(checkpoint)
     # a multi-task fine-tuned model carries its pretext head, which segmentation does not use
     state = {k: v for k, v in state.items() if not k.startswith("pretext_head.")}
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs network {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {_listing(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {_listing(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches: {_listing(mismatched)}")
+    problems = state_dict_differences(network.state_dict(), state)
+    if problems:
         raise ValueError(
             f"{checkpoint}: checkpoint does not match the network {type(network).__name__}; " + "; ".join(problems)
         )

@@ -22,6 +22,7 @@ from typing import Dict, List
 import torch
 import torch.nn as nn
 
+from cmrssl.cli_errors import one_line
 from cmrssl.networks.checkpoint import read_state_dict
 from cmrssl.networks.inflate import inflate_state_dict
 
@@ -70,8 +71,12 @@ def load_pretrained_backbone(backbone: nn.Module, path) -> List[str]:
         def state_dict(self, *args, **kwargs):
             return {k: target[k] for k in wanted}
 
-    mapped = inflate_state_dict({k: state[k] for k in wanted}, _Subset())
-    result = backbone.load_state_dict(mapped, strict=False)
+    try:  # a weight of the wrong shape: the messages of inflation and of torch do not name the file
+        mapped = inflate_state_dict({k: state[k] for k in wanted}, _Subset())
+        result = backbone.load_state_dict(mapped, strict=False)
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path}: does not fit the {type(backbone).__name__} backbone "
+                         f"(was it saved from another architecture or size?): {one_line(error)}") from error
     untouched = sorted(result.missing_keys)
     if any(not k.startswith(_CLASSIFIER_PREFIXES) for k in untouched):
         raise ValueError(f"{path}: weights not loaded: {[k for k in untouched if not k.startswith(_CLASSIFIER_PREFIXES)]}")
