@@ -162,3 +162,26 @@ def test_export_weights_url_cannot_inject_entries_into_large_files_yml(tmp_path)
         "path": 'models/final "v2": best.bin', "url": url + "/final%20%22v2%22%3A%20best.bin",
         "hash_val": hashlib.md5(weights.read_bytes()).hexdigest(), "hash_type": "md5"}]}
     assert not (tmp_path / "exported" / "models" / weights.name).exists()
+
+
+def test_lvquan_ensemble_names_an_out_of_fold_file_it_cannot_use(tmp_path):
+    import numpy as np
+
+    def fold_file(config: str, **arrays) -> Path:
+        path = tmp_path / config / "fold0" / "oof_predictions.npz"
+        path.parent.mkdir(parents=True)
+        np.savez(path, **arrays)
+        return path
+
+    pickled = fold_file("pickled", subject_names=np.array(["p1"]), indices=np.array([{"x": 1}], dtype=object))
+    cut = fold_file("cut", subject_names=np.array(["p1"]), indices=np.zeros((4, 11)))
+    cut.write_bytes(cut.read_bytes()[:100])
+    other = fold_file("other", indices=np.zeros((4, 11)))
+    for path, why in ((pickled, "it holds pickled Python objects, which are never loaded"),
+                      (cut, "not a readable out-of-fold predictions file ("),
+                      (other, "not an out-of-fold predictions file of configs/evaluate.json: no subject_names")):
+        done = _run("lvquan_ensemble", path.parents[1], "--out", tmp_path / "ensemble.json")
+        # before: "Object arrays cannot be loaded when allow_pickle=False" (no file), or a BadZipFile/KeyError traceback
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"lvquan_ensemble: error: {path}: ") and why in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "ensemble.json").exists()

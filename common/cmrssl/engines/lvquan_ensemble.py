@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Dict, Sequence, Tuple, Union
 
@@ -26,9 +27,44 @@ from cmrssl.io.atomic import atomic_file, check_can_write
 from cmrssl.metrics.lvquan_ensemble import (TASK_COLUMNS, ensemble_prediction, format_table, lvquan_table, patient_of,
                                             prediction_table, search_ensemble, split_patients)
 
-__all__ = ["load_run", "run_ensemble"]
+__all__ = ["OOF_ARRAYS", "read_oof_predictions", "load_run", "run_ensemble"]
 
 PathLike = Union[str, os.PathLike]
+
+
+#: the arrays of an out-of-fold predictions file (cmrssl.engines.lvquan.write_oof_predictions)
+OOF_ARRAYS = ("subject_names", "indices", "phase_probability", "target_indices", "target_phase", "subject_index",
+              "frame")
+
+
+def read_oof_predictions(path: PathLike) -> Dict[str, np.ndarray]:
+    """The arrays of one ``oof_predictions.npz``, checked; never unpickles (``allow_pickle=False``).
+
+    Raises:
+        ValueError: naming the file: not a readable ``.npz`` (cut short, not a zip, Python objects
+            pickled into it), arrays missing, or rows that do not line up.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as content:
+            arrays = {key: content[key] for key in content.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "allow_pickle" in reason:
+            reason = "it holds pickled Python objects, which are never loaded; write numeric arrays with np.savez"
+        raise ValueError(f"{path}: not a readable out-of-fold predictions file ({reason})") from None
+    missing = [key for key in OOF_ARRAYS if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: not an out-of-fold predictions file of configs/evaluate.json: no "
+                         f"{', '.join(missing)} (it holds {', '.join(sorted(arrays)) or 'nothing'})")
+    rows = {key: len(arrays[key]) if arrays[key].ndim else None for key in OOF_ARRAYS if key != "subject_names"}
+    if len(set(rows.values())) != 1:
+        raise ValueError(f"{path}: its arrays do not line up, one row per frame: rows {rows}")
+    index = arrays["subject_index"]
+    if index.size and (not np.issubdtype(index.dtype, np.integer) or index.min() < 0
+                       or index.max() >= len(arrays["subject_names"])):
+        raise ValueError(f"{path}: subject_index must be whole numbers below the {len(arrays['subject_names'])} "
+                         "subject_names")
+    return arrays
 
 
 def load_run(run_dir: PathLike) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
@@ -39,16 +75,18 @@ def load_run(run_dir: PathLike) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
         "subject_index", "frame"}, subject_names)``.
 
     Raises:
-        FileNotFoundError: no ``fold*/oof_predictions.npz``. ValueError: a frame predicted twice.
+        FileNotFoundError: no ``fold*/oof_predictions.npz``. ValueError: a frame predicted twice, folds
+        of different subjects, or a file :func:`read_oof_predictions` refuses (named).
     """
     files = sorted(Path(run_dir).glob("fold*/oof_predictions.npz"))
     if not files:
         raise FileNotFoundError(f"{run_dir}: no fold*/oof_predictions.npz (run configs/evaluate.json per fold)")
-    parts = []
-    for f in files:
-        with np.load(f) as content:
-            parts.append(dict(content))
+    parts = [read_oof_predictions(f) for f in files]
     names = parts[0]["subject_names"]
+    for f, part in zip(files[1:], parts[1:]):
+        if list(part["subject_names"]) != list(names):  # subject_index would point at other subjects
+            raise ValueError(f"{f}: its subject_names differ from those of {files[0]}: the folds come from "
+                             "different datasets")
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "subject_names"}
     order = np.lexsort((merged["frame"], merged["subject_index"]))
     merged = {k: v[order] for k, v in merged.items()}
