@@ -189,10 +189,37 @@ BUDGETS: Dict[str, dict] = {
 }
 
 
-def _split_list(value, cast=str) -> List:
-    """``"a,b"``, ``("a", "b")`` or ``7`` (as fire hands them over) -> a list."""
+def _split_list(value, cast=str, option: str = "", spaces: bool = True) -> List:
+    """``"a,b"``, ``"a b"`` (unless not ``spaces``: paths), ``("a", "b")`` or ``7`` (as fire hands them over) -> a list.
+
+    Raises:
+        ValueError: an item ``cast`` refuses, naming ``option``.
+    """
     items = value if isinstance(value, (list, tuple)) else [value]
-    return [cast(part.strip()) for item in items for part in str(item).split(",") if part.strip()]
+    parts = [part.strip() for item in items for part in (str(item).replace(",", " ").split() if spaces
+                                                         else str(item).split(",")) if part.strip()]
+    try:
+        return [cast(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"{option or 'a list option'} takes {'whole numbers' if cast is int else 'values'} "
+                         f"separated by commas, e.g. 0,1; got {value!r}") from None
+
+
+def _no_repeats(option: str, values: Sequence) -> List:
+    """``values`` when none is given twice: a repeated seed or count would run again and count twice in the tables."""
+    repeated = sorted({str(v) for v in values if list(map(str, values)).count(str(v)) > 1})
+    if repeated:
+        raise ValueError(f"{option} gives {', '.join(repeated)} more than once ({','.join(map(str, values))}); "
+                         "each run is made once and counted once: list each value once")
+    return list(values)
+
+
+def check_labelled_counts(counts: Sequence, pool: int) -> None:
+    """Refuse a labelled count larger than the labelled pool (before any work; the bundle would refuse it later)."""
+    too_many = [n for n in counts if n != "all" and int(n) > pool]
+    if too_many:
+        raise ValueError(f"--labelled {','.join(map(str, too_many))}: the labelled pool holds {pool} subjects (the "
+                         f"patients not held out for evaluation); give at most {pool}, or 'all'")
 
 
 def _labelled(value) -> List:
@@ -750,9 +777,12 @@ def print_plan(steps: Sequence[Step], budget: dict) -> None:
 # --------------------------------------------------------------------------- command line
 
 
-def main(data: str, out: str, budget: str = "small", methods=None, labelled=None, seeds=None,
+def main(data: str, out: str, *stray, budget: str = "small", methods=None, labelled=None, seeds=None,
          extra_unlabelled=(), eval_per_group: int = 4, dry_run: bool = False) -> None:
     """Run (or, with --dry_run, plan) the few-label study; see the module docstring."""
+    if stray:  # fire hands a value after a list option's first (--seeds 0 1) to the next free parameter
+        raise ValueError(f"unexpected argument(s) {' '.join(map(str, stray))}: a list option takes its values "
+                         "separated by commas, e.g. --seeds 0,1 --labelled 1,5,all")
     if budget not in BUDGETS:
         raise ValueError(f"--budget must be one of {sorted(BUDGETS)}, got {budget!r}")
     spec = BUDGETS[budget]
@@ -763,12 +793,20 @@ def main(data: str, out: str, budget: str = "small", methods=None, labelled=None
     unknown = [a for a in arms if a not in known]
     if unknown:
         raise ValueError(f"--methods: unknown {unknown}; known: {', '.join(known)}")
+    arms = _no_repeats("--methods", arms)
     if "scratch" not in arms and any(a != "ranking" for a in arms):
         arms = ["scratch"] + arms  # every comparison is against scratch
-    counts = _labelled(labelled) if labelled is not None else list(spec["labelled"])
-    seed_list = _split_list(seeds, int) if seeds is not None else list(spec["seeds"])
-    extra = _split_list(extra_unlabelled) if extra_unlabelled else []
+    counts = _no_repeats("--labelled", _labelled(labelled) if labelled is not None else list(spec["labelled"]))
+    seed_list = _no_repeats("--seeds", _split_list(seeds, int, "--seeds") if seeds is not None
+                            else list(spec["seeds"]))
+    if any(seed < 0 for seed in seed_list):
+        raise ValueError(f"--seeds must be whole numbers >= 0, got {','.join(map(str, seed_list))}")
+    extra = _split_list(extra_unlabelled, spaces=False) if extra_unlabelled else []
     data_path, out_path = Path(data).expanduser().resolve(), Path(out).expanduser().resolve()
+    existing = next((p for p in (out_path, *out_path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"--out {out_path}: {existing} is a file; the study writes a folder: give a new or empty "
+                         "folder, or the folder of an earlier study to continue it")
     for cine in extra:
         if not Path(cine).exists():
             raise FileNotFoundError(f"--extra_unlabelled: {cine} does not exist")
@@ -781,10 +819,14 @@ def main(data: str, out: str, budget: str = "small", methods=None, labelled=None
     if record.exists() and json.loads(record.read_text()) != settings:
         raise ValueError(f"{out_path}: holds a study with {json.loads(record.read_text())}, not {settings}; "
                          "use another --out")
+    # the split this study has (or will make): a labelled count must fit its pool, checked before any work
+    earlier = out_path / "split.json"
+    split = json.loads(earlier.read_text()) if record.exists() and earlier.exists() else None
+    fresh = make_split(data_path, int(eval_per_group)) if split is None else None
+    check_labelled_counts(counts, len((split or fresh)["labelled_pool"]))
     if dry_run:
-        split = json.loads((out_path / "split.json").read_text()) if (out_path / "split.json").exists() else None
         if split is None:
-            split = make_split(data_path, int(eval_per_group))
+            split = fresh
             records = 2 * len(split["labelled_pool"])
             split["unlabelled_pool"] = {"records": records + sum(_cine_frames(c) for c in extra)}
             split["datalists"] = {"acdc": str(out_path / "data" / "acdc" / "datalist.json"),
@@ -795,8 +837,7 @@ def main(data: str, out: str, budget: str = "small", methods=None, labelled=None
     if not record.exists() and out_path.is_dir() and any(out_path.iterdir()):
         # the study replaces its own data/ folder when it restarts: never in a folder it did not make
         raise ValueError(f"--out {out_path} holds files but no study.json; give an empty or new folder")
-    if not record.exists():
-        make_split(data_path, int(eval_per_group))  # a folder that is not ACDC is refused before anything is written
+    if not record.exists():  # make_split above refused a folder that is not ACDC before anything was written
         out_path.mkdir(parents=True, exist_ok=True)
         with atomic_file(record) as tmp:
             tmp.write_text(json.dumps(settings, indent=2))
@@ -809,7 +850,7 @@ def main(data: str, out: str, budget: str = "small", methods=None, labelled=None
 
 if __name__ == "__main__":
     try:
-        with tool_errors("study"):
+        with tool_errors("study", overwrite_option=False):  # a study resumes: it has no --overwrite
             fire.Fire(main)
     except StepFailed as failed:  # the study so far is kept: the same command resumes it
         print(f"study: error: {failed}", file=sys.stderr)

@@ -100,10 +100,12 @@ def tool_errors(
     *,
     exists_status: int = 1,
     errors: Tuple[Type[BaseException], ...] = (FileNotFoundError, ValueError),
+    overwrite_option: bool = True,
 ) -> Iterator[None]:
     """Turn a tool's expected errors into ``<tool>: error: <message>`` on stderr and ``SystemExit``.
 
-    ``FileExistsError`` (an output in the way) adds "(use --overwrite)" and exits with
+    ``FileExistsError`` (an output in the way) adds "(use --overwrite)" when the tool has that
+    option (``overwrite_option``) and the message does not already say so, and exits with
     ``exists_status``; ``errors`` (by default a missing input or a bad value, which includes
     :class:`cmrssl.io.errors.CineReadError`) exit with 2. Anything else propagates with its
     traceback: it is a bug, not a user's mistake.
@@ -111,7 +113,8 @@ def tool_errors(
     try:
         yield
     except FileExistsError as err:
-        print(f"{tool}: error: {err} (use --overwrite)", file=sys.stderr)
+        hint = " (use --overwrite)" if overwrite_option and "--overwrite" not in str(err) else ""
+        print(f"{tool}: error: {err}{hint}", file=sys.stderr)
         raise SystemExit(exists_status) from None
     except errors as err:
         print(f"{tool}: error: {err}", file=sys.stderr)

@@ -167,6 +167,13 @@ def test_tables_from_finished_runs_bold_the_best_and_test_against_scratch(tmp_pa
     (["--methods", "scratch,byol_all"], "unknown ['byol_all']"),
     (["--budget", "huge"], "--budget must be one of"),
     (["--extra_unlabelled", "/nonexistent/cine.nii.gz"], "/nonexistent/cine.nii.gz"),
+    # before: run twice and counted twice in the tables
+    (["--seeds", "0,0", "--dry_run"], "--seeds gives 0 more than once (0,0)"),
+    (["--seeds", "0", "0", "--dry_run"], "unexpected argument(s) 0: a list option takes its values separated by"),
+    (["--labelled", "1,1", "--dry_run"], "--labelled gives 1 more than once"),
+    # before: planned by the dry run, refused by the bundle after the data were indexed
+    (["--labelled", "1,6", "--dry_run"], "--labelled 6: the labelled pool holds 5 subjects"),
+    (["--labelled", "6", "--budget", "tiny"], "--labelled 6: the labelled pool holds 5 subjects"),
 ])
 def test_bad_options_are_refused_before_any_work(fake_acdc, tmp_path, args, named):
     out = tmp_path / "study"
@@ -174,6 +181,18 @@ def test_bad_options_are_refused_before_any_work(fake_acdc, tmp_path, args, name
     assert result.returncode == 2, result.stderr[-2000:]
     assert named in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_an_output_that_is_a_file_is_refused_without_suggesting_an_option_the_tool_lacks(fake_acdc, tmp_path):
+    mine = tmp_path / "results.txt"
+    mine.write_text("mine")
+    for out in (mine, mine / "study"):
+        result = _study(fake_acdc, out, "--budget", "tiny")
+        assert result.returncode == 2, result.stderr[-2000:]
+        # before: "study: error: [Errno 17] File exists: '...' (use --overwrite)"; study has no --overwrite
+        assert f"--out {out}: {mine} is a file; the study writes a folder" in result.stderr
+        assert "--overwrite" not in result.stderr and "Traceback" not in result.stderr
+    assert mine.read_text() == "mine"
 
 
 def test_a_folder_that_is_not_acdc_is_named(tmp_path):
