@@ -62,8 +62,8 @@ def read_oof_predictions(path: PathLike) -> Dict[str, np.ndarray]:
     index = arrays["subject_index"]
     if index.size and (not np.issubdtype(index.dtype, np.integer) or index.min() < 0
                        or index.max() >= len(arrays["subject_names"])):
-        raise ValueError(f"{path}: subject_index must be whole numbers below the {len(arrays['subject_names'])} "
-                         "subject_names")
+        count = len(arrays["subject_names"])
+        raise ValueError(f"{path}: subject_index must be whole numbers below the {count} subject_names")
     return arrays
 
 
@@ -85,8 +85,7 @@ def load_run(run_dir: PathLike) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
     names = parts[0]["subject_names"]
     for f, part in zip(files[1:], parts[1:]):
         if list(part["subject_names"]) != list(names):  # subject_index would point at other subjects
-            raise ValueError(f"{f}: its subject_names differ from those of {files[0]}: the folds come from "
-                             "different datasets")
+            raise ValueError(f"{f}: its subject_names differ from those of {files[0]} (folds of another dataset)")
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "subject_names"}
     order = np.lexsort((merged["frame"], merged["subject_index"]))
     merged = {k: v[order] for k, v in merged.items()}
