@@ -1,5 +1,10 @@
 """Records of a datalist for a training run: one split, labelled frames only, optionally few subjects.
 
+Every datalist a bundle reads goes through :func:`datalist_records`, which refuses,
+before any data is loaded, a record naming a file that does not exist and a record
+that cannot be true (:func:`check_record_contents`: EDV < ESV, two records for one
+frame, a ``frame_index`` that is no frame number).
+
 Few-label fine-tuning (de Mooij et al. 2024 train on 1 to 80 labelled
 subjects) draws its subjects here, so every bundle draws them the same way:
 a seeded permutation of the split's subjects, the first ``N`` kept, with all
@@ -14,10 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import nibabel as nib
 import numpy as np
 
 from cmrssl.io.atomic import safe_folder_name, unique_folder_name
@@ -27,6 +34,11 @@ __all__ = [
     "choose_subjects",
     "labelled_training_records",
     "check_disjoint_subjects",
+    "check_record_contents",
+    "frame_number",
+    "record_name",
+    "record_volumes",
+    "VOLUME_FIELDS",
     "warn_if_not_held_out",
     "DatalistRecords",
     "read_from_datalist",
@@ -39,6 +51,144 @@ _PATH_KEYS = ("image", "label", "cine", "lax_2ch", "lax_4ch", "position_label")
 #: Records keep only these: the default collate fails when a batch mixes records with and
 #: without an optional field (ACDC's ``cine`` exists for one patient, DSB volumes for some).
 _TRAINING_FIELDS = {"image": None, "label": None, "subject": None, "frame": "", "frame_index": -1, "phase": "other"}
+
+
+#: Study volumes of a volumes-only record (the Kaggle 2016 ``train.csv``): LV EDV and ESV in ml.
+VOLUME_FIELDS: Tuple[str, str] = ("edv_ml", "esv_ml")
+
+
+def record_name(source: str, split: Optional[str], number: int, record: object) -> str:
+    """``datalist.json: record 3 of 'training' (subject X)``: how every record check names a record."""
+    subject = record.get("subject", "?") if isinstance(record, dict) else "?"
+    return f"{source}: record {number}{f' of {split!r}' if split else ''} (subject {subject})"
+
+
+def _check_files(record: dict, name: str) -> None:
+    for key in _PATH_KEYS:
+        if isinstance(record.get(key), str) and record[key] and not os.path.exists(record[key]):
+            raise FileNotFoundError(f"{name}: {key} {record[key]} does not exist")
+
+
+def record_volumes(record: dict, name: str = "record") -> Optional[Tuple[float, float]]:
+    """``(EDV, ESV)`` in ml of a volumes-only record, None when it gives neither.
+
+    Raises:
+        ValueError: naming the record (``name``): one volume without the other, a value
+            that is not a positive number, or EDV < ESV (the ventricle cannot hold less
+            at end-diastole than at end-systole; Kaggle's ``train.csv`` lists Systole
+            before Diastole, so swapped columns give exactly this).
+    """
+    values: Dict[str, float] = {}
+    for key in VOLUME_FIELDS:
+        value = record.get(key)
+        if value is None or value == "":
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: {key} {value!r} is not a number") from None
+        if not math.isfinite(number) or number <= 0:
+            raise ValueError(f"{name}: {key} must be a positive volume in ml, got {value!r}")
+        values[key] = number
+    if not values:
+        return None
+    if len(values) == 1:
+        given = next(iter(values))
+        missing = next(k for k in VOLUME_FIELDS if k not in values)
+        raise ValueError(f"{name}: has {given} but not {missing}: a volumes-only record needs both")
+    edv, esv = values["edv_ml"], values["esv_ml"]
+    if edv < esv:
+        raise ValueError(
+            f"{name}: edv_ml {edv:g} is smaller than esv_ml {esv:g} (EF {100.0 * (edv - esv) / edv:.0f} %): "
+            "the end-diastolic volume is the larger one; were Systole and Diastole swapped "
+            "(Kaggle's train.csv lists Systole first)?")
+    return edv, esv
+
+
+def frame_number(record: dict, name: str = "record") -> Optional[int]:
+    """The record's ``frame_index`` (0-based in the cardiac cycle), or None where it is not known.
+
+    Not known: absent, ``null`` (M&Ms-2 ED/ES files without a matching cine frame) or -1
+    (what :func:`labelled_training_records` fills in for an absent one).
+
+    Raises:
+        ValueError: naming the record: a value that is not a whole number >= 0.
+    """
+    value = record.get("frame_index")
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: frame_index {value!r} is not a frame number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: frame_index {value!r} is not a frame number") from None
+    if not number.is_integer() or number < -1:
+        raise ValueError(f"{name}: frame_index {value!r} is not a frame number (a whole number >= 0, or null)")
+    return None if number == -1 else int(number)
+
+
+def _holds_one_frame(path: str) -> bool:
+    """True for a NIfTI file holding one 3D frame (its header says so; the data is not read)."""
+    if not str(path).lower().endswith((".nii", ".nii.gz")) or not os.path.isfile(path):
+        return False
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception:  # an unreadable file: the reader names it when it loads it
+        return False
+    return len(shape) <= 3 or all(int(n) == 1 for n in shape[3:])
+
+
+def check_record_contents(records: Sequence[dict], source: str, split: Optional[str] = None) -> None:
+    """Refuse records that cannot be true, naming each (``source``, ``split``, record number, subject).
+
+    - ``edv_ml`` / ``esv_ml``: both or neither, positive numbers, EDV >= ESV
+      (:func:`record_volumes`); and one pair per subject (two records of one study
+      giving different volumes cannot both be its reference);
+    - ``frame_index``: a whole number >= 0, or not known (absent, null, -1; :func:`frame_number`);
+    - two records for one frame: one subject's records of one series claiming the same
+      ``frame_index``, or naming the same 3D frame file twice. A record's series is its
+      ``cine`` when it has one, else its ``image`` when that holds several frames (a 4D
+      NIfTI, a DICOM folder: ``frame_index`` picks one of them), else the subject's 3D
+      frame files together (a study written frame by frame, as the indexers write them).
+      Kept silently, such a pair kept one of the two frames and made ED = ES.
+
+    Whether the cycle order of frames without ``frame_index`` matters is up to the
+    reader: a segmentation record stands alone, a ranking study needs it
+    (:func:`cmrssl.data.ranking.ranking_studies`).
+
+    Raises:
+        ValueError: the first record found that cannot be true.
+    """
+    volumes: Dict[str, Tuple[int, Tuple[float, float]]] = {}
+    frames: Dict[tuple, int] = {}
+    for number, record in enumerate(records):
+        name = record_name(source, split, number, record)
+        subject = str(record.get("subject", ""))
+        pair = record_volumes(record, name)
+        if pair is not None:
+            first = volumes.setdefault(subject, (number, pair))
+            if first[1] != pair:
+                raise ValueError(
+                    f"{name}: edv_ml {pair[0]:g} / esv_ml {pair[1]:g}, but record {first[0]} of the same subject "
+                    f"gives {first[1][0]:g} / {first[1][1]:g}: one study has one pair of reference volumes")
+        t = frame_number(record, name)
+        image = str(record.get("image", ""))
+        one_frame = not record.get("cine") and _holds_one_frame(image)
+        if t is None and not one_frame:
+            continue
+        if t is None:
+            key: tuple = (subject, "file", os.path.abspath(image))
+            claim = f"the 3D frame {image}"
+        else:
+            series = record.get("cine") or (None if one_frame else image)
+            key = (subject, "series", os.path.abspath(str(series)) if series else None, t)
+            claim = f"frame_index {t}" + (f" of {series}" if series else " of the subject's 3D frame files")
+        first_number = frames.setdefault(key, number)
+        if first_number != number:
+            raise ValueError(
+                f"{name}: claims {claim}, as record {first_number} does: two records for one frame "
+                "(a wrong frame_index, or a record listed twice); fix or remove one")
 
 
 def datalist_records(
@@ -57,7 +207,8 @@ def datalist_records(
     Raises:
         FileNotFoundError: no datalist file, or a record's image / label / cine missing
             (named with the record's split, number and subject).
-        ValueError: not a JSON object, a split missing, or a record without ``image``.
+        ValueError: not a JSON object, a split missing, a record without ``image``, or a
+            record that cannot be true (:func:`check_record_contents`, named the same way).
     """
     path = Path(datalist).expanduser()
     if not path.is_file():
@@ -73,6 +224,9 @@ def datalist_records(
     for split in [splits] if isinstance(splits, str) else list(splits):
         if split not in content:
             raise ValueError(f"{path}: has no split '{split}' (found {sorted(content)})")
+        if not isinstance(content[split], list):
+            raise ValueError(f"{path}: split '{split}' is not a list of records")
+        split_records = []
         for number, record in enumerate(content[split]):
             if not isinstance(record, dict) or "image" not in record:
                 raise ValueError(f"{path}: record {number} of '{split}' lacks 'image': {record}")
@@ -80,12 +234,10 @@ def datalist_records(
             for key in _PATH_KEYS:
                 if isinstance(record.get(key), str) and not os.path.isabs(record[key]):
                     record[key] = str((base / record[key]).resolve())
-                if isinstance(record.get(key), str) and record[key] and not os.path.exists(record[key]):
-                    raise FileNotFoundError(
-                        f"{path}: record {number} of '{split}' (subject {record.get('subject', '?')}): {key} "
-                        f"{record[key]} does not exist"
-                    )
-            records.append(record)
+            _check_files(record, record_name(str(path), split, number, record))
+            split_records.append(record)
+        check_record_contents(split_records, str(path), split)
+        records += split_records
     return records
 
 
@@ -120,8 +272,8 @@ def labelled_training_records(
 
     Records without ``label`` are left out (a datalist may mix unlabelled frames
     for pretraining); the subjects kept are logged. Each record keeps ``image``,
-    ``label``, ``subject``, ``frame``, ``frame_index`` (-1 when absent: a 3D frame
-    file needs none) and ``phase`` ("other" when absent).
+    ``label``, ``subject``, ``frame``, ``frame_index`` (-1 when absent or null: a 3D
+    frame file needs none) and ``phase`` ("other" when absent).
 
     With ``allow_empty`` (a validation split, which few-label runs may not afford),
     an empty or absent ``split`` gives ``[]`` with a logged warning.
@@ -145,7 +297,7 @@ def labelled_training_records(
         # few-label subsets and subject-wise splits need to know whose frame each record is
         raise ValueError(f"{datalist}: records {no_subject[:10]} of '{split}' have no 'subject'")
     labelled = [
-        {key: record.get(key, default) for key, default in _TRAINING_FIELDS.items()}
+        {key: default if record.get(key) is None else record[key] for key, default in _TRAINING_FIELDS.items()}
         for record in records if record.get("label")
     ]
     if not labelled:

@@ -78,6 +78,9 @@ logger = logging.getLogger(__name__)
 
 #: the ranking terms, each weighted by ``ranking_weights[name]``
 RANKING_TERMS = ("temporal", "spatial", "nested", "invariance")
+#: The report's note for a study whose frames are known only as ED and ES (cmrssl.data.ranking).
+_UNKNOWN_FRAME_NUMBERS = ("ED/ES frame numbers unknown: the datalist names the study's frames by phase only "
+                          "(frame_index null), so ED/ES are not reported or scored as frame numbers")
 METRICS_CSV = "metrics.csv"
 SUMMARY_JSON = "summary.json"
 #: volume loss unit for volumes-only supervision (ml)
@@ -394,6 +397,8 @@ class StudyVolumeWriter:
                 "es_position": int(numpy("es_position")[b]),
                 "edv_ml": float(numpy("edv_ml")[b]),
                 "esv_ml": float(numpy("esv_ml")[b]),
+                "frame_numbers_known": bool(numpy("frame_numbers_known")[b]) if "frame_numbers_known" in batch
+                else True,
             })
 
     # ------------------------------------------------------------------ per study
@@ -409,6 +414,10 @@ class StudyVolumeWriter:
                           "source": study["source"], "num_frames": len(curve)}
         report = dict(function.to_dict(), status="ok", method="slice-area regression (cmr_ranking_ssl)",
                       lv_area_mm2=[[float(a) for a in frame] for frame in study["areas_mm2"]])
+        if not study.get("frame_numbers_known", True):
+            # the curve's points are the ED and ES records, not frames of a known cine: no frame number to give
+            report.update(ed_frame=None, es_frame=None, labelled_frames=None, frame_indices=None,
+                          notes=[_UNKNOWN_FRAME_NUMBERS])
         return function, report
 
     def _reference(self, study: dict) -> Optional[dict]:
@@ -421,8 +430,10 @@ class StudyVolumeWriter:
                 ed = labelled[int(np.argmax(volumes[labelled]))]
                 es = labelled[int(np.argmin(volumes[labelled]))]
             edv, esv = float(volumes[ed]), float(volumes[es])
-            return {"edv_ml": edv, "esv_ml": esv, "ef_percent": 100.0 * (edv - esv) / edv,
-                    "ed_frame": cycle[ed], "es_frame": cycle[es]}
+            reference = {"edv_ml": edv, "esv_ml": esv, "ef_percent": 100.0 * (edv - esv) / edv}
+            if study.get("frame_numbers_known", True):  # else the positions are no frame numbers to score
+                reference.update(ed_frame=cycle[ed], es_frame=cycle[es])
+            return reference
         if math.isfinite(study["edv_ml"]) and math.isfinite(study["esv_ml"]):
             edv, esv = study["edv_ml"], study["esv_ml"]
             return {"edv_ml": edv, "esv_ml": esv, "ef_percent": 100.0 * (edv - esv) / edv}

@@ -15,7 +15,9 @@ into what the ranking bundle trains and infers on:
   ``slice_spacing_mm``, ``ed_position`` / ``es_position`` (positions in ``F`` of
   known ED/ES frames, -1 unknown), ``crop_centre_mm`` (row, column of the crop's centre in mm from
   the first pixel), ``edv_ml`` / ``esv_ml`` (study volumes of a
-  volumes-only record, NaN when absent), ``subject``, ``source``.
+  volumes-only record, NaN when absent), ``frame_numbers_known`` (False for a study
+  whose frames are known only as ED and ES, :mod:`cmrssl.data.ranking`: its
+  ``frame_index`` values are positions, not cine frame numbers), ``subject``, ``source``.
 
 The heart is found without labels, the same way in training and inference: the
 pixel-wise standard deviation over the frames (the beating heart moves most),
@@ -188,6 +190,7 @@ class LoadStudyStack(Transform):
             "es_position": torch.tensor(position("es_frame")),
             "edv_ml": torch.tensor(nan if record.get("edv_ml") is None else float(record["edv_ml"])),
             "esv_ml": torch.tensor(nan if record.get("esv_ml") is None else float(record["esv_ml"])),
+            "frame_numbers_known": torch.tensor(bool(record.get("frame_numbers_known", True))),
             "subject": str(record.get("subject", Path(source).name)),
             "source": source,
         }
