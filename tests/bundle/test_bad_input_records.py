@@ -5,7 +5,9 @@
   volumes-only record with EDV < ESV (it trained, and scored as a reference of EF -88 %), two records
   for one frame (one was dropped and ED = ES), frames of a study without ``frame_index`` where their cycle
   order is needed (the list order was taken for it); an M&Ms-2 datalist with ``frame_index`` null trains
-  (``int() ... 'NoneType'`` before) and is scored on volumes, not on frame numbers it does not have.
+  (``int() ... 'NoneType'`` before) and is scored on volumes, not on frame numbers it does not have;
+- records given as ``--train#dataset#data`` / ``--validate#dataset#data`` (what MONAI Label hands in) get
+  the datalist's checks, and do not replace a finished ``model.pt`` without ``--overwrite true``.
 """
 
 from __future__ import annotations
@@ -212,3 +214,53 @@ def test_a_single_frame_without_frame_index_needs_no_order_and_trains(cohort, tm
                   output_dir=tmp_path / "model", **RANKING_TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "model" / "model.pt").is_file()
+
+
+# --------------------------------------------------------------------------- records handed in (MONAI Label)
+
+
+def _handed_in(cohort: Path, split: str, keys=("image", "label", "subject", "frame_index")) -> list:
+    return [{k: r[k] for k in keys} for r in json.loads(cohort.read_text())[split]]
+
+
+def test_records_handed_in_on_the_command_line_get_the_datalist_checks(cohort, tmp_path):
+    training, validation = _handed_in(cohort, "training"), _handed_in(cohort, "validation")
+
+    def run(train, validate):
+        return _run(SEGMENTATION, "configs/train.json", output_dir=tmp_path / "models", **SEG_TINY,
+                    **{"train#dataset#data": json.dumps(train), "validate#dataset#data": json.dumps(validate)})
+
+    # MONAI Label's records carry image and label only: one image trained and validated on is one subject in both
+    images = _handed_in(cohort, "training", ("image", "label"))
+    result = run(images, images[:1])
+    assert result.returncode == 1 and _nothing_loaded(result)  # before: trained, the best epoch chosen on it
+    assert _last_line(result) == (
+        f"error: ValueError: {images[0]['image']} is in both the training records (record 0) and the validation "
+        "records (record 0); the best epoch would be chosen on a trained study: splits must be by subject")
+    missing = tmp_path / "gone" / "frame_00.nii.gz"
+    result = run([training[0], dict(training[1], image=str(missing))], validation)
+    assert result.returncode == 1 and _nothing_loaded(result)  # before: found by a data-loading worker
+    assert _last_line(result) == (f"error: FileNotFoundError: train#dataset#data: record 1 (subject "
+                                  f"{training[1]['subject']}): image {missing} does not exist")
+    result = run(training + training[:1], validation)
+    assert result.returncode == 1 and _nothing_loaded(result)
+    assert f"train#dataset#data: record {len(training)} (subject {training[0]['subject']})" in _last_line(result)
+    assert "as record 0 does: two records for one frame" in _last_line(result)
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.slow
+def test_records_handed_in_do_not_replace_a_finished_model_without_overwrite(cohort, tmp_path):
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"the user's finished model")
+    handed_in = {"train#dataset#data": json.dumps(_handed_in(cohort, "training")),
+                 "validate#dataset#data": json.dumps(_handed_in(cohort, "validation"))}
+    result = _run(SEGMENTATION, "configs/train.json", output_dir=out, **SEG_TINY, **handed_in)
+    assert result.returncode == 1 and _nothing_loaded(result)  # before: trained and replaced it, exit 0
+    assert _last_line(result) == f"error: FileExistsError: {out / 'model.pt'} already exists; pass overwrite=True " \
+                                 "to replace it"
+    assert (out / "model.pt").read_bytes() == b"the user's finished model"
+    result = _run(SEGMENTATION, "configs/train.json", output_dir=out, overwrite="true", **SEG_TINY, **handed_in)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "model.pt").read_bytes() != b"the user's finished model"

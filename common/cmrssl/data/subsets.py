@@ -3,7 +3,10 @@
 Every datalist a bundle reads goes through :func:`datalist_records`, which refuses,
 before any data is loaded, a record naming a file that does not exist and a record
 that cannot be true (:func:`check_record_contents`: EDV < ESV, two records for one
-frame, a ``frame_index`` that is no frame number).
+frame, a ``frame_index`` that is no frame number). Records a program hands in itself
+(``train#dataset#data`` / ``validate#dataset#data``, as MONAI Label does) get the same
+checks, and the check that no subject or image is both trained and validated on,
+through :func:`check_training_records`.
 
 Few-label fine-tuning (de Mooij et al. 2024 train on 1 to 80 labelled
 subjects) draws its subjects here, so every bundle draws them the same way:
@@ -35,13 +38,12 @@ __all__ = [
     "labelled_training_records",
     "check_disjoint_subjects",
     "check_record_contents",
+    "check_training_records",
     "frame_number",
     "record_name",
     "record_volumes",
     "VOLUME_FIELDS",
     "warn_if_not_held_out",
-    "DatalistRecords",
-    "read_from_datalist",
 ]
 
 logger = logging.getLogger(__name__)
@@ -268,7 +270,7 @@ def labelled_training_records(
     seed: int = 0,
     allow_empty: bool = False,
 ) -> List[dict]:
-    """Labelled records of ``split``, restricted to ``num_labelled_subjects`` subjects (0: all), as :class:`DatalistRecords`.
+    """Labelled records of ``split``, restricted to ``num_labelled_subjects`` subjects (0: all).
 
     Records without ``label`` are left out (a datalist may mix unlabelled frames
     for pretraining); the subjects kept are logged. Each record keeps ``image``,
@@ -290,7 +292,7 @@ def labelled_training_records(
         if not split or not json.loads(Path(datalist).expanduser().read_text()).get(split):
             logger.warning("%s: no '%s' records: training without validation, the last epoch's model is kept",
                            datalist, split)
-            return DatalistRecords([], datalist)
+            return []
     records = datalist_records(datalist, split, dataset_dir)
     no_subject = [number for number, record in enumerate(records) if record.get("subject") in (None, "")]
     if no_subject:
@@ -309,26 +311,7 @@ def labelled_training_records(
         kept = set(choose_subjects([r["subject"] for r in labelled], num_labelled_subjects, seed))
         labelled = [r for r in labelled if str(r["subject"]) in kept]
         logger.info("few-label training on %d subjects (seed %d): %s", len(kept), seed, ", ".join(sorted(kept)))
-    return DatalistRecords(labelled, datalist)
-
-
-class DatalistRecords(list):
-    """Training records read from a datalist file (a plain list of dicts; ``datalist`` names the file).
-
-    The records :func:`labelled_training_records` returns. A training config tells them
-    from records a program handed in itself through ``train#dataset#data`` (MONAI Label's
-    bundle trainer does: it trains into the bundle's ``models/model.pt`` by design), see
-    :func:`read_from_datalist`.
-    """
-
-    def __init__(self, records=(), datalist: Union[str, os.PathLike] = "") -> None:
-        super().__init__(records)
-        self.datalist = str(datalist)
-
-
-def read_from_datalist(records: Sequence[dict]) -> bool:
-    """True for records read from a datalist file here, False for records a program handed in."""
-    return isinstance(records, DatalistRecords)
+    return labelled
 
 
 def _shared_subjects(records_a: Sequence[dict], records_b: Sequence[dict]) -> List[str]:
@@ -338,6 +321,17 @@ def _shared_subjects(records_a: Sequence[dict], records_b: Sequence[dict]) -> Li
     return sorted(subjects(records_a) & subjects(records_b))
 
 
+def _study_files(records: Sequence[dict]) -> Dict[str, int]:
+    """``{absolute image or cine path: first record number}``: the files that stand for a study."""
+    files: Dict[str, int] = {}
+    for number, r in enumerate(records):
+        if isinstance(r, dict):
+            for key in ("image", "cine"):
+                if isinstance(r.get(key), str) and r[key]:
+                    files.setdefault(os.path.abspath(r[key]), number)
+    return files
+
+
 def check_disjoint_subjects(
     training: Sequence[dict], validation: Sequence[dict], names: Sequence[str] = ("training", "validation")
 ) -> None:
@@ -345,9 +339,11 @@ def check_disjoint_subjects(
 
     A validation subject seen in training makes the best-model choice (and
     every validation score) optimistic without a word; splits are by subject.
+    Records without ``subject`` (MONAI Label hands in ``{"image", "label"}`` only) are
+    compared by their files: an ``image`` or ``cine`` in both lists is one study in both.
 
     Raises:
-        ValueError: naming the shared subjects.
+        ValueError: naming the shared subjects, else the first shared file.
     """
     shared = _shared_subjects(training, validation)
     if shared:
@@ -356,6 +352,45 @@ def check_disjoint_subjects(
             f"subjects {listing} are in both the {names[0]} and the {names[1]} records; "
             "splits must be by subject (fix the datalist, or validate on other subjects)"
         )
+    trained = _study_files(training)
+    for path, number in _study_files(validation).items():
+        if path in trained:
+            raise ValueError(
+                f"{path} is in both the {names[0]} records (record {trained[path]}) and the {names[1]} records "
+                f"(record {number}); the best epoch would be chosen on a trained study: splits must be by subject"
+            )
+
+
+def _check_handed_in(records: Sequence[dict], name: str) -> None:
+    if not isinstance(records, (list, tuple)):
+        raise ValueError(f"{name}: expected a list of records, got {type(records).__name__}")
+    for number, record in enumerate(records):
+        if not isinstance(record, dict) or not record.get("image"):
+            raise ValueError(f"{name}: record {number} lacks 'image': {record}")
+        _check_files(record, record_name(name, None, number, record))
+    check_record_contents(records, name)
+
+
+def check_training_records(
+    training: Sequence[dict],
+    validation: Sequence[dict] = (),
+    names: Sequence[str] = ("train#dataset#data", "validate#dataset#data"),
+) -> None:
+    """The checks of :func:`datalist_records` and :func:`check_disjoint_subjects` on the records a run trains
+    and validates on, wherever they came from: a datalist, or a program that hands them in
+    (``--train#dataset#data`` / ``--validate#dataset#data``, MONAI Label's bundle trainer).
+
+    Paths are checked as given (relative ones against the working folder, where the loaders
+    will open them); the records are named ``<name>: record N (subject S)``.
+
+    Raises:
+        FileNotFoundError: a record's image / label / cine missing.
+        ValueError: not a list of records, a record without ``image``, a record that cannot
+            be true (:func:`check_record_contents`), or a subject or file in both lists.
+    """
+    _check_handed_in(training, names[0])
+    _check_handed_in(validation or [], names[1])
+    check_disjoint_subjects(training, validation or [], ("training", "validation"))
 
 
 def warn_if_not_held_out(
