@@ -143,8 +143,8 @@ def numbered_subject_names(selection: Union[str, int, Iterable[Union[str, int]]]
         try:
             numbers = [int(b) for b in bounds]
         except ValueError as err:
-            raise ValueError(f"subject selection {text!r}: expected a subject number, a range like 1-80, "
-                             f"or {prefix}NNN") from err
+            raise ValueError(
+                f"subject selection {text!r}: expected a subject number, a range like 1-80, or {prefix}NNN") from err
         if len(numbers) == 1:
             names.append(f"{prefix}{numbers[0]:03d}")
         elif len(numbers) == 2 and numbers[0] <= numbers[1]:
@@ -431,8 +431,8 @@ def refuse_duplicate_series(entries: Iterable[Tuple[str, Sequence[PathLike]]], w
 
         pairs = sorted(shared.items())
         listing = "; ".join(
-            f"subject {entries[a][0]!r} ({place(a)}) and subject {entries[b][0]!r} ({place(b)}): "
-            f"{n} series" for (a, b), n in pairs[:3])
+            f"subject {entries[a][0]!r} ({place(a)}) and subject {entries[b][0]!r} ({place(b)}): {n} series"
+            for (a, b), n in pairs[:3])
         more = f" (and {len(pairs) - 3} more pairs)" if len(pairs) > 3 else ""
         raise ValueError(
             f"{where}: the same DICOM series (SeriesInstanceUID) under two subjects: {listing}{more}. "

@@ -149,8 +149,8 @@ def find_dicom_studies(root: PathLike, min_slices: int = 2, progress: bool = Fal
             if study.num_slices == 1 and study.num_frames >= 2:
                 long_axis.append((folder, _series_header(folder)))  # skipped below, unless attached
             else:
-                skip(folder, f"{study.num_slices} slice position(s): not a short-axis stack "
-                             "(long-axis or single slice?)")
+                skip(folder,
+                     f"{study.num_slices} slice position(s): not a short-axis stack (long-axis or single slice?)")
             continue
         if study.num_frames < 2:
             skip(folder, "a single phase: not a cine")

@@ -412,8 +412,8 @@ def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.nd
     if input_mode not in INPUT_MODES:
         raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
     if input_mode == "neighbours" and not data.whole_cycle:
-        raise ValueError("input_mode 'neighbours' needs whole cycles; this data labels only some frames "
-                         "(ACDC: ED and ES)")
+        raise ValueError(
+            "input_mode 'neighbours' needs whole cycles; this data labels only some frames (ACDC: ED and ES)")
     index_scale = np.asarray(index_scale, np.float64)
     records = []
     num_frames = data.images.shape[1]

@@ -168,8 +168,8 @@ def read_mnms_info(path: PathLike, required: Sequence[str] = ("ed", "es")) -> Di
         columns = {_normalise(c): c for c in (reader.fieldnames or [])}
         code_column = next((columns[c] for c in _CODE_COLUMNS if c in columns), None)
         if code_column is None:
-            raise ValueError(f"{path}: no subject code column (External code / SUBJECT_CODE); "
-                             f"columns are {reader.fieldnames}")
+            raise ValueError(
+                f"{path}: no subject code column (External code / SUBJECT_CODE); columns are {reader.fieldnames}")
         wanted = {key: next((columns[a] for a in aliases if a in columns), None) for key, aliases in _COLUMNS.items()}
         missing = [k.upper() for k in required if wanted[k] is None]
         if missing:
@@ -220,8 +220,8 @@ def _frame(row: Mapping[str, str], key: str, csv_path: Path, code: str, num_fram
     except (KeyError, ValueError) as err:
         raise ValueError(f"{csv_path}: subject {code}: {key.upper()} {row.get(key)!r} is not a frame number") from err
     if not 0 <= t < num_frames:
-        raise ValueError(f"{csv_path}: subject {code}: {key.upper()} frame {t} outside [0, {num_frames - 1}] "
-                         f"of {image}")
+        raise ValueError(
+            f"{csv_path}: subject {code}: {key.upper()} frame {t} outside [0, {num_frames - 1}] of {image}")
     return t
 
 
@@ -408,8 +408,7 @@ def mnms2_records(root: PathLike, *, csv_path: Optional[PathLike] = None,
         except UnreadableFileError as err:
             _skip(skipped, folder, str(err))
     if not records:
-        raise ValueError(f"{root}: no readable M&Ms-2 subject; {len(skipped)} unreadable, "
-                         f"e.g. {skipped[0]['reason']}")
+        raise ValueError(f"{root}: no readable M&Ms-2 subject; {len(skipped)} unreadable, e.g. {skipped[0]['reason']}")
     return records
 
 

@@ -364,8 +364,8 @@ def _check_not_parallel(planes: dict) -> None:
         for b in names[i + 1:]:
             angle = _angle_deg(planes[a].normal, planes[b].normal)
             if angle < MIN_PLANE_ANGLE_DEG:
-                raise PositionSkip(f"the {a} and {b} planes are parallel (angle {angle:.1f} degrees "
-                                   f"< {MIN_PLANE_ANGLE_DEG:g})")
+                raise PositionSkip(
+                    f"the {a} and {b} planes are parallel (angle {angle:.1f} degrees < {MIN_PLANE_ANGLE_DEG:g})")
 
 
 def _crossing(a: Plane, b: Plane, c: Plane) -> np.ndarray:

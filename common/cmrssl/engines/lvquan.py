@@ -208,7 +208,8 @@ class FramePredictions:
         for s in subjects:
             counts = np.array([self._counts.get((s, t), 0) for t in range(self.num_frames)], np.float64)
             if not counts.all():
-                raise RuntimeError(f"{self.data.subjects[s]}: frames {np.flatnonzero(counts == 0).tolist()} never predicted")
+                raise RuntimeError(
+                    f"{self.data.subjects[s]}: frames {np.flatnonzero(counts == 0).tolist()} never predicted")
             rows["indices"].append(np.stack([self._sums[(s, t)] for t in range(self.num_frames)]) / counts[:, None])
             rows["phase_probability"].append(np.array([self._phase_sums[(s, t)] for t in range(self.num_frames)]) / counts)
             rows["target_indices"].append(self.data.indices[s])
@@ -262,8 +263,9 @@ class OutOfFoldWriter(FramePredictions):
         self.table = prediction_table(predictions["indices"], predictions["phase_probability"],
                                       predictions["target_indices"], predictions["target_phase"])
         cycles = len(np.unique(predictions["subject_index"]))
-        print(format_table(self.table, f"{cycles} held-out slice cycle(s), {len(predictions['frame'])} frames -> "
-                                       f"{self.path}"), flush=True)
+        table = format_table(self.table,
+                             f"{cycles} held-out slice cycle(s), {len(predictions['frame'])} frames -> {self.path}")
+        print(table, flush=True)
 
 
 class StudyPredictionWriter(FramePredictions):

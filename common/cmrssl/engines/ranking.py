@@ -255,8 +255,8 @@ class RankingMethod(nn.Module):
             return {"loss": loss, "supervised_area": loss.detach()}
         edv, esv = inputs["edv_ml"], inputs["esv_ml"]
         if not (torch.isfinite(edv) and torch.isfinite(esv)):
-            raise ValueError(f"{inputs.get('source', 'study')}: a supervised step drew a study with neither labels "
-                             "nor EDV/ESV")
+            raise ValueError(
+                f"{inputs.get('source', 'study')}: a supervised step drew a study with neither labels nor EDV/ESV")
         volumes = study_areas(self.network, image, self.chunk_size).sum(dim=1) * inputs["slice_spacing_mm"] / 1000.0
         predicted = torch.stack([volumes.max(), volumes.min()])
         loss = F.smooth_l1_loss(predicted / VOLUME_SCALE_ML, torch.stack([edv, esv]).float() / VOLUME_SCALE_ML)

@@ -87,8 +87,7 @@ class CineStudy:
         n_slices = self.pixels.shape[1]
         if self.slice_affines.shape != (n_slices, 4, 4):
             raise ValueError(
-                f"{self.source or 'cine'}: slice_affines must be [{n_slices}, 4, 4], "
-                f"got {self.slice_affines.shape}"
+                f"{self.source or 'cine'}: slice_affines must be [{n_slices}, 4, 4], got {self.slice_affines.shape}"
             )
         if self.labels is not None:
             self.labels = np.asarray(self.labels)

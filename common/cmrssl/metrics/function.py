@@ -118,8 +118,7 @@ def _resolve_labelled_frames(labels: np.ndarray, labelled_frames, source: Option
             raise ValueError(f"{_where(source)}labelled_frames {bad} outside the {num_frames} frames of the cine")
     if len(frames) < 2:
         raise ValueError(
-            f"{_where(source)}need at least two labelled frames to find ED and ES, got {frames} "
-            f"of {num_frames}"
+            f"{_where(source)}need at least two labelled frames to find ED and ES, got {frames} of {num_frames}"
         )
     return frames
 
