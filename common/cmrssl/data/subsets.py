@@ -31,6 +31,8 @@ import nibabel as nib
 import numpy as np
 
 from cmrssl.io.atomic import safe_folder_name, unique_folder_name
+from cmrssl.io.errors import CineReadError
+from cmrssl.io.nifti import check_label_grid, check_spacing_from
 
 __all__ = [
     "datalist_records",
@@ -52,7 +54,9 @@ _PATH_KEYS = ("image", "label", "cine", "lax_2ch", "lax_4ch", "position_label")
 #: Fields a training or evaluation pipeline reads, with the value a record lacking one gets.
 #: Records keep only these: the default collate fails when a batch mixes records with and
 #: without an optional field (ACDC's ``cine`` exists for one patient, DSB volumes for some).
-_TRAINING_FIELDS = {"image": None, "label": None, "subject": None, "frame": "", "frame_index": -1, "phase": "other"}
+#: ``spacing_from`` "auto": the record does not say; the loader's own setting applies.
+_TRAINING_FIELDS = {"image": None, "label": None, "subject": None, "frame": "", "frame_index": -1, "phase": "other",
+                    "spacing_from": "auto"}
 
 
 #: Study volumes of a volumes-only record (the Kaggle 2016 ``train.csv``): LV EDV and ESV in ml.
@@ -141,6 +145,34 @@ def _holds_one_frame(path: str) -> bool:
     return len(shape) <= 3 or all(int(n) == 1 for n in shape[3:])
 
 
+def _is_nifti_file(path: object) -> bool:
+    return isinstance(path, str) and path.lower().endswith((".nii", ".nii.gz")) and os.path.isfile(path)
+
+
+def _check_geometry(record: dict, name: str) -> None:
+    """A record's ``spacing_from`` is a known source, and a NIfTI label lies on its NIfTI image's grid.
+
+    Headers only, so a datalist of hundreds of frames is checked in seconds, before any
+    data is cached (a loader that finds it later fails inside a worker thread). An image
+    that is a DICOM folder is checked by the frame loader when it reads both.
+    """
+    spacing_from = record.get("spacing_from")
+    if spacing_from is not None:
+        try:
+            spacing_from = check_spacing_from(spacing_from)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+    image, label = record.get("image"), record.get("label")
+    if not (_is_nifti_file(image) and _is_nifti_file(label)) or os.path.abspath(image) == os.path.abspath(label):
+        return
+    try:
+        check_label_grid(nib.load(image), image, nib.load(label), label, spacing_from or "auto")
+    except CineReadError as err:
+        raise CineReadError(f"{name}: {err}") from None
+    except Exception as err:  # nibabel's several errors for a damaged header
+        raise CineReadError(f"{name}: image {image} or label {label} is not a readable NIfTI ({err})") from None
+
+
 def check_record_contents(records: Sequence[dict], source: str, split: Optional[str] = None) -> None:
     """Refuse records that cannot be true, naming each (``source``, ``split``, record number, subject).
 
@@ -153,20 +185,25 @@ def check_record_contents(records: Sequence[dict], source: str, split: Optional[
       ``cine`` when it has one, else its ``image`` when that holds several frames (a 4D
       NIfTI, a DICOM folder: ``frame_index`` picks one of them), else the subject's 3D
       frame files together (a study written frame by frame, as the indexers write them).
-      Kept silently, such a pair kept one of the two frames and made ED = ES.
+      Kept silently, such a pair kept one of the two frames and made ED = ES;
+    - ``spacing_from`` one of ``auto``, ``sform``, ``pixdim``, and a NIfTI ``label`` on its
+      NIfTI ``image``'s voxel grid (:func:`cmrssl.io.nifti.check_label_grid`: a label of the
+      right shape 30 mm away trained without a word).
 
     Whether the cycle order of frames without ``frame_index`` matters is up to the
     reader: a segmentation record stands alone, a ranking study needs it
     (:func:`cmrssl.data.ranking.ranking_studies`).
 
     Raises:
-        ValueError: the first record found that cannot be true.
+        ValueError: the first record found that cannot be true (a
+            :class:`~cmrssl.io.errors.CineReadError` for geometry).
     """
     volumes: Dict[str, Tuple[int, Tuple[float, float]]] = {}
     frames: Dict[tuple, int] = {}
     for number, record in enumerate(records):
         name = record_name(source, split, number, record)
         subject = str(record.get("subject", ""))
+        _check_geometry(record, name)
         pair = record_volumes(record, name)
         if pair is not None:
             first = volumes.setdefault(subject, (number, pair))
@@ -462,5 +499,8 @@ def resolve_cine_inputs(
             continue
         seen.add(str(cine))
         subject = str(record.get("subject") or cine.name)
-        cines.append({"cine_key": unique_folder_name(subject, taken), "subject": subject, "cine": str(cine)})
+        entry = {"cine_key": unique_folder_name(subject, taken), "subject": subject, "cine": str(cine)}
+        if record.get("spacing_from") not in (None, "", "auto"):
+            entry["spacing_from"] = str(record["spacing_from"])  # the indexer's word on the NIfTI header
+        cines.append(entry)
     return cines

@@ -70,13 +70,22 @@ SEGMENTATION_FILE = "segmentation.nii.gz"
 
 # --------------------------------------------------------------------------- inputs
 def cine_frame_records(cines: Sequence[dict], cache: CineStudyCache) -> List[dict]:
-    """One dataset record per frame of each cine: ``{"image", "frame_index", "cine_key"}``."""
+    """One dataset record per frame of each cine: ``{"image", "frame_index", "cine_key", "spacing_from"}``.
+
+    ``spacing_from`` is the cine's own (a datalist record's), else ``"auto"``: the cache's setting.
+    """
     records = []
     for cine in cines:
-        study = cache.get(cine["cine"])
+        study = _read(cache, cine)
         for t in range(study.num_frames):
-            records.append({"image": cine["cine"], "frame_index": t, "cine_key": cine["cine_key"]})
+            records.append({"image": cine["cine"], "frame_index": t, "cine_key": cine["cine_key"],
+                            "spacing_from": cine.get("spacing_from") or "auto"})
     return records
+
+
+def _read(cache: CineStudyCache, cine: dict) -> CineStudy:
+    """The cine through the shared cache, with its own NIfTI spacing source when it names one."""
+    return cache.get(cine["cine"], spacing_from=cine.get("spacing_from"))
 
 
 # --------------------------------------------------------------------------- outputs
@@ -168,7 +177,7 @@ class CineSegmentationWriter:
         for record, result in zip(batch, output):
             key, t = str(record["cine_key"]), int(record["frame_index"])
             cine = next(c for c in self.cines if c["cine_key"] == key)
-            study = self.cache.get(cine["cine"])
+            study = _read(self.cache, cine)
             if key not in self.labels:
                 self.labels[key] = np.full(study.pixels.shape, -1, dtype=np.int16)
             pred = result[self.pred_key]
@@ -192,7 +201,7 @@ class CineSegmentationWriter:
         with atomic_folder(self.output_dir, overwrite=self._may_replace(), owned=self._owned_entries().__contains__) as tmp:
             for cine in self.cines:
                 folder = tmp if len(self.cines) == 1 else tmp / cine["cine_key"]
-                study = self.cache.get(cine["cine"])
+                study = _read(self.cache, cine)
                 labels = self.labels[cine["cine_key"]]
                 if self.label_cleanup == "heart" and labels.shape[0] > 1:
                     labels, removed = keep_heart(labels, slice_axis=1)

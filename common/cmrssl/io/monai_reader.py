@@ -15,6 +15,7 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from .cine import CineStudy
 from .errors import CineReadError
+from .nifti import check_spacing_from
 from .reader import is_nifti_path, read_cine, study_ras_affine, study_to_xyzt
 
 __all__ = ["CineImageReader"]
@@ -34,12 +35,15 @@ class CineImageReader(ImageReader):
     Args:
         series: DICOM series to pick in folders that mix several.
         view: view recorded in the meta.
+        spacing_from: NIfTI spacing source, ``"auto"`` (what the header proves),
+            ``"sform"`` or ``"pixdim"`` (:mod:`cmrssl.io.nifti`).
     """
 
-    def __init__(self, series: Union[str, int, None] = None, view: str = "sax") -> None:
+    def __init__(self, series: Union[str, int, None] = None, view: str = "sax", spacing_from: str = "auto") -> None:
         super().__init__()
         self.series = series
         self.view = view
+        self.spacing_from = check_spacing_from(spacing_from)
 
     def verify_suffix(self, filename: Union[Sequence[PathLike], PathLike]) -> bool:
         """Accept NIfTI files, ``.dcm`` files and folders (DICOM series or NIfTI frames)."""
@@ -52,7 +56,8 @@ class CineImageReader(ImageReader):
     def read(self, data: Union[Sequence[PathLike], PathLike], **kwargs) -> Union[CineStudy, list]:
         """Read one cine per path (a list of paths gives a list of studies)."""
         names = ensure_tuple(data)
-        studies = [read_cine(n, series=kwargs.get("series", self.series), view=self.view) for n in names]
+        studies = [read_cine(n, series=kwargs.get("series", self.series), view=self.view,
+                             spacing_from=kwargs.get("spacing_from", self.spacing_from)) for n in names]
         return studies if len(studies) > 1 else studies[0]
 
     def get_data(self, img: Union[CineStudy, Sequence[CineStudy]]) -> Tuple[np.ndarray, Dict[str, Any]]:

@@ -105,8 +105,8 @@ class LoadCineFramed(MapTransform):
             must lie on the first one's voxel grid.
         frame_key: key of the 0-based frame index in the record (may be absent for 3D frames).
         dtype, cache_size, cache, spacing_from: as :class:`LoadCineFrame`; a record's
-            own ``spacing_from`` entry (an indexer records its dataset's convention)
-            comes first.
+            own ``spacing_from`` of ``"sform"`` or ``"pixdim"`` (an indexer records its
+            dataset's convention) comes first, ``"auto"`` leaves it to the transform.
         allow_missing_keys: skip absent keys.
 
     Raises:
@@ -130,12 +130,12 @@ class LoadCineFramed(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         frame_index = d.get(self.frame_key)
-        spacing_from = d.get("spacing_from")
+        spacing_from = d.get("spacing_from")  # "auto" or absent: the record does not say
+        spacing_from = None if spacing_from in (None, "", "auto") else str(spacing_from)
         first = None
         for key in self.key_iterator(d):
             path = d[key]
-            d[key] = self.loader(path, None if frame_index is None else int(frame_index),
-                                 None if spacing_from is None else str(spacing_from))
+            d[key] = self.loader(path, None if frame_index is None else int(frame_index), spacing_from)
             if first is None:
                 first = (path, d[key])
                 continue

@@ -86,8 +86,8 @@ def _zoom(array_czhw: np.ndarray, factors: Tuple[float, float], mode: str) -> np
     return zoomed.reshape(array_czhw.shape[:-2] + zoomed.shape[-2:])
 
 
-def _label_frame(path: str, shape_zhw: Tuple[int, ...]) -> np.ndarray:
-    labels = read_cine(path).pixels
+def _label_frame(path: str, shape_zhw: Tuple[int, ...], spacing_from: str = "auto") -> np.ndarray:
+    labels = read_cine(path, spacing_from=spacing_from).pixels
     if labels.shape[0] != 1 or labels.shape[1:] != tuple(shape_zhw):
         raise ValueError(f"{path}: label of shape {labels.shape[1:]} (frames {labels.shape[0]}) does not match "
                          f"its image frame {tuple(shape_zhw)}")
@@ -102,6 +102,8 @@ class LoadStudyStack(Transform):
         roi_size: side of the square crop around the heart (pixels).
         intensity_percentiles: clipping percentiles of the study's intensities.
         cache_size: studies kept in memory by path (a cine read once for all its frames).
+        spacing_from: NIfTI spacing source, ``"auto"`` (what the header proves), ``"sform"``
+            or ``"pixdim"`` (:mod:`cmrssl.io.nifti`).
 
     Raises (naming the file):
         ValueError: frames of different geometry, a stack without slice spacing (one
@@ -114,13 +116,15 @@ class LoadStudyStack(Transform):
         roi_size: int = 128,
         intensity_percentiles: Sequence[float] = (0.5, 99.5),
         cache_size: int = 1,
+        spacing_from: str = "auto",
     ) -> None:
         self.pixdim_mm = float(pixdim_mm)
         self.roi_size = int(roi_size)
         if self.pixdim_mm <= 0 or self.roi_size < 8:
             raise ValueError(f"pixdim_mm must be > 0 and roi_size >= 8, got {pixdim_mm}, {roi_size}")
         self.percentiles = (float(intensity_percentiles[0]), float(intensity_percentiles[1]))
-        self.cache = CineStudyCache(max_studies=int(cache_size))
+        self.cache = CineStudyCache(max_studies=int(cache_size), spacing_from=spacing_from)
+        self.spacing_from = self.cache.spacing_from
 
     def _pixels(self, record: Mapping) -> Tuple[np.ndarray, object, List[int], str]:
         """``(pixels [F, Z, H, W], a study with the geometry, cycle index of each frame, source)``."""
@@ -132,7 +136,7 @@ class LoadStudyStack(Transform):
             raise ValueError(f"study {record.get('subject', '?')}: neither a cine nor frames to read")
         stacks, first = [], None
         for f in frames:
-            study = read_cine(f["image"])  # each 3D frame once; the cache keeps whole cines
+            study = read_cine(f["image"], spacing_from=self.spacing_from)  # each 3D frame once; the cache keeps cines
             if study.num_frames != 1:
                 raise ValueError(f"{f['image']}: a frame record must point at one 3D frame, got {study.num_frames} "
                                  "frames (put a whole cine under 'cine')")
@@ -167,7 +171,7 @@ class LoadStudyStack(Transform):
             if not f.get("label"):
                 continue
             t = cycle.index(int(f["frame_index"]))
-            lv = (_label_frame(f["label"], pixels.shape[1:]) == LV_CAVITY).astype(np.float32)
+            lv = (_label_frame(f["label"], pixels.shape[1:], self.spacing_from) == LV_CAVITY).astype(np.float32)
             reference[t] = float(lv.sum()) * dz * dy * dx / 1000.0
             lv_zoomed = _crop(_zoom(lv[None], factors, "nearest")[0], centre, self.roi_size, 0.0)
             area[t] = lv_zoomed.reshape(lv_zoomed.shape[0], -1).sum(axis=1) * self.pixdim_mm ** 2
