@@ -10,7 +10,6 @@ so every bundle that loads through them gets the same answer.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,25 +19,18 @@ import numpy as np
 import pytest
 import torch
 
+from bundle_cli import last_line as _last_line, run_bundle
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEGMENTATION = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
 TINY = {"pixdim_mm": "[3.5, 3.5]", "network_def#channels": "[4, 8, 16, 32]"}
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
-from test_bad_input_geometry import _patch  # noqa: E402  (the raw-header helper, one copy)
+from nifti_header import patch_nifti_header as _patch  # noqa: E402  (the raw-header helper, one copy)
 
 
 def _run(config: str, timeout: int = 300, **options) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config]
-    for key, value in {**TINY, **options}.items():
-        command += [f"--{key}", str(value)]
-    return subprocess.run(command, cwd=str(SEGMENTATION), capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
-
-
-def _last_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    return run_bundle(SEGMENTATION, config, timeout=timeout, **{**TINY, **options})
 
 
 @pytest.fixture(scope="module")

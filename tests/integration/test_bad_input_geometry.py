@@ -16,7 +16,6 @@ Each case damages one phantom subject (32 px, oblique short-axis stack, 5.16 x
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -28,13 +27,10 @@ import pytest
 
 from cmrssl.data.phantom import generate_subject
 from cmrssl.io.nifti import write_cine_nifti
+from nifti_header import patch_nifti_header
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# NIfTI-1 header offsets (bytes): pixdim float32[8], sform_code int16, srow_x/y/z float32[4] each.
-_PIXDIM_OFFSET = 76
-_SFORM_CODE_OFFSET = 254
-_SROW_OFFSET = 280
 
 
 def _run(tool: str, *args) -> subprocess.CompletedProcess:
@@ -51,31 +47,6 @@ def _refusal(proc: subprocess.CompletedProcess, tool: str, code: int, path: Path
     message = line[len(f"{tool}: error: "):]
     assert message.startswith(str(path)), message
     return message
-
-
-def _patch(src: Path, dst: Path, *, pixdim_xyz=None, sform_code=None, sform_columns=None, translate_mm=None) -> None:
-    """Copy a ``.nii.gz`` with raw header fields overwritten (nibabel would make them agree on save).
-
-    ``sform_columns``: a 3x3 matrix for the sform's voxel -> RAS columns; ``translate_mm``
-    is added to both the sform and the qform origin.
-    """
-    raw = bytearray(gzip.decompress(src.read_bytes()))
-    if pixdim_xyz is not None:
-        pixdim = np.frombuffer(bytes(raw[_PIXDIM_OFFSET:_PIXDIM_OFFSET + 32]), dtype="<f4").copy()
-        pixdim[1:4] = pixdim_xyz
-        raw[_PIXDIM_OFFSET:_PIXDIM_OFFSET + 32] = pixdim.astype("<f4").tobytes()
-    if sform_code is not None:
-        raw[_SFORM_CODE_OFFSET:_SFORM_CODE_OFFSET + 2] = np.int16(sform_code).astype("<i2").tobytes()
-    srow = np.frombuffer(bytes(raw[_SROW_OFFSET:_SROW_OFFSET + 48]), dtype="<f4").reshape(3, 4).copy()
-    if sform_columns is not None:
-        srow[:, :3] = sform_columns
-    if translate_mm is not None:
-        srow[:, 3] += translate_mm
-        qoffset = np.frombuffer(bytes(raw[268:280]), dtype="<f4").copy()  # qoffset_x/y/z
-        raw[268:280] = (qoffset + np.asarray(translate_mm, dtype=np.float32)).astype("<f4").tobytes()
-    raw[_SROW_OFFSET:_SROW_OFFSET + 48] = srow.astype("<f4").tobytes()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_bytes(gzip.compress(bytes(raw)))
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +82,7 @@ def _assert_same_volumes(result: dict, reference: dict, scale: float = 1.0) -> N
 def test_scanner_sform_with_pixdim_left_at_one_takes_the_sform(phantom, tmp_path):
     # Before: pixdim 1/1/1 was taken as the truth: EDV 0.6 ml instead of 149.2.
     damaged = tmp_path / "pixdim_one_gt.nii.gz"
-    _patch(phantom["labels"], damaged, pixdim_xyz=1.0)
+    patch_nifti_header(phantom["labels"], damaged, pixdim_xyz=1.0)
     result = _function(damaged, tmp_path / "out")
     _assert_same_volumes(result, phantom["report"])
     assert result["spacing_zyx_mm"] == pytest.approx(phantom["report"]["spacing_zyx_mm"], rel=1e-4)
@@ -124,7 +95,7 @@ def test_zero_slice_column_takes_the_slices_perpendicular_at_the_pixdim_spacing(
     columns = phantom["columns"].copy()
     columns[:, 2] = 0.0
     damaged = tmp_path / "zero_slice_column_gt.nii.gz"
-    _patch(phantom["labels"], damaged, sform_columns=columns)
+    patch_nifti_header(phantom["labels"], damaged, sform_columns=columns)
     result = _function(damaged, tmp_path / "out")
     _assert_same_volumes(result, phantom["report"])
     assert result["spacing_zyx_mm"][0] == pytest.approx(phantom["spacing"][2], rel=1e-4)
@@ -133,7 +104,7 @@ def test_zero_slice_column_takes_the_slices_perpendicular_at_the_pixdim_spacing(
 def test_two_spacings_the_header_cannot_choose_between_are_refused_then_settled(phantom, tmp_path):
     # Before: pixdim was taken silently (EDV 76.4 ml, 0.512 times the sform's 149.2).
     damaged = tmp_path / "disagree_gt.nii.gz"
-    _patch(phantom["labels"], damaged, pixdim_xyz=0.8 * phantom["spacing"])
+    patch_nifti_header(phantom["labels"], damaged, pixdim_xyz=0.8 * phantom["spacing"])
     proc = _run("function", damaged, "--out", tmp_path / "refused")
     message = _refusal(proc, "function", 2, damaged)
     dx, dy, dz = phantom["spacing"]
@@ -150,7 +121,7 @@ def test_unit_sform_columns_take_pixdim_as_acdc_stores_it(phantom, tmp_path):
     # ACDC: sform code 2 with unit columns (directions only), the spacing in pixdim.
     columns = phantom["columns"] / np.linalg.norm(phantom["columns"], axis=0)
     damaged = tmp_path / "acdc_like_gt.nii.gz"
-    _patch(phantom["labels"], damaged, sform_columns=columns, sform_code=2)
+    patch_nifti_header(phantom["labels"], damaged, sform_columns=columns, sform_code=2)
     _assert_same_volumes(_function(damaged, tmp_path / "out"), phantom["report"])
 
 
@@ -164,7 +135,7 @@ def test_a_spacing_option_that_is_not_one_of_the_sources_is_refused(phantom, tmp
 
 def test_spacing_from_an_absent_source_is_named(phantom, tmp_path):
     damaged = tmp_path / "no_sform_gt.nii.gz"
-    _patch(phantom["labels"], damaged, sform_code=0)
+    patch_nifti_header(phantom["labels"], damaged, sform_code=0)
     proc = _run("function", damaged, "--out", tmp_path / "out", "--spacing_from", "sform")
     message = _refusal(proc, "function", 2, damaged)
     assert "spacing_from 'sform' asked, but the header has no sform spacing along x, y, z" in message
@@ -178,7 +149,7 @@ def test_label_on_another_grid_than_its_image_is_refused_naming_both(phantom, tm
     study = tmp_path / "subject"
     study.mkdir()
     (study / "sax_cine.nii.gz").write_bytes((phantom["folder"] / "sax_cine.nii.gz").read_bytes())
-    _patch(phantom["labels"], study / "sax_cine_gt.nii.gz", translate_mm=[30.0, 0.0, 0.0])
+    patch_nifti_header(phantom["labels"], study / "sax_cine_gt.nii.gz", translate_mm=[30.0, 0.0, 0.0])
     proc = _run("function", study, "--out", tmp_path / "out")
     message = _refusal(proc, "function", 2, study / "sax_cine_gt.nii.gz")
     assert "not on the grid of its image" in message and str(study / "sax_cine.nii.gz") in message, message
@@ -195,5 +166,5 @@ def test_label_within_float_rounding_of_its_image_is_accepted(phantom, tmp_path)
     study = tmp_path / "subject"
     study.mkdir()
     (study / "sax_cine.nii.gz").write_bytes((phantom["folder"] / "sax_cine.nii.gz").read_bytes())
-    _patch(phantom["labels"], study / "sax_cine_gt.nii.gz", translate_mm=[0.01, -0.01, 0.0])
+    patch_nifti_header(phantom["labels"], study / "sax_cine_gt.nii.gz", translate_mm=[0.01, -0.01, 0.0])
     _assert_same_volumes(_function(study, tmp_path / "out"), phantom["report"])

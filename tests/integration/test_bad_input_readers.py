@@ -18,11 +18,9 @@ A refusal is exit code 1 (convert) or 2 (function, index), one line on stderr
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -36,13 +34,11 @@ import pytest
 from cmrssl.data.phantom import generate_subject
 from cmrssl.io.dicom import write_dicom_series
 from cmrssl.io.nifti import write_cine_nifti
+from nifti_header import patch_nifti_header
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
-# NIfTI-1 header offsets (bytes): pixdim float32[8], sform_code int16.
-_PIXDIM_OFFSET = 76
-_SFORM_CODE_OFFSET = 254
 
 
 def _run(tool: str, *args) -> subprocess.CompletedProcess:
@@ -72,18 +68,6 @@ def subject():
 # --------------------------------------------------------------------------- NIfTI geometry (function.py)
 
 
-def _patch_nifti_header(src: Path, dst: Path, *, pixdim_xyz=None, sform_code=None) -> None:
-    """Copy a ``.nii.gz`` with raw header fields overwritten (nibabel would fix them on save)."""
-    raw = bytearray(gzip.decompress(src.read_bytes()))
-    if pixdim_xyz is not None:
-        pixdim = np.frombuffer(bytes(raw[_PIXDIM_OFFSET:_PIXDIM_OFFSET + 32]), dtype="<f4").copy()
-        pixdim[1:4] = pixdim_xyz
-        raw[_PIXDIM_OFFSET:_PIXDIM_OFFSET + 32] = pixdim.astype("<f4").tobytes()
-    if sform_code is not None:
-        raw[_SFORM_CODE_OFFSET:_SFORM_CODE_OFFSET + 2] = np.int16(sform_code).astype("<i2").tobytes()
-    dst.write_bytes(gzip.compress(bytes(raw)))
-
-
 @pytest.fixture(scope="module")
 def labels_nifti(subject, tmp_path_factory) -> Path:
     """The phantom's canonical labels as a 4D NIfTI (sform and qform code 1, zooms = spacing)."""
@@ -105,7 +89,7 @@ def test_nifti_without_valid_zooms_takes_the_spacing_from_the_sform(labels_nifti
     original = _function(labels_nifti, tmp_path / "original")
     damaged = tmp_path / "damaged_gt.nii.gz"
     spacing = np.asarray(nib.load(str(labels_nifti)).header.get_zooms()[:3])
-    _patch_nifti_header(labels_nifti, damaged, pixdim_xyz=0.0 if zooms == "zero" else -spacing)
+    patch_nifti_header(labels_nifti, damaged, pixdim_xyz=0.0 if zooms == "zero" else -spacing)
     result = _function(damaged, tmp_path / "damaged")
     for key in ("lv_edv_ml", "lv_esv_ml", "lv_mass_g", "rv_edv_ml"):
         assert result[key] == pytest.approx(original[key], rel=1e-5), key
@@ -116,7 +100,7 @@ def test_nifti_without_valid_zooms_takes_the_spacing_from_the_sform(labels_nifti
 def test_nifti_without_zooms_or_sform_is_refused(labels_nifti, tmp_path):
     # Without an sform the affine is nibabel's qform, built from the same missing zooms.
     damaged = tmp_path / "nospacing_gt.nii.gz"
-    _patch_nifti_header(labels_nifti, damaged, pixdim_xyz=0.0, sform_code=0)
+    patch_nifti_header(labels_nifti, damaged, pixdim_xyz=0.0, sform_code=0)
     proc = _run("function", damaged, "--out", tmp_path / "out")
     _assert_refused(proc, "function", 2, damaged, "no valid voxel spacing", "pixdim[1]")
     assert not (tmp_path / "out").exists()
