@@ -11,16 +11,92 @@ refuses anything :func:`safe_name` would change (the one rule that also makes
 datalist subjects into folder names, :func:`cmrssl.io.atomic.safe_folder_name`).
 An option that is written into a file as a URL has the rule ``url``
 (:func:`check_url`): a quote and a newline in ``--weights_url`` would add
-entries to the YAML it is written into.
+entries to the YAML it is written into. A list option has its length in the
+rule: ``pixdim_mm`` is ``float>0[2]``.
+
+One option vocabulary (``docs/options.md``): the options every bundle shares
+have one name, listed with their rules in :data:`OPTIONS`. A name that was
+retired, or a synonym of one of them (``--epochs``, ``--out_dir``), would be
+added to the config and then ignored without a word, the run going on with the
+default: :data:`RETIRED_OPTIONS` names the option to use, and
+:func:`refuse_retired_options` (first in every config's ``initialize``) refuses
+such a name before anything is read or built.
 """
 
 from __future__ import annotations
 
+import numbers
 import re
-from typing import Any, Mapping, Sequence
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from urllib.parse import urlsplit
 
-__all__ = ["as_bool", "check_options", "check_url", "safe_name", "MAX_NAME_LENGTH", "URL_SCHEMES"]
+__all__ = [
+    "as_bool", "check_options", "check_url", "refuse_retired_options", "retired_option_problems", "safe_name",
+    "square_pixdim_mm", "MAX_NAME_LENGTH", "OPTIONS", "RETIRED_OPTIONS", "URL_SCHEMES",
+]
+
+#: The options the bundles share, one name each, and their rule (:func:`check_options`) where a
+#: bundle has them: ``docs/options.md`` gives meanings and defaults. ``pixdim_mm`` may be null
+#: where a bundle can keep the native spacing (``|null`` added to the rule there); ``device``
+#: defaults to an expression (``torch.device``) and is given on the command line as a string.
+OPTIONS: Dict[str, str] = {
+    "max_epochs": "int>=1",
+    "epoch_length": "int>=1|null",
+    "pixdim_mm": "float>0[2]",
+    "num_workers": "int>=0",
+    "seed": "int>=0",
+    "datalist": "str",
+    "dataset_dir": "str",
+    "output_dir": "str",
+    "checkpoint": "str",
+    "overwrite": "bool",
+    "resume": "bool",
+    "device": "str",
+}
+
+#: Option names no bundle takes, each with the option to use instead: names the bundles had
+#: before the vocabulary (``epochs``: cmr_ssp_pretraining < 0.3.0 and cmr_lvquan_ensemble
+#: < 0.5.0; ``target_spacing_mm``, ``model_dir``, ``prediction_dir``: cmr_lvquan_ensemble
+#: < 0.5.0) and common synonyms, which no bundle config may introduce
+#: (``tests/bundle/test_option_vocabulary.py``).
+RETIRED_OPTIONS: Dict[str, str] = {
+    "epochs": "max_epochs",
+    "num_epochs": "max_epochs",
+    "n_epochs": "max_epochs",
+    "steps_per_epoch": "epoch_length",
+    "iterations_per_epoch": "epoch_length",
+    "target_spacing_mm": "pixdim_mm",
+    "spacing_mm": "pixdim_mm",
+    "pixdim": "pixdim_mm",
+    "workers": "num_workers",
+    "n_workers": "num_workers",
+    "random_seed": "seed",
+    "data_list": "datalist",
+    "datalist_file": "datalist",
+    "data_dir": "dataset_dir",
+    "data_root": "dataset_dir",
+    "dataset_root": "dataset_dir",
+    "out_dir": "output_dir",
+    "output": "output_dir",
+    "prediction_dir": "output_dir",
+    "save_dir": "output_dir",
+    "ckpt": "checkpoint",
+    "ckpt_path": "checkpoint",
+    "checkpoint_path": "checkpoint",
+    "model_path": "checkpoint",
+    "model_dir": "checkpoint",
+    "force": "overwrite",
+    "gpu": "device",
+}
+
+#: how a retired option's value changed, where it did (said after the new name)
+_RETIRED_VALUE_NOTES: Dict[str, str] = {
+    "target_spacing_mm": "a list [dy, dx] of two equal values",
+    "spacing_mm": "a list [dy, dx]",
+    "pixdim": "a list [dy, dx] in mm",
+    "model_dir": "the model file, e.g. runs/fold0/model.pt; its index_scale.json is read beside it",
+}
 
 #: the longest file or folder name :func:`safe_name` gives
 MAX_NAME_LENGTH = 128
@@ -87,11 +163,29 @@ def check_url(value: Any, name: str = "url") -> str:
 _KINDS = ("int", "float", "bool", "str", "name", "url")
 
 
+_LIST_RULE = re.compile(r"^(?P<item>.+)\[(?P<length>\d+)\]$")
+_KIND_NOUNS = {"int": "whole numbers", "float": "numbers", "bool": "true/false values", "str": "strings",
+               "name": "plain names", "url": "URLs"}
+
+
 def _check_option(name: str, value: Any, rule: str) -> None:
-    """One option against a rule such as ``"int>=1"``, ``"float>0"``, ``"bool"``, ``"int>=1|null"``."""
+    """One option against a rule such as ``"int>=1"``, ``"bool"``, ``"int>=1|null"``, ``"float>0[2]"`` (a list)."""
     rule = rule.replace(" ", "")
     nullable = rule.endswith("|null")
     rule = rule[: -len("|null")] if nullable else rule
+    as_list = _LIST_RULE.match(rule)
+    if as_list:  # "float>0[2]": a list of 2 values, each "float>0"
+        if value is None and nullable:
+            return
+        length, item_rule = int(as_list.group("length")), as_list.group("item")
+        kind = next((k for k in _KINDS if item_rule.startswith(k)), None)
+        if kind is None:
+            raise ValueError(f"option rule {rule!r} for {name} must start with one of {_KINDS}")
+        if not isinstance(value, (list, tuple)) or len(value) != length:
+            raise ValueError(f"--{name} must be a list of {length} {_KIND_NOUNS[kind]}, got {value!r}")
+        for item in value:
+            _check_option(name, item, item_rule)
+        return
     kind = next((k for k in _KINDS if rule.startswith(k)), None)
     if kind is None:
         raise ValueError(f"option rule {rule!r} for {name} must start with one of {_KINDS}")
@@ -163,5 +257,77 @@ def check_options(rules: Mapping[str, Sequence[Any]]) -> None:
             _check_option(str(name), value, str(rule))
         except ValueError as error:
             problems.append(str(error))
+    if problems:
+        raise ValueError("bad option" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems))
+
+
+def square_pixdim_mm(pixdim_mm: Union[float, Sequence[float]], name: str = "pixdim_mm") -> float:
+    """The side of a square pixel from ``pixdim_mm``: a number, or the bundles' list ``[dy, dx]`` of two equal values.
+
+    Raises:
+        ValueError: naming the option: not one or two numbers, not > 0, or two different values
+            (what needs this resamples to square pixels only).
+    """
+    values = list(pixdim_mm) if isinstance(pixdim_mm, (list, tuple)) else [pixdim_mm]
+    if not 1 <= len(values) <= 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in values):
+        raise ValueError(f"--{name} must be a list [dy, dx] of two equal numbers, got {pixdim_mm!r}")
+    if not all(v > 0 for v in values):
+        raise ValueError(f"--{name} must be > 0, got {pixdim_mm!r}")
+    if abs(float(values[0]) - float(values[-1])) > 1e-6 * max(abs(float(v)) for v in values):
+        raise ValueError(f"--{name} must be two equal values [d, d] (square pixels), got {pixdim_mm!r}")
+    return float(values[0])
+
+
+def retired_option_problems(names: Sequence[str]) -> List[str]:
+    """One message per retired name among ``names`` (:data:`RETIRED_OPTIONS`), naming the option to use."""
+    problems = []
+    for name in names:
+        if name in RETIRED_OPTIONS:
+            note = _RETIRED_VALUE_NOTES.get(name)
+            problems.append(f"--{name} is not an option of this bundle; use --{RETIRED_OPTIONS[name]}"
+                            + (f" ({note})" if note else ""))
+    return problems
+
+
+def _running_config() -> Mapping:
+    """The config of the ``monai.bundle.ConfigParser`` evaluating the caller (its overrides included).
+
+    A bundle config's ``$`` expression sees only the items it references; the parser that
+    evaluates it (``ConfigWorkflow.initialize`` -> ``ConfigParser.get_parsed_content``) is on the
+    call stack, and its config holds every top-level key, those the command line added too.
+    """
+    from monai.bundle import ConfigParser
+
+    frame = sys._getframe(1)
+    try:
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, ConfigParser):
+                config = owner.get()
+                return config if isinstance(config, Mapping) else {}
+            frame = frame.f_back
+    finally:
+        del frame
+    raise RuntimeError("refuse_retired_options() without a config runs only inside a bundle config's expression")
+
+
+def refuse_retired_options(config: Optional[Mapping] = None) -> None:
+    """Refuse a retired option name or a synonym (:data:`RETIRED_OPTIONS`) among the top-level keys of a config.
+
+    ``python -m monai.bundle run ... --epochs 3`` adds a top-level key ``epochs`` to the config,
+    which nothing refers to: the run would go on with the default ``max_epochs``. Each bundle
+    config calls this (no argument: the running config, command-line overrides included)
+    first in ``initialize``, after :func:`cmrssl.cli_errors.install`.
+
+    Args:
+        config: the config to look at; ``None``: the config being evaluated (:func:`_running_config`).
+
+    Raises:
+        ValueError: ``bad option: --epochs is not an option of this bundle; use --max_epochs``,
+            one per retired name.
+    """
+    if config is None:
+        config = _running_config()
+    problems = retired_option_problems([str(key) for key in config])
     if problems:
         raise ValueError("bad option" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems))
