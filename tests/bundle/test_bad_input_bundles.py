@@ -269,7 +269,7 @@ def test_a_method_name_that_is_a_path_is_refused_before_anything_is_written(coho
 
 
 RANKING = REPO_ROOT / "bundles" / "cmr_ranking_ssl"
-RANKING_TINY = {"train_split": "['training','validation']", "num_labelled_subjects": 1, "pixdim_mm": 5.0,
+RANKING_TINY = {"train_split": "['training','validation']", "num_labelled_subjects": 1, "pixdim_mm": "[5.0, 5.0]",
                 "roi_size": 32, "num_workers": 0, "supervised_steps": 1, "ranking_steps": 1, "max_frames": 4,
                 "nested_slices": 2}
 

@@ -28,7 +28,7 @@ SEGMENTATION = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
 RANKING = REPO_ROOT / "bundles" / "cmr_ranking_ssl"
 SEG_TINY = {"pixdim_mm": "[3.5, 3.5]", "patch_size": "[48, 48]", "network_def#channels": "[4, 8, 16, 32]",
             "num_workers": "0", "max_epochs": "1"}
-RANKING_NET = {"backbone": "resnet10_small", "pixdim_mm": "5.0", "roi_size": "32", "num_workers": "0"}
+RANKING_NET = {"backbone": "resnet10_small", "pixdim_mm": "[5.0, 5.0]", "roi_size": "32", "num_workers": "0"}
 RANKING_TINY = {**RANKING_NET, "max_epochs": "1", "supervised_steps": "1", "ranking_steps": "1", "max_frames": "4",
                 "nested_slices": "2"}
 

@@ -19,7 +19,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_ranking_ssl"
-TINY = {"backbone": "resnet10_small", "pixdim_mm": "5.0", "roi_size": "32", "max_epochs": "1", "num_workers": "0",
+TINY = {"backbone": "resnet10_small", "pixdim_mm": "[5.0, 5.0]", "roi_size": "32", "max_epochs": "1", "num_workers": "0",
         "supervised_steps": "1", "ranking_steps": "1", "max_frames": "4", "nested_slices": "2"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 SPLITS = "['training','validation']"
@@ -92,7 +92,7 @@ def test_inference_on_a_dicom_cine_gives_the_function_report(trained, phantom_co
     dicom = next(p for p in sorted(Path(phantom_cohort).glob("*/dicom/sax")) if p.is_dir())
     out = tmp_path / "inference"
     result = _bundle_run("configs/inference.json", tiny=False, input=str(dicom), checkpoint=str(trained["checkpoint"]),
-                         output_dir=str(out), backbone="resnet10_small", pixdim_mm="5.0", roi_size="32")
+                         output_dir=str(out), backbone="resnet10_small", pixdim_mm="[5.0, 5.0]", roi_size="32")
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads((out / "function.json").read_text())
     assert report["status"] == "ok"

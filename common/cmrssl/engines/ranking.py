@@ -41,7 +41,7 @@ from monai.utils import CommonKeys
 
 from cmrssl.data.ranking import ranking_studies
 from cmrssl.data.subsets import resolve_cine_inputs
-from cmrssl.flags import as_bool
+from cmrssl.flags import as_bool, square_pixdim_mm
 from cmrssl.io.atomic import (
     SUBJECTS_JSON,
     atomic_folder,
@@ -339,7 +339,8 @@ class StudyVolumeWriter:
             results unless ``overwrite``; an input inside it is refused).
         overwrite: replace this writer's earlier outputs there.
         plots: write ``volume_curve.png`` per study and the Bland-Altman PNGs.
-        pixdim_mm: in-plane pixel size the areas were measured at (for the report's spacing).
+        pixdim_mm: in-plane pixel size the areas were measured at (for the report's spacing):
+            ``[dy, dx]`` of two equal values, or one number.
         inputs: the input paths (refused as or inside ``output_dir``).
         score: write ``metrics.csv`` / ``summary.json`` / Bland-Altman PNGs for the studies that
             have references (labelled frames or EDV/ESV); else only the per-study reports.
@@ -353,14 +354,14 @@ class StudyVolumeWriter:
         output_dir: Union[str, os.PathLike],
         overwrite: bool = False,
         plots: bool = True,
-        pixdim_mm: float = 1.5,
+        pixdim_mm: Union[float, Sequence[float]] = (1.5, 1.5),
         inputs: Sequence[Union[str, os.PathLike, None]] = (),
         score: bool = False,
     ) -> None:
         self.overwrite = as_bool(overwrite, "overwrite")
         self.output_dir = check_output_dir(output_dir, self.overwrite, inputs=list(inputs))
         self.plots = as_bool(plots, "write_plots")
-        self.pixdim_mm = float(pixdim_mm)
+        self.pixdim_mm = square_pixdim_mm(pixdim_mm)
         self.score = as_bool(score, "score")
         self.studies: List[dict] = []
         self.summary: dict = {}

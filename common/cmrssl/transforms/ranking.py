@@ -31,13 +31,14 @@ listed in the bundle README.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from monai.transforms import Transform, Zoom
 from scipy.ndimage import gaussian_filter
 
+from cmrssl.flags import square_pixdim_mm
 from cmrssl.io.reader import CineStudyCache, read_cine
 from cmrssl.labels import LV_CAVITY
 
@@ -98,7 +99,8 @@ class LoadStudyStack(Transform):
     """Read and prepare one study record (module docstring).
 
     Args:
-        pixdim_mm: in-plane pixel size after resampling (mm).
+        pixdim_mm: in-plane pixel size after resampling (mm): the bundle's ``[dy, dx]``, two
+            equal values (the stack is resampled to square pixels), or one number.
         roi_size: side of the square crop around the heart (pixels).
         intensity_percentiles: clipping percentiles of the study's intensities.
         cache_size: studies kept in memory by path (a cine read once for all its frames).
@@ -112,16 +114,16 @@ class LoadStudyStack(Transform):
 
     def __init__(
         self,
-        pixdim_mm: float = 1.5,
+        pixdim_mm: Union[float, Sequence[float]] = (1.5, 1.5),
         roi_size: int = 128,
         intensity_percentiles: Sequence[float] = (0.5, 99.5),
         cache_size: int = 1,
         spacing_from: str = "auto",
     ) -> None:
-        self.pixdim_mm = float(pixdim_mm)
+        self.pixdim_mm = square_pixdim_mm(pixdim_mm)
         self.roi_size = int(roi_size)
-        if self.pixdim_mm <= 0 or self.roi_size < 8:
-            raise ValueError(f"pixdim_mm must be > 0 and roi_size >= 8, got {pixdim_mm}, {roi_size}")
+        if self.roi_size < 8:
+            raise ValueError(f"roi_size must be >= 8, got {roi_size}")
         self.percentiles = (float(intensity_percentiles[0]), float(intensity_percentiles[1]))
         self.cache = CineStudyCache(max_studies=int(cache_size), spacing_from=spacing_from)
         self.spacing_from = self.cache.spacing_from
