@@ -1,7 +1,7 @@
 """Cross-validation of LVQuan configurations, then the optimal ensemble (Gessert & Schlaefer's protocol).
 
     python tools/lvquan_cv.py --dataset_dir DATA --workdir WORK [--configs densenet121_2d,densenet121_3d]
-        [--num_folds 5] [--overrides '{"epochs": 50}'] [--top_k 6] [--seed 0] [--dry_run] [--overwrite]
+        [--num_folds 5] [--overrides '{"max_epochs": 50}'] [--top_k 6] [--seed 0] [--dry_run] [--overwrite]
 
 For every named configuration and fold, runs the bundle's ``train`` then ``evaluate``
 (``python -m monai.bundle run``, one fresh process each) into ``WORK/runs/<config>/fold<k>``,
@@ -14,7 +14,7 @@ the patients and reports the other half: ``WORK/ensemble.json`` (refused when pr
 ``--overwrite``). The named configurations (``--configs``) are the bundle's, listed under
 ``configurations`` in ``configs/ensemble.json``: config files applied after ``train.json``
 (``evaluate.json`` is added for evaluation) and options they set.
-``--overrides`` (JSON) are passed to every run, e.g. ``{"epochs": 2, "batch_size": 4}``.
+``--overrides`` (JSON) are passed to every run, e.g. ``{"max_epochs": 2, "batch_size": 4}``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence
 import fire
 
 from cmrssl.engines.lvquan_ensemble import run_ensemble
+from cmrssl.flags import retired_option_problems
 from cmrssl.io.run_state import partial_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -63,11 +64,15 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
     try:
         extra = json.loads(overrides) if isinstance(overrides, str) else dict(overrides or {})
     except (json.JSONDecodeError, TypeError, ValueError) as err:
-        print(f"lvquan_cv: error: --overrides must be a JSON object such as '{{\"epochs\": 50}}'; "
+        print(f"lvquan_cv: error: --overrides must be a JSON object such as '{{\"max_epochs\": 50}}'; "
               f"got {overrides!r} ({err})", file=sys.stderr)
         raise SystemExit(2)
     if not isinstance(extra, dict):
         print(f"lvquan_cv: error: --overrides must be a JSON object, got {overrides!r}", file=sys.stderr)
+        raise SystemExit(2)
+    retired = retired_option_problems(list(extra))
+    if retired:  # the bundle would refuse them in every run: say so before any run starts
+        print(f"lvquan_cv: error: --overrides: {'; '.join(retired)}", file=sys.stderr)
         raise SystemExit(2)
     work = Path(workdir).resolve()
     result_path = work / "ensemble.json"

@@ -145,11 +145,11 @@ BUDGETS: Dict[str, dict] = {
         "finetune": ["--patch_size", "[96, 96]", "--max_epochs", "20", "--epoch_length", "10",
                      "--frames_per_batch", "2", "--num_workers", "1", "--cache_rate", "1.0"],
         "eval": ["--num_workers", "1"],
-        "pretrain": ["--image_size", "96", "--epochs", "3", "--frames_per_batch", "4", "--num_workers", "1",
+        "pretrain": ["--image_size", "96", "--max_epochs", "3", "--frames_per_batch", "4", "--num_workers", "1",
                      "--cache_rate", "1.0"],
         "pretrain_mim": ["--mask_patch_size", "[16, 16]"],
         "pretrain_position": ["--patch_size", "[96, 96]", "--max_epochs", "5"],
-        "ranking": ["--backbone", "resnet10_small", "--pixdim_mm", "2.0", "--roi_size", "80", "--num_workers", "0",
+        "ranking": ["--backbone", "resnet10_small", "--pixdim_mm", "[2.0, 2.0]", "--roi_size", "80", "--num_workers", "0",
                     "--max_epochs", "60"],
         "phantom_subjects": 6,
         "nominal_seconds": {"data": 60, "pretrain": 600, "train": 360, "eval": 60},  # until measured
@@ -162,12 +162,12 @@ BUDGETS: Dict[str, dict] = {
         "finetune": ["--patch_size", "[32, 32]", "--max_epochs", "1", "--epoch_length", "2", "--num_workers", "0",
                      "--cache_rate", "0.0"],
         "eval": ["--num_workers", "0"],
-        "pretrain": ["--image_size", "32", "--epochs", "1", "--epoch_length", "2", "--frames_per_batch", "2",
+        "pretrain": ["--image_size", "32", "--max_epochs", "1", "--epoch_length", "2", "--frames_per_batch", "2",
                      "--num_workers", "0"],
         "pretrain_mim": ["--mask_patch_size", "[8, 8]"],
         "pretrain_position": ["--patch_size", "[32, 32]", "--max_epochs", "1", "--epoch_length", "2",
                               "--num_workers", "0"],
-        "ranking": ["--backbone", "resnet10_small", "--pixdim_mm", "4.0", "--roi_size", "32", "--num_workers", "0",
+        "ranking": ["--backbone", "resnet10_small", "--pixdim_mm", "[4.0, 4.0]", "--roi_size", "32", "--num_workers", "0",
                     "--max_epochs", "1"],
         "phantom_subjects": 2,
         "nominal_seconds": {"data": 10, "pretrain": 10, "train": 10, "eval": 10},
@@ -345,7 +345,7 @@ def _finetune_iterations(budget: dict, n_frames: int) -> int:
 
 
 def _pretrain_iterations(options: Sequence[str], records: int) -> int:
-    epochs = int(_option(options, "epochs", _option(options, "max_epochs", 100)))
+    epochs = int(_option(options, "max_epochs", 100))
     length = _option(options, "epoch_length")
     return epochs * (int(length) if length else math.ceil(records / int(_option(options, "frames_per_batch", 8))))
 

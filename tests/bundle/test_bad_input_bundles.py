@@ -126,7 +126,7 @@ def test_resume_finishes_a_killed_training(killed_training, cohort):
 def test_interrupted_pretraining_leaves_no_checkpoint(cohort, tmp_path):
     out = tmp_path / "mim"
     command = _command(PRETRAINING, "['configs/train.json','configs/mim.json']", datalist=cohort,
-                       checkpoint=out / "mim.pt", output_dir=out / "runs", epochs=200, frames_per_batch=2,
+                       checkpoint=out / "mim.pt", output_dir=out / "runs", max_epochs=200, frames_per_batch=2,
                        image_size=64, pixdim_mm="[5.0, 5.0]", mask_patch_size="[16, 16]", num_workers=0,
                        **{"network_def#channels": "[4, 8, 16, 32]"})
     log = tmp_path / "mim.log"
@@ -256,7 +256,7 @@ def test_a_method_name_that_is_a_path_is_refused_before_anything_is_written(coho
     mine = tmp_path / "user" / "x.pt"
     mine.write_text("the user's own file")
     result = _run(PRETRAINING, "['configs/train.json','configs/simclr.json']", timeout=300, bundle_root=root,
-                  datalist=cohort, method_name="../../x", overwrite="true", epochs=1, frames_per_batch=2,
+                  datalist=cohort, method_name="../../x", overwrite="true", max_epochs=1, frames_per_batch=2,
                   image_size=32, pixdim_mm="[5.0, 5.0]", num_workers=0, **{"network_def#channels": "[4, 8, 16, 32]"})
     assert result.returncode == 1
     # before: the checkpoint went to models/../../x.pt, replacing the user's file with --overwrite true

@@ -16,8 +16,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_lvquan_ensemble"
 # CPU-sized: a narrow DenseNet (stride 32 like DenseNet121), 64 px patches, 3 folds (fewer held-out slices)
-TINY = ["--epochs", "1", "--epoch_length", "2", "--batch_size", "2", "--crop_size", "72", "--patch_size", "64",
-        "--num_folds", "3", "--target_spacing_mm", "2.0",
+TINY = ["--max_epochs", "1", "--epoch_length", "2", "--batch_size", "2", "--crop_size", "72", "--patch_size", "64",
+        "--num_folds", "3", "--pixdim_mm", "[2.0, 2.0]",
         "--backbone_2d#_target_", "monai.networks.nets.DenseNet", "--backbone_2d#init_features", "16",
         "--backbone_2d#growth_rate", "8", "--backbone_2d#block_config", "[2,2,2,2]"]
 
@@ -71,9 +71,11 @@ def test_inference_config_builds_what_training_built():
     train, inference = ConfigParser(), ConfigParser()
     train.read_config(str(BUNDLE / "configs" / "train.json"))
     inference.read_config(str(BUNDLE / "configs" / "inference.json"))
-    # what differs by design: training computes the index scale and trains the network, inference loads both
+    # what differs by design: training computes the index scale and trains the network, inference loads both;
+    # each writes into its own output_dir (the fold's run folder, the predictions' folder)
     shared = set(train.get()) & set(inference.get()) - {"imports", "option_rules", "checkpoint", "overwrite",
-                                                          "index_scale", "network", "initialize", "run", "finalize"}
+                                                          "output_dir", "index_scale", "network", "initialize", "run",
+                                                          "finalize"}
     assert {"network_def", "backbone_2d", "preprocessing", "bundle_root", "device", "crop_shape"} <= shared
     for key in sorted(shared):
         assert inference[key] == train[key], key
@@ -93,8 +95,8 @@ def test_inference_on_a_new_cine(trained, phantom_cohort):
     # inference.json stands alone (as the model zoo runs it), with the training's overlays (train_3d.json)
     infer = json.dumps([str(BUNDLE / "configs" / "inference.json")] + files[1:])
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", infer, "--bundle_root", str(BUNDLE),
-               "--model_dir", str(out), "--input", str(study), "--prediction_dir", str(out / "infer"),
-               *[a for k, v in zip(TINY[::2], TINY[1::2]) if k not in ("--epochs", "--epoch_length", "--num_folds")
+               "--checkpoint", str(out / "model.pt"), "--input", str(study), "--output_dir", str(out / "infer"),
+               *[a for k, v in zip(TINY[::2], TINY[1::2]) if k not in ("--max_epochs", "--epoch_length", "--num_folds")
                  for a in (k, v)]]
     result = _run(command + ["--slices", "3,4"])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -106,7 +108,7 @@ def test_inference_on_a_new_cine(trained, phantom_cohort):
     assert str(study.parent.name) not in (out / "infer" / "lvquan_predictions.csv").read_text()
     again = _run(command)
     assert again.returncode != 0 and "already exists" in again.stderr
-    bad = _run(command + ["--slices", "99", "--prediction_dir", str(out / "bad")])
+    bad = _run(command + ["--slices", "99", "--output_dir", str(out / "bad")])
     assert bad.returncode != 0 and "slice(s) [99]" in bad.stderr and "sax_cine.nii.gz" in bad.stderr
     assert not (out / "bad").exists()
 

@@ -30,7 +30,7 @@ TINY_UNET_OVERRIDES = {"network_def#channels": "[4, 8, 16, 32]"}
 TINY = {
     "image_size": "64",
     "pixdim_mm": "[5.0, 5.0]",
-    "epochs": "1",
+    "max_epochs": "1",
     "epoch_length": "2",
     "frames_per_batch": "1",
     "num_workers": "0",
@@ -213,8 +213,8 @@ def test_densenet_pretrained_with_simclr_initialises_the_lvquan_backbone(phantom
     out = tmp_path / "lvquan"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json",
                "--dataset_dir", str(phantom_cohort), "--output_dir", str(out), "--pretrained_weights", str(checkpoint),
-               "--learning_rate", "0", "--epochs", "1", "--epoch_length", "1", "--batch_size", "2",
-               "--crop_size", "72", "--patch_size", "64", "--target_spacing_mm", "2.0", "--num_folds", "3"]
+               "--learning_rate", "0", "--max_epochs", "1", "--epoch_length", "1", "--batch_size", "2",
+               "--crop_size", "72", "--patch_size", "64", "--pixdim_mm", "[2.0, 2.0]", "--num_folds", "3"]
     for key in ("_target_", "init_features", "growth_rate", "block_config"):
         command += [f"--backbone_2d#{key}", json.dumps(densenet[key]) if key != "_target_" else densenet[key]]
     result = subprocess.run(command, cwd=str(lvquan), capture_output=True, text=True, timeout=600, env=env)

@@ -132,7 +132,7 @@ def test_export_refuses_to_write_into_the_bundle_and_leaves_unfinished_runs_out(
 
 
 def test_lvquan_cv_refuses_overrides_that_are_not_json(tmp_path):
-    done = _run("lvquan_cv", "--dataset_dir", tmp_path, "--workdir", tmp_path / "work", "--overrides", "{epochs: 2")
+    done = _run("lvquan_cv", "--dataset_dir", tmp_path, "--workdir", tmp_path / "work", "--overrides", "{max_epochs: 2")
     assert done.returncode == 2
     assert "--overrides must be a JSON object" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "work").exists()

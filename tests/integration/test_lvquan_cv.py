@@ -18,7 +18,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOL = REPO_ROOT / "tools" / "lvquan_cv.py"
-TINY = {"epochs": 1, "epoch_length": 1, "batch_size": 2, "crop_size": 72, "patch_size": 64, "target_spacing_mm": 2.0,
+TINY = {"max_epochs": 1, "epoch_length": 1, "batch_size": 2, "crop_size": 72, "patch_size": 64, "pixdim_mm": [2.0, 2.0],
         "backbone_2d#_target_": "monai.networks.nets.DenseNet", "backbone_2d#init_features": 16,
         "backbone_2d#growth_rate": 8, "backbone_2d#block_config": [2, 2, 2, 2]}
 
@@ -106,13 +106,13 @@ def test_existing_result_refused_and_missing_evaluation_resumed(cv_2d, small_coh
 def test_named_configurations_set_their_options(tmp_path):
     command = [sys.executable, str(TOOL), "--dataset_dir", "DATA", "--workdir", str(tmp_path), "--configs",
                "densenet121_2d,densenet121_2d_nosr,densenet161_2d", "--num_folds", "2", "--dry_run",
-               "--overrides", '{"epochs": 3}']
+               "--overrides", '{"max_epochs": 3}']
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 3 * 2 * 2  # configurations x folds x (train, evaluate)
     nosr = [line for line in lines if "densenet121_2d_nosr/fold" in line]
-    assert len(nosr) == 4 and all("--segmentation_weight 0" in line and "--epochs 3" in line for line in nosr)
+    assert len(nosr) == 4 and all("--segmentation_weight 0" in line and "--max_epochs 3" in line for line in nosr)
     assert not any("--segmentation_weight" in line for line in lines if "densenet121_2d/fold" in line)
     assert all("densenet161.json" in line for line in lines if "densenet161_2d/fold" in line)
     unknown = subprocess.run(command[:6] + ["resnet7_2d", "--dry_run"], cwd=REPO_ROOT, capture_output=True,

@@ -35,8 +35,8 @@ def test_acdc_indices_follow_the_cycle(acdc_root):
 
 @pytest.mark.slow
 def test_bundle_fold_on_acdc(acdc_root, tmp_path):
-    tiny = ["--epochs", "1", "--epoch_length", "2", "--batch_size", "2", "--crop_size", "72", "--patch_size", "64",
-            "--target_spacing_mm", "4.0", "--backbone_2d#_target_", "monai.networks.nets.DenseNet",
+    tiny = ["--max_epochs", "1", "--epoch_length", "2", "--batch_size", "2", "--crop_size", "72", "--patch_size", "64",
+            "--pixdim_mm", "[4.0, 4.0]", "--backbone_2d#_target_", "monai.networks.nets.DenseNet",
             "--backbone_2d#init_features", "16", "--backbone_2d#growth_rate", "8",
             "--backbone_2d#block_config", "[2,2,2,2]", "--dataset_dir", str(acdc_root), "--output_dir", str(tmp_path)]
     run = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(BUNDLE), "--config_file"]

@@ -115,7 +115,7 @@ def _method_throughput(
     ]
     config["train#handlers"] = kept
     config["train#trainer#epoch_length"] = len(batches)
-    config["epochs"] = 1
+    config["max_epochs"] = 1
     trainer = config.get_parsed_content("train#trainer", instantiate=True)
     # median time between consecutive iteration ends: the whole engine loop (batch fetch,
     # prepare_batch, step, handlers), robust to load spikes from other processes on the machine

@@ -39,6 +39,7 @@ import numpy as np
 
 from cmrssl.data.acdc import acdc_subject_names, is_acdc_root, read_acdc_patient, select_acdc_patients
 from cmrssl.data.lvquan_mat import LVQuanData, read_lvquan18, read_lvquan19
+from cmrssl.flags import square_pixdim_mm
 from cmrssl.io import read_nifti_cine
 from cmrssl.io.geometry import MAX_SHORT_AXIS_TILT_DEG, short_axis_tilt_deg
 from cmrssl.labels import BACKGROUND, LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY
@@ -396,7 +397,8 @@ def resample_slice(image: np.ndarray, factor: float, mode: str = "bilinear") -> 
 
 
 def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.ndarray,
-                   target_spacing_mm: Optional[float] = 1.0, input_mode: str = "single") -> List[dict]:
+                   target_spacing_mm: Union[float, Sequence[float], None] = 1.0,
+                   input_mode: str = "single") -> List[dict]:
     """One record per (subject, frame) for a MONAI Dataset of 2D samples.
 
     ``input_mode`` (the paper's 2D inputs): ``"single"`` one channel; ``"copy3"`` the slice in
@@ -406,7 +408,8 @@ def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.nd
     2 myocardium), ``indices`` float32 ``[11]`` divided by ``index_scale`` (targets in 0-1, the
     paper's scaling), ``phase`` int64, ``subject``, ``frame``, ``pixel_spacing_mm``.
     Images (linear) and labels (nearest) are resampled to ``target_spacing_mm`` (the paper's
-    1 mm) unless None; the indices are in mm, so resampling leaves them unchanged. Each image is
+    1 mm; the bundle's ``pixdim_mm``, ``[1.0, 1.0]``: two equal values) unless None; the indices
+    are in mm, so resampling leaves them unchanged. Each image is
     then clipped and scaled per slice by :func:`scale_percentiles`.
     """
     if input_mode not in INPUT_MODES:
@@ -415,10 +418,11 @@ def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.nd
         raise ValueError(
             "input_mode 'neighbours' needs whole cycles; this data labels only some frames (ACDC: ED and ES)")
     index_scale = np.asarray(index_scale, np.float64)
+    target = None if target_spacing_mm is None else square_pixdim_mm(target_spacing_mm)
     records = []
     num_frames = data.images.shape[1]
     for s in subjects:
-        factor = 1.0 if target_spacing_mm is None else float(data.pixel_spacing_mm[s]) / float(target_spacing_mm)
+        factor = 1.0 if target is None else float(data.pixel_spacing_mm[s]) / target
         images, labels = [], []
         for t in range(num_frames):
             image, label = data.images[s, t], data.labels[s, t]
@@ -446,7 +450,8 @@ def lvquan_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.nd
 
 
 def lvquan_clip_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.ndarray, clip_frames: int,
-                        target_spacing_mm: Optional[float] = 1.0, input_mode: str = "single") -> List[dict]:
+                        target_spacing_mm: Union[float, Sequence[float], None] = 1.0,
+                        input_mode: str = "single") -> List[dict]:
     """2D+t records: every cyclic window of ``clip_frames`` consecutive frames of each subject.
 
     Record: ``image`` ``[C, N_S, H, W]`` (``input_mode`` ``"single"`` or ``"copy3"``),
@@ -481,7 +486,7 @@ def lvquan_clip_records(data: LVQuanData, subjects: Sequence[int], index_scale: 
 
 
 def fold_records(data: LVQuanData, subjects: Sequence[int], index_scale: np.ndarray,
-                 target_spacing_mm: Optional[float] = 1.0, input_mode: str = "single",
+                 target_spacing_mm: Union[float, Sequence[float], None] = 1.0, input_mode: str = "single",
                  clip_frames: Optional[int] = None) -> List[dict]:
     """Training records of ``subjects``: 2D frames (:func:`lvquan_records`), or 2D+t windows
     (:func:`lvquan_clip_records`) when ``clip_frames`` is set."""
