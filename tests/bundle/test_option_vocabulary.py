@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cmrssl.cli_errors import root_cause
-from cmrssl.flags import OPTIONS, RETIRED_OPTIONS, check_options, refuse_retired_options
+from cmrssl.flags import OPTIONS, RETIRED_OPTIONS, check_options, refuse_retired_options, square_pixdim_mm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = sorted(p for p in (REPO_ROOT / "bundles").iterdir() if (p / "configs" / "metadata.json").is_file())
@@ -141,6 +141,22 @@ def test_pixdim_mm_rule_wants_a_list_of_two():
             check_options({"pixdim_mm": [value, "float>0[2]"]})
         assert str(raised.value) == f"bad option: {message}"
 
+
+
+def test_square_pixel_bundles_take_the_list_and_refuse_two_sizes(tmp_path):
+    """The ranking and LVQuan bundles resample to square pixels: ``[d, d]`` (or one number from Python)."""
+    from cmrssl.engines.ranking import StudyVolumeWriter
+    from cmrssl.transforms.ranking import LoadStudyStack
+
+    assert square_pixdim_mm([1.5, 1.5]) == square_pixdim_mm(1.5) == 1.5
+    assert LoadStudyStack(pixdim_mm=[2.0, 2.0]).pixdim_mm == 2.0
+    assert StudyVolumeWriter(tmp_path / "out", plots=False, pixdim_mm=[2.0, 2.0]).pixdim_mm == 2.0
+    with pytest.raises(ValueError, match=r"^--pixdim_mm must be two equal values \[d, d\] \(square pixels\), "
+                                         r"got \[1.5, 2.0\]$"):
+        LoadStudyStack(pixdim_mm=[1.5, 2.0])
+    for bad in ([1.5, 1.5, 1.5], "1.5", [0.0, 0.0]):
+        with pytest.raises(ValueError, match="^--pixdim_mm must be"):
+            square_pixdim_mm(bad)
 
 def test_an_old_name_on_the_command_line_is_refused_before_any_work(tmp_path):
     """``--epochs`` (cmr_ssp_pretraining < 0.3.0) was added to the config and ignored: 100 epochs ran. Now the run
