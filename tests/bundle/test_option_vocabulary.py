@@ -142,7 +142,6 @@ def test_pixdim_mm_rule_wants_a_list_of_two():
         assert str(raised.value) == f"bad option: {message}"
 
 
-
 def test_square_pixel_bundles_take_the_list_and_refuse_two_sizes(tmp_path):
     """The ranking and LVQuan bundles resample to square pixels: ``[d, d]`` (or one number from Python)."""
     from cmrssl.engines.ranking import StudyVolumeWriter
@@ -157,6 +156,7 @@ def test_square_pixel_bundles_take_the_list_and_refuse_two_sizes(tmp_path):
     for bad in ([1.5, 1.5, 1.5], "1.5", [0.0, 0.0]):
         with pytest.raises(ValueError, match="^--pixdim_mm must be"):
             square_pixdim_mm(bad)
+
 
 def test_an_old_name_on_the_command_line_is_refused_before_any_work(tmp_path):
     """``--epochs`` (cmr_ssp_pretraining < 0.3.0) was added to the config and ignored: 100 epochs ran. Now the run
