@@ -25,11 +25,14 @@ such a name before anything is read or built.
 
 from __future__ import annotations
 
+import logging
 import numbers
 import re
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "as_bool", "check_options", "check_url", "refuse_retired_options", "retired_option_problems", "safe_name",
@@ -290,7 +293,7 @@ def retired_option_problems(names: Sequence[str]) -> List[str]:
 
 
 def _running_config() -> Mapping:
-    """The config of the ``monai.bundle.ConfigParser`` evaluating the caller (its overrides included).
+    """The config of the ``monai.bundle.ConfigParser`` evaluating the caller (its overrides included), or ``{}``.
 
     A bundle config's ``$`` expression sees only the items it references; the parser that
     evaluates it (``ConfigWorkflow.initialize`` -> ``ConfigParser.get_parsed_content``) is on the
@@ -308,7 +311,10 @@ def _running_config() -> Mapping:
             frame = frame.f_back
     finally:
         del frame
-    raise RuntimeError("refuse_retired_options() without a config runs only inside a bundle config's expression")
+    # Not under a ConfigParser (a future MONAI, another runner): the check is a courtesy to a
+    # user's typo and must never stop a run that is otherwise right.
+    logger.debug("refuse_retired_options: no ConfigParser on the call stack; retired names not checked")
+    return {}
 
 
 def refuse_retired_options(config: Optional[Mapping] = None) -> None:
