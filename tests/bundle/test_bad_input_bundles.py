@@ -5,16 +5,15 @@ the problem, inference writes only inside its output folder (issue 10; docs/reli
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from bundle_cli import bundle_command, bundle_env as _env, last_line as _last_line, run_bundle as _run
 from cmrssl.io.atomic import safe_folder_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,24 +24,7 @@ TINY = {"pixdim_mm": "[3.5, 3.5]", "patch_size": "[48, 48]", "network_def#channe
 
 
 def _command(bundle: Path, config: str, **options) -> list:
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config]
-    for key, value in options.items():
-        command += [f"--{key}", str(value)]
-    return command
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def _run(bundle: Path, config: str, timeout: int = 600, **options) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(bundle, config, **options), cwd=str(bundle), capture_output=True, text=True,
-                          timeout=timeout, env=_env())
-
-
-def _last_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    return bundle_command(config, **options)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
+from bundle_cli import bundle_env as _env, last_line as _last_line, run_bundle as _run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEGMENTATION = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
@@ -33,30 +34,12 @@ RANKING_TINY = {**RANKING_NET, "max_epochs": "1", "supervised_steps": "1", "rank
                 "nested_slices": "2"}
 
 
-def _command(config: str, **options) -> list:
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config]
-    for key, value in options.items():
-        command += [f"--{key}", str(value)]
-    return command
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def _run(bundle: Path, config: str, **options) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(config, **options), cwd=str(bundle), capture_output=True, text=True,
-                          timeout=600, env=_env())
-
-
 def _tool(tool: str, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO_ROOT / "tools" / f"{tool}.py"), *map(str, args)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=_env())
 
 
-def _last_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+
 
 
 def _nothing_loaded(result: subprocess.CompletedProcess) -> bool:
