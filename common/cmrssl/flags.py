@@ -56,6 +56,7 @@ OPTIONS: Dict[str, str] = {
     "overwrite": "bool",
     "resume": "bool",
     "device": "str",
+    "spacing_from": "str:auto,sform,pixdim",
 }
 
 #: Option names no bundle takes, each with the option to use instead: names the bundles had
