@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["bundle_command", "bundle_env", "run_bundle", "last_line"]
+__all__ = ["bundle_command", "bundle_env", "run_bundle", "last_line", "phantom_datalist"]
 
 
 def bundle_command(config: str, **options) -> list:
@@ -36,3 +36,13 @@ def last_line(result: subprocess.CompletedProcess) -> str:
     """The last non-empty line of stderr: where a failed run names the file or option."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def phantom_datalist(root: Path, num_subjects: int) -> Path:
+    """A phantom cohort of ``num_subjects`` subjects (4 frames, 48 px, NIfTI only) indexed into ``root/datalist.json``."""
+    from cmrssl.data.phantom import generate_cohort
+    from cmrssl.data.phantom_index import index_phantom
+
+    generate_cohort(root / "cohort", num_subjects=num_subjects, seed=3, num_frames=4, image_size=48, write_dicom=False)
+    index_phantom(root / "cohort", root / "datalist.json", seed=0)
+    return root / "datalist.json"

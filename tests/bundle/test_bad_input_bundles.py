@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bundle_cli import bundle_command, bundle_env as _env, last_line as _last_line, run_bundle as _run
+from bundle_cli import bundle_command, bundle_env as _env, last_line as _last_line, phantom_datalist
+from bundle_cli import run_bundle as _run
 from cmrssl.io.atomic import safe_folder_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,13 +31,7 @@ def _command(bundle: Path, config: str, **options) -> list:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     """Four phantom subjects of four frames (2 training, 1 validation, 1 test) and their datalist."""
-    from cmrssl.data.phantom import generate_cohort
-    from cmrssl.data.phantom_index import index_phantom
-
-    root = tmp_path_factory.mktemp("bad_input_cohort")
-    generate_cohort(root / "cohort", num_subjects=4, seed=3, num_frames=4, image_size=48, write_dicom=False)
-    index_phantom(root / "cohort", root / "datalist.json", seed=0)
-    return root / "datalist.json"
+    return phantom_datalist(tmp_path_factory.mktemp("bad_input_cohort"), num_subjects=4)
 
 
 def _wait_for_saved_epoch(run_json: Path, process: subprocess.Popen, timeout: float = 300) -> dict:
@@ -57,15 +52,19 @@ def _wait_for_saved_epoch(run_json: Path, process: subprocess.Popen, timeout: fl
 def killed_training(cohort, tmp_path_factory):
     """A segmentation training stopped with SIGKILL after its first saved epoch."""
     out = tmp_path_factory.mktemp("killed")
-    process = subprocess.Popen(
-        _command(SEGMENTATION, "configs/train.json", datalist=cohort, output_dir=out, max_epochs=200, **TINY),
-        cwd=str(SEGMENTATION), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    _train_and_kill_after_first_saved_epoch(SEGMENTATION, datalist=cohort, output_dir=out, max_epochs=200, **TINY)
+    return out
+
+
+def _train_and_kill_after_first_saved_epoch(bundle: Path, **options) -> None:
+    """Start ``configs/train.json`` and SIGKILL it once ``run.json`` records a saved epoch."""
+    process = subprocess.Popen(_command(bundle, "configs/train.json", **options), cwd=str(bundle),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     try:
-        _wait_for_saved_epoch(out / "model.pt.partial" / "run.json", process)
+        _wait_for_saved_epoch(Path(options["output_dir"]) / "model.pt.partial" / "run.json", process)
     finally:
         process.kill()
         process.wait()
-    return out
 
 
 @pytest.mark.slow
@@ -259,15 +258,8 @@ RANKING_TINY = {"train_split": "['training','validation']", "num_labelled_subjec
 @pytest.mark.slow
 def test_resuming_with_another_backbone_names_the_option_and_the_file(cohort, tmp_path):
     out = tmp_path / "ranking"
-    process = subprocess.Popen(
-        _command(RANKING, "configs/train.json", datalist=cohort, output_dir=out, max_epochs=200,
-                 backbone="resnet10_small", **RANKING_TINY),
-        cwd=str(RANKING), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
-    try:
-        _wait_for_saved_epoch(out / "model.pt.partial" / "run.json", process)
-    finally:
-        process.kill()
-        process.wait()
+    _train_and_kill_after_first_saved_epoch(RANKING, datalist=cohort, output_dir=out, max_epochs=200,
+                                            backbone="resnet10_small", **RANKING_TINY)
     state = (out / "model.pt.partial" / "run.json").read_text()
     result = _run(RANKING, "configs/train.json", timeout=300, datalist=cohort, output_dir=out, max_epochs=300,
                   backbone="resnet18", resume="true", **RANKING_TINY)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle_cli import last_line as _last_line, run_bundle
+from bundle_cli import last_line as _last_line, phantom_datalist, run_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEGMENTATION = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
@@ -36,13 +36,7 @@ def _run(config: str, timeout: int = 300, **options) -> subprocess.CompletedProc
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     """Three phantom subjects of four frames (48 px) and their datalist."""
-    from cmrssl.data.phantom import generate_cohort
-    from cmrssl.data.phantom_index import index_phantom
-
-    root = tmp_path_factory.mktemp("geometry_cohort")
-    generate_cohort(root / "cohort", num_subjects=3, seed=3, num_frames=4, image_size=48, write_dicom=False)
-    index_phantom(root / "cohort", root / "datalist.json", seed=0)
-    return root / "datalist.json"
+    return phantom_datalist(tmp_path_factory.mktemp("geometry_cohort"), num_subjects=3)
 
 
 def test_training_refuses_a_label_off_its_image_grid_naming_both(cohort, tmp_path):

@@ -17,8 +17,6 @@ Each case damages one phantom subject (32 px, oblique short-axis stack, 5.16 x
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -28,25 +26,9 @@ import pytest
 from cmrssl.data.phantom import generate_subject
 from cmrssl.io.nifti import write_cine_nifti
 from nifti_header import patch_nifti_header
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
+from tool_cli import assert_refused as _refusal, run_tool as _run
 
 
-def _run(tool: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, f"tools/{tool}.py", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
-def _refusal(proc: subprocess.CompletedProcess, tool: str, code: int, path: Path) -> str:
-    """Exit ``code`` and one clean ``tool: error: <path>: ...`` line; returns the message."""
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    line = next((ln for ln in proc.stderr.splitlines() if ln.startswith(f"{tool}: error: ")), None)
-    assert line is not None, proc.stderr
-    message = line[len(f"{tool}: error: "):]
-    assert message.startswith(str(path)), message
-    return message
 
 
 @pytest.fixture(scope="module")

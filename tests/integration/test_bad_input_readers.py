@@ -21,8 +21,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -35,28 +33,11 @@ from cmrssl.data.phantom import generate_subject
 from cmrssl.io.dicom import write_dicom_series
 from cmrssl.io.nifti import write_cine_nifti
 from nifti_header import patch_nifti_header
+from tool_cli import assert_refused as _assert_refused, run_tool as _run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
-
-
-def _run(tool: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, f"tools/{tool}.py", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
-def _assert_refused(proc: subprocess.CompletedProcess, tool: str, code: int, path: Path, *words: str) -> str:
-    """Exit ``code``, one clean ``tool: error: <path>: ...`` line naming ``words``; returns the message."""
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    line = next((ln for ln in proc.stderr.splitlines() if ln.startswith(f"{tool}: error: ")), None)
-    assert line is not None, proc.stderr
-    message = line[len(f"{tool}: error: "):]
-    assert message.startswith(str(path)), message
-    for word in words:
-        assert word in message, message
-    return message
 
 
 @pytest.fixture(scope="module")
