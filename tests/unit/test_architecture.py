@@ -1,4 +1,4 @@
-"""The package's layers hold (README "Architecture"), no tool imports another, and labels are defined once."""
+"""The package's layers hold (CONTRIBUTING.md, "Layers and owners"), no tool imports another, and labels are defined once."""
 
 from __future__ import annotations
 
