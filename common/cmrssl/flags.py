@@ -36,13 +36,17 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "as_bool", "check_options", "check_url", "refuse_retired_options", "retired_option_problems", "safe_name",
-    "square_pixdim_mm", "MAX_NAME_LENGTH", "OPTIONS", "RETIRED_OPTIONS", "URL_SCHEMES",
+    "square_pixdim_mm", "MAX_NAME_LENGTH", "OPTIONS", "RETIRED_OPTIONS", "SPACING_SOURCES", "URL_SCHEMES",
 ]
 
 #: The options the bundles share, one name each, and their rule (:func:`check_options`) where a
 #: bundle has them: ``docs/options.md`` gives meanings and defaults. ``pixdim_mm`` may be null
 #: where a bundle can keep the native spacing (``|null`` added to the rule there); ``device``
 #: defaults to an expression (``torch.device``) and is given on the command line as a string.
+#: Where a NIfTI's voxel spacing comes from (``spacing_from``; the rule is :mod:`cmrssl.io.nifti`'s):
+#: what the header proves, or one of its two spacings named by the user or the dataset's indexer.
+SPACING_SOURCES = ("auto", "sform", "pixdim")
+
 OPTIONS: Dict[str, str] = {
     "max_epochs": "int>=1",
     "epoch_length": "int>=1|null",
@@ -56,7 +60,7 @@ OPTIONS: Dict[str, str] = {
     "overwrite": "bool",
     "resume": "bool",
     "device": "str",
-    "spacing_from": "str:auto,sform,pixdim",
+    "spacing_from": "str:" + ",".join(SPACING_SOURCES),
 }
 
 #: Option names no bundle takes, each with the option to use instead: names the bundles had

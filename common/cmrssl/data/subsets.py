@@ -32,7 +32,7 @@ import numpy as np
 
 from cmrssl.io.atomic import safe_folder_name, unique_folder_name
 from cmrssl.io.errors import CineReadError
-from cmrssl.io.nifti import check_label_grid, check_spacing_from
+from cmrssl.io.nifti import check_label_grid, record_spacing_from
 
 __all__ = [
     "datalist_records",
@@ -156,12 +156,10 @@ def _check_geometry(record: dict, name: str) -> None:
     data is cached (a loader that finds it later fails inside a worker thread). An image
     that is a DICOM folder is checked by the frame loader when it reads both.
     """
-    spacing_from = record.get("spacing_from")
-    if spacing_from is not None:
-        try:
-            spacing_from = check_spacing_from(spacing_from)
-        except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
+    try:
+        spacing_from = record_spacing_from(record.get("spacing_from"))
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
     image, label = record.get("image"), record.get("label")
     if not (_is_nifti_file(image) and _is_nifti_file(label)) or os.path.abspath(image) == os.path.abspath(label):
         return
@@ -500,7 +498,8 @@ def resolve_cine_inputs(
         seen.add(str(cine))
         subject = str(record.get("subject") or cine.name)
         entry = {"cine_key": unique_folder_name(subject, taken), "subject": subject, "cine": str(cine)}
-        if record.get("spacing_from") not in (None, "", "auto"):
-            entry["spacing_from"] = str(record["spacing_from"])  # the indexer's word on the NIfTI header
+        spacing_from = record_spacing_from(record.get("spacing_from"))
+        if spacing_from is not None:
+            entry["spacing_from"] = spacing_from  # the indexer's word on the NIfTI header
         cines.append(entry)
     return cines

@@ -13,7 +13,7 @@ Two spacings in one header: the sform's column lengths and the zooms
 (``pixdim[1..3]``) can disagree, and no single rule picks the true one. ACDC's
 files carry an sform (code 2) of ``diag(-1, -1, 1)`` with the true spacing in
 pixdim (1.5625, 1.5625, 10 mm); other writers copy the scanner's sform and leave
-pixdim at 1 (taking pixdim there made a 136 ml ventricle 2.3 ml). The reader
+pixdim at 1 (taking pixdim there made a phantom's 149 ml ventricle 0.6 ml). The reader
 (``spacing_from="auto"``) takes only what the header proves:
 
 - the two agree (within 0.1 %): that spacing;
@@ -29,8 +29,8 @@ pixdim at 1 (taking pixdim there made a 136 ml ventricle 2.3 ml). The reader
 
 The affine's directions are kept and rescaled to the spacing taken. A zero slice
 column carries no direction: the stack is taken perpendicular to the image
-plane (rather than along the scanner's z, which shortened an oblique stack's
-spacing from 8.9 to 5.9 mm). A zero in-plane sform column falls back to the
+plane (rather than along the scanner's z, which shortened an oblique phantom
+stack's spacing from 9.16 to 6.61 mm). A zero in-plane sform column falls back to the
 qform, or is refused without one. The slice order stays the stored one.
 
 Spacing that is not there: a header zoom (``pixdim[1..3]``) of 0, negative or
@@ -63,6 +63,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.openers import ImageOpener
 
+from cmrssl.flags import SPACING_SOURCES
 from cmrssl.labels import ACDC_TO_CANONICAL, CANONICAL_LABELS, MNMS_TO_CANONICAL
 
 from .atomic import atomic_file, atomic_folder
@@ -83,6 +84,7 @@ __all__ = [
     "nifti_voxel_spacing_mm",
     "SPACING_SOURCES",
     "check_spacing_from",
+    "record_spacing_from",
     "check_label_grid",
     "segmentation_nifti",
 ]
@@ -166,9 +168,6 @@ def _stored_zooms(img: nib.Nifti1Image, path: Path) -> np.ndarray:
     return stored if np.array_equal(stored[valid], fixed[valid]) else fixed
 
 
-SPACING_SOURCES = ("auto", "sform", "pixdim")
-"""Values of ``spacing_from``: decide from the header (``auto``), or take one of its two spacings."""
-
 # A column or zoom this close to 1 mm is the value a writer leaves when it stores no spacing there.
 _UNIT_TOLERANCE_MM = 1e-4
 
@@ -179,6 +178,19 @@ def check_spacing_from(spacing_from: str) -> str:
     if value not in SPACING_SOURCES:
         raise ValueError(f"spacing_from must be one of {', '.join(SPACING_SOURCES)}; got {spacing_from!r}")
     return value
+
+
+def record_spacing_from(value: object) -> Optional[str]:
+    """A datalist record's ``spacing_from``: ``"sform"`` / ``"pixdim"``, or None where the record says
+    nothing (absent or null, ``"auto"``) and the reader's own setting applies.
+
+    Raises:
+        ValueError: any other value (an empty string included), naming :data:`SPACING_SOURCES`.
+    """
+    if value is None:
+        return None
+    source = check_spacing_from(value)
+    return None if source == "auto" else source
 
 
 def _mm(values: np.ndarray) -> str:

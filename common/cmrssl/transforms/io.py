@@ -29,6 +29,7 @@ from monai.utils import MetaKeys, SpaceKeys
 from cmrssl.io.cine import swap_layout
 from cmrssl.io.errors import CineReadError
 from cmrssl.io.geometry import grid_mismatch
+from cmrssl.io.nifti import record_spacing_from
 from cmrssl.io.reader import CineStudyCache, study_ras_affine
 
 __all__ = ["LoadCineFrame", "LoadCineFramed", "PathSafeSpacingd"]
@@ -130,8 +131,7 @@ class LoadCineFramed(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         frame_index = d.get(self.frame_key)
-        spacing_from = d.get("spacing_from")  # "auto" or absent: the record does not say
-        spacing_from = None if spacing_from in (None, "", "auto") else str(spacing_from)
+        spacing_from = record_spacing_from(d.get("spacing_from"))
         first = None
         for key in self.key_iterator(d):
             path = d[key]
