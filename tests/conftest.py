@@ -14,6 +14,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tools" / "benchmarks"))
 SHARED_DATA = Path(os.environ.get("CMRSSL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
+# Under pytest-xdist (``make test``: ``-n 2``) each worker, and every bundle process it starts, would use as many
+# torch threads as there are cores: two workers on two cores then run four busy threads and each test slows 2-4x.
+# Each worker gets its share of the cores instead (an OMP_NUM_THREADS already set is kept), before torch is imported.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
