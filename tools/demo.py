@@ -7,10 +7,12 @@ Steps, each through the same entry points a user has:
 1. phantom cohort (``cmrssl.data.phantom.generate_cohort``) -> ``WORKDIR/cohort``;
 2. MONAI datalist of it (``cmrssl.data.phantom_index.index_phantom``), one
    subject held out as the test split -> ``WORKDIR/datalist.json``;
-3. short training: ``python -m monai.bundle run --config_file configs/train.json``
+3. short training at the bundle's CPU size:
+   ``python -m monai.bundle run --config_file "['configs/train.json','configs/cpu.json']" --max_epochs 15``
    -> ``WORKDIR/train/`` (checkpoint ``model.pt``);
 4. inference on the held-out subject's DICOM folder:
-   ``python -m monai.bundle run --config_file configs/inference.json`` -> ``WORKDIR/inference/``;
+   ``python -m monai.bundle run --config_file "['configs/inference.json','configs/cpu.json']"``
+   -> ``WORKDIR/inference/``;
 5. prints the function report next to the phantom's analytic truth, and the PNG paths.
 
 Re-running: every step writes its output whole (temporary name, then rename),
@@ -37,11 +39,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
+from cmrssl.bundle_configs import config_files  # noqa: E402
+
 STEPS = ("cohort", "datalist.json", "train", "inference", "demo.json")
-# CPU-sized model and sampling for a demo of minutes on 2 cores: the bundle's defaults (32-512 channels,
-# 224 px patches at 1.25 mm) are sized for real studies on a GPU. Train and inference must agree on both.
-DEMO_MODEL = ("--network_def#channels", "[16, 32, 64, 128, 256]", "--pixdim_mm", "[2.0, 2.0]")
-DEMO_TRAINING = ("--patch_size", "[96, 96]", "--num_workers", "1")
+# The bundle's CPU size (configs/cpu.json: network, pixel size, patch) for training and inference alike; the
+# demo sets only its own length (--epochs). The bundle's defaults are sized for real studies on a GPU.
+TRAIN_CONFIGS = json.dumps(config_files("train", cpu=True), separators=(",", ":"))
+INFERENCE_CONFIGS = json.dumps(config_files("inference", cpu=True), separators=(",", ":"))
 COMPARED = (  # (report key, analytic key, label, unit)
     ("lv_edv_ml", "edv_ml", "LV EDV", "ml"),
     ("lv_esv_ml", "esv_ml", "LV ESV", "ml"),
@@ -127,8 +131,8 @@ def train(workdir: Path, cohort: Path, datalist: Path, epochs: int, bundle: Path
     else:
         shutil.rmtree(out, ignore_errors=True)
     _bundle_run(
-        bundle, "configs/train.json", "--dataset_dir", str(cohort), "--datalist", str(datalist),
-        "--output_dir", str(out), "--max_epochs", str(epochs), *DEMO_MODEL, *DEMO_TRAINING,
+        bundle, TRAIN_CONFIGS, "--dataset_dir", str(cohort), "--datalist", str(datalist),
+        "--output_dir", str(out), "--max_epochs", str(epochs),
         *(("--resume", "true") if resume else ()),
     )
     if not checkpoint.exists():
@@ -142,8 +146,8 @@ def infer(workdir: Path, cohort: Path, subject: str, checkpoint: Path, bundle: P
         _say(f"inference: reusing {out}")
         return out
     _bundle_run(
-        bundle, "configs/inference.json", "--input", str(cohort / subject / "dicom" / "sax"),
-        "--output_dir", str(out), "--checkpoint", str(checkpoint), *DEMO_MODEL,
+        bundle, INFERENCE_CONFIGS, "--input", str(cohort / subject / "dicom" / "sax"),
+        "--output_dir", str(out), "--checkpoint", str(checkpoint),
     )
     return out
 

@@ -1,6 +1,6 @@
 """Export a bundle as a self-contained folder (or zip) for the MONAI model zoo and MONAI Label.
 
-    python tools/export.py bundles/cmr_unet_segmentation OUT [--overwrite] [--zip]
+    python tools/export.py bundles/cmr_unet_segmentation OUT [--overwrite] [--zip] [--cpu]
         [--override KEY=VALUE | --override "['KEY=VALUE', ...]"] [--weights_url URL] [--large_file_mb 25]
 
 The copy holds the bundle's ``configs/``, ``docs/``, ``LICENSE`` and ``models/``
@@ -25,7 +25,9 @@ Two rewrites make that work:
 ``pixdim_mm``, ...) in every exported config that defines it, as ``python -m monai.bundle
 run --KEY VALUE`` would (VALUE is read as JSON, else kept as a string): weights trained
 with overrides need the same ones in the configs that come with them. A key no config
-defines is refused. When the bundle holds ``models/model.pt`` and ``configs/inference.json``,
+defines is refused. ``--cpu`` overrides every id the bundle's ``configs/cpu.json`` sets (the CPU size, which
+MONAI Label and the model zoo cannot merge in as an overlay), before the ``--override`` items.
+When the bundle holds ``models/model.pt`` and ``configs/inference.json``,
 the weights must load (strictly) into the exported inference network, or nothing is written.
 
 The model zoo keeps files over 25 MB out of its repository: with ``--weights_url URL``
@@ -63,6 +65,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_SOURCE = REPO_ROOT / "common" / "cmrssl"
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
+from cmrssl.bundle_configs import CPU_OVERLAY  # noqa: E402
 from cmrssl.cli_errors import tool_errors  # noqa: E402
 from cmrssl.flags import as_bool, check_options  # noqa: E402
 
@@ -307,6 +310,7 @@ def export_bundle(
     override: Union[None, str, Sequence[str]] = None,
     weights_url: Optional[str] = None,
     large_file_mb: float = ZOO_FILE_LIMIT_MB,
+    cpu: bool = False,
 ) -> Path:
     """Write the self-contained copy of ``bundle`` at ``out`` (or ``out.zip``); returns the written path.
 
@@ -330,6 +334,11 @@ def export_bundle(
     configs = {c.name: json.loads(c.read_text()) for c in sorted((bundle / "configs").glob("*.json"))
                if c.name != "metadata.json"}
     overrides = parse_overrides(override)
+    if cpu:
+        cpu_size = bundle / CPU_OVERLAY
+        if not cpu_size.is_file():
+            raise FileNotFoundError(f"{cpu_size}: --cpu needs the bundle's CPU size, and this bundle has none")
+        overrides = {**json.loads(cpu_size.read_text()), **overrides}
     for key, names in apply_overrides(configs, overrides).items():
         print(f"export: {key} = {json.dumps(overrides[key])} in {', '.join(names)}", file=sys.stderr)
     models = bundle / "models"
@@ -407,6 +416,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     # argparse, not fire: fire reads a value as Python, where the '#' of a config id starts a comment
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="set the config id KEY (e.g. network_def#channels=[16,32,64,128,256]); repeatable")
+    parser.add_argument("--cpu", nargs="?", const="true", default="false",
+                        help="set the ids of the bundle's configs/cpu.json (the CPU size) in every config")
     parser.add_argument("--weights_url", default=None, metavar="URL",
                         help="list files of models/ over --large_file_mb in large_files.yml (URL/<name>), not copied")
     parser.add_argument("--large_file_mb", type=float, default=ZOO_FILE_LIMIT_MB)
@@ -415,7 +426,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         written = export_bundle(
             Path(args.bundle), Path(args.out), overwrite=as_bool(args.overwrite, "overwrite"),
             zip=as_bool(args.zip, "zip"), override=args.override, weights_url=args.weights_url,
-            large_file_mb=args.large_file_mb,
+            large_file_mb=args.large_file_mb, cpu=as_bool(args.cpu, "cpu"),
         )
     print(f"exported {Path(args.bundle).name} -> {written}")
 

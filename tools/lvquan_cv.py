@@ -1,7 +1,7 @@
 """Cross-validation of LVQuan configurations, then the optimal ensemble (Gessert & Schlaefer's protocol).
 
     python tools/lvquan_cv.py --dataset_dir DATA --workdir WORK [--configs densenet121_2d,densenet121_3d]
-        [--num_folds 5] [--overrides '{"max_epochs": 50}'] [--top_k 6] [--seed 0] [--dry_run] [--overwrite]
+        [--num_folds 5] [--cpu] [--overrides '{"max_epochs": 50}'] [--top_k 6] [--seed 0] [--dry_run] [--overwrite]
 
 For every named configuration and fold, runs the bundle's ``train`` then ``evaluate``
 (``python -m monai.bundle run``, one fresh process each) into ``WORK/runs/<config>/fold<k>``,
@@ -13,7 +13,8 @@ bundle's ensemble step (``cmrssl.engines.lvquan_ensemble.run_ensemble``, what
 the patients and reports the other half: ``WORK/ensemble.json`` (refused when present unless
 ``--overwrite``). The named configurations (``--configs``) are the bundle's, listed under
 ``configurations`` in ``configs/ensemble.json``: config files applied after ``train.json``
-(``evaluate.json`` is added for evaluation) and options they set.
+(``evaluate.json`` is added for evaluation) and options they set. ``--cpu`` adds the bundle's CPU size,
+``configs/cpu.json`` (pixel size, crop, patch and schedule of the README results), after them.
 ``--overrides`` (JSON) are passed to every run, e.g. ``{"max_epochs": 2, "batch_size": 4}``.
 """
 
@@ -27,8 +28,9 @@ from typing import Dict, List, Optional, Sequence
 
 import fire
 
+from cmrssl.bundle_configs import CPU_OVERLAY
 from cmrssl.engines.lvquan_ensemble import run_ensemble
-from cmrssl.flags import retired_option_problems
+from cmrssl.flags import as_bool, retired_option_problems
 from cmrssl.io.run_state import partial_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +43,8 @@ CONFIGURATIONS: Dict[str, Dict[str, object]] = json.loads(
 
 
 def fold_commands(config: str, fold: int, dataset_dir: str, workdir: Path, num_folds: int, seed: int,
-                  overrides: Dict[str, object]) -> List[List[str]]:
-    """The train and evaluate command lines of one configuration and fold."""
+                  overrides: Dict[str, object], cpu: bool = False) -> List[List[str]]:
+    """The train and evaluate command lines of one configuration and fold (``cpu``: at the bundle's CPU size)."""
     if config not in CONFIGURATIONS:
         raise ValueError(f"unknown configuration {config!r}; known: {sorted(CONFIGURATIONS)}")
     config_files, options = CONFIGURATIONS[config]["configs"], CONFIGURATIONS[config]["options"]
@@ -53,13 +55,14 @@ def fold_commands(config: str, fold: int, dataset_dir: str, workdir: Path, num_f
     for key, value in {**options, **overrides}.items():
         common += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
     run = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
-    return [run + [json.dumps(files)] + common,
-            run + [json.dumps(files + [str(BUNDLE / "configs" / "evaluate.json")])] + common]
+    cpu_size = [str(BUNDLE / CPU_OVERLAY)] if cpu else []
+    return [run + [json.dumps(files + cpu_size)] + common,
+            run + [json.dumps(files + [str(BUNDLE / "configs" / "evaluate.json")] + cpu_size)] + common]
 
 
 def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_2d", "densenet121_3d"),
          num_folds: int = 5, overrides: Optional[str] = None, top_k: int = 6, seed: int = 0,
-         dry_run: bool = False, overwrite: bool = False) -> None:
+         dry_run: bool = False, overwrite: bool = False, cpu: bool = False) -> None:
     configs = [c.strip() for c in (configs.split(",") if isinstance(configs, str) else configs) if c.strip()]
     try:
         extra = json.loads(overrides) if isinstance(overrides, str) else dict(overrides or {})
@@ -80,7 +83,7 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
         print(f"lvquan_cv: error: {result_path} already exists (use --overwrite)", file=sys.stderr)
         raise SystemExit(1)
     try:
-        plans = [(c, k, fold_commands(c, k, dataset_dir, work, num_folds, seed, extra))
+        plans = [(c, k, fold_commands(c, k, dataset_dir, work, num_folds, seed, extra, as_bool(cpu)))
                  for c in configs for k in range(num_folds)]
     except ValueError as err:
         print(f"lvquan_cv: error: {err}", file=sys.stderr)

@@ -13,7 +13,8 @@ under that venv's Python; the project's own steps (phantom, export) run under
    ``labels/final/`` (MONAI Label's local datastore);
 2. ``OUT/app``: MONAI Label's own ``monaibundle`` sample app, copied from the installed
    package, with ``model/cmr_unet_segmentation`` exported by ``tools/export.py`` for a
-   CPU-sized network (``--override``) and random weights of that network;
+   small network (``--override``, smaller than the bundle's ``configs/cpu.json``, so that the check
+   trains in seconds) and random weights of that network;
 3. ``monailabel start_server`` on 127.0.0.1 (``--conf models cmr_unet_segmentation``,
    ``zoo_source github`` so the local bundle is used and nothing is downloaded, ``sam2
    false``), then: ``GET /info/`` (the model, 3D, the three labels, a trainer);
@@ -43,7 +44,7 @@ from typing import List, Optional, Sequence
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
 MODEL = "cmr_unet_segmentation"
-#: the CPU-sized network and patch the check trains (exported into the bundle's configs)
+#: the check's small network and patch (exported into the bundle's configs): a test size, not the CPU size
 OVERRIDES = ["network_def#channels=[8,16,32,64]", "pixdim_mm=[2.5,2.5]", "patch_size=[64,64]", "num_workers=0"]
 LABEL_NAMES = {"left ventricle cavity": 1, "left ventricle myocardium": 2, "right ventricle cavity": 3}
 

@@ -65,6 +65,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
+from cmrssl.bundle_configs import CPU_OVERLAY, config_files, method_overlays  # noqa: E402
 from cmrssl.cli_errors import tool_errors  # noqa: E402
 from cmrssl.io.atomic import atomic_file, check_not_input  # noqa: E402
 from cmrssl.io.run_state import LAST_CHECKPOINT, partial_dir  # noqa: E402
@@ -75,8 +76,6 @@ SSP = BUNDLES / "cmr_ssp_pretraining"
 POSITION = BUNDLES / "cmr_position_ssl"
 RANKING = BUNDLES / "cmr_ranking_ssl"
 STRUCTURES = (("lv_cavity", "LV cavity"), ("lv_myocardium", "LV myocardium"), ("rv_cavity", "RV cavity"))
-#: Config files of cmr_ssp_pretraining that are not a method.
-_NOT_METHODS = {"train.json", "metadata.json", "multi_gpu_train.json", "inference.json", "evaluate.json"}
 
 
 def _say(message: str) -> None:
@@ -87,20 +86,18 @@ def _say(message: str) -> None:
 
 
 def pretraining_methods() -> Dict[str, dict]:
-    """``{method: {"bundle", "configs", "pixelwise"}}``: every method config of cmr_ssp_pretraining, and position.
+    """``{method: {"bundle", "configs", "label", "pixelwise"}}``: every method overlay of cmr_ssp_pretraining
+    (``cmrssl.bundle_configs.method_overlays``: a config with a ``method_name``), and position.
 
     ``pixelwise``: the pretext head predicts per pixel (MIM's reconstruction decoder, position's
     10-class map), so ``--finetune_mode multitask`` can keep it (cmrssl.networks.checkpoint).
     """
     methods = {}
-    for path in sorted((SSP / "configs").glob("*.json")):
-        if path.name in _NOT_METHODS:
-            continue
-        config = json.loads(path.read_text())
-        saved = config.get("method", {}).get("saved_parts", ["encoder"])
-        methods[config.get("method_name", path.stem)] = {
-            "bundle": SSP, "configs": ["configs/train.json", f"configs/{path.name}"], "pixelwise": "decoder" in saved}
-    methods["position"] = {"bundle": POSITION, "configs": ["configs/train.json"], "pixelwise": True}
+    for name, overlay in method_overlays(SSP).items():
+        saved = overlay["config"].get("method", {}).get("saved_parts", ["encoder"])
+        methods[name] = {"bundle": SSP, "configs": config_files("train", overlay["path"].stem), "label": overlay["label"],
+                         "pixelwise": "decoder" in saved}
+    methods["position"] = {"bundle": POSITION, "configs": config_files("train"), "label": "Position", "pixelwise": True}
     return methods
 
 
@@ -125,36 +122,33 @@ def arm_label(arm: str) -> str:
     method, mode = arm_parts(arm)
     if method is None:
         return {"scratch": "Scratch", "ranking": "Ranking (volumes)"}[arm]
-    names = {"simclr": "SimCLR", "pcl": "PCL", "dino": "DINO", "mim": "MIM", "position": "Position"}
-    return f"SSL({names.get(method, method)})+{ {'all': 'All', 'decoder': 'Decoder', 'multitask': 'MultiTask'}[mode]}"
+    label = pretraining_methods().get(method, {}).get("label", method)
+    return f"SSL({label})+{ {'all': 'All', 'decoder': 'Decoder', 'multitask': 'MultiTask'}[mode]}"
 
 
 # --------------------------------------------------------------------------- budgets
 
-_CPU_NET = ["--network_def#channels", "[16, 32, 64, 128, 256]", "--pixdim_mm", "[2.0, 2.0]"]
-#: Per budget: arms, labelled counts, seeds; the overrides of every network (``network``), of the
-#: fine-tuning (``finetune``: ``--max_epochs`` x ``--epoch_length`` iterations whatever N is, so that
-#: arms and counts get the same training), of pretraining (``pretrain``: all methods; ``pretrain_<method>``:
-#: one) and of the ranking bundle. ``eval`` is added to every segmentation evaluation.
+#: Per budget: arms, labelled counts, seeds; ``cpu``: every bundle runs with its ``configs/cpu.json`` (the
+#: CPU size: network, pixel size, patch, workers; ``cmrssl.bundle_configs``); the overrides of every network
+#: (``network``), of the fine-tuning (``finetune``: ``--max_epochs`` x ``--epoch_length`` iterations whatever
+#: N is, so that arms and counts get the same training), of pretraining (``pretrain``: all methods;
+#: ``pretrain_<method>``: one) and of the ranking bundle. ``eval`` is added to every segmentation evaluation.
 BUDGETS: Dict[str, dict] = {
     "small": {
         "arms": ["scratch", "mim_all"],
         "labelled": [1, 5, "all"],
         "seeds": [0, 1],
-        "network": _CPU_NET,
-        "finetune": ["--patch_size", "[96, 96]", "--max_epochs", "20", "--epoch_length", "10",
-                     "--frames_per_batch", "2", "--num_workers", "1", "--cache_rate", "1.0"],
-        "eval": ["--num_workers", "1"],
-        "pretrain": ["--image_size", "96", "--max_epochs", "3", "--frames_per_batch", "4", "--num_workers", "1",
-                     "--cache_rate", "1.0"],
-        "pretrain_mim": ["--mask_patch_size", "[16, 16]"],
-        "pretrain_position": ["--patch_size", "[96, 96]", "--max_epochs", "5"],
-        "ranking": ["--backbone", "resnet10_small", "--pixdim_mm", "[2.0, 2.0]", "--roi_size", "80", "--num_workers", "0",
-                    "--max_epochs", "60"],
+        "cpu": True,
+        "network": [],
+        "finetune": ["--max_epochs", "20", "--epoch_length", "10", "--frames_per_batch", "2", "--cache_rate", "1.0"],
+        "eval": [],
+        "pretrain": ["--max_epochs", "3"],
+        "pretrain_position": [],
+        "ranking": ["--max_epochs", "60"],
         "phantom_subjects": 6,
         "nominal_seconds": {"data": 60, "pretrain": 600, "train": 360, "eval": 60},  # until measured
     },
-    "tiny": {  # checks the whole pipeline in minutes (the tests run it); its numbers mean nothing
+    "tiny": {  # checks the whole pipeline in minutes at a test size (the tests run it); its numbers mean nothing
         "arms": ["scratch", "mim_all"],
         "labelled": [1, "all"],
         "seeds": [0],
@@ -164,7 +158,6 @@ BUDGETS: Dict[str, dict] = {
         "eval": ["--num_workers", "0"],
         "pretrain": ["--image_size", "32", "--max_epochs", "1", "--epoch_length", "2", "--frames_per_batch", "2",
                      "--num_workers", "0"],
-        "pretrain_mim": ["--mask_patch_size", "[8, 8]"],
         "pretrain_position": ["--patch_size", "[32, 32]", "--max_epochs", "1", "--epoch_length", "2",
                               "--num_workers", "0"],
         "ranking": ["--backbone", "resnet10_small", "--pixdim_mm", "[4.0, 4.0]", "--roi_size", "32", "--num_workers", "0",
@@ -324,7 +317,7 @@ class Step:
 
 
 def _bundle(configs: Sequence[str]) -> List[str]:
-    files = configs[0] if len(configs) == 1 else json.dumps(list(configs))
+    files = configs[0] if len(configs) == 1 else json.dumps(list(configs), separators=(",", ":"))
     return [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
 
 
@@ -337,17 +330,32 @@ def _option(options: Sequence[str], name: str, default=None):
     return value
 
 
-def _finetune_iterations(budget: dict, n_frames: int) -> int:
-    epochs = int(_option(budget["finetune"], "max_epochs", 100))
-    length = _option(budget["finetune"], "epoch_length")
-    frames_per_batch = int(_option(budget["finetune"], "frames_per_batch", 2))
-    return epochs * (int(length) if length else math.ceil(n_frames / frames_per_batch))
+def _configs(budget: dict, configs: Sequence[str]) -> List[str]:
+    """A run's config files: ``configs``, then the bundle's ``configs/cpu.json`` where the budget runs at the CPU
+    size."""
+    return list(configs) + ([CPU_OVERLAY] if budget.get("cpu") else [])
 
 
-def _pretrain_iterations(options: Sequence[str], records: int) -> int:
-    epochs = int(_option(options, "max_epochs", 100))
-    length = _option(options, "epoch_length")
-    return epochs * (int(length) if length else math.ceil(records / int(_option(options, "frames_per_batch", 8))))
+def _setting(bundle: Path, configs: Sequence[str], options: Sequence[str], name: str):
+    """The value ``name`` (``a#b`` for a nested key) takes in a run of ``bundle``: the last ``--name`` of
+    ``options``, else what the merged ``configs`` say."""
+    from monai.bundle import ConfigParser
+
+    override = _option(options, name)
+    if override is not None:
+        try:
+            return json.loads(override)
+        except ValueError:
+            return override
+    return ConfigParser(ConfigParser.load_config_files([str(bundle / c) for c in configs])).get(name)
+
+
+def _iterations(bundle: Path, configs: Sequence[str], options: Sequence[str], records: int) -> int:
+    """``max_epochs`` x ``epoch_length``, or x one pass over ``records`` in batches of ``frames_per_batch``."""
+    epochs = int(_setting(bundle, configs, options, "max_epochs"))
+    length = _setting(bundle, configs, options, "epoch_length")
+    per_batch = int(_setting(bundle, configs, options, "frames_per_batch"))
+    return epochs * (int(length) if length else math.ceil(records / per_batch))
 
 
 def plan(out: Path, split: dict, budget_name: str, arms: Sequence[str], labelled: Sequence, seeds: Sequence[int]
@@ -372,12 +380,13 @@ def plan(out: Path, split: dict, budget_name: str, arms: Sequence[str], labelled
             source = ["--datalist", str(out / "data" / "position" / "datalist.json")]
         else:
             source = ["--datalist", unlabelled]
+        configs = _configs(budget, spec["configs"])
         steps.append(Step(
             f"pretrain {method}", folder,
-            [_bundle(spec["configs"]) + ["--bundle_root", str(spec["bundle"]), *source, "--checkpoint", str(checkpoint),
-                                         "--output_dir", str(folder / "runs"), *budget["network"], *extra]],
+            [_bundle(configs) + ["--bundle_root", str(spec["bundle"]), *source, "--checkpoint", str(checkpoint),
+                                 "--output_dir", str(folder / "runs"), *budget["network"], *extra]],
             checkpoint, spec["bundle"], "pretrain", checkpoint=checkpoint,
-            iterations=_pretrain_iterations(extra, split["unlabelled_pool"]["records"])))
+            iterations=_iterations(spec["bundle"], configs, extra, split["unlabelled_pool"]["records"])))
         pretrained[method] = checkpoint
     for arm in arms:
         method, mode = arm_parts(arm)
@@ -399,13 +408,15 @@ def plan(out: Path, split: dict, budget_name: str, arms: Sequence[str], labelled
                                     str(out / "data" / "position" / "datalist.json")]
                 checkpoint = folder / "train" / "model.pt"
                 n_frames = 2 * (pool if n == "all" else int(n))
+                train_configs = _configs(budget, config_files("train"))
                 steps.append(Step(f"train {arm} n={n} seed {seed}", folder, [
-                    _bundle(["configs/train.json"]) + ["--bundle_root", str(SEG), *options,
-                                                       "--output_dir", str(folder / "train")]],
+                    _bundle(train_configs) + ["--bundle_root", str(SEG), *options,
+                                              "--output_dir", str(folder / "train")]],
                     checkpoint, SEG, "train", checkpoint=checkpoint,
-                    iterations=_finetune_iterations(budget, n_frames), meta={**meta, "overrides": options}))
+                    iterations=_iterations(SEG, train_configs, budget["finetune"], n_frames),
+                    meta={**meta, "overrides": options}))
                 steps.append(Step(f"evaluate {arm} n={n} seed {seed}", folder, [
-                    _bundle(["configs/train.json", "configs/evaluate.json"])
+                    _bundle(_configs(budget, config_files("train", "evaluate")))
                     + ["--bundle_root", str(SEG), "--datalist", datalist, "--checkpoint", str(checkpoint),
                        *budget["network"], *budget["eval"], "--output_dir", str(folder / "eval")]],
                     folder / "eval" / "summary.json", SEG, "eval", meta=meta))
@@ -438,11 +449,11 @@ def _ranking_steps(folder: Path, datalist: str, unlabelled: str, count: str, see
                "--num_labelled_subjects", count, *budget["ranking"]]
     return [
         Step(f"train ranking n={meta['labelled']} seed {seed}", folder,
-             [_bundle(["configs/train.json"]) + ["--bundle_root", str(RANKING), *options,
-                                                 "--output_dir", str(folder / "train")]],
+             [_bundle(_configs(budget, config_files("train"))) + ["--bundle_root", str(RANKING), *options,
+                                                                  "--output_dir", str(folder / "train")]],
              checkpoint, RANKING, "train", checkpoint=checkpoint, meta={**meta, "overrides": options}),
         Step(f"evaluate ranking n={meta['labelled']} seed {seed}", folder,
-             [_bundle(["configs/train.json", "configs/evaluate.json"])
+             [_bundle(_configs(budget, config_files("train", "evaluate")))
               + ["--bundle_root", str(RANKING), "--datalist", datalist, "--checkpoint", str(checkpoint),
                  *budget["ranking"], "--output_dir", str(folder / "eval")]],
              folder / "eval" / "summary.json", RANKING, "eval", meta=meta),
@@ -727,12 +738,12 @@ def measure_rates(budget: dict, repeats: int = 3) -> dict:
 
     from cmrssl.networks.unet import CMRUNet
 
-    seg_train = json.loads((SEG / "configs" / "train.json").read_text())
-    channels = json.loads(_option(budget["network"], "network_def#channels", "null")) or None
-    patch = json.loads(_option(budget["finetune"], "patch_size", json.dumps(seg_train["patch_size"])))
-    frames = int(_option(budget["finetune"], "frames_per_batch", seg_train["frames_per_batch"]))
+    configs, options = _configs(budget, config_files("train")), [*budget["network"], *budget["finetune"]]
+    channels = _setting(SEG, configs, options, "network_def#channels")
+    patch = _setting(SEG, configs, options, "patch_size")
+    frames = int(_setting(SEG, configs, options, "frames_per_batch"))
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    net = CMRUNet(1, 4, **({"channels": channels} if channels else {})).to(device)
+    net = CMRUNet(1, 4, channels=channels).to(device)
     optimiser = torch.optim.AdamW(net.parameters(), 1e-3)
     batch = torch.randn(frames * 10, 1, *patch, device=device)
     target = torch.randint(0, 4, (frames * 10, *patch), device=device)

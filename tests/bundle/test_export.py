@@ -156,6 +156,27 @@ def test_overrides_build_the_exported_network_the_weights_came_from(tiny_trained
     assert source["network_def"]["channels"] == [32, 64, 128, 256, 512]  # the input is never changed
 
 
+def test_cpu_sets_the_cpu_size_in_every_config_for_monai_label(tiny_trained_bundle, tmp_path):
+    """MONAI Label and the zoo load ``train.json`` / ``inference.json`` alone, so ``--cpu`` writes ``configs/cpu.json``
+    into them; weights trained at the CPU size then fit, and an ``--override`` still wins."""
+    from cmrssl.networks.unet import CMRUNet
+
+    cpu_size = json.loads((BUNDLE / "configs" / "cpu.json").read_text())
+    network = CMRUNet(channels=cpu_size["network_def#channels"], deep_supervision=True, num_deep_supervision_heads=2)
+    torch.save(network.state_dict(), tiny_trained_bundle / "models" / "model.pt")
+    done = _export_cli(tiny_trained_bundle, tmp_path / "cpu", "--cpu", "--override", "num_workers=0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    train = json.loads((tmp_path / "cpu" / "configs" / "train.json").read_text())
+    inference = json.loads((tmp_path / "cpu" / "configs" / "inference.json").read_text())
+    for config in (train, inference):
+        assert config["network_def"]["channels"] == cpu_size["network_def#channels"]
+        assert config["pixdim_mm"] == cpu_size["pixdim_mm"]
+    assert train["patch_size"] == cpu_size["patch_size"] and train["max_epochs"] == cpu_size["max_epochs"]
+    assert train["num_workers"] == 0
+    refused = _export_cli(tiny_trained_bundle, tmp_path / "gpu")  # the same weights, the default network
+    assert refused.returncode == 2 and "would not load these weights" in refused.stderr
+
+
 def test_weights_over_the_zoo_limit_are_listed_in_large_files_yml(tiny_trained_bundle, tmp_path):
     import hashlib
 

@@ -57,6 +57,24 @@ def test_dry_run_plans_every_arm_from_the_bundles_and_writes_nothing(fake_acdc, 
     assert not out.exists()
 
 
+def test_small_budget_runs_every_bundle_at_its_cpu_size_and_redefines_none_of_it(fake_acdc, tmp_path):
+    """The CPU size has one definition, each bundle's ``configs/cpu.json``: every bundle command of the small budget
+    adds it, and none overrides an option it sets but the study's own length (``--max_epochs``)."""
+    out = tmp_path / "study"
+    result = _study(fake_acdc, out, "--budget", "small", "--methods", "mim_all,ranking", "--labelled", "1",
+                    "--seeds", "0", "--dry_run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line.split() for line in result.stdout.splitlines() if "monai.bundle run" in line]
+    assert len(commands) == 7  # pretrain mim; train + evaluate of scratch, mim_all and ranking
+    for command in commands:
+        bundle = Path(command[command.index("--bundle_root") + 1])
+        files = json.loads(command[command.index("--config_file") + 1])
+        assert files[-1] == "configs/cpu.json", command
+        sizes = set(json.loads((bundle / "configs" / "cpu.json").read_text())) - {"max_epochs"}
+        given = {word[2:] for word in command if word.startswith("--")}
+        assert not given & sizes, (bundle.name, sorted(given & sizes))
+
+
 def test_dry_run_shows_how_an_interrupted_training_continues(fake_acdc, tmp_path):
     out = tmp_path / "study"
     first = _study(fake_acdc, out, "--budget", "tiny", "--methods", "scratch", "--labelled", "1,all", "--dry_run")

@@ -1,8 +1,9 @@
 """`make bench` plugin: pretraining slices/s per method of cmr_ssp_pretraining and its ratio to a plain PyTorch loop.
 
-For each method the bundle's own ``SSLTrainer`` (built by MONAI's
-``ConfigParser`` from ``configs/train.json`` merged with the method's overlay
-``configs/<method>.json``, as the bundle runs, its data loader replaced by
+For each method overlay of the bundle (``cmrssl.bundle_configs.method_overlays``) the bundle's own
+``SSLTrainer`` (built by MONAI's ``ConfigParser`` from ``configs/train.json`` merged with the method's
+overlay ``configs/<method>.json`` and the CPU size ``configs/cpu.json``, as the bundle runs with
+``--config_file "['configs/train.json','configs/<method>.json','configs/cpu.json']"``, its data loader replaced by
 pre-made view batches) is timed against a plain PyTorch loop (prepare batch,
 forward, loss, backward, step) over the same method definition, optimiser and
 batches in the same process; rates are the batch size over the median time between
@@ -17,21 +18,18 @@ benchmark code lives with the tools, not in the installed ``cmrssl`` package.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["BENCHMARKS", "pretraining_throughput", "CPU_SIZES"]
+__all__ = ["BENCHMARKS", "pretraining_throughput"]
 
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "cmr_ssp_pretraining"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = REPO_ROOT / "bundles" / "cmr_ssp_pretraining"
+sys.path.insert(0, str(REPO_ROOT / "common"))
 
-# CPU-sized settings (documented in the bundle README): 128 px slices, DINO crops 128/64.
-CPU_SIZES: Dict[str, Dict[str, object]] = {
-    "simclr": {},
-    "pcl": {},
-    "dino": {"global_crop_size": 128, "local_crop_size": 64},
-    "mim": {},
-}
+from cmrssl.bundle_configs import CPU_OVERLAY, config_files, method_overlays  # noqa: E402
 
 
 def _row(metric: str, value, unit: str = "", note: str = "") -> dict:
@@ -42,8 +40,8 @@ def _parser(method: str, workdir: Path, image_size: int, overrides: Dict[str, ob
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    # the base config, then the method overlay (later files override), as `monai.bundle run` merges them
-    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / f"{method}.json")])
+    # the base config, the method overlay, the CPU size (later files override), as `monai.bundle run` merges them
+    parser.read_config([str(bundle / name) for name in config_files("train", method, cpu=True)])
     parser["bundle_root"] = str(bundle)
     parser["device"] = "cpu"
     parser["image_size"] = image_size
@@ -155,12 +153,12 @@ def _method_throughput(
 
 def pretraining_throughput(
     workdir: Path,
-    methods: Sequence[str] = ("simclr", "pcl", "dino", "mim"),
+    methods: Optional[Sequence[str]] = None,
     iterations: int = 8,
     warmup: int = 2,
     batch_size: int = 16,
-    image_size: int = 128,
-    overrides: Optional[Dict[str, Dict[str, object]]] = None,
+    image_size: Optional[int] = None,
+    overrides: Optional[Dict[str, object]] = None,
     bundle: Optional[Path] = None,
 ) -> List[dict]:
     """Rows ``{"benchmark", "metric", "value", "unit", "note"}``: slices/s of each method's bundle
@@ -168,23 +166,26 @@ def pretraining_throughput(
 
     Args:
         workdir: scratch folder (nothing is written there by default; checkpoint handlers are removed).
-        methods: method configs to time.
+        methods: method overlays to time (default: every one the bundle has).
         iterations, warmup: steps run and steps excluded from the timing.
         batch_size: slices per batch (each slice gives the method's number of views).
-        image_size: slice size in pixels.
-        overrides: per-method config overrides (default :data:`CPU_SIZES`).
+        image_size: slice size in pixels (default: ``image_size`` of ``configs/cpu.json``).
+        overrides: config overrides for every method, after ``configs/cpu.json``.
         bundle: bundle folder (default: ``bundles/cmr_ssp_pretraining`` of this repository).
     """
     if iterations < warmup + 2:
         raise ValueError(f"iterations ({iterations}) must exceed warmup ({warmup}) by at least 2")
     workdir = Path(workdir) / "ssl_pretrain_throughput"
     workdir.mkdir(parents=True, exist_ok=True)
-    sizes = CPU_SIZES if overrides is None else overrides
+    bundle = Path(bundle or BUNDLE)
+    if image_size is None:
+        from monai.bundle import ConfigParser
+
+        image_size = int(ConfigParser.load_config_file(str(bundle / CPU_OVERLAY))["image_size"])
     rows: List[dict] = []
-    for method in methods:
-        rows += _method_throughput(
-            method, workdir, iterations, warmup, batch_size, image_size, dict(sizes.get(method, {})), Path(bundle or BUNDLE)
-        )
+    for method in list(method_overlays(bundle)) if methods is None else methods:
+        rows += _method_throughput(method, workdir, iterations, warmup, batch_size, image_size, dict(overrides or {}),
+                                   bundle)
     return rows
 
 
