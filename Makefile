@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --timeout 900 -q -ra tests
+	$(PY) -m pytest -n 2 --timeout 900 -q -ra --durations=15 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m "not slow" tests
