@@ -42,7 +42,7 @@ and the time they take at iteration rates measured on this machine's device) and
 
 Budgets (:data:`BUDGETS`): ``small`` fits the 2-core CPU this project is developed on in about 90 minutes
 (two arms, N in {1, 5, all}, two seeds, CPU-sized network and schedules: see ``docs/study.md``); ``full``
-runs the bundles at their default sizes with the papers' schedules, every arm, N in {1, 2, 5, 10, all}
+runs the bundles at the papers' sizes (``configs/gpu.json``) and schedules, every arm, N in {1, 2, 5, 10, all}
 and three seeds: a GPU job.
 """
 
@@ -65,7 +65,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
-from cmrssl.bundle_configs import CPU_OVERLAY, config_files, method_overlays  # noqa: E402
+from cmrssl.bundle_configs import config_files, method_overlays  # noqa: E402
 from cmrssl.cli_errors import tool_errors  # noqa: E402
 from cmrssl.io.atomic import atomic_file, check_not_input  # noqa: E402
 from cmrssl.io.run_state import LAST_CHECKPOINT, partial_dir  # noqa: E402
@@ -128,8 +128,9 @@ def arm_label(arm: str) -> str:
 
 # --------------------------------------------------------------------------- budgets
 
-#: Per budget: arms, labelled counts, seeds; ``cpu``: every bundle runs with its ``configs/cpu.json`` (the
-#: CPU size: network, pixel size, patch, workers; ``cmrssl.bundle_configs``); the overrides of every network
+#: Per budget: arms, labelled counts, seeds; ``overlay``: every bundle runs with its ``configs/cpu.json`` (the
+#: CPU size) or ``configs/gpu.json`` (the papers' network and grid) where it has one (``cmrssl.bundle_configs``);
+#: the overrides of every network
 #: (``network``), of the fine-tuning (``finetune``: ``--max_epochs`` x ``--epoch_length`` iterations whatever
 #: N is, so that arms and counts get the same training), of pretraining (``pretrain``: all methods;
 #: ``pretrain_<method>``: one) and of the ranking bundle. ``eval`` is added to every segmentation evaluation.
@@ -138,7 +139,7 @@ BUDGETS: Dict[str, dict] = {
         "arms": ["scratch", "mim_all"],
         "labelled": [1, 5, "all"],
         "seeds": [0, 1],
-        "cpu": True,
+        "overlay": "cpu",
         "network": [],
         "finetune": ["--max_epochs", "20", "--epoch_length", "10", "--frames_per_batch", "2", "--cache_rate", "1.0"],
         "eval": [],
@@ -169,11 +170,12 @@ BUDGETS: Dict[str, dict] = {
         "arms": "all",
         "labelled": [1, 2, 5, 10, "all"],
         "seeds": [0, 1, 2],
+        "overlay": "gpu",  # the papers' network and grid (configs/gpu.json of the U-Net bundles)
         "network": [],
         # nnU-Net's 2D schedule (de Mooij et al. 2024 fine-tune with it): 1000 epochs of 250 iterations
         "finetune": ["--max_epochs", "1000", "--epoch_length", "250"],
         "eval": [],
-        "pretrain": [],  # the bundles' defaults: 100 epochs of the whole pool (cmr_ssp_pretraining README)
+        "pretrain": [],  # the bundle's 100 epochs of the whole pool (cmr_ssp_pretraining README)
         "pretrain_position": [],
         "ranking": [],
         "phantom_subjects": 40,
@@ -330,10 +332,11 @@ def _option(options: Sequence[str], name: str, default=None):
     return value
 
 
-def _configs(budget: dict, configs: Sequence[str]) -> List[str]:
-    """A run's config files: ``configs``, then the bundle's ``configs/cpu.json`` where the budget runs at the CPU
-    size."""
-    return list(configs) + ([CPU_OVERLAY] if budget.get("cpu") else [])
+def _configs(budget: dict, bundle: Path, configs: Sequence[str]) -> List[str]:
+    """A run's config files: ``configs``, then the bundle's size overlay of the budget (``configs/cpu.json`` or
+    ``configs/gpu.json``) where the bundle has one."""
+    overlay = config_files(cpu=budget.get("overlay") == "cpu", gpu=budget.get("overlay") == "gpu")
+    return list(configs) + [name for name in overlay if (bundle / name).is_file()]
 
 
 def _setting(bundle: Path, configs: Sequence[str], options: Sequence[str], name: str):
@@ -380,7 +383,7 @@ def plan(out: Path, split: dict, budget_name: str, arms: Sequence[str], labelled
             source = ["--datalist", str(out / "data" / "position" / "datalist.json")]
         else:
             source = ["--datalist", unlabelled]
-        configs = _configs(budget, spec["configs"])
+        configs = _configs(budget, spec["bundle"], spec["configs"])
         steps.append(Step(
             f"pretrain {method}", folder,
             [_bundle(configs) + ["--bundle_root", str(spec["bundle"]), *source, "--checkpoint", str(checkpoint),
@@ -408,7 +411,7 @@ def plan(out: Path, split: dict, budget_name: str, arms: Sequence[str], labelled
                                     str(out / "data" / "position" / "datalist.json")]
                 checkpoint = folder / "train" / "model.pt"
                 n_frames = 2 * (pool if n == "all" else int(n))
-                train_configs = _configs(budget, config_files("train"))
+                train_configs = _configs(budget, SEG, config_files("train"))
                 steps.append(Step(f"train {arm} n={n} seed {seed}", folder, [
                     _bundle(train_configs) + ["--bundle_root", str(SEG), *options,
                                               "--output_dir", str(folder / "train")]],
@@ -416,7 +419,7 @@ def plan(out: Path, split: dict, budget_name: str, arms: Sequence[str], labelled
                     iterations=_iterations(SEG, train_configs, budget["finetune"], n_frames),
                     meta={**meta, "overrides": options}))
                 steps.append(Step(f"evaluate {arm} n={n} seed {seed}", folder, [
-                    _bundle(_configs(budget, config_files("train", "evaluate")))
+                    _bundle(_configs(budget, SEG, config_files("train", "evaluate")))
                     + ["--bundle_root", str(SEG), "--datalist", datalist, "--checkpoint", str(checkpoint),
                        *budget["network"], *budget["eval"], "--output_dir", str(folder / "eval")]],
                     folder / "eval" / "summary.json", SEG, "eval", meta=meta))
@@ -449,11 +452,11 @@ def _ranking_steps(folder: Path, datalist: str, unlabelled: str, count: str, see
                "--num_labelled_subjects", count, *budget["ranking"]]
     return [
         Step(f"train ranking n={meta['labelled']} seed {seed}", folder,
-             [_bundle(_configs(budget, config_files("train"))) + ["--bundle_root", str(RANKING), *options,
+             [_bundle(_configs(budget, RANKING, config_files("train"))) + ["--bundle_root", str(RANKING), *options,
                                                                   "--output_dir", str(folder / "train")]],
              checkpoint, RANKING, "train", checkpoint=checkpoint, meta={**meta, "overrides": options}),
         Step(f"evaluate ranking n={meta['labelled']} seed {seed}", folder,
-             [_bundle(_configs(budget, config_files("train", "evaluate")))
+             [_bundle(_configs(budget, RANKING, config_files("train", "evaluate")))
               + ["--bundle_root", str(RANKING), "--datalist", datalist, "--checkpoint", str(checkpoint),
                  *budget["ranking"], "--output_dir", str(folder / "eval")]],
              folder / "eval" / "summary.json", RANKING, "eval", meta=meta),
@@ -738,7 +741,7 @@ def measure_rates(budget: dict, repeats: int = 3) -> dict:
 
     from cmrssl.networks.unet import CMRUNet
 
-    configs, options = _configs(budget, config_files("train")), [*budget["network"], *budget["finetune"]]
+    configs, options = _configs(budget, SEG, config_files("train")), [*budget["network"], *budget["finetune"]]
     channels = _setting(SEG, configs, options, "network_def#channels")
     patch = _setting(SEG, configs, options, "patch_size")
     frames = int(_setting(SEG, configs, options, "frames_per_batch"))

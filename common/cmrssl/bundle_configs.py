@@ -7,9 +7,13 @@ Two kinds of overlay are merged after a bundle's ``configs/train.json`` (later f
   names its method with a top-level ``method_name``, and its display name with ``method_label``.
   :func:`method_overlays` finds them, so a new method is its overlay and its parts, with no list to
   edit in the study, the benchmarks or the tests;
-- the **CPU size**, ``configs/cpu.json`` (:data:`CPU_OVERLAY`) in every bundle: the network,
-  resolution, patch and schedule that a 2-core CPU affords and that the README results, ``make demo``
-  and ``tools/study.py`` use. It is the only definition of the CPU size.
+- the **CPU size**, ``configs/cpu.json`` (:data:`CPU_OVERLAY`) in every bundle: what a 2-core CPU
+  affords beyond the defaults (the schedule and data loading; for the ranking and LVQuan bundles, whose
+  defaults are GPU-sized, also the network and grid) and what the README results, ``make demo`` and
+  ``tools/study.py`` use. It is the only definition of the CPU size;
+- the **GPU size**, ``configs/gpu.json`` (:data:`GPU_OVERLAY`) of the U-Net bundles (segmentation, SSP,
+  position), whose defaults are the shipped model's network and grid (widths 16-256, 2 mm, 96 px): the
+  papers' sizes (widths 32-512, 1.25 mm, 224-256 px).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import json
 from pathlib import Path
 from typing import Dict, List, Union
 
-__all__ = ["CPU_OVERLAY", "config_files", "method_overlays"]
+__all__ = ["CPU_OVERLAY", "GPU_OVERLAY", "config_files", "method_overlays"]
 
 #: The CPU-size overlay of every bundle, relative to the bundle folder.
 CPU_OVERLAY = "configs/cpu.json"
+#: The GPU-size overlay of the bundles whose defaults are the shipped (CPU-friendly) network.
+GPU_OVERLAY = "configs/gpu.json"
 
 
 def method_overlays(bundle: Union[str, Path]) -> Dict[str, dict]:
@@ -40,8 +46,8 @@ def method_overlays(bundle: Union[str, Path]) -> Dict[str, dict]:
     return found
 
 
-def config_files(*names: str, cpu: bool = False) -> List[str]:
-    """``configs/<name>.json`` for each name, then ``configs/cpu.json`` when ``cpu``: the files of a
-    ``--config_file`` list in merge order, relative to the bundle folder."""
+def config_files(*names: str, cpu: bool = False, gpu: bool = False) -> List[str]:
+    """``configs/<name>.json`` for each name, then ``configs/cpu.json`` when ``cpu`` and ``configs/gpu.json``
+    when ``gpu``: the files of a ``--config_file`` list in merge order, relative to the bundle folder."""
     files = [f"configs/{name}.json" for name in names]
-    return files + [CPU_OVERLAY] if cpu else files
+    return files + [CPU_OVERLAY] * bool(cpu) + [GPU_OVERLAY] * bool(gpu)

@@ -124,7 +124,7 @@ def _export_cli(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture()
 def tiny_trained_bundle(tmp_path) -> Path:
-    """The segmentation bundle with weights of a CPU-sized network (channels [4, 8, 16, 32])."""
+    """The segmentation bundle with weights of a test-sized network (channels [4, 8, 16, 32])."""
     from cmrssl.networks.unet import CMRUNet
 
     bundle = tmp_path / "cmr_unet_segmentation"
@@ -153,28 +153,30 @@ def test_overrides_build_the_exported_network_the_weights_came_from(tiny_trained
         assert config["network_def"]["channels"] == [4, 8, 16, 32] and config["pixdim_mm"] == [2.0, 2.0], name
     assert "network_def" not in json.loads((tmp_path / "fits" / "configs" / "evaluate.json").read_text())
     source = json.loads((tiny_trained_bundle / "configs" / "inference.json").read_text())
-    assert source["network_def"]["channels"] == [32, 64, 128, 256, 512]  # the input is never changed
+    assert source["network_def"]["channels"] == [16, 32, 64, 128, 256]  # the input is never changed
 
 
-def test_cpu_sets_the_cpu_size_in_every_config_for_monai_label(tiny_trained_bundle, tmp_path):
-    """MONAI Label and the zoo load ``train.json`` / ``inference.json`` alone, so ``--cpu`` writes ``configs/cpu.json``
-    into them; weights trained at the CPU size then fit, and an ``--override`` still wins."""
+def test_cpu_and_overrides_size_the_exported_configs_for_monai_label(tiny_trained_bundle, tmp_path):
+    """MONAI Label and the zoo load ``train.json`` / ``inference.json`` alone: ``--cpu`` writes ``configs/cpu.json``
+    into them, and the ``--override``s of ``configs/gpu.json`` make weights of that size fit (an override wins)."""
     from cmrssl.networks.unet import CMRUNet
 
     cpu_size = json.loads((BUNDLE / "configs" / "cpu.json").read_text())
-    network = CMRUNet(channels=cpu_size["network_def#channels"], deep_supervision=True, num_deep_supervision_heads=2)
+    gpu_size = json.loads((BUNDLE / "configs" / "gpu.json").read_text())
+    network = CMRUNet(channels=gpu_size["network_def#channels"], deep_supervision=True, num_deep_supervision_heads=2)
     torch.save(network.state_dict(), tiny_trained_bundle / "models" / "model.pt")
-    done = _export_cli(tiny_trained_bundle, tmp_path / "cpu", "--cpu", "--override", "num_workers=0")
-    assert done.returncode == 0, done.stderr[-2000:]
-    train = json.loads((tmp_path / "cpu" / "configs" / "train.json").read_text())
-    inference = json.loads((tmp_path / "cpu" / "configs" / "inference.json").read_text())
-    for config in (train, inference):
-        assert config["network_def"]["channels"] == cpu_size["network_def#channels"]
-        assert config["pixdim_mm"] == cpu_size["pixdim_mm"]
-    assert train["patch_size"] == cpu_size["patch_size"] and train["max_epochs"] == cpu_size["max_epochs"]
-    assert train["num_workers"] == 0
-    refused = _export_cli(tiny_trained_bundle, tmp_path / "gpu")  # the same weights, the default network
+    refused = _export_cli(tiny_trained_bundle, tmp_path / "default", "--cpu")  # weights of another size
     assert refused.returncode == 2 and "would not load these weights" in refused.stderr
+    size = [f"{key}={json.dumps(value)}" for key, value in gpu_size.items()]
+    done = _export_cli(tiny_trained_bundle, tmp_path / "gpu", "--cpu", "--override", "num_workers=0",
+                       *[arg for item in size for arg in ("--override", item)])
+    assert done.returncode == 0, done.stderr[-2000:]
+    train = json.loads((tmp_path / "gpu" / "configs" / "train.json").read_text())
+    inference = json.loads((tmp_path / "gpu" / "configs" / "inference.json").read_text())
+    for config in (train, inference):
+        assert config["network_def"]["channels"] == gpu_size["network_def#channels"]
+        assert config["pixdim_mm"] == gpu_size["pixdim_mm"]
+    assert train["max_epochs"] == cpu_size["max_epochs"] and train["num_workers"] == 0
 
 
 def test_weights_over_the_zoo_limit_are_listed_in_large_files_yml(tiny_trained_bundle, tmp_path):

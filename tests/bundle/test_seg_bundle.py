@@ -346,10 +346,10 @@ def _orientation_of_augmented_labels(flip_prob: str, draws: int = 60) -> list:
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser["flip_prob"] = json.loads(flip_prob)
     augment = Compose(parser.get_parsed_content("train#random_transforms"))
-    label = np.zeros((1, 224, 224), np.float32)
-    label[0, 100:116, 100:116] = 1  # LV cavity at the centre
-    label[0, 100:116, 130:140] = 2  # to its right
-    label[0, 80:92, 104:112] = 3  # above it
+    label = np.zeros((1, 96, 96), np.float32)  # one patch (the default patch_size), so the crop keeps all three
+    label[0, 40:56, 40:56] = 1  # LV cavity at the centre
+    label[0, 40:56, 62:72] = 2  # to its right
+    label[0, 24:36, 44:52] = 3  # above it
     signs = []
     for seed in range(draws):
         augment.set_random_state(seed=seed)

@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_ssp_pretraining"
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
-from cmrssl.bundle_configs import CPU_OVERLAY, config_files, method_overlays  # noqa: E402
+from cmrssl.bundle_configs import config_files, method_overlays  # noqa: E402
 
 
 def _row(metric: str, value, unit: str = "", note: str = "") -> dict:
@@ -169,7 +169,7 @@ def pretraining_throughput(
         methods: method overlays to time (default: every one the bundle has).
         iterations, warmup: steps run and steps excluded from the timing.
         batch_size: slices per batch (each slice gives the method's number of views).
-        image_size: slice size in pixels (default: ``image_size`` of ``configs/cpu.json``).
+        image_size: slice size in pixels (default: the bundle's, with ``configs/cpu.json``).
         overrides: config overrides for every method, after ``configs/cpu.json``.
         bundle: bundle folder (default: ``bundles/cmr_ssp_pretraining`` of this repository).
     """
@@ -181,7 +181,8 @@ def pretraining_throughput(
     if image_size is None:
         from monai.bundle import ConfigParser
 
-        image_size = int(ConfigParser.load_config_file(str(bundle / CPU_OVERLAY))["image_size"])
+        image_size = int(ConfigParser.load_config_files([str(bundle / f) for f in config_files("train", cpu=True)])[
+            "image_size"])
     rows: List[dict] = []
     for method in list(method_overlays(bundle)) if methods is None else methods:
         rows += _method_throughput(method, workdir, iterations, warmup, batch_size, image_size, dict(overrides or {}),
