@@ -49,6 +49,7 @@ and three seeds: a GPU job.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import shutil
@@ -350,7 +351,15 @@ def _setting(bundle: Path, configs: Sequence[str], options: Sequence[str], name:
             return json.loads(override)
         except ValueError:
             return override
-    return ConfigParser(ConfigParser.load_config_files([str(bundle / c) for c in configs])).get(name)
+    return ConfigParser(_merged_configs(bundle, tuple(configs))).get(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _merged_configs(bundle: Path, configs: tuple) -> dict:
+    """The merged config files of a run, read once per plan (every step of a kind shares them)."""
+    from monai.bundle import ConfigParser
+
+    return ConfigParser.load_config_files([str(bundle / c) for c in configs])
 
 
 def _iterations(bundle: Path, configs: Sequence[str], options: Sequence[str], records: int) -> int:
