@@ -150,6 +150,20 @@ BUDGETS: Dict[str, dict] = {
         "phantom_subjects": 6,
         "nominal_seconds": {"data": 60, "pretrain": 600, "train": 360, "eval": 60},  # until measured
     },
+    "recipe": {  # the few-label recipe the bundles ship: 5 labelled subjects, each bundle's own CPU schedule
+        "arms": ["scratch", "mim_all"],
+        "labelled": [5],
+        "seeds": [0, 1, 2],
+        "overlay": "cpu",
+        "network": [],
+        "finetune": [],  # cmr_unet_segmentation's cpu.json: 300 epochs of the labelled frames, last epoch kept
+        "eval": [],
+        "pretrain": [],  # cmr_ssp_pretraining's cpu.json: 15 epochs of the unlabelled pool
+        "pretrain_position": [],
+        "ranking": [],
+        "phantom_subjects": 6,
+        "nominal_seconds": {"data": 60, "pretrain": 1200, "train": 900, "eval": 60},  # until measured
+    },
     "tiny": {  # checks the whole pipeline in minutes at a test size (the tests run it); its numbers mean nothing
         "arms": ["scratch", "mim_all"],
         "labelled": [1, "all"],

@@ -150,14 +150,16 @@ def test_nifti_input_masks_keep_input_geometry(small_cine, random_checkpoint, tm
 
 
 @pytest.mark.slow
-def test_bundle_run_on_phantom_dicom(phantom_cohort, random_checkpoint, tmp_path):
-    """`python -m monai.bundle run --config_file configs/inference.json` on a DICOM folder."""
-    dicom = phantom_cohort / "phantom_001" / "dicom" / "sax"
+def test_bundle_run_on_phantom_dicom(phantom_cohort, tmp_path):
+    """The quick start: `configs/inference.json` on a DICOM folder with no option but input and output, so the
+    shipped `models/model.pt` segments it: the masks in the series' geometry, and the heart found."""
+    assert (BUNDLE / "models" / "model.pt").is_file(), "the shipped model is missing from models/"
+    subject = phantom_cohort / "phantom_001"
+    dicom = subject / "dicom" / "sax"
     output_dir = tmp_path / "dicom_result"
     command = [
         sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-        "--bundle_root", str(BUNDLE), "--input", str(dicom), "--output_dir", str(output_dir),
-        "--checkpoint", str(random_checkpoint),
+        "--input", str(dicom), "--output_dir", str(output_dir),
     ]
     result = subprocess.run(command, cwd=BUNDLE, capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -169,7 +171,14 @@ def test_bundle_run_on_phantom_dicom(phantom_cohort, random_checkpoint, tmp_path
     for name in ("function.json", "function.csv", "contours_ed.png", "contours_es.png"):
         assert (output_dir / name).stat().st_size > 0, name
     report = json.loads((output_dir / "function.json").read_text())
-    assert report["status"] == "ok" or report["status"].startswith("no function")
+    assert report["status"] == "ok", report["status"]
+    # trained on ACDC, never on the phantom: LV / MYO / RV Dice 0.85 / 0.76 / 0.94 over the cine (random weights ~0)
+    labels = np.asarray(nib.load(str(subject / "sax_cine_gt.nii.gz")).dataobj)
+    predicted = np.asarray(mask.dataobj)
+    for label, least in ((1, 0.7), (2, 0.6), (3, 0.7)):
+        overlap = 2 * np.sum((predicted == label) & (labels == label))
+        dice = overlap / (np.sum(predicted == label) + np.sum(labels == label))
+        assert dice > least, (label, dice)
     # Nothing identifying from DICOM headers goes to the outputs: only the path the user gave.
     assert "PatientName" not in (output_dir / "function.json").read_text()
 
