@@ -170,6 +170,8 @@ def print_report(result: Path, analytic_path: Path) -> dict:
         else:
             error = f"{100.0 * (predicted - truth) / truth:+.1f} %" if truth else "-"
             print(f"  {label:10s} {predicted:>7.1f} {unit:2s} {truth:>7.1f} {unit:2s} {error:>9s}")
+    verdict = report.get("verdict", "ok")
+    print(f"  verdict: {verdict}" + (": " + "; ".join(report.get("review_reasons", [])) if verdict != "ok" else ""))
     print()
     for name, file in sorted(report.get("files", {}).items()):
         print(f"  {name:18s} {result / file}")

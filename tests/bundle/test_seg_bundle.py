@@ -216,9 +216,24 @@ def test_evaluation_reports_per_frame_scores_and_function_errors(cohort, trained
     # the quality counts: what postprocessing deleted, lost cavities, flagged frames and implausible functions
     quality = summary["quality"]
     assert set(quality) == {"frames_with_a_structure_lost_to_postprocessing", "frames_with_lv_cavity_dice_below_0.05",
-                            "frames_with_quality_flags", "frames_without_lv_cavity", "subjects_with_implausible_function"}
+                            "frames_with_quality_flags", "frames_without_lv_cavity", "subjects_with_implausible_function",
+                            "subjects", "subjects_marked_review", "frames_in_review_subjects",
+                            "frames_with_lv_cavity_dice_below_0.5", "frames_with_lv_cavity_dice_above_0.8"}
     assert quality["frames_with_quality_flags"] == sum(bool(r["quality_flags"]) for r in rows)
-    assert {"lost_to_postprocessing", "quality_flags"} <= set(rows[0]) and "predicted_quality_flags" in function[0]
+    assert {"lost_to_postprocessing", "quality_flags", "verdict"} <= set(rows[0])
+    assert {"predicted_quality_flags", "verdict", "review_reasons"} <= set(function[0])
+    # one verdict per subject; a subject with any flag is in review, with its reasons; every score again over ok
+    review = {r["subject"] for r in function if r["verdict"] == "review"}
+    assert all(bool(r["review_reasons"]) == (r["verdict"] == "review") for r in function)
+    assert {r["subject"] for r in rows if r["quality_flags"]} <= review == {r["subject"] for r in rows
+                                                                             if r["verdict"] == "review"}
+    assert quality["subjects_marked_review"] == len(review)
+    low = [r for r in rows if float(r["dice_lv_cavity"]) < 0.5]
+    assert quality["frames_with_lv_cavity_dice_below_0.5"] == {
+        "frames": len(low), "in_review_subjects": sum(r["verdict"] == "review" for r in low)}
+    ok_studies = summary["ok_studies"]
+    assert ok_studies["frames"] == len(rows) - quality["frames_in_review_subjects"]
+    assert ok_studies["subjects"] == len(function) - len(review) and "segmentation" in ok_studies
     # the error decomposition accounts for each frame's myocardial volume error, and is summarised per phase
     for row in rows:
         added = sum(float(row[f"ml_{ref}_as_lv_myocardium"]) for ref in ("background", "lv_cavity", "rv_cavity"))

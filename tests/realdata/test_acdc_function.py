@@ -3,7 +3,8 @@
 pathologies as published (Bernard et al. 2018, Table I).
 
 Measured (``cardiac_function_from_study`` on ``read_nifti_frames``): mean LV EF
-DCM 18.4 %, MINF 31.0 %, RV 54.7 %, NOR 60.3 %, HCM 67.4 %.
+DCM 18.4 %, MINF 31.0 %, RV 54.7 %, NOR 60.3 %, HCM 67.4 %. No quality flag
+(``cmrssl.metrics.quality``, with the spacing and the function) fires on any expert pair.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from cmrssl.io import read_nifti_frames
 from cmrssl.metrics.function import cardiac_function_from_study
+from cmrssl.metrics.quality import study_quality_flags
 
 pytestmark = pytest.mark.realdata
 
@@ -30,7 +32,12 @@ def test_acdc_ed_es_from_volumes_match_info_cfg(acdc_root):
     ef_by_group = defaultdict(list)
     for folder in patients:
         info = _info(folder)
-        fn = cardiac_function_from_study(read_nifti_frames(folder))
+        study = read_nifti_frames(folder)
+        fn = cardiac_function_from_study(study)
+        frames = list(study.labelled_frames)
+        flags = study_quality_flags(study.labels[frames], fn.scalars(), frames=frames,
+                                    spacing_zyx_mm=study.spacing_zyx_mm)
+        assert flags == [], (folder.name, flags)
         # Info.cfg frames are 1-based.
         assert (fn.ed_frame, fn.es_frame) == (int(info["ED"]) - 1, int(info["ES"]) - 1), folder.name
         assert fn.rv_edv_ml is not None and fn.lv_mass_g is not None, folder.name

@@ -8,8 +8,15 @@ import torch
 from monai.transforms import KeepLargestConnectedComponent
 
 from cmrssl.flags import check_options
-from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags, study_quality_flags
-from cmrssl.transforms.labels import KeepHeartd, keep_heart, refuse_retired_keep_largest_component
+from cmrssl.metrics.quality import (
+    frame_quality_flags,
+    function_quality_flags,
+    heart_shift_flags,
+    study_quality_flags,
+    verdict,
+    volume_curve_flags,
+)
+from cmrssl.transforms.labels import KeepHeartd, keep_heart, keep_study_heart, refuse_retired_keep_largest_component
 
 
 def _es_frame() -> np.ndarray:
@@ -96,6 +103,9 @@ def test_function_flags():
         "LV EF 2.0 % outside 5-90 %"]
     assert function_quality_flags({"lv_edv_ml": 50.0, "lv_esv_ml": 60.0, "lv_ef_percent": 95.0}) == [
         "LV EF 95.0 % outside 5-90 %", "LV ESV 60.0 ml above EDV 50.0 ml"]
+    assert function_quality_flags({"lv_edv_ml": 620.0, "lv_esv_ml": 300.0, "lv_ef_percent": 51.6,
+                                   "lv_mass_g": 12.0, "rv_edv_ml": None}) == [
+        "LV EDV 620.0 ml outside the plausible 30-550 ml", "LV mass 12.0 g outside the plausible 20-400 g"]
 
 
 def test_label_cleanup_option_and_the_retired_flag():
@@ -119,3 +129,68 @@ def test_cavity_spilt_through_the_septum_is_dropped_below_the_base():
     assert (cleaned[4:10, 12:20, 1:] == 0).all() and (cleaned[13:19, 13:19] == 1).all()
     assert removed["lv_cavity"] == 2 * 6 * 8
     assert (keep_heart(labels)[0] == labels).all(), "without a slice axis the step is skipped"
+
+
+def _heart(shape, corner, size=10, cavity=4):
+    """A frame [Z, H, W] holding one LV complex (a myocardial square ring around its cavity) at ``corner``."""
+    frame = np.zeros(shape, np.int16)
+    y, x = corner
+    frame[:, y:y + size, x:x + size] = 2
+    inset = (size - cavity) // 2
+    frame[:, y + inset:y + inset + cavity, x + inset:x + inset + cavity] = 1
+    return frame
+
+
+def test_study_heart_keeps_on_each_frame_the_heart_the_other_frames_agree_on():
+    """ED right; on ES a false LV complex far away outgrows the true (small) heart: the study keeps the true one."""
+    ed = _heart((2, 64, 64), (10, 10), size=12, cavity=6)
+    es = _heart((2, 64, 64), (11, 11), size=10, cavity=2)
+    es[_heart((2, 64, 64), (40, 40), size=16, cavity=8) > 0] = _heart((2, 64, 64), (40, 40), size=16, cavity=8)[
+        _heart((2, 64, 64), (40, 40), size=16, cavity=8) > 0]
+    assert (keep_heart(es)[0][:, 12:20, 12:20] == 0).all(), "the frame alone keeps the false heart"
+    cleaned, removed = keep_study_heart(np.stack([ed, es]), slice_axis=0)
+    np.testing.assert_array_equal(cleaned[0], ed)  # nothing lost where the frame was right
+    np.testing.assert_array_equal(cleaned[1], _heart((2, 64, 64), (11, 11), size=10, cavity=2))
+    assert removed["lv_cavity"] == 2 * 64 and removed["lv_myocardium"] == 2 * (256 - 64)
+    single, _ = keep_study_heart(es[None], slice_axis=0)  # one frame: the largest, as keep_heart
+    np.testing.assert_array_equal(single[0], keep_heart(es, slice_axis=0)[0])
+
+
+def test_dictionary_transform_keeps_the_raw_labels_when_asked():
+    labels = torch.zeros(1, 32, 32, 2)
+    labels[0, 5:15, 5:15] = 2
+    labels[0, 25:30, 25:30] = 1
+    out = KeepHeartd("pred", raw_suffix="_raw")({"pred": labels.clone()})
+    assert torch.equal(torch.as_tensor(out["pred_raw"]), labels) and (out["pred"] == 1).sum() == 0
+
+
+def test_study_flags_heart_shift_septum_and_verdict():
+    spacing = (10.0, 1.5, 1.5)
+    ed = _heart((3, 80, 80), (20, 20))
+    ed[:, 20:30, 10:20] = 3  # RV against the septum
+    near = _heart((3, 80, 80), (22, 21))
+    near[:, 22:32, 12:21] = 3
+    assert study_quality_flags(np.stack([ed, near]), spacing_zyx_mm=spacing, frames=["ED", "ES"]) == []
+    far = _heart((3, 80, 80), (60, 60))  # 40 px down and across: 85 mm from the ED heart
+    far[:, 60:70, 40:50] = 3  # an RV 11 px = 16.5 mm from its myocardium
+    flags = study_quality_flags(np.stack([ed, far]), spacing_zyx_mm=spacing, frames=[0, 9])
+    assert flags == ["RV cavity not beside the LV (over 10 mm from its myocardium) (frame 9)",
+                     "heart 85 mm from where the other frames place it (frames 0, 9; over 20 mm)"]
+    assert heart_shift_flags(np.stack([ed, far]), spacing, ["ED", "ES"])[0].endswith("(frames ED, ES; over 20 mm)")
+    assert frame_quality_flags(far, spacing)[-1] == "RV cavity not beside the LV (nearest LV myocardium 16 mm away)"
+    assert frame_quality_flags(far) == []  # without the spacing no distance is judged
+    assert verdict([]) == {"verdict": "ok", "review_reasons": []}
+    assert verdict(flags, "no function: x") == {"verdict": "review", "review_reasons": ["no function: x", *flags]}
+
+
+def test_volume_curve_flags():
+    t = np.arange(20)
+    normal = 105 + 45 * np.cos(2 * np.pi * t / 20)  # one trough at frame 10
+    assert volume_curve_flags(normal) == []
+    assert volume_curve_flags(np.roll(normal, 7)) == []  # a recording that starts mid-cycle
+    spiky = normal.copy()
+    spiky[4] += 70  # a false blob on one frame
+    assert volume_curve_flags(spiky) == ["LV volume spike (frame 4: more than 20% of the EDV off both neighbours)"]
+    double = 105 + 45 * np.cos(4 * np.pi * t / 20)
+    assert volume_curve_flags(double, frames=list(range(1, 21))) == ["LV volume curve with 2 troughs (frames 6, 16)"]
+    assert volume_curve_flags(double[:5]) == []  # too few frames to judge a shape

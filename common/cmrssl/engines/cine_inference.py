@@ -55,7 +55,7 @@ from cmrssl.metrics.report import (
     write_function_plots,
     write_function_report,
 )
-from cmrssl.transforms.labels import keep_heart
+from cmrssl.transforms.labels import keep_study_heart
 
 __all__ = [
     "cine_frame_records",
@@ -132,10 +132,13 @@ class CineSegmentationWriter:
         overwrite: replace an output folder that already holds results.
         pred_key: key of the discrete prediction ``[1, W, H, Z]`` in the engine output.
         plots: write the PNGs (needs matplotlib).
-        label_cleanup: ``"heart"`` repeats :func:`cmrssl.transforms.labels.keep_heart` on the
-            whole cine, time as a fourth axis, so every frame keeps the same heart (the
-            per-frame postprocessing cannot see the other frames); other values leave the
+        label_cleanup: ``"heart"`` chooses every frame's heart again with the whole cine in view
+            (:func:`cmrssl.transforms.labels.keep_study_heart`: the LV component that overlaps
+            the other frames' hearts, not the largest), from the labels before the per-frame
+            clean-up (``raw_key``) when the postprocessing kept them; other values leave the
             frames as the postprocessing gave them.
+        raw_key: key of the labels before the per-frame clean-up
+            (:class:`cmrssl.transforms.labels.KeepHeartd`'s ``raw_suffix``).
 
     The output folder is checked at construction (before any inference runs),
     and written at ``COMPLETED`` through a temporary sibling folder renamed at the end.
@@ -150,13 +153,14 @@ class CineSegmentationWriter:
         pred_key: str = "pred",
         plots: bool = True,
         label_cleanup: str = "none",
+        raw_key: str = "pred_raw",
     ) -> None:
         self.cines = list(cines)
         self.label_cleanup = str(label_cleanup).strip().lower()
         self.output_dir = check_output_dir(output_dir, overwrite, inputs=[c["cine"] for c in self.cines])
         self.overwrite = as_bool(overwrite, "overwrite")
         self.cache = cache
-        self.pred_key = pred_key
+        self.pred_key, self.raw_key = pred_key, raw_key
         self.plots = as_bool(plots, "write_plots")
         self.labels: Dict[str, np.ndarray] = {}
         self.reports: Dict[str, dict] = {}
@@ -180,7 +184,8 @@ class CineSegmentationWriter:
             study = _read(self.cache, cine)
             if key not in self.labels:
                 self.labels[key] = np.full(study.pixels.shape, -1, dtype=np.int16)
-            pred = result[self.pred_key]
+            study_level = self.label_cleanup == "heart" and self.raw_key in result
+            pred = result[self.raw_key if study_level else self.pred_key]
             pred = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
             if pred.ndim == 4:
                 pred = pred.argmax(0) if pred.shape[0] > 1 else pred[0]
@@ -203,8 +208,8 @@ class CineSegmentationWriter:
                 folder = tmp if len(self.cines) == 1 else tmp / cine["cine_key"]
                 study = _read(self.cache, cine)
                 labels = self.labels[cine["cine_key"]]
-                if self.label_cleanup == "heart" and labels.shape[0] > 1:
-                    labels, removed = keep_heart(labels, slice_axis=1)
+                if self.label_cleanup == "heart":
+                    labels, removed = keep_study_heart(labels, slice_axis=0)  # frames [Z, H, W]
                     if any(removed.values()):
                         logger.info("%s: blobs apart from the heart over the cycle removed (voxels %s)",
                                     cine["cine_key"], removed)
@@ -216,11 +221,14 @@ class CineSegmentationWriter:
         for key, report in self.reports.items():
             if report.get("status") == "ok":
                 logger.info(
-                    "%s: LV EDV %.1f ml, ESV %.1f ml, EF %.1f %% -> %s", key, report["lv_edv_ml"],
-                    report["lv_esv_ml"], report["lv_ef_percent"], self.output_dir,
+                    "%s: LV EDV %.1f ml, ESV %.1f ml, EF %.1f %%; verdict %s -> %s", key, report["lv_edv_ml"],
+                    report["lv_esv_ml"], report["lv_ef_percent"], report["verdict"], self.output_dir,
                 )
             else:
-                logger.warning("%s: %s -> %s", key, report.get("status"), self.output_dir)
+                logger.warning("%s: %s; verdict %s -> %s", key, report.get("status"), report["verdict"],
+                               self.output_dir)
+            if report["verdict"] != "ok":
+                logger.warning("%s: review before use: %s", key, "; ".join(report["review_reasons"]))
 
     def _owned_entries(self) -> set:
         """Names in the output folder that an earlier run of this writer made (replaced, never left stale)."""

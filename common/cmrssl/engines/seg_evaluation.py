@@ -13,12 +13,20 @@ cardiac function from the prediction against the one from the reference
   the function the mean error, mean absolute error, SD and Pearson correlation;
   under ``quality``, the frames whose postprocessing deleted a whole structure
   (the prediction's ``pred_postprocessing``, :class:`cmrssl.transforms.labels.KeepHeartd`),
-  the frames that lost their LV cavity (Dice < 0.05), and the frames and subjects
-  raising quality flags (:mod:`cmrssl.metrics.quality`); under
+  the frames that lost their LV cavity (Dice < 0.05), the frames and subjects
+  raising quality flags (:mod:`cmrssl.metrics.quality`), the subjects whose verdict
+  is ``review``, and how the verdict meets the frames' LV Dice (below 0.5, above 0.8); under
+  ``ok_studies``, every score again over the subjects whose verdict is ``ok`` only; under
   ``error_decomposition_ml_per_frame``, per phase (all, ED, ES), the mean volume of each
   reference label predicted as each other label
   (:func:`cmrssl.metrics.segmentation.confusion_volumes_ml`), which says where a
   volume or mass bias comes from.
+
+With ``label_cleanup="heart"``, each subject's frames are cleaned up together
+(:func:`cmrssl.transforms.labels.keep_study_heart`, from the labels before the per-frame
+clean-up): a frame keeps the heart the subject's other frames agree on. A subject's
+verdict (:func:`cmrssl.metrics.quality.verdict`) comes from its frames' flags, the heart's
+movement between its frames and the plausibility of its predicted function.
 """
 
 from __future__ import annotations
@@ -41,8 +49,9 @@ from cmrssl.io.atomic import atomic_folder, check_output_dir
 from cmrssl.io.cine import swap_layout
 from cmrssl.labels import STRUCTURES
 from cmrssl.metrics.function import agreement, cardiac_function_from_ed_es
-from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags
+from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags, heart_shift_flags, verdict
 from cmrssl.metrics.segmentation import CONFUSION_KEYS, confusion_volumes_ml, structure_scores
+from cmrssl.transforms.labels import keep_study_heart
 
 __all__ = ["SegmentationEvaluationWriter", "summarise"]
 
@@ -88,18 +97,43 @@ def _stats(values: Sequence[float]) -> Dict[str, Optional[float]]:
     }
 
 
+def _dice_below(rows: List[dict], limit: float) -> List[dict]:
+    return [r for r in rows if r.get("dice_lv_cavity") is not None and r["dice_lv_cavity"] < limit]
+
+
 def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
     """Summary statistics of the per-frame and per-subject rows (see the module docstring)."""
-    summary: dict = {"frames": len(frame_rows), "subjects_with_function": len(function_rows), "segmentation": {}}
+    summary: dict = {"frames": len(frame_rows), "subjects_with_function": len(function_rows)}
     flagged = [r for r in frame_rows if r.get("quality_flags")]
+    review = [r for r in frame_rows if r.get("verdict") == "review"]
+    low = _dice_below(frame_rows, 0.5)
+    high = [r for r in frame_rows if r.get("dice_lv_cavity") is not None and r["dice_lv_cavity"] > 0.8]
     summary["quality"] = {
         "frames_with_a_structure_lost_to_postprocessing": sum(bool(r.get("lost_to_postprocessing")) for r in frame_rows),
-        "frames_with_lv_cavity_dice_below_0.05": sum(
-            r.get("dice_lv_cavity") is not None and r["dice_lv_cavity"] < 0.05 for r in frame_rows),
+        "frames_with_lv_cavity_dice_below_0.05": len(_dice_below(frame_rows, 0.05)),
         "frames_with_quality_flags": len(flagged),
         "frames_without_lv_cavity": sum("no LV cavity" in r["quality_flags"].split("; ") for r in flagged),
         "subjects_with_implausible_function": sum(bool(r.get("predicted_quality_flags")) for r in function_rows),
+        "subjects": len({r["subject"] for r in frame_rows}),
+        "subjects_marked_review": len({r["subject"] for r in review}),
+        "frames_in_review_subjects": len(review),
+        # how the verdict meets the segmentation: a bad frame should be in review, a good one not
+        "frames_with_lv_cavity_dice_below_0.5": {"frames": len(low), "in_review_subjects": sum(
+            r.get("verdict") == "review" for r in low)},
+        "frames_with_lv_cavity_dice_above_0.8": {"frames": len(high), "in_review_subjects": sum(
+            r.get("verdict") == "review" for r in high)},
     }
+    summary.update(_scores(frame_rows, function_rows))
+    ok = {r["subject"] for r in frame_rows if r.get("verdict", "ok") == "ok"}
+    summary["ok_studies"] = {"subjects": len(ok), "frames": sum(r["subject"] in ok for r in frame_rows),
+                             **_scores([r for r in frame_rows if r["subject"] in ok],
+                                       [r for r in function_rows if r["subject"] in ok])}
+    return summary
+
+
+def _scores(frame_rows: List[dict], function_rows: List[dict]) -> dict:
+    """Per structure Dice and HD95, the error decomposition and the function agreement of the rows."""
+    summary: dict = {"segmentation": {}}
     for name in STRUCTURES:
         summary["segmentation"][name] = {
             "dice": _stats([r[f"dice_{name}"] for r in frame_rows]),
@@ -134,9 +168,15 @@ class SegmentationEvaluationWriter:
             that is one of them, or contains one, is refused.
         pred_key: discrete prediction ``[1, *spatial]`` in the reference's grid.
         label_key: reference labels ``[1, *spatial]`` with their affine.
+        label_cleanup: ``"heart"``: each subject's frames are cleaned up together
+            (:func:`cmrssl.transforms.labels.keep_study_heart`) from the labels before the
+            per-frame clean-up (``raw_key``), where the postprocessing kept them.
+        raw_key: the labels before the per-frame clean-up
+            (:class:`cmrssl.transforms.labels.KeepHeartd`'s ``raw_suffix``).
 
     Every evaluated record needs ``subject``; ``phase`` ("ED"/"ES") and
-    ``frame_index`` are used when present.
+    ``frame_index`` are used when present. Frames are scored when the run completes,
+    with their subject's other frames in view.
     """
 
     def __init__(
@@ -146,11 +186,15 @@ class SegmentationEvaluationWriter:
         pred_key: str = "pred",
         label_key: str = "label",
         inputs: Sequence[Union[str, os.PathLike]] = (),
+        label_cleanup: str = "none",
+        raw_key: str = "pred_raw",
     ) -> None:
         self.output_dir = check_output_dir(output_dir, overwrite, inputs=inputs)
         self.overwrite = as_bool(overwrite, "overwrite")
-        self.pred_key, self.label_key = pred_key, label_key
+        self.pred_key, self.label_key, self.raw_key = pred_key, label_key, raw_key
+        self.label_cleanup = str(label_cleanup).strip().lower()
         self.rows: List[dict] = []
+        self._frames: List[dict] = []
         self._volumes: Dict[str, Dict[str, tuple]] = defaultdict(dict)
         self.summary: dict = {}
 
@@ -160,7 +204,7 @@ class SegmentationEvaluationWriter:
         engine.add_event_handler(Events.COMPLETED, self.write)
 
     def reset(self, engine=None) -> None:
-        self.rows, self._volumes, self.summary = [], defaultdict(dict), {}
+        self.rows, self._frames, self._volumes, self.summary = [], [], defaultdict(dict), {}
 
     def collect(self, engine) -> None:
         batch, output = engine.state.batch, engine.state.output
@@ -176,21 +220,62 @@ class SegmentationEvaluationWriter:
                     f"{name}: prediction {prediction.shape} is not in the reference grid {reference.shape}; "
                     "the postprocessing must invert the preprocessing"
                 )
-            spacing_xyz = _spacing_xyz_mm(label)
-            scores = structure_scores(prediction[0], reference[0], spacing_xyz)
-            scores.update(confusion_volumes_ml(prediction[0], reference[0], spacing_xyz, slice_axis=-1))
-            subject = str(record.get("subject", name))
-            phase = str(record.get("phase", "")) or "other"
+            raw = result.get(self.raw_key) if self.label_cleanup == "heart" else None
             postprocessing = result.get(f"{self.pred_key}_postprocessing") or {}
-            row = {"subject": subject, "frame_index": record.get("frame_index"), "phase": phase, **scores,
-                   "lost_to_postprocessing": ", ".join(postprocessing.get("lost", [])),
-                   "quality_flags": "; ".join(frame_quality_flags(swap_layout(prediction[0])))}
-            self.rows.append(row)
+            self._frames.append({
+                "subject": str(record.get("subject", name)), "frame_index": record.get("frame_index"),
+                "phase": str(record.get("phase", "")) or "other", "spacing_xyz": _spacing_xyz_mm(label),
+                "prediction": np.rint(prediction[0]).astype(np.int16), "reference": reference[0].astype(np.int16),
+                "raw": None if raw is None else np.rint(_numpy(raw)[0]).astype(np.int16),
+                "lost": list(postprocessing.get("lost", [])),
+            })
+
+    def _clean_up_by_subject(self) -> None:
+        """With the heart clean-up, each subject's frames again, together, from their raw labels (in place)."""
+        by_subject: Dict[str, List[dict]] = defaultdict(list)
+        for frame in self._frames:
+            by_subject[frame["subject"]].append(frame)
+        for frames in by_subject.values():
+            if any(f["raw"] is None for f in frames) or len({f["raw"].shape for f in frames}) > 1:
+                continue  # no raw labels, or frames on different grids: the per-frame clean-up stands
+            raw = np.stack([f["raw"] for f in frames])
+            cleaned, _ = keep_study_heart(raw, slice_axis=-1)
+            for frame, before, after in zip(frames, raw, cleaned):
+                frame["prediction"] = after
+                frame["lost"] = [n for n, v in STRUCTURES.items() if (before == v).any() and not (after == v).any()]
+
+    def _score(self) -> None:
+        """The frame rows and the ED/ES volumes, once every frame is in."""
+        for frame in self._frames:
+            prediction, reference, spacing_xyz = frame["prediction"], frame["reference"], frame["spacing_xyz"]
+            scores = structure_scores(prediction, reference, spacing_xyz)
+            scores.update(confusion_volumes_ml(prediction, reference, spacing_xyz, slice_axis=-1))
+            subject, phase = frame["subject"], frame["phase"]
+            self.rows.append({
+                "subject": subject, "frame_index": frame["frame_index"], "phase": phase, **scores,
+                "lost_to_postprocessing": ", ".join(frame["lost"]),
+                "quality_flags": "; ".join(frame_quality_flags(swap_layout(prediction), spacing_xyz[::-1]))})
             if phase in ("ED", "ES"):
                 # [x, y, z] -> [Z, H, W], the function module's layout, and spacing (dz, dy, dx) alike
                 self._volumes[subject][phase] = (
-                    swap_layout(prediction[0]), swap_layout(reference[0]), spacing_xyz[::-1], record.get("frame_index"),
-                )
+                    swap_layout(prediction), swap_layout(reference), spacing_xyz[::-1], frame["frame_index"])
+
+    def _verdicts(self, function_rows: List[dict]) -> Dict[str, dict]:
+        """Per subject: its frames' flags, the heart's movement between them, its predicted function's flags."""
+        functions = {r["subject"]: r for r in function_rows}
+        verdicts = {}
+        for subject in dict.fromkeys(r["subject"] for r in self.rows):
+            rows = [r for r in self.rows if r["subject"] == subject]
+            frames = [f for f in self._frames if f["subject"] == subject]
+            flags = [f"{r['quality_flags']} ({r['phase']})" for r in rows if r["quality_flags"]]
+            if len(frames) > 1 and len({f["prediction"].shape for f in frames}) == 1:
+                flags += heart_shift_flags(np.stack([swap_layout(f["prediction"]) for f in frames]),
+                                           frames[0]["spacing_xyz"][::-1], [r["phase"] for r in rows])
+            function = functions.get(subject)
+            if function is not None and function.get("predicted_quality_flags"):
+                flags += function["predicted_quality_flags"].split("; ")
+            verdicts[subject] = verdict(flags)
+        return verdicts
 
     def _function_rows(self) -> List[dict]:
         rows = []
@@ -225,9 +310,18 @@ class SegmentationEvaluationWriter:
         return rows
 
     def write(self, engine=None) -> None:
-        if not self.rows:
+        if not self._frames:
             raise RuntimeError("no frame was evaluated: is the datalist split empty?")
+        if self.label_cleanup == "heart":
+            self._clean_up_by_subject()
+        self.rows, self._volumes = [], defaultdict(dict)
+        self._score()
         function_rows = self._function_rows()
+        verdicts = self._verdicts(function_rows)
+        for row in self.rows + function_rows:
+            row["verdict"] = verdicts[row["subject"]]["verdict"]
+        for row in function_rows:
+            row["review_reasons"] = "; ".join(verdicts[row["subject"]]["review_reasons"])
         self.summary = summarise(self.rows, function_rows)
         replace = self.overwrite or (self.output_dir.is_dir() and not any(self.output_dir.iterdir()))
         owned = {METRICS_CSV, FUNCTION_CSV, SUMMARY_JSON}.__contains__  # no stale function.csv of an earlier run

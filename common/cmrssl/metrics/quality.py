@@ -14,9 +14,20 @@ Per frame (:func:`frame_quality_flags`, labels ``[Z, H, W]``):
 - a structure missing on slices between slices where it is present (a gap in
   the stack).
 
+With the voxel spacing, also per frame: the RV cavity not beside the LV (its
+nearest LV myocardium more than :data:`SEPTUM_GAP_MM` away; in every ACDC
+reference frame they touch).
+
 Per study (:func:`study_quality_flags`, labels ``[T, Z, H, W]`` and the function):
-the frame flags, named by frame, and an implausible volume curve (EF outside
-5-90 %, ESV above EDV).
+the frame flags, named by frame; the heart moving between frames (the LV's
+centroid more than :data:`HEART_SHIFT_MM` from where the other frames put it; at
+most 12.4 mm between ED and ES over the 100 ACDC reference pairs); a volume
+curve of a cine (6 frames or more) with more than one trough or with a spike (one
+frame departing from both neighbours, the same way, by more than
+:data:`SPIKE_FRACTION` of the EDV); an implausible function (EF outside 5-90 %,
+ESV above EDV, a volume or mass outside :data:`PLAUSIBLE_RANGES`).
+
+:func:`verdict`: ``ok`` when nothing was flagged, else ``review`` with the reasons.
 """
 
 from __future__ import annotations
@@ -26,13 +37,39 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, STRUCTURE_NAMES, STRUCTURES
+from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, STRUCTURE_NAMES, STRUCTURES
 
-__all__ = ["EF_PLAUSIBLE_PERCENT", "MIN_ENCLOSED_FRACTION", "frame_quality_flags", "function_quality_flags",
-           "study_quality_flags"]
+__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "MIN_ENCLOSED_FRACTION", "PLAUSIBLE_RANGES", "SEPTUM_GAP_MM",
+           "SPIKE_FRACTION", "frame_quality_flags", "function_quality_flags", "heart_shift_flags",
+           "study_quality_flags", "verdict", "volume_curve_flags"]
 
 #: EF outside this range (percent) is flagged as implausible.
 EF_PLAUSIBLE_PERCENT = (5.0, 90.0)
+
+#: Adult plausibility ranges (not normal ranges) of the function's volumes (ml) and mass (g): the span of the
+#: 100 ACDC expert references (LV EDV 49-374 ml, ESV 19-335 ml, mass 34-272 g, RV EDV 47-295 ml, ESV 10-263 ml;
+#: normal, DCM, HCM, infarct and RV groups) widened by half on either side and rounded; the normal adult ranges of
+#: Kawel-Boehm et al., JCMR 2020 lie well inside. Children's hearts can be smaller.
+PLAUSIBLE_RANGES = {"lv_edv_ml": (30.0, 550.0), "lv_esv_ml": (10.0, 500.0), "lv_mass_g": (20.0, 400.0),
+                    "rv_edv_ml": (30.0, 450.0), "rv_esv_ml": (5.0, 400.0)}
+
+_RANGE_NAMES = {"lv_edv_ml": ("LV EDV", "ml"), "lv_esv_ml": ("LV ESV", "ml"), "lv_mass_g": ("LV mass", "g"),
+                "rv_edv_ml": ("RV EDV", "ml"), "rv_esv_ml": ("RV ESV", "ml")}
+
+#: A frame's LV centroid this far (mm) from the median of the other frames' is flagged (ACDC references: 12.4 at most).
+HEART_SHIFT_MM = 20.0
+
+#: An RV cavity whose nearest LV myocardium is this far (mm) is flagged (ACDC references: adjacent, under 2 mm).
+SEPTUM_GAP_MM = 10.0
+
+#: A cine frame whose LV volume departs from both neighbours' mean by this share of the EDV is a spike.
+SPIKE_FRACTION = 0.2
+
+#: Troughs of the LV volume curve count when this deep (a share of the curve's range).
+TROUGH_PROMINENCE = 0.25
+
+#: Fewest frames for the volume curve's shape to be judged.
+MIN_CURVE_FRAMES = 6
 
 #: Smallest share of a slice's LV-cavity border that must be myocardium.
 MIN_ENCLOSED_FRACTION = 0.5
@@ -54,8 +91,18 @@ def _ranges(indices: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
-def frame_quality_flags(labels_zhw: np.ndarray) -> List[str]:
-    """Flags of one segmented frame ``[Z, H, W]`` of canonical labels (slices base to apex)."""
+def _rv_myocardium_gap_mm(labels: np.ndarray, spacing_zyx_mm: Sequence[float]) -> Optional[float]:
+    """The distance (mm) from the RV cavity to its nearest LV myocardium; None unless both are present."""
+    rv, myocardium = labels == RV_CAVITY, labels == LV_MYOCARDIUM
+    if not rv.any() or not myocardium.any():
+        return None
+    distance = ndimage.distance_transform_edt(~myocardium, sampling=[float(s) for s in spacing_zyx_mm])
+    return float(distance[rv].min())
+
+
+def frame_quality_flags(labels_zhw: np.ndarray, spacing_zyx_mm: Optional[Sequence[float]] = None) -> List[str]:
+    """Flags of one segmented frame ``[Z, H, W]`` of canonical labels (slices base to apex); with its
+    voxel spacing ``(dz, dy, dx)`` mm, also the RV's distance from the LV (:data:`SEPTUM_GAP_MM`)."""
     labels = np.asarray(labels_zhw)
     flags: List[str] = []
     cavity_slices = _slices_with(labels, LV_CAVITY)
@@ -76,6 +123,66 @@ def frame_quality_flags(labels_zhw: np.ndarray) -> List[str]:
             gaps = sorted(set(range(int(present[0]), int(present[-1]) + 1)) - set(present.tolist()))
             if gaps:
                 flags.append(f"{STRUCTURE_NAMES[value]} missing on slice(s) {_ranges(gaps)} between slices holding it")
+    if spacing_zyx_mm is not None:
+        gap = _rv_myocardium_gap_mm(labels, spacing_zyx_mm)
+        if gap is not None and gap > SEPTUM_GAP_MM:
+            flags.append(f"RV cavity not beside the LV (nearest LV myocardium {gap:.0f} mm away)")
+    return flags
+
+
+def heart_shift_flags(labels_tzhw: np.ndarray, spacing_zyx_mm: Sequence[float],
+                      frames: Optional[Sequence] = None) -> List[str]:
+    """The frames whose LV (cavity + myocardium) centroid lies more than :data:`HEART_SHIFT_MM` from the
+    median of the other frames' centroids (for an ED/ES pair: the two centroids that far apart); ``frames``
+    names the frames (numbers, or phases such as ``"ED"``)."""
+    labels = np.asarray(labels_tzhw)
+    numbers = list(frames) if frames is not None else list(range(labels.shape[0]))
+    scale = np.asarray([float(s) for s in spacing_zyx_mm])
+    centroids = {}
+    for index, frame in enumerate(labels):
+        heart = (frame == LV_CAVITY) | (frame == LV_MYOCARDIUM)
+        if heart.any():
+            centroids[index] = np.asarray(ndimage.center_of_mass(heart)) * scale
+    if len(centroids) < 2:
+        return []
+    moved, largest = [], 0.0
+    for index, centroid in centroids.items():
+        others = np.median(np.stack([c for i, c in centroids.items() if i != index]), axis=0)
+        distance = float(np.linalg.norm(centroid - others))
+        if distance > HEART_SHIFT_MM:
+            moved.append(numbers[index])
+            largest = max(largest, distance)
+    if not moved:
+        return []
+    named = _ranges(moved) if all(isinstance(m, (int, np.integer)) for m in moved) else ", ".join(map(str, moved))
+    return [f"heart {largest:.0f} mm from where the other frames place it "
+            f"(frame{'s' if len(moved) > 1 else ''} {named}; over {HEART_SHIFT_MM:g} mm)"]
+
+
+def volume_curve_flags(curve_ml: Sequence[float], frames: Optional[Sequence[int]] = None) -> List[str]:
+    """Flags of an LV volume curve over a cine (one cycle, read as circular; fewer than
+    :data:`MIN_CURVE_FRAMES` frames are not judged): more than one trough, spikes."""
+    from scipy.signal import find_peaks
+
+    curve = np.asarray(curve_ml, dtype=np.float64)
+    numbers = list(frames) if frames is not None else list(range(curve.size))
+    if curve.size < MIN_CURVE_FRAMES or not np.isfinite(curve).all() or curve.max() <= 0:
+        return []
+    flags = []
+    span = float(curve.max() - curve.min())
+    if span > 0:
+        tiled = np.concatenate([curve, curve, curve])  # troughs at the ends of the recording count once
+        troughs, _ = find_peaks(-tiled, prominence=TROUGH_PROMINENCE * span)
+        troughs = [t - curve.size for t in troughs if curve.size <= t < 2 * curve.size]
+        if len(troughs) > 1:
+            flags.append(f"LV volume curve with {len(troughs)} troughs (frames {', '.join(str(numbers[t]) for t in troughs)})")
+    before, after = np.roll(curve, 1), np.roll(curve, -1)
+    departure = curve - (before + after) / 2
+    same_way = np.sign(curve - before) == np.sign(curve - after)
+    spikes = [numbers[t] for t in np.flatnonzero(same_way & (np.abs(departure) > SPIKE_FRACTION * curve.max()))]
+    if spikes:
+        flags.append(f"LV volume spike (frame{'s' if len(spikes) > 1 else ''} {_ranges(spikes)}: more than "
+                     f"{SPIKE_FRACTION:.0%} of the EDV off both neighbours)")
     return flags
 
 
@@ -90,17 +197,27 @@ def function_quality_flags(function: Optional[Dict[str, float]]) -> List[str]:
         flags.append(f"LV EF {float(ef):.1f} % outside {low:g}-{high:g} %")
     if edv is not None and esv is not None and float(esv) > float(edv):
         flags.append(f"LV ESV {float(esv):.1f} ml above EDV {float(edv):.1f} ml")
+    for name, (least, most) in PLAUSIBLE_RANGES.items():
+        value = function.get(name)
+        if value is not None and not least <= float(value) <= most:
+            label, unit = _RANGE_NAMES[name]
+            flags.append(f"{label} {float(value):.1f} {unit} outside the plausible {least:g}-{most:g} {unit}")
     return flags
 
 
 def study_quality_flags(labels_tzhw: np.ndarray, function: Optional[Dict[str, float]] = None,
-                        frames: Optional[Sequence[int]] = None) -> List[str]:
-    """Flags of a segmented cine ``[T, Z, H, W]``: each frame flag with the frames raising it, then the function's.
+                        frames: Optional[Sequence[int]] = None,
+                        spacing_zyx_mm: Optional[Sequence[float]] = None,
+                        lv_curve_ml: Optional[Sequence[float]] = None) -> List[str]:
+    """Flags of a segmented study ``[T, Z, H, W]``: each frame flag with the frames raising it, the heart's
+    movement between frames (with the spacing), the volume curve's shape (with a cine's curve), the function's.
 
     Args:
-        labels_tzhw: canonical labels of every frame.
-        function: the study's function scalars (``lv_edv_ml``, ``lv_esv_ml``, ``lv_ef_percent``), if any.
+        labels_tzhw: canonical labels of every frame (a cine, or a study's ED and ES frames).
+        function: the study's function scalars (``lv_edv_ml``, ``lv_esv_ml``, ``lv_ef_percent``, ...), if any.
         frames: the frame numbers to report (default ``0..T-1``).
+        spacing_zyx_mm: the voxel size ``(dz, dy, dx)``; without it the distance flags are not computed.
+        lv_curve_ml: the LV volume of every frame of a cine (:func:`volume_curve_flags`).
     """
     labels = np.asarray(labels_tzhw)
     numbers = list(frames) if frames is not None else list(range(labels.shape[0]))
@@ -108,5 +225,21 @@ def study_quality_flags(labels_tzhw: np.ndarray, function: Optional[Dict[str, fl
     for number, frame in zip(numbers, labels):
         for flag in frame_quality_flags(frame):
             by_flag.setdefault(flag, []).append(int(number))
+        if spacing_zyx_mm is not None:  # the distance in the text differs by frame: grouped without it
+            gap = _rv_myocardium_gap_mm(frame, spacing_zyx_mm)
+            if gap is not None and gap > SEPTUM_GAP_MM:
+                by_flag.setdefault(f"RV cavity not beside the LV (over {SEPTUM_GAP_MM:g} mm from its myocardium)",
+                                   []).append(int(number))
     flags = [f"{flag} (frame{'s' if len(found) > 1 else ''} {_ranges(found)})" for flag, found in by_flag.items()]
+    if spacing_zyx_mm is not None:
+        flags += heart_shift_flags(labels, spacing_zyx_mm, numbers)
+    if lv_curve_ml is not None:
+        flags += volume_curve_flags(lv_curve_ml, numbers)
     return flags + function_quality_flags(function)
+
+
+def verdict(flags: Sequence[str], status: str = "ok") -> Dict[str, object]:
+    """``{"verdict": "ok" | "review", "review_reasons": [...]}``: review when the report has no function
+    (its ``status``) or any quality flag was raised; the reasons are the status and the flags."""
+    reasons = ([] if status == "ok" else [str(status)]) + [str(f) for f in flags]
+    return {"verdict": "review" if reasons else "ok", "review_reasons": reasons}

@@ -6,7 +6,8 @@ What segmentation inference delivers beside the masks, for every cine:
   (:class:`cmrssl.metrics.function.CardiacFunction`), or, when the segmentation
   gives no function, ``"status": "no function: <reason>"`` and the LV volume curve;
   with the segmentation's quality flags (:mod:`cmrssl.metrics.quality`:
-  ``quality_flags`` in the JSON, ``num_quality_flags`` in both);
+  ``quality_flags`` in the JSON, ``num_quality_flags`` in both) and the study's
+  verdict (``verdict``: ``ok`` or ``review``, in both; ``review_reasons`` in the JSON);
 - ``volume_curve.png`` (LV/RV volume over the cycle, ED/ES marked) and
   ``contours_ed.png`` / ``contours_es.png`` (contours on every segmented slice).
 """
@@ -27,7 +28,7 @@ from cmrssl.io.cine import CineStudy
 from cmrssl.labels import LV_CAVITY
 from cmrssl.metrics.function import CardiacFunction, cardiac_function_from_study, volume_curve_ml
 from cmrssl.metrics.plots import plot_contour_overlays, plot_volume_curve
-from cmrssl.metrics.quality import study_quality_flags
+from cmrssl.metrics.quality import study_quality_flags, verdict
 
 __all__ = [
     "FUNCTION_JSON",
@@ -65,7 +66,8 @@ def cardiac_function_report(study: CineStudy, labels_tzhw: np.ndarray) -> Tuple[
     flat volume curve) the run still delivers its masks: the function is None
     and the dict holds ``"status": "no function: <reason>"`` and the LV volume curve.
     Either way it holds ``quality_flags`` (:func:`cmrssl.metrics.quality.study_quality_flags`,
-    frames numbered in the cycle) and ``num_quality_flags``.
+    frames numbered in the cycle, with the study's spacing and volume curve), ``num_quality_flags``,
+    and the verdict (:func:`cmrssl.metrics.quality.verdict`): ``verdict`` and ``review_reasons``.
     """
     segmented = _segmented(study, labels_tzhw)
     cycle = [int(t) for t in study.source_frame_index]
@@ -74,9 +76,12 @@ def cardiac_function_report(study: CineStudy, labels_tzhw: np.ndarray) -> Tuple[
     except ValueError as error:
         logger.warning("%s: no cardiac function from the segmentation: %s", study.source, error)
         curve = volume_curve_ml(segmented.labels, study.voxel_volume_ml, LV_CAVITY, source=str(study.source))
-        flags = study_quality_flags(labels_tzhw, None, frames=cycle)
+        flags = study_quality_flags(labels_tzhw, None, frames=cycle, spacing_zyx_mm=study.spacing_zyx_mm,
+                                    lv_curve_ml=curve)
+        status = f"no function: {error}"
         return None, {
-            "status": f"no function: {error}",
+            "status": status,
+            **verdict(flags, status),
             "lv_volume_curve_ml": [float(v) for v in curve],
             "spacing_zyx_mm": [float(s) for s in study.spacing_zyx_mm],
             "num_frames": study.num_frames,
@@ -85,10 +90,11 @@ def cardiac_function_report(study: CineStudy, labels_tzhw: np.ndarray) -> Tuple[
             "quality_flags": flags,
         }
     report = dict(function.to_dict(), status="ok")
-    flags = study_quality_flags(labels_tzhw, report, frames=cycle)
+    flags = study_quality_flags(labels_tzhw, report, frames=cycle, spacing_zyx_mm=study.spacing_zyx_mm,
+                                lv_curve_ml=function.lv_volume_curve_ml)
     if flags:
-        logger.warning("%s: check the segmentation: %s", study.source, "; ".join(flags))
-    return function, dict(report, num_quality_flags=len(flags), quality_flags=flags)
+        logger.warning("%s: review the segmentation: %s", study.source, "; ".join(flags))
+    return function, dict(report, **verdict(flags), num_quality_flags=len(flags), quality_flags=flags)
 
 
 def write_function_report(report: dict, folder: Union[str, os.PathLike]) -> Dict[str, str]:

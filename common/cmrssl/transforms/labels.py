@@ -13,6 +13,9 @@
   LV cavity + myocardium together (the cavity inside its myocardial ring is
   the largest LV structure at every phase), and the RV components touching
   that myocardium (the septum).
+- :func:`keep_study_heart`: the same over a cine or an ED/ES pair, where the heart
+  of each frame is the LV component that overlaps the heart of the other frames
+  most (the heart does not move centimetres within a study), not the largest.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from cmrssl.labels import LABELS, LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, STRUCTURE
 
 _CANONICAL_LABELS = tuple(LABELS.values())
 
-__all__ = ["CheckLabels", "CheckLabelsd", "keep_heart", "KeepHeart", "KeepHeartd", "POSTPROCESSING_MODES",
-           "refuse_retired_keep_largest_component"]
+__all__ = ["CheckLabels", "CheckLabelsd", "keep_heart", "keep_study_heart", "KeepHeart", "KeepHeartd",
+           "POSTPROCESSING_MODES", "refuse_retired_keep_largest_component"]
 
 #: ``--postprocessing`` of the segmentation bundle: the heart (default), MONAI's largest component
 #: of each label separately (the behaviour before bundle 0.2.0), or nothing.
@@ -104,10 +107,17 @@ def _components(mask: np.ndarray) -> Tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, mask.ndim))
 
 
-def _largest(components: np.ndarray, count: int) -> np.ndarray:
-    """The mask of the largest of ``count`` labelled components (label 0 is background)."""
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
-    sizes[0] = 0
+def _largest(components: np.ndarray, count: int, anchor: Optional[np.ndarray] = None) -> np.ndarray:
+    """The mask of the largest of ``count`` labelled components (label 0 is background); with ``anchor``
+    (weights over the same grid), the component holding most anchor weight, the largest among ties."""
+    sizes = np.bincount(components.ravel(), minlength=count + 1).astype(np.float64)
+    sizes[0] = -1.0
+    if anchor is not None:
+        weights = np.bincount(components.ravel(), weights=np.asarray(anchor, np.float64).ravel(), minlength=count + 1)
+        weights[0] = -1.0
+        if weights.max() > 0:
+            best = np.flatnonzero(weights >= weights.max() * (1 - 1e-9))
+            return components == int(best[np.argmax(sizes[best])])
     return components == int(np.argmax(sizes))
 
 
@@ -131,8 +141,8 @@ def _drop_open_cavities(cleaned: np.ndarray, slice_axis: int, min_enclosed: floa
                     plane[cavity] = 0
 
 
-def keep_heart(labels: np.ndarray, slice_axis: Optional[int] = None,
-               min_enclosed: float = 0.5) -> Tuple[np.ndarray, Dict[str, int]]:
+def keep_heart(labels: np.ndarray, slice_axis: Optional[int] = None, min_enclosed: float = 0.5,
+               anchor: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Dict[str, int]]:
     """The heart of a canonical label volume: its LV complex and the RV beside it; stray blobs removed.
 
     1. LV: the largest connected component of LV cavity + LV myocardium taken together
@@ -150,6 +160,9 @@ def keep_heart(labels: np.ndarray, slice_axis: Optional[int] = None,
         slice_axis: axis of the short-axis slices, base first (-1 for MONAI's ``[x, y, z]``,
             1 for a cine ``[T, Z, H, W]``); None skips step 3.
         min_enclosed: smallest share of a cavity blob's border that must be myocardium.
+        anchor: weights over the grid of ``labels`` (where the heart is expected, e.g. the share of a
+            study's other frames holding LV there): step 1 keeps the component holding most of it
+            instead of the largest; the largest when no component touches it.
 
     Returns:
         ``(cleaned, removed)``: the cleaned copy and the voxels removed per structure
@@ -160,7 +173,7 @@ def keep_heart(labels: np.ndarray, slice_axis: Optional[int] = None,
     lv = (labels == LV_CAVITY) | (labels == LV_MYOCARDIUM)
     heart_lv = np.zeros_like(lv)
     if lv.any():
-        heart_lv = _largest(*_components(lv))
+        heart_lv = _largest(*_components(lv), anchor=anchor)
         cleaned[lv & ~heart_lv] = 0
     rv = labels == RV_CAVITY
     if rv.any():
@@ -176,6 +189,43 @@ def keep_heart(labels: np.ndarray, slice_axis: Optional[int] = None,
         cleaned[rv & ~keep] = 0
     if slice_axis is not None and cleaned.ndim >= 3:
         _drop_open_cavities(cleaned, slice_axis, min_enclosed)
+    removed = {name: int(((labels == v) & (cleaned != v)).sum()) for name, v in STRUCTURES.items()}
+    return cleaned, removed
+
+
+def keep_study_heart(labels: np.ndarray, slice_axis: Optional[int] = None, min_enclosed: float = 0.5,
+                     passes: int = 2) -> Tuple[np.ndarray, Dict[str, int]]:
+    """:func:`keep_heart` on every frame of a study ``[T, *frame]`` (a cine, or its ED and ES frames on one
+    grid), each frame's heart chosen by its overlap with the other frames' hearts, not by its size.
+
+    Within a study the heart stays where it is (over the 100 ACDC reference ED/ES pairs its centroid moves
+    12 mm at most), while a few-label model's false heart elsewhere can be larger than the true one on a
+    frame, above all at end-systole. The anchor of frame ``t`` is, per voxel, the share of the other frames
+    whose LV (cavity + myocardium) holds it: the raw predictions on the first pass, the hearts kept by the
+    previous pass after that. A single frame is :func:`keep_heart` (the largest component).
+
+    Args:
+        labels: canonical labels, frames on the first axis.
+        slice_axis: axis of the short-axis slices within a frame (0 for ``[Z, H, W]``, -1 for ``[x, y, z]``);
+            None skips the open-cavity step of :func:`keep_heart`.
+        min_enclosed: as :func:`keep_heart`.
+        passes: anchor refinements (1: the raw predictions only).
+
+    Returns:
+        ``(cleaned, removed)`` as :func:`keep_heart`, over the whole study.
+    """
+    labels = np.asarray(labels)
+    if labels.shape[0] < 2:
+        cleaned = np.stack([keep_heart(frame, slice_axis, min_enclosed)[0] for frame in labels])
+    else:
+        hearts = (labels == LV_CAVITY) | (labels == LV_MYOCARDIUM)
+        cleaned = labels
+        for _ in range(max(int(passes), 1)):
+            total = hearts.sum(axis=0, dtype=np.float64)
+            cleaned = np.stack([
+                keep_heart(frame, slice_axis, min_enclosed, anchor=(total - heart) / (labels.shape[0] - 1))[0]
+                for frame, heart in zip(labels, hearts)])
+            hearts = (cleaned == LV_CAVITY) | (cleaned == LV_MYOCARDIUM)
     removed = {name: int(((labels == v) & (cleaned != v)).sum()) for name, v in STRUCTURES.items()}
     return cleaned, removed
 
@@ -208,17 +258,23 @@ class KeepHeartd(MapTransform):
 
     Writes, beside each key, ``<key>_postprocessing``: ``{"removed_voxels": {structure: n},
     "lost": [structures present before and absent after]}``, so an evaluation can count
-    frames where postprocessing deleted a whole structure (it should be none).
+    frames where postprocessing deleted a whole structure (it should be none). With
+    ``raw_suffix``, also ``<key><raw_suffix>``: the labels before the clean-up, from which a
+    writer that sees the whole study chooses each frame's heart again (:func:`keep_study_heart`).
     """
 
-    def __init__(self, keys: KeysCollection = "pred", allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection = "pred", allow_missing_keys: bool = False,
+                 raw_suffix: Optional[str] = None) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = KeepHeart()
+        self.raw_suffix = raw_suffix
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             before = d[key]
+            if self.raw_suffix:
+                d[f"{key}{self.raw_suffix}"] = before
             d[key] = self.transform(before)
             present_before = _present(before)
             present_after = _present(d[key])
