@@ -218,7 +218,7 @@ def test_evaluation_reports_per_frame_scores_and_function_errors(cohort, trained
     assert set(quality) == {"frames_with_a_structure_lost_to_postprocessing", "frames_with_lv_cavity_dice_below_0.05",
                             "frames_with_quality_flags", "frames_without_lv_cavity", "subjects_with_implausible_function",
                             "subjects", "subjects_marked_review", "frames_in_review_subjects",
-                            "frames_with_lv_cavity_dice_below_0.5", "frames_with_lv_cavity_dice_above_0.8"}
+                            "frames_with_lv_cavity_dice_below_0.5", "frames_with_lv_cavity_dice_above_0.8", "study_cleanup"}
     assert quality["frames_with_quality_flags"] == sum(bool(r["quality_flags"]) for r in rows)
     assert {"lost_to_postprocessing", "quality_flags", "verdict"} <= set(rows[0])
     assert {"predicted_quality_flags", "verdict", "review_reasons"} <= set(function[0])

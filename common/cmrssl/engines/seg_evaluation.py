@@ -47,7 +47,7 @@ from ignite.engine import Events
 from cmrssl.flags import as_bool
 from cmrssl.io.atomic import atomic_folder, check_output_dir
 from cmrssl.io.cine import swap_layout
-from cmrssl.labels import STRUCTURES
+from cmrssl.labels import LV_CAVITY, STRUCTURES
 from cmrssl.metrics.function import agreement, cardiac_function_from_ed_es
 from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags, heart_shift_flags, verdict
 from cmrssl.metrics.segmentation import CONFUSION_KEYS, confusion_volumes_ml, structure_scores
@@ -97,6 +97,28 @@ def _stats(values: Sequence[float]) -> Dict[str, Optional[float]]:
     }
 
 
+def _dice(prediction: np.ndarray, reference: np.ndarray, label: int) -> Optional[float]:
+    """Dice of one label; None when neither holds it."""
+    predicted, expected = prediction == label, reference == label
+    total = int(predicted.sum()) + int(expected.sum())
+    return None if total == 0 else 2.0 * int((predicted & expected).sum()) / total
+
+
+def _study_cleanup(rows: List[dict]) -> dict:
+    """What the study-level clean-up changed against the per-frame one (LV cavity Dice)."""
+    compared = [r for r in rows if r.get("dice_lv_cavity_per_frame_cleanup") is not None
+                and r.get("dice_lv_cavity") is not None]
+    before = [r for r in compared if r["dice_lv_cavity_per_frame_cleanup"] < 0.5]
+    return {
+        "frames_compared": len(compared),
+        "frames_changed": sum(bool(r.get("changed_by_study_cleanup")) for r in compared),
+        "frames_with_lv_cavity_dice_below_0.5_per_frame": len(before),
+        "of_which_repaired": sum(r["dice_lv_cavity"] >= 0.5 for r in before),
+        "frames_with_lv_cavity_dice_lower_by_0.05": sum(
+            r["dice_lv_cavity"] < r["dice_lv_cavity_per_frame_cleanup"] - 0.05 for r in compared),
+    }
+
+
 def _dice_below(rows: List[dict], limit: float) -> List[dict]:
     return [r for r in rows if r.get("dice_lv_cavity") is not None and r["dice_lv_cavity"] < limit]
 
@@ -122,6 +144,7 @@ def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
             r.get("verdict") == "review" for r in low)},
         "frames_with_lv_cavity_dice_above_0.8": {"frames": len(high), "in_review_subjects": sum(
             r.get("verdict") == "review" for r in high)},
+        "study_cleanup": _study_cleanup(frame_rows),
     }
     summary.update(_scores(frame_rows, function_rows))
     ok = {r["subject"] for r in frame_rows if r.get("verdict", "ok") == "ok"}
@@ -241,6 +264,7 @@ class SegmentationEvaluationWriter:
             raw = np.stack([f["raw"] for f in frames])
             cleaned, _ = keep_study_heart(raw, slice_axis=-1)
             for frame, before, after in zip(frames, raw, cleaned):
+                frame["per_frame"] = frame["prediction"]  # what the per-frame clean-up kept: the comparison
                 frame["prediction"] = after
                 frame["lost"] = [n for n, v in STRUCTURES.items() if (before == v).any() and not (after == v).any()]
 
@@ -251,10 +275,13 @@ class SegmentationEvaluationWriter:
             scores = structure_scores(prediction, reference, spacing_xyz)
             scores.update(confusion_volumes_ml(prediction, reference, spacing_xyz, slice_axis=-1))
             subject, phase = frame["subject"], frame["phase"]
-            self.rows.append({
-                "subject": subject, "frame_index": frame["frame_index"], "phase": phase, **scores,
-                "lost_to_postprocessing": ", ".join(frame["lost"]),
-                "quality_flags": "; ".join(frame_quality_flags(swap_layout(prediction), spacing_xyz[::-1]))})
+            row = {"subject": subject, "frame_index": frame["frame_index"], "phase": phase, **scores,
+                   "lost_to_postprocessing": ", ".join(frame["lost"]),
+                   "quality_flags": "; ".join(frame_quality_flags(swap_layout(prediction), spacing_xyz[::-1]))}
+            if "per_frame" in frame:  # the study-level clean-up against the per-frame one, on the LV cavity
+                row["dice_lv_cavity_per_frame_cleanup"] = _dice(frame["per_frame"], reference, LV_CAVITY)
+                row["changed_by_study_cleanup"] = bool((frame["per_frame"] != prediction).any())
+            self.rows.append(row)
             if phase in ("ED", "ES"):
                 # [x, y, z] -> [Z, H, W], the function module's layout, and spacing (dz, dy, dx) alike
                 self._volumes[subject][phase] = (
@@ -339,6 +366,6 @@ class SegmentationEvaluationWriter:
 
 def _write_csv(path: Path, rows: List[dict]) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
