@@ -24,7 +24,7 @@ def test_demo_runs_reuses_and_refuses(tmp_path):
     workdir = tmp_path / "demo"
     first = _demo(workdir, *TINY)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "analytic" in first.stdout and "LV EDV" in first.stdout
+    assert "analytic" in first.stdout and "LV EDV" in first.stdout and "verdict: " in first.stdout
     # the bundle's CPU size (configs/cpu.json), in training and inference alike, and no size of the demo's own
     assert first.stdout.count('"configs/cpu.json"]') == 2 and "--network_def" not in first.stdout
     for png in ("contours_ed.png", "contours_es.png"):
