@@ -179,6 +179,12 @@ def test_study_flags_heart_shift_septum_and_verdict():
     assert heart_shift_flags(np.stack([ed, far]), spacing, ["ED", "ES"])[0].endswith("(frames ED, ES; over 20 mm)")
     assert frame_quality_flags(far, spacing)[-1] == "RV cavity not beside the LV (nearest LV myocardium 16 mm away)"
     assert frame_quality_flags(far) == []  # without the spacing no distance is judged
+    twin = ed.copy()
+    twin[1:, 30:40, 10:20] = 2
+    twin[1:, 33:37, 13:17] = 1  # a second, false LV touching the first on slices 1-2
+    assert frame_quality_flags(twin) == ["LV outline not round on slice(s) 1-2"]
+    assert study_quality_flags(np.stack([ed, twin]), spacing_zyx_mm=spacing) == [
+        "LV outline not round on slice(s) 1-2 (frame 1)"]
     assert verdict([]) == {"verdict": "ok", "review_reasons": []}
     assert verdict(flags, "no function: x") == {"verdict": "review", "review_reasons": ["no function: x", *flags]}
 

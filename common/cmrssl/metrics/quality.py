@@ -12,7 +12,12 @@ Per frame (:func:`frame_quality_flags`, labels ``[Z, H, W]``):
   cavity blob in the RV or the atrium); the most basal cavity slice is not
   checked, since there the cavity opens to the atrium and the outflow tract;
 - a structure missing on slices between slices where it is present (a gap in
-  the stack).
+  the stack);
+- an LV outline that is not round: on a slice below the most basal one holding
+  cavity, the solidity of the filled LV (cavity and myocardium) under
+  :data:`MIN_LV_SOLIDITY` (at least 0.91 on every such slice of ACDC's 200
+  reference frames; a few-label model can draw a second, false LV against the
+  septum inside the RV).
 
 With the voxel spacing, also per frame: the RV cavity not beside the LV (its
 nearest LV myocardium more than :data:`SEPTUM_GAP_MM` away; in every ACDC
@@ -39,7 +44,8 @@ from scipy import ndimage
 
 from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, STRUCTURE_NAMES, STRUCTURES
 
-__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "MIN_ENCLOSED_FRACTION", "PLAUSIBLE_RANGES", "SEPTUM_GAP_MM",
+__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "MIN_ENCLOSED_FRACTION", "MIN_LV_SOLIDITY", "PLAUSIBLE_RANGES",
+           "SEPTUM_GAP_MM",
            "SPIKE_FRACTION", "frame_quality_flags", "function_quality_flags", "heart_shift_flags",
            "study_quality_flags", "verdict", "volume_curve_flags"]
 
@@ -61,6 +67,9 @@ HEART_SHIFT_MM = 20.0
 
 #: An RV cavity whose nearest LV myocardium is this far (mm) is flagged (ACDC references: adjacent, under 2 mm).
 SEPTUM_GAP_MM = 10.0
+
+#: A filled LV outline (cavity + myocardium) less solid than this (area / convex hull area) is flagged.
+MIN_LV_SOLIDITY = 0.85
 
 #: A cine frame whose LV volume departs from both neighbours' mean by this share of the EDV is a spike.
 SPIKE_FRACTION = 0.2
@@ -100,6 +109,31 @@ def _rv_myocardium_gap_mm(labels: np.ndarray, spacing_zyx_mm: Sequence[float]) -
     return float(distance[rv].min())
 
 
+def _unround_slices(labels: np.ndarray) -> List[int]:
+    """Slices below the basal-most cavity slice whose filled LV outline has a solidity under :data:`MIN_LV_SOLIDITY`."""
+    from skimage.measure import regionprops
+
+    unround = []
+    for z in _slices_with(labels, LV_CAVITY)[1:]:
+        disk = ndimage.binary_fill_holes((labels[z] == LV_CAVITY) | (labels[z] == LV_MYOCARDIUM))
+        pieces, count = ndimage.label(disk, structure=ndimage.generate_binary_structure(2, 2))
+        if count:
+            largest = max(regionprops(pieces), key=lambda region: region.area)
+            if largest.area >= 20 and largest.solidity < MIN_LV_SOLIDITY:
+                unround.append(int(z))
+    return unround
+
+
+def _distance_flags(labels: np.ndarray, spacing_zyx_mm: Sequence[float], detail: bool = True) -> List[str]:
+    """The flags that need the voxel spacing (``detail``: with the measured distance in the text)."""
+    flags = []
+    gap = _rv_myocardium_gap_mm(labels, spacing_zyx_mm)
+    if gap is not None and gap > SEPTUM_GAP_MM:
+        flags.append(f"RV cavity not beside the LV (nearest LV myocardium {gap:.0f} mm away)" if detail else
+                     f"RV cavity not beside the LV (over {SEPTUM_GAP_MM:g} mm from its myocardium)")
+    return flags
+
+
 def frame_quality_flags(labels_zhw: np.ndarray, spacing_zyx_mm: Optional[Sequence[float]] = None) -> List[str]:
     """Flags of one segmented frame ``[Z, H, W]`` of canonical labels (slices base to apex); with its
     voxel spacing ``(dz, dy, dx)`` mm, also the RV's distance from the LV (:data:`SEPTUM_GAP_MM`)."""
@@ -117,6 +151,9 @@ def frame_quality_flags(labels_zhw: np.ndarray, spacing_zyx_mm: Optional[Sequenc
             open_slices.append(int(z))
     if open_slices:
         flags.append(f"LV cavity not enclosed by myocardium on slice(s) {_ranges(open_slices)}")
+    unround = _unround_slices(labels)
+    if unround:
+        flags.append(f"LV outline not round on slice(s) {_ranges(unround)}")
     for _name, value in STRUCTURES.items():
         present = _slices_with(labels, value)
         if present.size:
@@ -124,9 +161,7 @@ def frame_quality_flags(labels_zhw: np.ndarray, spacing_zyx_mm: Optional[Sequenc
             if gaps:
                 flags.append(f"{STRUCTURE_NAMES[value]} missing on slice(s) {_ranges(gaps)} between slices holding it")
     if spacing_zyx_mm is not None:
-        gap = _rv_myocardium_gap_mm(labels, spacing_zyx_mm)
-        if gap is not None and gap > SEPTUM_GAP_MM:
-            flags.append(f"RV cavity not beside the LV (nearest LV myocardium {gap:.0f} mm away)")
+        flags += _distance_flags(labels, spacing_zyx_mm)
     return flags
 
 
@@ -225,11 +260,9 @@ def study_quality_flags(labels_tzhw: np.ndarray, function: Optional[Dict[str, fl
     for number, frame in zip(numbers, labels):
         for flag in frame_quality_flags(frame):
             by_flag.setdefault(flag, []).append(int(number))
-        if spacing_zyx_mm is not None:  # the distance in the text differs by frame: grouped without it
-            gap = _rv_myocardium_gap_mm(frame, spacing_zyx_mm)
-            if gap is not None and gap > SEPTUM_GAP_MM:
-                by_flag.setdefault(f"RV cavity not beside the LV (over {SEPTUM_GAP_MM:g} mm from its myocardium)",
-                                   []).append(int(number))
+        if spacing_zyx_mm is not None:  # distances and slices differ by frame: grouped without them
+            for flag in _distance_flags(frame, spacing_zyx_mm, detail=False):
+                by_flag.setdefault(flag, []).append(int(number))
     flags = [f"{flag} (frame{'s' if len(found) > 1 else ''} {_ranges(found)})" for flag, found in by_flag.items()]
     if spacing_zyx_mm is not None:
         flags += heart_shift_flags(labels, spacing_zyx_mm, numbers)
