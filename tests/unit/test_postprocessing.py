@@ -87,6 +87,9 @@ def test_frame_flags():
     gap = frame.copy()
     gap[1][gap[1] == 1] = 2  # cavity missing on the middle slice
     assert frame_quality_flags(gap) == ["LV cavity missing on slice(s) 1 between slices holding it"]
+    speck = np.concatenate([frame] * 4 + [np.zeros_like(frame[:2])], axis=0)  # 12 slices, then 2 empty
+    speck[-1, 26, 26] = 3  # one RV pixel beyond an empty apical slice: a gap worth 4 % of the RV
+    assert frame_quality_flags(speck) == []
     open_cavity = frame.copy()
     open_cavity[2][open_cavity[2] == 2] = 0  # no ring on slice 2
     assert frame_quality_flags(open_cavity) == ["LV cavity not enclosed by myocardium on slice(s) 2"]

@@ -12,7 +12,8 @@ Per frame (:func:`frame_quality_flags`, labels ``[Z, H, W]``):
   cavity blob in the RV or the atrium); the most basal cavity slice is not
   checked, since there the cavity opens to the atrium and the outflow tract;
 - a structure missing on slices between slices where it is present (a gap in
-  the stack);
+  the stack) worth at least :data:`MIN_GAP_SHARE` of its volume (its neighbours'
+  mean area on each empty slice);
 - an LV outline that is not round: on a slice below the most basal one holding
   cavity, the solidity of the filled LV (cavity and myocardium) under
   :data:`MIN_LV_SOLIDITY` (at least 0.91 on every such slice of ACDC's 200
@@ -44,7 +45,8 @@ from scipy import ndimage
 
 from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, STRUCTURE_NAMES, STRUCTURES
 
-__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "MIN_ENCLOSED_FRACTION", "MIN_LV_SOLIDITY", "PLAUSIBLE_RANGES",
+__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "MIN_ENCLOSED_FRACTION", "MIN_GAP_SHARE", "MIN_LV_SOLIDITY",
+           "PLAUSIBLE_RANGES",
            "SEPTUM_GAP_MM",
            "SPIKE_FRACTION", "frame_quality_flags", "function_quality_flags", "heart_shift_flags",
            "study_quality_flags", "verdict", "volume_curve_flags"]
@@ -67,6 +69,9 @@ HEART_SHIFT_MM = 20.0
 
 #: An RV cavity whose nearest LV myocardium is this far (mm) is flagged (ACDC references: adjacent, under 2 mm).
 SEPTUM_GAP_MM = 10.0
+
+#: A gap in a structure's stack is flagged when filling it would add this share of the structure's volume.
+MIN_GAP_SHARE = 0.05
 
 #: A filled LV outline (cavity + myocardium) less solid than this (area / convex hull area) is flagged.
 MIN_LV_SOLIDITY = 0.85
@@ -98,6 +103,18 @@ def _ranges(indices: Sequence[int]) -> str:
             parts.append(str(start) if start == value else f"{start}-{value}")
             start = None
     return ", ".join(parts)
+
+
+def _gap_slices(labels: np.ndarray, value: int) -> List[int]:
+    """Empty slices between slices holding ``value`` when, filled with their neighbours' mean area, they would hold
+    at least :data:`MIN_GAP_SHARE` of the structure's volume (a speck beyond an empty apical slice changes nothing)."""
+    areas = (labels == value).sum(axis=tuple(range(1, labels.ndim))).astype(np.float64)
+    present = np.flatnonzero(areas)
+    if present.size < 2:
+        return []
+    gaps = [z for z in range(int(present[0]), int(present[-1]) + 1) if areas[z] == 0]
+    missing = sum((areas[present[present < z][-1]] + areas[present[present > z][0]]) / 2 for z in gaps)
+    return gaps if gaps and missing >= MIN_GAP_SHARE * (areas.sum() + missing) else []
 
 
 def _rv_myocardium_gap_mm(labels: np.ndarray, spacing_zyx_mm: Sequence[float]) -> Optional[float]:
@@ -155,11 +172,9 @@ def frame_quality_flags(labels_zhw: np.ndarray, spacing_zyx_mm: Optional[Sequenc
     if unround:
         flags.append(f"LV outline not round on slice(s) {_ranges(unround)}")
     for _name, value in STRUCTURES.items():
-        present = _slices_with(labels, value)
-        if present.size:
-            gaps = sorted(set(range(int(present[0]), int(present[-1]) + 1)) - set(present.tolist()))
-            if gaps:
-                flags.append(f"{STRUCTURE_NAMES[value]} missing on slice(s) {_ranges(gaps)} between slices holding it")
+        gaps = _gap_slices(labels, value)
+        if gaps:
+            flags.append(f"{STRUCTURE_NAMES[value]} missing on slice(s) {_ranges(gaps)} between slices holding it")
     if spacing_zyx_mm is not None:
         flags += _distance_flags(labels, spacing_zyx_mm)
     return flags
