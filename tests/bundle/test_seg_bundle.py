@@ -230,7 +230,8 @@ def test_evaluation_reports_per_frame_scores_and_function_errors(cohort, trained
     assert quality["subjects_marked_review"] == len(review)
     low = [r for r in rows if float(r["dice_lv_cavity"]) < 0.5]
     assert quality["frames_with_lv_cavity_dice_below_0.5"] == {
-        "frames": len(low), "in_review_subjects": sum(r["verdict"] == "review" for r in low)}
+        "frames": len(low), "flagged": sum(bool(r["quality_flags"]) for r in low),
+        "in_review_subjects": sum(r["verdict"] == "review" for r in low)}
     ok_studies = summary["ok_studies"]
     assert ok_studies["frames"] == len(rows) - quality["frames_in_review_subjects"]
     assert ok_studies["subjects"] == len(function) - len(review) and "segmentation" in ok_studies

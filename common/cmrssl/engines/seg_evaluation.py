@@ -119,6 +119,12 @@ def _study_cleanup(rows: List[dict]) -> dict:
     }
 
 
+def _caught(rows: List[dict]) -> dict:
+    """How many of the frame rows raise a flag themselves, and how many are in a subject sent to review."""
+    return {"frames": len(rows), "flagged": sum(bool(r.get("quality_flags")) for r in rows),
+            "in_review_subjects": sum(r.get("verdict") == "review" for r in rows)}
+
+
 def _dice_below(rows: List[dict], limit: float) -> List[dict]:
     return [r for r in rows if r.get("dice_lv_cavity") is not None and r["dice_lv_cavity"] < limit]
 
@@ -140,10 +146,8 @@ def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
         "subjects_marked_review": len({r["subject"] for r in review}),
         "frames_in_review_subjects": len(review),
         # how the verdict meets the segmentation: a bad frame should be in review, a good one not
-        "frames_with_lv_cavity_dice_below_0.5": {"frames": len(low), "in_review_subjects": sum(
-            r.get("verdict") == "review" for r in low)},
-        "frames_with_lv_cavity_dice_above_0.8": {"frames": len(high), "in_review_subjects": sum(
-            r.get("verdict") == "review" for r in high)},
+        "frames_with_lv_cavity_dice_below_0.5": _caught(low),
+        "frames_with_lv_cavity_dice_above_0.8": _caught(high),
         "study_cleanup": _study_cleanup(frame_rows),
     }
     summary.update(_scores(frame_rows, function_rows))
