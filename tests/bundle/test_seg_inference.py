@@ -330,6 +330,7 @@ def test_single_3d_frame_input_gives_a_3d_mask(small_cine, random_checkpoint, tm
     np.testing.assert_allclose(mask.affine, frame.affine, atol=1e-5)
     report = json.loads((tmp_path / "out" / "function.json").read_text())
     assert report["status"].startswith("no function")  # one frame: no ED/ES, but the masks are there
+    assert report["verdict"] == ("review" if report["quality_flags"] else "ok")  # no function is no fault here
 
 
 def test_postprocessing_keeps_the_heart():

@@ -15,10 +15,11 @@ Per frame (:func:`frame_quality_flags`, labels ``[Z, H, W]``):
   the stack) worth at least :data:`MIN_GAP_SHARE` of its volume (its neighbours'
   mean area on each empty slice);
 - an LV outline that is not round: on a slice below the most basal one holding
-  cavity, the solidity of the filled LV (cavity and myocardium) under
-  :data:`MIN_LV_SOLIDITY` (at least 0.91 on every such slice of ACDC's 200
-  reference frames; a few-label model can draw a second, false LV against the
-  septum inside the RV).
+  cavity, at least half as wide as the widest (:data:`MIN_OUTLINE_SHARE`), the filled LV (cavity and myocardium) less solid than
+  :data:`MIN_LV_SOLIDITY` or longer than :data:`MAX_LV_ELONGATION` times its width
+  (at least 0.91 and at most 1.54 on every such slice of ACDC's 200 reference
+  frames; a few-label model can draw a second, false LV against the septum,
+  inside the RV, in a ring of its own or inside a widened LV outline).
 
 With the voxel spacing, also per frame: the RV cavity not beside the LV (its
 nearest LV myocardium more than :data:`SEPTUM_GAP_MM` away; in every ACDC
@@ -45,7 +46,7 @@ from scipy import ndimage
 
 from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, STRUCTURE_NAMES, STRUCTURES
 
-__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "MIN_ENCLOSED_FRACTION", "MIN_GAP_SHARE", "MIN_LV_SOLIDITY",
+__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "MIN_ENCLOSED_FRACTION", "MAX_LV_ELONGATION", "MIN_GAP_SHARE", "MIN_LV_SOLIDITY",
            "PLAUSIBLE_RANGES",
            "SEPTUM_GAP_MM",
            "SPIKE_FRACTION", "frame_quality_flags", "function_quality_flags", "heart_shift_flags",
@@ -75,6 +76,12 @@ MIN_GAP_SHARE = 0.05
 
 #: A filled LV outline (cavity + myocardium) less solid than this (area / convex hull area) is flagged.
 MIN_LV_SOLIDITY = 0.85
+
+#: Outlines are judged on slices whose filled LV is at least this share of the frame's widest.
+MIN_OUTLINE_SHARE = 0.5
+
+#: A filled LV outline longer than this many times its width (the axes of its inertia ellipse) is flagged.
+MAX_LV_ELONGATION = 1.75
 
 #: A cine frame whose LV volume departs from both neighbours' mean by this share of the EDV is a spike.
 SPIKE_FRACTION = 0.2
@@ -130,14 +137,19 @@ def _unround_slices(labels: np.ndarray) -> List[int]:
     """Slices below the basal-most cavity slice whose filled LV outline has a solidity under :data:`MIN_LV_SOLIDITY`."""
     from skimage.measure import regionprops
 
-    unround = []
+    outlines = {}
     for z in _slices_with(labels, LV_CAVITY)[1:]:
         disk = ndimage.binary_fill_holes((labels[z] == LV_CAVITY) | (labels[z] == LV_MYOCARDIUM))
         pieces, count = ndimage.label(disk, structure=ndimage.generate_binary_structure(2, 2))
         if count:
-            largest = max(regionprops(pieces), key=lambda region: region.area)
-            if largest.area >= 20 and largest.solidity < MIN_LV_SOLIDITY:
-                unround.append(int(z))
+            outlines[int(z)] = max(regionprops(pieces), key=lambda region: region.area)
+    widest = max((region.area for region in outlines.values()), default=0)
+    unround = []
+    for z, region in outlines.items():  # apical outlines, small and ragged in any prediction, are not judged
+        elongation = region.axis_major_length / max(region.axis_minor_length, 1e-6)
+        if region.area >= MIN_OUTLINE_SHARE * widest and (
+                region.solidity < MIN_LV_SOLIDITY or elongation > MAX_LV_ELONGATION):
+            unround.append(z)
     return unround
 
 

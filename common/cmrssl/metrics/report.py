@@ -81,7 +81,8 @@ def cardiac_function_report(study: CineStudy, labels_tzhw: np.ndarray) -> Tuple[
         status = f"no function: {error}"
         return None, {
             "status": status,
-            **verdict(flags, status),
+            # a single frame has no function to give: its verdict is its flags'; a cine without one needs a look
+            **verdict(flags, status if study.num_frames > 1 else "ok"),
             "lv_volume_curve_ml": [float(v) for v in curve],
             "spacing_zyx_mm": [float(s) for s in study.spacing_zyx_mm],
             "num_frames": study.num_frames,
