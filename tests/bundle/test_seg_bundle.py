@@ -232,6 +232,9 @@ def test_evaluation_reports_per_frame_scores_and_function_errors(cohort, trained
     assert quality["frames_with_lv_cavity_dice_below_0.5"] == {
         "frames": len(low), "flagged": sum(bool(r["quality_flags"]) for r in low),
         "in_review_subjects": sum(r["verdict"] == "review" for r in low)}
+    # the default heart clean-up takes each subject's frames together, and says what it changed per frame
+    assert quality["study_cleanup"]["frames_compared"] == len(rows)
+    assert quality["study_cleanup"]["frames_changed"] == sum(r["changed_by_study_cleanup"] == "True" for r in rows)
     ok_studies = summary["ok_studies"]
     assert ok_studies["frames"] == len(rows) - quality["frames_in_review_subjects"]
     assert ok_studies["subjects"] == len(function) - len(review) and "segmentation" in ok_studies

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY
-from cmrssl.metrics.segmentation import CONFUSION_KEYS, confusion_volumes_ml
+from cmrssl.metrics.segmentation import CONFUSION_KEYS, confusion_volumes_ml, structure_dice, structure_scores
 
 
 def _disc(shape, centre, radius):
@@ -54,3 +54,19 @@ def test_the_border_ring_does_not_reach_across_slices():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="one shape"):
         confusion_volumes_ml(np.zeros((4, 4, 2)), np.zeros((4, 4, 3)), (1, 1, 1))
+
+
+def test_structure_dice_counts_overlap_and_leaves_an_absent_structure_unscored():
+    reference = _heart(11)
+    reference[reference == RV_CAVITY] = 0  # no RV in either volume: nothing to score
+    prediction = reference.copy()
+    moved = np.roll(reference == LV_CAVITY, 2, axis=0)
+    prediction[prediction == LV_CAVITY] = LV_MYOCARDIUM
+    prediction[moved] = LV_CAVITY
+    dice = structure_dice(prediction, reference)
+    truth, guess = reference == LV_CAVITY, prediction == LV_CAVITY
+    assert dice["dice_lv_cavity"] == pytest.approx(2 * (truth & guess).sum() / (truth.sum() + guess.sum()))
+    assert dice["dice_lv_cavity"] < 1.0
+    assert np.isnan(dice["dice_rv_cavity"])
+    assert dice == pytest.approx({k: v for k, v in structure_scores(prediction, reference, (1.5, 1.5, 8.0)).items()
+                                  if k.startswith("dice_")}, nan_ok=True)

@@ -47,10 +47,10 @@ from ignite.engine import Events
 from cmrssl.flags import as_bool
 from cmrssl.io.atomic import atomic_folder, check_output_dir
 from cmrssl.io.cine import swap_layout
-from cmrssl.labels import LV_CAVITY, STRUCTURES
+from cmrssl.labels import STRUCTURES
 from cmrssl.metrics.function import agreement, cardiac_function_from_ed_es
 from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags, heart_shift_flags, verdict
-from cmrssl.metrics.segmentation import CONFUSION_KEYS, confusion_volumes_ml, structure_scores
+from cmrssl.metrics.segmentation import CONFUSION_KEYS, confusion_volumes_ml, structure_dice, structure_scores
 from cmrssl.transforms.labels import keep_study_heart
 
 __all__ = ["SegmentationEvaluationWriter", "summarise"]
@@ -97,13 +97,6 @@ def _stats(values: Sequence[float]) -> Dict[str, Optional[float]]:
     }
 
 
-def _dice(prediction: np.ndarray, reference: np.ndarray, label: int) -> Optional[float]:
-    """Dice of one label; None when neither holds it."""
-    predicted, expected = prediction == label, reference == label
-    total = int(predicted.sum()) + int(expected.sum())
-    return None if total == 0 else 2.0 * int((predicted & expected).sum()) / total
-
-
 def _study_cleanup(rows: List[dict]) -> dict:
     """What the study-level clean-up changed against the per-frame one (LV cavity Dice)."""
     compared = [r for r in rows if r.get("dice_lv_cavity_per_frame_cleanup") is not None
@@ -125,8 +118,9 @@ def _caught(rows: List[dict]) -> dict:
             "in_review_subjects": sum(r.get("verdict") == "review" for r in rows)}
 
 
-def _dice_below(rows: List[dict], limit: float) -> List[dict]:
-    return [r for r in rows if r.get("dice_lv_cavity") is not None and r["dice_lv_cavity"] < limit]
+def _lv_dice(rows: List[dict], below: float = math.inf, above: float = -math.inf) -> List[dict]:
+    """The rows whose LV cavity Dice lies strictly between ``above`` and ``below`` (NaN and None never do)."""
+    return [r for r in rows if r.get("dice_lv_cavity") is not None and above < r["dice_lv_cavity"] < below]
 
 
 def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
@@ -134,11 +128,10 @@ def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
     summary: dict = {"frames": len(frame_rows), "subjects_with_function": len(function_rows)}
     flagged = [r for r in frame_rows if r.get("quality_flags")]
     review = [r for r in frame_rows if r.get("verdict") == "review"]
-    low = _dice_below(frame_rows, 0.5)
-    high = [r for r in frame_rows if r.get("dice_lv_cavity") is not None and r["dice_lv_cavity"] > 0.8]
+    low, high = _lv_dice(frame_rows, below=0.5), _lv_dice(frame_rows, above=0.8)
     summary["quality"] = {
         "frames_with_a_structure_lost_to_postprocessing": sum(bool(r.get("lost_to_postprocessing")) for r in frame_rows),
-        "frames_with_lv_cavity_dice_below_0.05": len(_dice_below(frame_rows, 0.05)),
+        "frames_with_lv_cavity_dice_below_0.05": len(_lv_dice(frame_rows, below=0.05)),
         "frames_with_quality_flags": len(flagged),
         "frames_without_lv_cavity": sum("no LV cavity" in r["quality_flags"].split("; ") for r in flagged),
         "subjects_with_implausible_function": sum(bool(r.get("predicted_quality_flags")) for r in function_rows),
@@ -257,12 +250,17 @@ class SegmentationEvaluationWriter:
                 "lost": list(postprocessing.get("lost", [])),
             })
 
+    def _by_subject(self) -> Dict[str, List[int]]:
+        """The indices of each subject's frames (and of their rows, once scored), in evaluation order."""
+        groups: Dict[str, List[int]] = defaultdict(list)
+        for index, frame in enumerate(self._frames):
+            groups[frame["subject"]].append(index)
+        return groups
+
     def _clean_up_by_subject(self) -> None:
         """With the heart clean-up, each subject's frames again, together, from their raw labels (in place)."""
-        by_subject: Dict[str, List[dict]] = defaultdict(list)
-        for frame in self._frames:
-            by_subject[frame["subject"]].append(frame)
-        for frames in by_subject.values():
+        for indices in self._by_subject().values():
+            frames = [self._frames[i] for i in indices]
             if any(f["raw"] is None for f in frames) or len({f["raw"].shape for f in frames}) > 1:
                 continue  # no raw labels, or frames on different grids: the per-frame clean-up stands
             raw = np.stack([f["raw"] for f in frames])
@@ -283,7 +281,7 @@ class SegmentationEvaluationWriter:
                    "lost_to_postprocessing": ", ".join(frame["lost"]),
                    "quality_flags": "; ".join(frame_quality_flags(swap_layout(prediction), spacing_xyz[::-1]))}
             if "per_frame" in frame:  # the study-level clean-up against the per-frame one, on the LV cavity
-                row["dice_lv_cavity_per_frame_cleanup"] = _dice(frame["per_frame"], reference, LV_CAVITY)
+                row["dice_lv_cavity_per_frame_cleanup"] = structure_dice(frame["per_frame"], reference)["dice_lv_cavity"]
                 row["changed_by_study_cleanup"] = bool((frame["per_frame"] != prediction).any())
             self.rows.append(row)
             if phase in ("ED", "ES"):
@@ -295,9 +293,8 @@ class SegmentationEvaluationWriter:
         """Per subject: its frames' flags, the heart's movement between them, its predicted function's flags."""
         functions = {r["subject"]: r for r in function_rows}
         verdicts = {}
-        for subject in dict.fromkeys(r["subject"] for r in self.rows):
-            rows = [r for r in self.rows if r["subject"] == subject]
-            frames = [f for f in self._frames if f["subject"] == subject]
+        for subject, indices in self._by_subject().items():
+            rows, frames = [self.rows[i] for i in indices], [self._frames[i] for i in indices]
             flags = [f"{r['quality_flags']} ({r['phase']})" for r in rows if r["quality_flags"]]
             if len(frames) > 1 and len({f["prediction"].shape for f in frames}) == 1:
                 flags += heart_shift_flags(np.stack([swap_layout(f["prediction"]) for f in frames]),

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from cmrssl.labels import BACKGROUND, LABELS, LV_MYOCARDIUM, STRUCTURES
 
-__all__ = ["structure_scores", "confusion_volumes_ml", "CONFUSION_KEYS"]
+__all__ = ["structure_dice", "structure_scores", "confusion_volumes_ml", "CONFUSION_KEYS"]
 
 #: Keys of :func:`confusion_volumes_ml`, in table order: ``ml_<reference>_as_<predicted>`` for every
 #: pair of different labels, then the outward myocardium split by distance from the reference.
@@ -39,6 +39,29 @@ def _frame_pair(prediction, reference):
     if prediction.shape != reference.shape or prediction.ndim != 3:
         raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} must be 3D of one shape")
     return prediction, reference
+
+
+def _one_hot_pair(prediction, reference):
+    """Both label volumes one-hot ``[1, C, *spatial]`` over the canonical labels."""
+    num_classes = 1 + max(STRUCTURES.values())
+    return tuple(one_hot(torch.as_tensor(v.astype(np.int64))[None, None], num_classes) for v in (prediction, reference))
+
+
+def _dice_of(pred: torch.Tensor, ref: torch.Tensor) -> Dict[str, float]:
+    dice = compute_dice(pred, ref, include_background=False, ignore_empty=True)[0]
+    return {
+        f"dice_{name}": float(dice[value - 1]) if bool(pred[0, value].any() or ref[0, value].any()) else float("nan")
+        for name, value in STRUCTURES.items()
+    }
+
+
+def structure_dice(prediction, reference) -> Dict[str, float]:
+    """Dice of each structure of one frame, ``{"dice_<s>"}``: NaN where both are empty.
+
+    Args:
+        prediction, reference: canonical label volumes of one shape (3D).
+    """
+    return _dice_of(*_one_hot_pair(*_frame_pair(prediction, reference)))
 
 
 def structure_scores(prediction, reference, spacing_mm: Sequence[float]) -> Dict[str, float]:
@@ -61,13 +84,12 @@ def structure_scores(prediction, reference, spacing_mm: Sequence[float]) -> Dict
     spacing = [float(s) for s in spacing_mm]
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing_mm must be three positive numbers, got {spacing_mm}")
-    num_classes = 1 + max(STRUCTURES.values())
-    pred = one_hot(torch.as_tensor(prediction.astype(np.int64))[None, None], num_classes)
-    ref = one_hot(torch.as_tensor(reference.astype(np.int64))[None, None], num_classes)
-    dice = compute_dice(pred, ref, include_background=False, ignore_empty=True)[0]
+    pred, ref = _one_hot_pair(prediction, reference)
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
+    dice = _dice_of(pred, ref)
     scores: Dict[str, float] = {}
     for name, value in STRUCTURES.items():
+        scores[f"dice_{name}"] = dice[f"dice_{name}"]
         present_pred, present_ref = bool(pred[0, value].any()), bool(ref[0, value].any())
         if present_pred and present_ref:
             hd95 = float(
@@ -77,7 +99,6 @@ def structure_scores(prediction, reference, spacing_mm: Sequence[float]) -> Dict
             )
         else:
             hd95 = float("nan")
-        scores[f"dice_{name}"] = float(dice[value - 1]) if (present_pred or present_ref) else float("nan")
         scores[f"hd95_mm_{name}"] = hd95
         scores[f"volume_ml_{name}"] = float(pred[0, value].sum()) * voxel_ml
         scores[f"reference_volume_ml_{name}"] = float(ref[0, value].sum()) * voxel_ml
