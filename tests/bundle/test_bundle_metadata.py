@@ -61,10 +61,13 @@ ZOO_KEYS = {"schema": str, "changelog": dict, "name": str}  # the model zoo's CI
 TENSOR_KEYS = {"type": str, "format": str, "num_channels": int, "spatial_shape": list, "dtype": str,
                "value_range": list, "is_patch_data": bool, "channel_def": dict}
 MONAI_REQUIREMENTS = {"monai", "torch", "numpy"}
-#: components whose optional dependency (of MONAI or ignite) the bundle then needs: required, and
-#: optional when the config offers them switched off by default
-NEEDS = {"KeepLargestConnectedComponentd": "scikit-image", "ProgressBar": "tqdm"}
-OFFERS = {"TensorBoardStatsHandler": "tensorboard"}
+#: components whose optional dependency (of MONAI or ignite) the bundle then needs, also when the
+#: config offers them switched off by default (TensorBoard): MONAI 1.6 reads optional_packages_version
+#: as a deprecated name of required_packages_version, so there is one list
+NEEDS = {"KeepLargestConnectedComponentd": "scikit-image", "ProgressBar": "tqdm",
+         "TensorBoardStatsHandler": "tensorboard"}
+#: what every bundle needs to run at all: ``python -m monai.bundle run`` is a fire command line
+RUNNER = {"fire"}
 PACKAGE = BUNDLES.parent / "common" / "cmrssl"
 
 
@@ -82,11 +85,10 @@ def test_metadata_follows_the_current_bundle_specification(bundle):
     assert metadata["schema"] == SCHEMA_URL
     for key, kind in {**SPEC_KEYS, **ZOO_KEYS}.items():
         assert isinstance(metadata.get(key), kind) and metadata[key] != "", key
-    assert "optional_packages_version" not in metadata or isinstance(metadata["optional_packages_version"], dict)
+    assert "optional_packages_version" not in metadata  # MONAI would put it in place of the required list
     for key in ("version", "monai_version", "pytorch_version", "numpy_version"):
         assert _version(metadata[key]), (key, metadata[key])
-    for name, version in {**metadata["required_packages_version"],
-                          **metadata.get("optional_packages_version", {})}.items():
+    for name, version in metadata["required_packages_version"].items():
         assert re.fullmatch(r"[A-Za-z0-9_.-]+", name) and _version(version), (name, version)
     assert all(_version(v) and isinstance(text, str) for v, text in metadata["changelog"].items())
     assert isinstance(metadata.get("supported_apps", {}), dict)
@@ -175,6 +177,14 @@ def test_required_packages_are_every_package_the_configs_import_beyond_monai(bun
     imported = _third_party_imports({m for m in modules if not m.startswith("class:")}) - MONAI_REQUIREMENTS
     needed = {distributions[top][0].lower() for top in imported} | {NEEDS[c] for c in components & set(NEEDS)}
     metadata = _metadata(bundle)
-    assert {name.lower() for name in metadata["required_packages_version"]} == needed
-    offered = {OFFERS[c] for c in components & set(OFFERS)}
-    assert {name.lower() for name in metadata.get("optional_packages_version", {})} == offered
+    assert {name.lower() for name in metadata["required_packages_version"]} == needed | RUNNER
+
+
+@pytest.mark.parametrize("bundle", sorted(FILES))
+def test_metadata_keys_survive_monai_parsing_unchanged(bundle):
+    """What MONAI's ConfigParser reads is what the file says (no deprecated key renamed over another)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_meta(BUNDLES / bundle / "configs" / "metadata.json")
+    assert parser.get("_meta_") == _metadata(bundle)
