@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 # The model zoo's bundle checks that need no network (tools/zoo_verify.py), metadata first.
 test-zoo: $(STAMP)
 	$(PY) -m pytest -n 0 -q -p no:cacheprovider tests/bundle/test_bundle_metadata.py
-	$(PY) tools/zoo_verify.py --workdir build/zoo --overwrite
+	$(PY) tools/zoo_verify.py --workdir build/zoo --envs build/zoo-envs --overwrite
 
 # A real MONAI Label 0.8.5 server with the exported segmentation bundle (tools/monailabel_check.py).
 # Not part of `make test`: its own venv of about 8 GB (torch as MONAI Label's dependencies resolve it).
@@ -56,4 +56,4 @@ study: $(STAMP)
 		--extra_unlabelled $(STUDY_DATA)/sunnybrook/dicoms/SCD0000101
 
 clean:
-	rm -rf $(VENV) $(ML_VENV) demo bench .pytest_cache build/zoo build/monailabel
+	rm -rf $(VENV) $(ML_VENV) demo bench .pytest_cache build/zoo build/zoo-envs build/monailabel

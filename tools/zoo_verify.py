@@ -23,16 +23,24 @@ Each bundle of ``bundles/`` is exported with ``tools/export.py`` into ``OUT/mode
    import ``cmrssl`` (``-S``, only the venv's site-packages): the vendored
    ``scripts/cmrssl`` must do;
 6. code format over ``OUT/models``: ``black --check`` (line length 120, no magic
-   trailing comma), ``isort --check`` and ``flake8`` with ``tools/zoo/style.cfg``.
+   trailing comma), ``isort --check`` and ``flake8`` with ``tools/zoo/style.cfg``;
+7. a zoo user's install: a virtual environment with exactly the metadata's versions
+   (``monai_version``, ``pytorch_version``, ``numpy_version`` and every
+   ``required_packages_version`` entry) and nothing of ours, in which
+   ``python -m monai.bundle run --config_file configs/inference.json --input CINE`` must
+   write its outputs for a phantom cine (bundles with an inference config). The
+   environments are kept in ``--envs`` (one per package set) and reused.
 
 Prints one line per check and ends with ``N passed, N failed``; exits 1 on any failure.
-Writes only below OUT; an existing OUT is refused unless ``--overwrite``.
+Writes only below OUT and ``--envs``; an existing OUT is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -165,6 +173,63 @@ def check_network(root: Path, torchscript: bool = True) -> str:
     return "; ".join(line for line in lines if line.endswith(" ok") or line.startswith("fake weights"))
 
 
+def _phantom_cine(path: Path) -> None:
+    """A small synthetic short-axis cine (NIfTI) for the inference runs."""
+    from cmrssl.data.phantom import generate_subject
+    from cmrssl.io import write_cine_nifti
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_cine_nifti(generate_subject(5, num_frames=4, image_size=64).sax, path)
+
+
+def metadata_pins(root: Path) -> dict:
+    """``{package: version}`` a zoo user installs for the exported bundle: MONAI, torch, numpy and the required list."""
+    metadata = json.loads((root / "configs" / "metadata.json").read_text())
+    return {"monai": metadata["monai_version"], "torch": metadata["pytorch_version"],
+            "numpy": metadata["numpy_version"], **metadata["required_packages_version"]}
+
+
+def exact_environment(pins: dict, envs: Path) -> Path:
+    """The Python of a virtual environment holding exactly ``pins`` (built once per package set, then reused)."""
+    key = hashlib.sha256(json.dumps(sorted(pins.items())).encode()).hexdigest()[:12]
+    env = envs / key
+    python, stamp = env / "bin" / "python", env / "installed.json"
+    if stamp.is_file():
+        return python
+    shutil.rmtree(env, ignore_errors=True)
+    _require(subprocess.run([sys.executable, "-m", "venv", str(env)], capture_output=True, text=True), "venv")
+    install = [str(python), "-m", "pip", "install", "-q", *(f"{name}=={version}" for name, version in pins.items())]
+    _require(subprocess.run(install, capture_output=True, text=True, timeout=1800), "pip install")
+    stamp.write_text(json.dumps(pins, indent=1) + "\n")  # last: an interrupted install is rebuilt next time
+    return python
+
+
+def check_exact_inference(root: Path, envs: Path, cine: Path) -> str:
+    """The exported inference on ``cine`` in an environment with exactly the metadata's packages."""
+    if (root / "configs" / "inference.json").read_text().find("read_index_scale") >= 0 \
+            and not (root / "models" / "index_scale.json").is_file():
+        # fake weights stand in for the zoo's download: the index scale written beside them in training does too
+        from cmrssl.metrics.lv_indices import INDEX_NAMES
+
+        (root / "models" / "index_scale.json").write_text(json.dumps(
+            {"index_names": list(INDEX_NAMES), "index_scale": [1.0] * len(INDEX_NAMES), "fake": True}))
+    python = exact_environment(metadata_pins(root), envs)
+    probe = subprocess.run([str(python), "-c", "import cmrssl"], cwd=root, capture_output=True, text=True)
+    if probe.returncode == 0:
+        raise RuntimeError(f"{python}: cmrssl is importable, the environment is not a zoo user's")
+    output_dir = root.parent.parent / "inference" / root.name
+    shutil.rmtree(output_dir, ignore_errors=True)
+    env = {"PATH": f"{python.parent}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "OMP_NUM_THREADS": "2",
+           "PYTHONNOUSERSITE": "1", "PYTHONWARNINGS": "ignore"}
+    _require(subprocess.run([str(python), "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+                             "--input", str(cine), "--output_dir", str(output_dir)],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=900), "monai.bundle run")
+    written = sorted(p.name for p in output_dir.iterdir() if p.is_file()) if output_dir.is_dir() else []
+    if not written:
+        raise RuntimeError(f"monai.bundle run wrote nothing to {output_dir}")
+    return f"{len(metadata_pins(root))} pinned packages; wrote {', '.join(written)}"
+
+
 def check_format(models: Path) -> str:
     commands = {
         "black": ["black", "--check", "--quiet", "--line-length", "120", "--skip-magic-trailing-comma", "."],
@@ -182,6 +247,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--workdir", required=True, help="OUT: the zoo-shaped tree goes to OUT/models")
     parser.add_argument("--bundles", default="", help="comma-separated bundle names (default: every bundle)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.add_argument("--envs", default="", help="where the exact-version environments are kept and reused "
+                        "(default: OUT/envs, removed with OUT)")
     args = parser.parse_args(argv)
     names = [n for n in args.bundles.split(",") if n] or sorted(p.name for p in BUNDLES.iterdir()
                                                                if (p / "configs").is_dir())
@@ -196,6 +263,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shutil.rmtree(workdir)
     models = workdir / "models"
     models.mkdir(parents=True)
+    envs = Path(args.envs).resolve() if args.envs else workdir / "envs"
+    cine = workdir / "phantom" / "cine.nii.gz"
+    _phantom_cine(cine)
     checks = Checks()
     for name in names:
         root = models / name
@@ -214,6 +284,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             print(f"SKIP {name}: verify_net_in_out and ckpt_export ({EXCLUDED[name]})")
         checks.run(f"{name}: files", lambda root=root, name=name: check_files(root, name))
+        if name not in EXCLUDED and (root / "models" / "model.pt").is_file():
+            checks.run(f"{name}: inference with exactly the metadata's packages",
+                       lambda root=root: check_exact_inference(root, envs, cine))
         checks.run(f"{name}: version and changelog", lambda root=root: check_version(root))
     checks.run("code format (black, isort, flake8 at the zoo's settings)", lambda: check_format(models))
     print(f"{checks.passed} passed, {len(checks.failed)} failed")
