@@ -1,12 +1,15 @@
 """Convert a cine (DICOM folder, 4D NIfTI or folder of 3D NIfTI frames) to the project layout.
 
     python tools/convert.py INPUT OUT_DIR [--overwrite] [--labels LABELS.nii.gz] [--series N]
-        [--view auto|sax|2ch|4ch] [--spacing_from auto|sform|pixdim]
+        [--view auto|sax|2ch|4ch] [--spacing_from auto|sform|pixdim] [--label_map canonical|acdc|mnms]
 
 writes ``OUT_DIR/sax_cine.nii.gz`` (4D ``[x, y, z, t]``, RAS affine, slices base
 to apex), ``OUT_DIR/frames/frame_XX.nii.gz`` (one 3D file per frame, 0-based),
 ``sax_cine_gt.nii.gz`` and ``frame_XX_gt.nii.gz`` when labels are given or found,
-and prints the geometry it found.
+and prints the geometry it found. ``--label_map`` names the convention of NIfTI
+labels, written canonical (0 background, 1 LV cavity, 2 LV myocardium, 3 RV
+cavity): ``acdc`` for ACDC's own files (1 RV, 3 LV), ``mnms`` for M&Ms'
+(default: canonical for a NIfTI cine, read from the file names in a frame folder).
 
 A cine of one slice has no slice spacing and is usually a long-axis view. With
 ``--view auto`` (default) its header orientation decides: a plane whose normal
@@ -35,7 +38,7 @@ from typing import Optional
 import fire
 
 from cmrssl.io import CineReadError, read_cine, write_cine_nifti, write_frames_nifti
-from cmrssl.io.nifti import check_spacing_from
+from cmrssl.io.nifti import check_spacing_from, resolve_label_map
 from cmrssl.flags import as_bool
 from cmrssl.io.atomic import atomic_folder, check_can_write
 from cmrssl.io.geometry import MAX_SHORT_AXIS_TILT_DEG, short_axis_tilt_deg
@@ -68,7 +71,8 @@ def _cine_name(view: str, study, input: str) -> tuple:
 
 
 def convert(input: str, out_dir: str, overwrite: bool = False, labels: Optional[str] = None,
-            series: Optional[str] = None, view: str = "auto", spacing_from: str = "auto") -> Path:
+            series: Optional[str] = None, view: str = "auto", spacing_from: str = "auto",
+            label_map: Optional[str] = None) -> Path:
     """Read ``input`` and write the NIfTI cine and frames into ``out_dir``; returns ``out_dir``."""
     overwrite = as_bool(overwrite, "overwrite")
     spacing_from = check_spacing_from(spacing_from)
@@ -76,8 +80,10 @@ def convert(input: str, out_dir: str, overwrite: bool = False, labels: Optional[
     view = str(view)
     if view not in VIEWS:
         raise ValueError(f"--view must be one of {', '.join(VIEWS)}; got {view!r}")
+    if label_map is not None:
+        resolve_label_map(str(label_map))  # an unknown convention is refused before reading
     study = read_cine(input, label_path=labels, series=series, view="sax" if view == "auto" else view,
-                      spacing_from=spacing_from)
+                      spacing_from=spacing_from, label_map=None if label_map is None else str(label_map))
     stem, kind = _cine_name(view, study, input)
     with atomic_folder(out, overwrite=overwrite, owned=OWN_ENTRIES.__contains__) as tmp:
         write_cine_nifti(study, tmp / f"{stem}.nii.gz")
@@ -97,10 +103,11 @@ def convert(input: str, out_dir: str, overwrite: bool = False, labels: Optional[
 
 
 def main(input: str, out_dir: str, overwrite: bool = False, labels: Optional[str] = None,
-         series: Optional[str] = None, view: str = "auto", spacing_from: str = "auto") -> None:
+         series: Optional[str] = None, view: str = "auto", spacing_from: str = "auto",
+         label_map: Optional[str] = None) -> None:
     try:
         convert(input, out_dir, overwrite=overwrite, labels=labels, series=series, view=view,
-                spacing_from=spacing_from)
+                spacing_from=spacing_from, label_map=label_map)
     except (FileExistsError, FileNotFoundError, CineReadError, ValueError) as err:
         print(f"convert: error: {err}", file=sys.stderr)
         raise SystemExit(1)

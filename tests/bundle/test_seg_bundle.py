@@ -194,6 +194,27 @@ def test_unknown_label_values_are_refused_naming_the_file(cohort, tmp_path):
     assert result.returncode != 0 and f"{bad}: unknown label values" in result.stderr
 
 
+def test_labels_with_the_cavities_swapped_are_refused_with_the_remap_command(cohort, tmp_path):
+    """ACDC's own files number the RV 1 and the LV 3: canonical values, so only the anatomy tells."""
+    import nibabel as nib
+
+    splits = json.loads(cohort.read_text())
+    record = dict(splits["training"][0])
+    label = nib.load(record["label"])
+    values = np.asarray(label.dataobj).astype(np.uint8)
+    swapped = np.choose(values, np.array([0, 3, 2, 1], np.uint8))
+    bad = tmp_path / "acdc_convention_gt.nii.gz"
+    nib.save(nib.Nifti1Image(swapped, label.affine), str(bad))
+    record["label"] = str(bad)
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [record], "validation": splits["validation"]}))
+    result = _train(datalist, tmp_path / "out")
+    assert result.returncode != 0
+    assert f"{bad}: label 3 sits inside the ring of label 2" in result.stderr
+    assert "--label_map acdc" in result.stderr
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
 @pytest.mark.slow
 def test_evaluation_reports_per_frame_scores_and_function_errors(cohort, trained, tmp_path):
     out, _ = trained

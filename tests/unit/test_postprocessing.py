@@ -16,7 +16,9 @@ from cmrssl.metrics.quality import (
     verdict,
     volume_curve_flags,
 )
-from cmrssl.transforms.labels import KeepHeartd, keep_heart, keep_study_heart, refuse_retired_keep_largest_component
+from cmrssl.transforms.labels import (
+    CheckLabels, KeepHeartd, keep_heart, keep_study_heart, myocardial_border_share, refuse_retired_keep_largest_component,
+)
 
 
 def _es_frame() -> np.ndarray:
@@ -203,3 +205,22 @@ def test_volume_curve_flags():
     double = 105 + 45 * np.cos(4 * np.pi * t / 20)
     assert volume_curve_flags(double, frames=list(range(1, 21))) == ["LV volume curve with 2 troughs (frames 6, 16)"]
     assert volume_curve_flags(double[:5]) == []  # too few frames to judge a shape
+
+
+def test_the_cavity_inside_the_myocardial_ring_is_the_lv_and_a_swapped_file_is_refused():
+    yy, xx = np.mgrid[:48, :48]
+    ring = np.zeros((48, 48), np.int64)
+    ring[(yy - 24) ** 2 + (xx - 30) ** 2 <= 81] = 2  # myocardium
+    ring[(yy - 24) ** 2 + (xx - 30) ** 2 <= 25] = 1  # LV cavity inside it
+    ring[(yy - 24) ** 2 + (xx - 12) ** 2 <= 49] = 3  # RV beside it, meeting it at the septum
+    canonical = np.repeat(ring[..., None], 3, axis=-1)
+    assert myocardial_border_share(canonical, 1) == 1.0
+    assert myocardial_border_share(canonical, 3) < 0.5
+    assert myocardial_border_share(canonical, 9) is None
+    check = CheckLabels()
+    check(torch.as_tensor(canonical)[None])  # passes
+    swapped = torch.as_tensor(np.choose(canonical, [0, 3, 2, 1]))[None]
+    with pytest.raises(ValueError, match="cavities are swapped"):
+        check(swapped)
+    # an LV without its ring (a label file of the cavities only) is not judged
+    check(torch.as_tensor(np.where(canonical == 2, 0, np.choose(canonical, [0, 3, 2, 1])))[None])

@@ -4,6 +4,10 @@
   naming the file, before it trains anything. A datalist made for another
   convention (ACDC's 1 RV / 3 LV not mapped, a probability map, a mask resampled
   with linear interpolation) would otherwise train silently into a wrong model.
+  ACDC's own ``_gt`` files (1 RV, 3 LV) hold only canonical values, so the values
+  cannot tell; the anatomy can (:func:`myocardial_border_share`): the LV cavity is the
+  label inside the myocardial ring, and a file whose label 3 is has the two cavities
+  swapped.
 - :class:`KeepHeart` / :class:`KeepHeartd`: keep the heart, not each label's
   largest blob. Few-label models leave stray blobs far from the heart; MONAI's
   per-label ``KeepLargestConnectedComponent`` removes them, but at end-systole
@@ -32,12 +36,43 @@ from cmrssl.labels import LABELS, LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, STRUCTURE
 
 _CANONICAL_LABELS = tuple(LABELS.values())
 
-__all__ = ["CheckLabels", "CheckLabelsd", "keep_heart", "keep_study_heart", "KeepHeart", "KeepHeartd",
+__all__ = ["CheckLabels", "CheckLabelsd", "myocardial_border_share", "keep_heart", "keep_study_heart", "KeepHeart", "KeepHeartd",
            "POSTPROCESSING_MODES", "refuse_retired_keep_largest_component"]
 
 #: ``--postprocessing`` of the segmentation bundle: the heart (default), MONAI's largest component
 #: of each label separately (the behaviour before bundle 0.2.0), or nothing.
 POSTPROCESSING_MODES = ("heart", "largest_per_label", "none")
+
+
+#: A label file is taken for ACDC's convention (1 RV, 3 LV) when label 3's in-plane border is at least this
+#: share LV myocardium and label 1's at most SWAPPED_MAX_LV_SHARE. On ACDC's 200 reference frames (ACDC
+#: convention) label 3's share is 0.98-1.00 and label 1's 0.17-0.43 (the septum); canonical files the reverse.
+SWAPPED_MIN_RV_SHARE, SWAPPED_MAX_LV_SHARE = 0.8, 0.6
+
+
+def myocardial_border_share(label: np.ndarray, value: int, slice_axis: int = -1) -> Optional[float]:
+    """The share of the in-plane border of ``value``'s voxels that is LV myocardium (label 2).
+
+    About 1 for the LV cavity, which the myocardium encloses; a third or less for the RV cavity,
+    which touches it only at the septum. None where ``value`` is absent.
+
+    Args:
+        label: 2D ``[H, W]`` or 3D label array (slices along ``slice_axis``).
+        value: the label whose border is measured.
+        slice_axis: the axis across slices of a 3D array (``-1`` for MONAI's ``[W, H, Z]``).
+    """
+    label = np.asarray(label)
+    mask = label == value
+    if not mask.any():
+        return None
+    structure = ndimage.generate_binary_structure(2, 1)
+    if label.ndim == 3:
+        structure = np.expand_dims(structure, slice_axis % 3)
+    elif label.ndim != 2:
+        raise ValueError(f"expected a 2D or 3D label array, got shape {label.shape}")
+    border = ndimage.binary_dilation(mask, structure=structure) & ~mask
+    total = int(border.sum())
+    return None if total == 0 else float(np.count_nonzero(label[border] == LV_MYOCARDIUM)) / total
 
 
 class CheckLabels(Transform):
@@ -50,8 +85,10 @@ class CheckLabels(Transform):
             empty mask gives no Dice and no volume).
 
     Raises:
-        ValueError: NaN, non-integer or unexpected values, or an empty mask; the
-            message names the file (``meta["filename_or_obj"]``) and the values found.
+        ValueError: NaN, non-integer or unexpected values, an empty mask, or the two
+            cavities swapped (label 3 inside the myocardial ring: ACDC's 1 RV / 3 LV,
+            :data:`SWAPPED_MIN_RV_SHARE`); the message names the file
+            (``meta["filename_or_obj"]``), what was found and the remap command.
     """
 
     def __init__(self, allowed: Sequence[int] = _CANONICAL_LABELS, require_foreground: bool = True) -> None:
@@ -79,7 +116,23 @@ class CheckLabels(Transform):
             )
         if self.require_foreground and all(v == 0 for v in found):
             raise ValueError(f"{name}: empty mask (only background)")
+        if {LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY} <= set(found):
+            _refuse_swapped_cavities(values, name)
         return label
+
+
+def _refuse_swapped_cavities(label: torch.Tensor, name: str) -> None:
+    """Refuse a canonical-valued label image whose label 3, not 1, sits inside the myocardial ring."""
+    array = label.detach().cpu().numpy()
+    array = array[0] if array.ndim in (3, 4) and array.shape[0] == 1 else array  # channel first
+    rv, lv = myocardial_border_share(array, RV_CAVITY), myocardial_border_share(array, LV_CAVITY)
+    if rv is not None and lv is not None and rv >= SWAPPED_MIN_RV_SHARE and lv <= SWAPPED_MAX_LV_SHARE:
+        raise ValueError(
+            f"{name}: label 3 sits inside the ring of label 2 ({rv:.0%} of its border is myocardium, label 1's "
+            f"{lv:.0%}): the cavities are swapped, as in ACDC's own files (1 RV, 3 LV); ours are 1 LV cavity, "
+            "2 LV myocardium, 3 RV cavity. Remap: python tools/convert.py IMAGE OUT_DIR --labels LABELS "
+            "--label_map acdc (an ACDC folder: python tools/index.py acdc ROOT --out_dir DIR)"
+        )
 
 
 class CheckLabelsd(MapTransform):
