@@ -28,7 +28,9 @@ with overrides need the same ones in the configs that come with them. A key no c
 defines is refused. ``--cpu`` overrides every id the bundle's ``configs/cpu.json`` sets (the CPU size, which
 MONAI Label and the model zoo cannot merge in as an overlay), before the ``--override`` items.
 When the bundle holds ``models/model.pt`` and ``configs/inference.json``,
-the weights must load (strictly) into the exported inference network, or nothing is written.
+the weights must load (strictly) into the exported inference network, and the files the
+inference reads beside them (``COMPANIONS``: LVQuan's ``index_scale.json``) must be there,
+or nothing is written.
 
 The model zoo keeps files over 25 MB out of its repository: with ``--weights_url URL``
 each file of ``models/`` above ``--large_file_mb`` is left out of the copy and listed in
@@ -74,6 +76,8 @@ ZOO_STYLE = REPO_ROOT / "tools" / "zoo" / "style.cfg"
 BLACK_LINE_LENGTH = 120
 #: the model zoo's limit for a file in its repository; larger ones go to large_files.yml
 ZOO_FILE_LIMIT_MB = 25
+#: files an inference config reads beside models/model.pt, by the function that reads them
+COMPANIONS = {"read_index_scale": "index_scale.json"}
 BUNDLE_PARTS = ("configs", "docs", "models", "LICENSE", "scripts")
 # Training outputs, caches and unfinished training runs (``models/model.pt.partial``, see
 # cmrssl.engines.training_run) never travel with a bundle.
@@ -343,6 +347,11 @@ def export_bundle(
         print(f"export: {key} = {json.dumps(overrides[key])} in {', '.join(names)}", file=sys.stderr)
     models = bundle / "models"
     if (models / "model.pt").is_file() and "inference.json" in configs:
+        text = json.dumps(configs["inference.json"])
+        missing = [name for reader, name in COMPANIONS.items() if reader in text and not (models / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{models / missing[0]}: missing; configs/inference.json reads it beside model.pt "
+                                    "(training writes it there: copy it with the model)")
         check_weights_fit(configs["inference.json"], bundle, models / "model.pt")
     big = large_files(models, float(large_file_mb))
     large = large_files_yaml(bundle, big, weights_url) if big and weights_url else None

@@ -204,3 +204,19 @@ def test_exported_code_passes_the_zoo_format_checks(tmp_path):
         result = subprocess.run([sys.executable, "-m", *check], cwd=exported, capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode == 0, (check[0], result.stdout[-3000:], result.stderr[-3000:])
+
+
+def test_a_trained_lvquan_export_needs_the_index_scale_beside_its_weights(tmp_path):
+    """LVQuan's inference turns its outputs into mm with index_scale.json: weights without it are refused
+    (before the weights are even loaded, so any file stands in for them here)."""
+    source = REPO_ROOT / "bundles" / "cmr_lvquan_ensemble"
+    bundle = tmp_path / "cmr_lvquan_ensemble"
+    for part in ("configs", "docs"):
+        shutil.copytree(source / part, bundle / part)
+    shutil.copy2(source / "LICENSE", bundle / "LICENSE")
+    (bundle / "models").mkdir()
+    (bundle / "models" / "model.pt").write_bytes(b"weights")
+    refused = _export_cli(bundle, tmp_path / "zoo" / "refused")
+    assert refused.returncode != 0
+    assert f"{bundle / 'models' / 'index_scale.json'}: missing" in refused.stderr
+    assert not (tmp_path / "zoo" / "refused").exists()
