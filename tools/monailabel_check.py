@@ -12,8 +12,8 @@ under that venv's Python; the project's own steps (phantom, export) run under
    ``OUT/studies``: 6 of its 3D NIfTI frames as studies, 5 of them with their labels in
    ``labels/final/`` (MONAI Label's local datastore);
 2. ``OUT/app``: MONAI Label's own ``monaibundle`` sample app, copied from the installed
-   package, with ``model/cmr_unet_segmentation`` exported by ``tools/export.py`` as the README
-   says (the bundle's default network, and the shipped ``models/model.pt`` it carries);
+   package, with ``model/cmr_unet_segmentation`` exported by ``tools/export.py --cpu`` as the
+   bundle's docs/inference.md says (the default network, and the shipped ``models/model.pt`` it carries);
 3. ``monailabel start_server`` on 127.0.0.1 (``--conf models cmr_unet_segmentation``,
    ``zoo_source github`` so the local bundle is used and nothing is downloaded, ``sam2
    false``), then: ``GET /info/`` (the model, 3D, the three labels, a trainer);
@@ -44,8 +44,8 @@ from typing import List, Optional, Sequence
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_unet_segmentation"
 MODEL = "cmr_unet_segmentation"
-#: the export's overrides: the shipped model's network as it is, data loading in the server's process
-OVERRIDES = ["num_workers=0"]
+#: the export's options, as the MONAI Label steps of the bundle's docs/inference.md give them
+EXPORT_OPTIONS = ["--cpu"]
 LABEL_NAMES = {"left ventricle cavity": 1, "left ventricle myocardium": 2, "right ventricle cavity": 3}
 
 class Checks:
@@ -94,10 +94,7 @@ def prepare(workdir: Path, project_python: str) -> Path:
     app = workdir / "app"
     shutil.copytree(sample, app, ignore=shutil.ignore_patterns("__pycache__"))
     bundle = app / "model" / MODEL
-    export = [project_python, REPO_ROOT / "tools" / "export.py", BUNDLE, bundle]
-    for item in OVERRIDES:
-        export += ["--override", item]
-    _run(export, timeout=600)
+    _run([project_python, REPO_ROOT / "tools" / "export.py", BUNDLE, bundle, *EXPORT_OPTIONS], timeout=600)
     return app
 
 
