@@ -10,7 +10,8 @@ under that venv's Python; the project's own steps (phantom, export) run under
 
 1. ``OUT/cohort``: a 3-subject phantom cohort (``tools/phantom.py``, NIfTI only);
    ``OUT/studies``: 6 of its 3D NIfTI frames as studies, 5 of them with their labels in
-   ``labels/final/`` (MONAI Label's local datastore);
+   ``labels/final/`` (MONAI Label's local datastore), and ACDC's patient001 frame 1 (unlabelled)
+   when ``../shared/data`` is beside the repository;
 2. ``OUT/app``: MONAI Label's own ``monaibundle`` sample app, copied from the installed
    package, with ``model/cmr_unet_segmentation`` exported by ``tools/export.py --cpu`` as the
    bundle's docs/inference.md says (the default network, and the shipped ``models/model.pt`` it carries);
@@ -20,7 +21,9 @@ under that venv's Python; the project's own steps (phantom, export) run under
    ``POST /infer/cmr_unet_segmentation?image=...&output=image`` before any training (the
    mask has the frame's shape and affine, labels within 0-3, and the shipped model finds
    all three structures); ``POST /train/cmr_unet_segmentation?run_sync=true``
-   for one epoch (``models/model.pt`` replaced); inference again after the reload;
+   for one epoch (``models/model.pt`` replaced); inference again after the reload; and on the
+   ACDC frame, whose mask must carry the image's affine as nibabel reads it (its sform says 1 mm,
+   its pixdim holds the spacing);
 4. the server is stopped (the process this script started, by its id).
 
 Prints one line per check and ``N passed, N failed``; exits 1 on any failure.
@@ -90,6 +93,9 @@ def prepare(workdir: Path, project_python: str) -> Path:
         shutil.copy2(frame, studies / name)
         if number < 5:  # one study stays unlabelled, as in a labelling session
             shutil.copy2(frame.with_name(frame.name.replace(".nii.gz", "_gt.nii.gz")), studies / "labels" / "final" / name)
+    acdc = REPO_ROOT.parent / "shared" / "data" / "acdc" / "training" / "patient001" / "patient001_frame01.nii.gz"
+    if acdc.is_file():  # the real data, when this checkout has it beside it: an unlabelled study too
+        shutil.copy2(acdc, studies / acdc.name)
     sample = Path(sys.prefix) / "monailabel" / "sample-apps" / "monaibundle"  # the wheel's data files
     app = workdir / "app"
     shutil.copytree(sample, app, ignore=shutil.ignore_patterns("__pycache__"))
@@ -150,7 +156,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      and model.get("labels") == LABEL_NAMES, json.dumps({k: model.get(k) for k in ("dimension", "labels")}))
         checks.check("/info: trainer listed", MODEL in info.get("trainers", {}), ", ".join(info.get("trainers", {})))
 
-        image_id = sorted(p.name[: -len(".nii.gz")] for p in studies.glob("*.nii.gz"))[-1]  # the unlabelled one
+        acdc_id = next((p.name[: -len(".nii.gz")] for p in studies.glob("patient*.nii.gz")), None)
+        image_id = sorted(p.name[: -len(".nii.gz")] for p in studies.glob("phantom_*.nii.gz"))[-1]  # unlabelled
         reference = nib.load(str(studies / f"{image_id}.nii.gz"))
 
         def infer(name: str) -> None:
@@ -189,6 +196,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          and weights.read_bytes() != before, f"{time.monotonic() - started:.0f} s")
             checks.check("no unfinished run left", not list(weights.parent.glob("*.partial")))
         infer("reinfer after the reload")
+        if acdc_id:  # a real frame whose sform says 1 mm and whose pixdim holds the spacing
+            image_id, reference = acdc_id, nib.load(str(studies / f"{acdc_id}.nii.gz"))
+            infer(f"ACDC frame {acdc_id}")
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started, nothing else

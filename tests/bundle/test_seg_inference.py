@@ -136,6 +136,39 @@ def test_single_3d_frame_as_monai_label_runs_it(small_cine, random_checkpoint, t
     assert set(np.unique(out["pred"].numpy())) <= {0, 1, 2, 3}
 
 
+def test_monai_label_path_gives_the_acdc_frame_its_own_affine(small_cine, random_checkpoint, tmp_path):
+    """A frame whose sform says 1 mm and whose pixdim holds the spacing (ACDC): the mask MONAI Label's
+    writer takes (postprocessing's ``pred`` and its affine) overlays the image as nibabel reads it, voxel
+    for voxel what inference.json's own writer puts in segmentation.nii.gz."""
+    from monai.data import decollate_batch
+
+    frame = nib.load(str(small_cine)).slicer[..., 1]
+    data = np.asarray(frame.dataobj)[:, :, ::-1]  # slices apex to base in the file: the loader reorders them
+    acdc = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]))
+    acdc.header.set_zooms(tuple(float(z) for z in frame.header.get_zooms()[:3]))
+    acdc.header.set_sform(np.diag([-1.0, -1.0, 1.0, 1.0]), code=2)
+    frame_path = tmp_path / "patient_frame01.nii.gz"
+    nib.save(acdc, str(frame_path))
+    image = nib.load(str(frame_path))
+    parser = _parser()
+    parser["checkpoint"] = str(random_checkpoint)
+    preprocessing, postprocessing = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
+    inferer, network = parser.get_parsed_content("inferer"), parser.get_parsed_content("network").eval()
+    loaded = preprocessing({"image": str(frame_path), "image_path": str(frame_path)})
+    assert not np.allclose(loaded["image"].meta["original_affine"], image.affine)  # the loader's grid differs
+    with torch.no_grad():
+        loaded["pred"] = decollate_batch(inferer(loaded["image"][None].to(parser.get_parsed_content("device")),
+                                                 network))[0]
+    out = postprocessing(loaded)
+    np.testing.assert_allclose(out["pred"].affine.numpy(), image.affine, atol=1e-6)
+    # MONAI Label's Restored, after the postprocessing, gives the mask the image's original_affine
+    np.testing.assert_allclose(np.asarray(out["image"].meta["original_affine"]), image.affine, atol=1e-6)
+    _run_workflow(frame_path, tmp_path / "own", random_checkpoint, write_plots=False)
+    own = nib.load(str(tmp_path / "own" / "segmentation.nii.gz"))
+    np.testing.assert_allclose(own.affine, image.affine, atol=1e-6)
+    np.testing.assert_array_equal(out["pred"].numpy()[0].astype(np.uint8), np.asarray(own.dataobj))
+
+
 def test_nifti_input_masks_keep_input_geometry(small_cine, random_checkpoint, tmp_path):
     output_dir = tmp_path / "result"
     _run_workflow(small_cine, output_dir, random_checkpoint, write_plots=False)

@@ -302,3 +302,31 @@ def test_nan_frame_interval_means_no_trigger_times(tmp_path):
     raw[76:108] = pixdim.tobytes()
     (tmp_path / "nan_dt.nii.gz").write_bytes(gzip.compress(bytes(raw)))
     assert read_nifti_cine(tmp_path / "nan_dt.nii.gz").trigger_times_ms is None
+
+
+def test_source_grid_puts_a_mask_back_in_the_file_order_and_affine(tmp_path):
+    """SourceGridd (the segmentation postprocessing's last step) and its inverse, with slices reordered."""
+    import torch
+    from monai.data import MetaTensor
+
+    from cmrssl.transforms.io import SOURCE_GRID, SourceGridd, to_study_grid
+
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    path = tmp_path / "frame.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((5, 4, 3), np.float32), affine), str(path))
+    mask = torch.arange(60, dtype=torch.float32).reshape(1, 5, 4, 3)
+    order = np.array([2, 1, 0])  # the loader's slice z is the file's slice order[z]
+    meta = {"filename_or_obj": str(path), "source_slice_index": order}
+    study_affine = torch.diag(torch.tensor([-1.5, -1.5, 8.0, 1.0], dtype=torch.float64))
+    image = MetaTensor(torch.zeros(1, 5, 4, 3), affine=study_affine, meta={**meta, "original_affine": study_affine})
+    out = SourceGridd(keys="pred")({"pred": MetaTensor(mask, affine=study_affine, meta=dict(meta)), "image": image})
+    placed = out["pred"]
+    np.testing.assert_allclose(placed.affine.numpy(), affine)
+    np.testing.assert_allclose(np.asarray(out["image"].meta["original_affine"]), affine)
+    for z in range(3):
+        assert torch.equal(placed[..., order[z]], mask[..., z])
+    assert placed.meta[SOURCE_GRID]
+    np.testing.assert_array_equal(to_study_grid(placed.numpy()[0], placed.meta), mask.numpy()[0])
+    # a mask not of the file's shape (or a DICOM input) passes unchanged
+    other = MetaTensor(torch.zeros(1, 6, 4, 3), meta=dict(meta))
+    assert SourceGridd(keys="pred")({"pred": other})["pred"] is other

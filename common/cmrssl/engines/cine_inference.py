@@ -55,6 +55,7 @@ from cmrssl.metrics.report import (
     write_function_plots,
     write_function_report,
 )
+from cmrssl.transforms.io import to_study_grid
 from cmrssl.transforms.labels import keep_study_heart
 
 __all__ = [
@@ -186,9 +187,11 @@ class CineSegmentationWriter:
                 self.labels[key] = np.full(study.pixels.shape, -1, dtype=np.int16)
             study_level = self.label_cleanup == "heart" and self.raw_key in result
             pred = result[self.raw_key if study_level else self.pred_key]
+            meta = dict(getattr(pred, "meta", {}))
             pred = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
             if pred.ndim == 4:
                 pred = pred.argmax(0) if pred.shape[0] > 1 else pred[0]
+            pred = to_study_grid(pred, meta)  # a mask SourceGridd put in the file's order: back in the study's
             expected = study.pixels.shape[1:][::-1]
             if pred.shape != expected:
                 raise ValueError(

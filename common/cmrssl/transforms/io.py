@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Hashable, Mapping, Optional, Union
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -32,7 +33,7 @@ from cmrssl.io.geometry import grid_mismatch
 from cmrssl.io.nifti import record_spacing_from
 from cmrssl.io.reader import CineStudyCache, study_ras_affine
 
-__all__ = ["LoadCineFrame", "LoadCineFramed", "PathSafeSpacingd"]
+__all__ = ["LoadCineFrame", "LoadCineFramed", "PathSafeSpacingd", "SourceGridd", "SOURCE_GRID", "to_study_grid"]
 
 
 class LoadCineFrame(Transform):
@@ -94,6 +95,8 @@ class LoadCineFrame(Transform):
             # index in the cardiac cycle: the cine's own, or the record's for a 3D frame file
             "frame_index": int(study.source_frame_index[t]) if study.num_frames > 1 else int(frame_index or 0),
             "trigger_time_ms": float("nan") if times is None else float(times[t]),
+            # each slice's index in the file, so a mask can go back to the file's own voxel order
+            "source_slice_index": np.asarray(study.source_slice_index, dtype=np.int64),
         }
         return MetaTensor(torch.from_numpy(array), affine=affine, meta=meta)
 
@@ -166,3 +169,63 @@ class PathSafeSpacingd(Spacingd):
         d = super().__call__(d, lazy=lazy)
         d.update(aside)
         return d
+
+
+#: meta key set by :class:`SourceGridd` on a mask it put back in its NIfTI file's own grid
+SOURCE_GRID = "source_grid"
+
+
+class SourceGridd(MapTransform):
+    """Put a mask ``[1, W, H, Z]`` of a NIfTI frame back in that file's voxel order, with the file's affine.
+
+    The loader (:class:`LoadCineFramed`) orders slices base to apex and builds the affine from the
+    spacing it decided (an ACDC frame's pixdim where its sform says 1 mm); a mask written from that
+    grid (MONAI Label's writer takes the prediction's affine) lands elsewhere than the image in a
+    viewer. This puts each slice back at its index in the file (``source_slice_index``) and the
+    affine back to the file's, as nibabel reads it; the spacing used for measurements is unchanged
+    and stays in ``spacing_xyz_mm``. DICOM inputs (no file affine) and masks whose shape is not the
+    file's pass unchanged. Sets ``meta[SOURCE_GRID]`` on what it changed.
+
+    Args:
+        keys: the masks.
+        ref_key: the image they were predicted from: its ``original_affine`` becomes the file's
+            too, since MONAI Label's ``Restored`` (run after the bundle's postprocessing) gives the
+            mask the image's ``original_affine``.
+    """
+
+    def __init__(self, keys: KeysCollection, ref_key: Optional[str] = "image", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.ref_key = ref_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            mask = d[key]
+            meta = getattr(mask, "meta", {})
+            path, order = meta.get("filename_or_obj"), meta.get("source_slice_index")
+            if not isinstance(mask, MetaTensor) or path is None or order is None or meta.get(SOURCE_GRID):
+                continue
+            path = Path(str(path))
+            if not (path.is_file() and path.name.lower().endswith((".nii", ".nii.gz"))):
+                continue
+            header = nib.load(str(path))
+            order = np.asarray(order, dtype=np.int64).reshape(-1)
+            if tuple(header.shape[:3]) != tuple(mask.shape[1:]) or len(order) != mask.shape[-1]:
+                continue
+            placed = torch.zeros_like(mask.as_tensor())
+            placed[..., torch.as_tensor(order)] = mask.as_tensor()
+            out = MetaTensor(placed, meta={k: v for k, v in meta.items() if k != MetaKeys.AFFINE})
+            out.affine = torch.as_tensor(header.affine, dtype=torch.float64)
+            out.meta[SOURCE_GRID] = True
+            d[key] = out
+            reference = d.get(self.ref_key) if self.ref_key else None
+            if isinstance(reference, MetaTensor) and reference.meta.get("filename_or_obj") == meta["filename_or_obj"]:
+                reference.meta[MetaKeys.ORIGINAL_AFFINE] = torch.as_tensor(header.affine, dtype=torch.float64)
+        return d
+
+
+def to_study_grid(mask: np.ndarray, meta: Mapping) -> np.ndarray:
+    """The inverse of :class:`SourceGridd` on an array ``[..., Z]``: slices back in the loader's order."""
+    if not meta.get(SOURCE_GRID):
+        return mask
+    return np.asarray(mask)[..., np.asarray(meta["source_slice_index"], dtype=np.int64)]
