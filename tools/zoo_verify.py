@@ -206,14 +206,15 @@ def exact_environment(pins: dict, envs: Path) -> Path:
 
 def check_exact_inference(root: Path, envs: Path, cine: Path) -> str:
     """The exported inference on ``cine`` in an environment with exactly the metadata's packages."""
-    if (root / "configs" / "inference.json").read_text().find("read_index_scale") >= 0 \
+    if "read_index_scale" in (root / "configs" / "inference.json").read_text() \
             and not (root / "models" / "index_scale.json").is_file():
         # fake weights stand in for the zoo's download: the index scale written beside them in training does too
         from cmrssl.metrics.lv_indices import INDEX_NAMES
 
         (root / "models" / "index_scale.json").write_text(json.dumps(
             {"index_names": list(INDEX_NAMES), "index_scale": [1.0] * len(INDEX_NAMES), "fake": True}))
-    python = exact_environment(metadata_pins(root), envs)
+    pins = metadata_pins(root)
+    python = exact_environment(pins, envs)
     probe = subprocess.run([str(python), "-c", "import cmrssl"], cwd=root, capture_output=True, text=True)
     if probe.returncode == 0:
         raise RuntimeError(f"{python}: cmrssl is importable, the environment is not a zoo user's")
@@ -227,7 +228,7 @@ def check_exact_inference(root: Path, envs: Path, cine: Path) -> str:
     written = sorted(p.name for p in output_dir.iterdir() if p.is_file()) if output_dir.is_dir() else []
     if not written:
         raise RuntimeError(f"monai.bundle run wrote nothing to {output_dir}")
-    return f"{len(metadata_pins(root))} pinned packages; wrote {', '.join(written)}"
+    return f"{len(pins)} pinned packages; wrote {', '.join(written)}"
 
 
 def check_format(models: Path) -> str:

@@ -31,7 +31,7 @@ from cmrssl.io.cine import swap_layout
 from cmrssl.io.errors import CineReadError
 from cmrssl.io.geometry import grid_mismatch
 from cmrssl.io.nifti import record_spacing_from
-from cmrssl.io.reader import CineStudyCache, study_ras_affine
+from cmrssl.io.reader import CineStudyCache, is_nifti_path, study_ras_affine
 
 __all__ = ["LoadCineFrame", "LoadCineFramed", "PathSafeSpacingd", "SourceGridd", "SOURCE_GRID", "to_study_grid"]
 
@@ -206,7 +206,7 @@ class SourceGridd(MapTransform):
             if not isinstance(mask, MetaTensor) or path is None or order is None or meta.get(SOURCE_GRID):
                 continue
             path = Path(str(path))
-            if not (path.is_file() and path.name.lower().endswith((".nii", ".nii.gz"))):
+            if not (path.is_file() and is_nifti_path(path)):
                 continue
             header = nib.load(str(path))
             order = np.asarray(order, dtype=np.int64).reshape(-1)
