@@ -123,17 +123,17 @@ def train(workdir: Path, cohort: Path, datalist: Path, epochs: int, bundle: Path
     if checkpoint.exists():
         _say(f"train: reusing {checkpoint}")
         return checkpoint
-    from cmrssl.io.run_state import partial_dir
+    from cmrssl.io.run_state import restart_options
 
-    resume = (partial_dir(checkpoint) / "last.pt").is_file()  # an interrupted demo training continues
-    if resume:
-        _say(f"train: resuming the interrupted training in {partial_dir(checkpoint)}")
-    else:
+    flags, note = restart_options(checkpoint)  # an interrupted demo training continues
+    if "--resume" in flags:
+        _say(f"train: {note}")
+    else:  # nothing worth keeping: the demo's own folder starts over
+        flags = []
         shutil.rmtree(out, ignore_errors=True)
     _bundle_run(
         bundle, TRAIN_CONFIGS, "--dataset_dir", str(cohort), "--datalist", str(datalist),
-        "--output_dir", str(out), "--max_epochs", str(epochs),
-        *(("--resume", "true") if resume else ()),
+        "--output_dir", str(out), "--max_epochs", str(epochs), *flags,
     )
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: training finished without writing the checkpoint")

@@ -72,6 +72,8 @@ from cmrssl.cli_errors import tool_errors  # noqa: E402
 from cmrssl.flags import as_bool, check_options  # noqa: E402
 
 VENDORED_PREFIX = "scripts.cmrssl"
+#: sub-packages of cmrssl no bundle config uses: the study runs bundles from a checkout, a bundle never runs it
+NOT_VENDORED = ("study",)
 ZOO_STYLE = REPO_ROOT / "tools" / "zoo" / "style.cfg"
 BLACK_LINE_LENGTH = 120
 #: the model zoo's limit for a file in its repository; larger ones go to large_files.yml
@@ -152,8 +154,12 @@ def relative_imports(source: str, module_path: Path, filename: str = "<module>")
 
 
 def vendor_package(destination: Path, package: Path = PACKAGE_SOURCE) -> None:
-    """Copy ``package`` to ``destination`` with its imports made relative."""
-    shutil.copytree(package, destination, ignore=IGNORED)
+    """Copy ``package`` (but :data:`NOT_VENDORED`) to ``destination`` with its imports made relative."""
+    def ignore(folder: str, names: List[str]) -> set:
+        top = Path(folder).resolve() == package.resolve()
+        return set(IGNORED(folder, names)) | ({n for n in names if n in NOT_VENDORED} if top else set())
+
+    shutil.copytree(package, destination, ignore=ignore)
     for module in sorted(destination.rglob("*.py")):
         relative = module.relative_to(destination)
         text = module.read_text()

@@ -31,7 +31,7 @@ import fire
 from cmrssl.bundle_configs import CPU_OVERLAY
 from cmrssl.engines.lvquan_ensemble import run_ensemble
 from cmrssl.flags import as_bool, retired_option_problems
-from cmrssl.io.run_state import partial_dir
+from cmrssl.io.run_state import restart_options
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_lvquan_ensemble"
@@ -93,9 +93,8 @@ def main(dataset_dir: str, workdir: str, configs: Sequence[str] = ("densenet121_
         # A fold is resumed where it stopped: trained (model.pt + index_scale.json) and/or evaluated.
         done = [(out / "model.pt").exists() and (out / "index_scale.json").exists(),
                 (out / "oof_predictions.npz").exists()]
-        if not done[0] and (partial_dir(out / "model.pt") / "last.pt").exists():
-            # an interrupted training (see cmrssl.io.run_state) continues where it stopped
-            commands[0] = commands[0] + ["--resume", "true"]
+        if not done[0]:  # an interrupted training continues where it stopped (cmrssl.io.run_state)
+            commands[0] = commands[0] + restart_options(out / "model.pt")[0]
         for step, command, finished in zip(("train", "evaluate"), commands, done):
             if dry_run:
                 print(("# done: " if finished else "") + " ".join(command))

@@ -90,6 +90,7 @@ def test_exported_bundle_runs_without_cmrssl_installed(tmp_path):
 
     exported = export.export_bundle(BUNDLE, tmp_path / "zoo" / "cmr_unet_segmentation")
     assert (exported / "scripts" / "cmrssl" / "engines" / "cine_inference.py").is_file()
+    assert not (exported / "scripts" / "cmrssl" / "study").exists()  # runs bundles from a checkout, not in one
     # the export carries the shipped model, which the exported inference.json runs with no option
     assert (exported / "models" / "model.pt").read_bytes() == (BUNDLE / "models" / "model.pt").read_bytes()
     cine = tmp_path / "data" / "cine.nii.gz"

@@ -139,9 +139,15 @@ def _fake_finished_run(folder: Path, dice: float, subjects) -> None:
                "function": {"lv_ef_percent": {"mean_absolute_error": 10.0, "mean_error": -2.0}},
                "quality": {"frames_with_lv_cavity_dice_below_0.05": 0}}
     (folder / "eval" / "summary.json").write_text(json.dumps(summary))
+    # what the study records when it starts a training: the commit and the budget's config hash
+    from cmrssl.study import Repository, budget_hash
+
+    (folder / "provenance.json").write_text(json.dumps({"commit": "0123abcd", "budget": "tiny",
+                                                        "config_hash": budget_hash(Repository(REPO_ROOT), "tiny")}))
 
 
-def test_tables_from_finished_runs_bold_the_best_and_test_against_scratch(tmp_path):
+def _fabricated_study(tmp_path: Path, *extra: str) -> tuple:
+    """A study folder whose 4 fine-tunes (scratch and MIM+All, 1 labelled, seeds 0 and 1) have finished."""
     from cmrssl.data.phantom import generate_subject
 
     tiny = generate_subject(7, num_frames=4, image_size=32)
@@ -149,7 +155,7 @@ def test_tables_from_finished_runs_bold_the_best_and_test_against_scratch(tmp_pa
     data = write_acdc(tmp_path / "training", tiny, {n: GROUPS[(n - 1) // 4] for n in range(1, 21)})
     out = tmp_path / "study"
     args = ["--data", str(data), "--out", str(out), "--eval_per_group", "2", "--budget", "tiny",
-            "--methods", "scratch,mim_all", "--labelled", "1", "--seeds", "0,1"]
+            "--methods", "scratch,mim_all", "--labelled", "1", "--seeds", "0,1", *extra]
     plan = subprocess.run([sys.executable, str(TOOL), *args, "--dry_run"], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300)
     assert plan.returncode == 0, plan.stderr[-3000:]
@@ -163,21 +169,51 @@ def test_tables_from_finished_runs_bold_the_best_and_test_against_scratch(tmp_pa
     for seed in (0, 1):
         _fake_finished_run(out / "runs" / "scratch" / f"n1_seed{seed}", 0.70 + 0.01 * seed, evaluation)
         _fake_finished_run(out / "runs" / "mim_all" / f"n1_seed{seed}", 0.80 + 0.01 * seed, evaluation)
+    return data, out, args
+
+
+def test_tables_from_finished_runs_bold_the_best_and_test_against_scratch(tmp_path):
+    data, out, args = _fabricated_study(tmp_path)
     result = subprocess.run([sys.executable, str(TOOL), *args], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "9 of 9 steps already done" in result.stdout
     table = (out / "table.md").read_text()
-    # mean +- SD over the two seeds, the better arm in bold, the paired test over 2 seeds x 10 subjects
+    # mean +- SD over the two seeds (seeds in brackets), the better arm in bold; against scratch one pair per
+    # held-out subject (its mean over the seeds), not one per subject and seed: 10 pairs, not 20
     row = next(line for line in table.splitlines() if line.startswith("| LV cavity | 1 |"))
-    assert row.startswith("| LV cavity | 1 | 0.725 ± 0.007 | **0.825 ± 0.007** (p ")
-    assert float(row.split("(p ")[1].split(")")[0]) < 1e-4  # 20 pairs, every one in favour of MIM
+    assert row.startswith("| LV cavity | 1 | 0.725 ± 0.007 [2] | **0.825 ± 0.007 [2]** Δ +0.100 [+0.100, +0.100] p ")
+    assert float(row.split(" p ")[1].split(" ")[0]) == pytest.approx(0.002, abs=5e-4)  # 10 pairs, all for MIM
+    assert "10 held-out subjects" in table
     assert "| SSL(MIM)+All | 1 |" in table and "| 10.0 ± 0.0 |" in table
     with open(out / "runs.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted((r["arm"], r["seed"]) for r in rows) == [("mim_all", "0"), ("mim_all", "1"), ("scratch", "0"),
                                                            ("scratch", "1")]
     assert (out / "dice_vs_labelled.png").exists()
+
+
+def test_runs_in_the_ledger_are_not_run_again_from_another_folder(tmp_path):
+    ledger = tmp_path / "docs" / "study" / "ledger.csv"
+    data, out, args = _fabricated_study(tmp_path, "--ledger", str(ledger))
+    result = subprocess.run([sys.executable, str(TOOL), *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(ledger) as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((r["arm"], r["labelled"], r["seed"]) for r in rows) == [
+        ("mim_all", "1", "0"), ("mim_all", "1", "1"), ("scratch", "1", "0"), ("scratch", "1", "1")]
+    assert {r["budget"] for r in rows} == {"tiny"} and len({r["config_hash"] for r in rows}) == 1
+    assert {r["commit"] for r in rows} == {"0123abcd"}  # the commit each training started under
+    assert all(json.loads(r["per_subject"]) for r in rows)  # 10 held-out subjects each, for the paired test
+    # another machine, another output folder, the committed ledger: nothing of it is planned again
+    elsewhere = [a if a != str(out) else str(tmp_path / "elsewhere") for a in args]
+    again = subprocess.run([sys.executable, str(TOOL), *elsewhere, "--seeds", "0,1,2", "--dry_run"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 runs are in the ledger for this budget and config hash: not planned." in again.stdout
+    trains = [line for line in again.stdout.splitlines() if line.startswith("[train]")]
+    assert trains == ["[train] train scratch n=1 seed 2", "[train] train mim_all n=1 seed 2"]
 
 
 @pytest.mark.parametrize("args, named", [

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import List, Mapping, Optional, Tuple, Union
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -23,6 +23,7 @@ __all__ = [
     "read_run_state",
     "process_alive",
     "unfinished_run_note",
+    "restart_options",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -82,3 +83,21 @@ def unfinished_run_note(checkpoint: PathLike) -> str:
         if saved else "nothing saved yet"
     )
     return f"{folder} holds an unfinished training run ({_status(state)}, {where})"
+
+
+def restart_options(checkpoint: PathLike) -> Tuple[List[str], str]:
+    """How the same training command continues towards ``checkpoint``, and a note saying so.
+
+    ``--resume true`` when an unfinished run saved an epoch (``F.partial/last.pt``), ``--overwrite true`` when
+    one stopped before its first checkpoint (nothing worth keeping), nothing for a finished run or none
+    started. The one rule the study, the demo and the cross-validation tool resume by; the training
+    run itself does the resuming (:mod:`cmrssl.engines.training_run`).
+    """
+    if Path(checkpoint).exists():
+        return [], ""
+    unfinished = partial_dir(checkpoint)
+    if (unfinished / LAST_CHECKPOINT).is_file():
+        return ["--resume", "true"], "resumes the interrupted training from its last epoch"
+    if unfinished.exists():
+        return ["--overwrite", "true"], "starts over (interrupted before its first checkpoint)"
+    return [], ""

@@ -1,0 +1,291 @@
+"""The study's results: a row per finished run (with its per-subject values), the tables and the plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from cmrssl.io.atomic import atomic_file
+
+from .arms import STRUCTURE_ROWS, Repository, arm_label
+from .ledger import add_rows, read_ledger
+from .plan import Step, run_key
+from .runner import PROVENANCE, timings
+from .statistics import bootstrap_interval, hd95_counting_lost, paired_differences, wilcoxon_p
+
+__all__ = ["collect", "comparison", "image_diagonals", "rows_from_steps", "run_row", "table", "plot",
+           "write_results"]
+
+#: per-subject clinical errors, from an evaluation's function.csv
+CLINICAL = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "lv_mass_g")
+
+
+def _number(value) -> Optional[float]:
+    if value in (None, ""):
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def image_diagonals(datalist: Path) -> Dict[tuple, float]:
+    """``{(subject, frame_index): the image's diagonal in mm}`` of a datalist's test records (the HD95 of a lost
+    structure, :func:`cmrssl.study.statistics.hd95_counting_lost`), from the headers and the records' spacing."""
+    import nibabel as nib
+
+    diagonals = {}
+    for record in json.loads(Path(datalist).read_text()).get("test", []):
+        shape = nib.load(record["image"]).shape[:3]  # x, y, z
+        dz, dy, dx = record["spacing_zyx_mm"]
+        diagonals[(record["subject"], int(record["frame_index"]))] = float(
+            math.sqrt((shape[0] * dx) ** 2 + (shape[1] * dy) ** 2 + (shape[2] * dz) ** 2))
+    return diagonals
+
+
+def _segmentation_values(eval_dir: Path, diagonals: Dict[tuple, float]) -> tuple:
+    """Run-level and per-subject Dice, HD95 (a lost structure at the image diagonal) and lost counts."""
+    frames: Dict[str, Dict[str, list]] = {}
+    run: Dict[str, list] = {}
+    with open(eval_dir / "metrics.csv") as handle:
+        for row in csv.DictReader(handle):
+            subject = frames.setdefault(row["subject"], {})
+            for key, _ in STRUCTURE_ROWS:
+                predicted, reference = _number(row.get(f"volume_ml_{key}")), _number(row.get(f"reference_volume_ml_{key}"))
+                lost = bool(reference) and not predicted
+                diagonal = diagonals.get((row["subject"], int(row["frame_index"])), float("nan"))
+                values = {f"dice_{key}": _number(row.get(f"dice_{key}")),
+                          f"hd95_mm_{key}": hd95_counting_lost(_number(row.get(f"hd95_mm_{key}")), lost, diagonal),
+                          f"lost_{key}": float(lost)}
+                for name, value in values.items():
+                    if value is not None:
+                        subject.setdefault(name, []).append(value)
+                        run.setdefault(name, []).append(value)
+    per_subject = {s: {name: (float(np.sum(v)) if name.startswith("lost_") else float(np.mean(v)))
+                       for name, v in values.items()} for s, values in frames.items()}
+    summary = {name: (int(np.sum(v)) if name.startswith("lost_") else float(np.mean(v))) for name, v in run.items()}
+    return summary, per_subject
+
+
+def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step, known_timings: dict,
+            diagonals: Dict[tuple, float], labelled_subjects: str) -> dict:
+    """The ledger row of a finished fine-tune (``step`` its evaluation, ``train`` its training)."""
+    summary = json.loads(step.done_file.read_text())
+    row = {"budget": budget, "config_hash": config_hash, "arm": step.meta["arm"], "labelled": str(step.meta["labelled"]),
+           "seed": int(step.meta["seed"]), "labelled_subjects": labelled_subjects, "commit": commit,
+           "iterations": train.iterations, "train_seconds": known_timings.get(train.name, {}).get("seconds", ""),
+           "eval_seconds": known_timings.get(step.name, {}).get("seconds", ""),
+           "overrides": " ".join(train.meta["overrides"])}
+    per_subject: Dict[str, dict] = {}
+    if "segmentation" in summary:
+        values, per_subject = _segmentation_values(step.done_file.parent, diagonals)
+        row.update(values)
+        for key, _ in STRUCTURE_ROWS:  # the run's Dice as its evaluation states it
+            row[f"dice_{key}"] = summary["segmentation"][key]["dice"]["mean"]
+        volumes = {name: summary.get("function", {}).get(name, {}) for name in CLINICAL}
+        row["frames_lv_cavity_lost"] = summary.get("quality", {}).get("frames_with_lv_cavity_dice_below_0.05", "")
+        function_csv = step.done_file.parent / "function.csv"
+        if function_csv.exists():
+            with open(function_csv) as handle:
+                for line in csv.DictReader(handle):
+                    for name in CLINICAL:
+                        error = _number(line.get(f"error_{name}"))
+                        if error is not None:
+                            per_subject.setdefault(line["subject"], {})[f"error_{name}"] = error
+    else:  # cmr_ranking_ssl: volumes only
+        volumes = summary.get("volumes", {})
+    for name, stats in volumes.items():
+        row[f"{name}_mae"] = stats.get("mean_absolute_error", "")
+        row[f"{name}_bias"] = stats.get("mean_error", "")
+    row["per_subject"] = per_subject
+    return row
+
+
+def _mean_sd(values: Sequence, digits: int) -> str:
+    numbers = [v for v in (_number(x) for x in values) if v is not None]
+    if not numbers:
+        return "-"
+    if len(numbers) == 1:
+        return f"{numbers[0]:.{digits}f}"
+    return f"{np.mean(numbers):.{digits}f} ± {np.std(numbers, ddof=1):.{digits}f}"
+
+
+def _per_seed(rows: Sequence[dict], arm: str, n, name: str) -> Dict[int, Dict[str, float]]:
+    """``{seed: {subject: value}}`` of ``name`` in the per-subject values of an arm's runs at count ``n``."""
+    return {int(r["seed"]): {s: v[name] for s, v in r.get("per_subject", {}).items() if name in v}
+            for r in rows if r["arm"] == arm and str(r["labelled"]) == str(n)}
+
+
+def comparison(rows: Sequence[dict], arm: str, n, name: str) -> Optional[dict]:
+    """An arm against scratch at count ``n`` on per-subject ``name``: subjects, mean difference, 95 % bootstrap
+    interval and Wilcoxon p (one pair per subject, its mean over the seeds both ran)."""
+    differences = paired_differences(_per_seed(rows, arm, n, name), _per_seed(rows, "scratch", n, name))
+    if not differences:
+        return None
+    values = list(differences.values())
+    return {"subjects": len(values), "difference": float(np.mean(values)), "interval": bootstrap_interval(values),
+            "p": wilcoxon_p(values)}
+
+
+def table(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, repo: Optional[Repository] = None) -> str:
+    """The study's tables in Markdown: Dice with the comparison against scratch, then distances and clinical
+    numbers; each says how many subjects and seeds stand behind it."""
+    def cell_values(arm, n, column):
+        return [r[column] for r in rows if r["arm"] == arm and str(r["labelled"]) == str(n)
+                and r.get(column) not in ("", None)]
+
+    def seeds_of(arm, n):
+        return sorted({int(r["seed"]) for r in rows if r["arm"] == arm and str(r["labelled"]) == str(n)})
+
+    subjects = sorted({s for r in rows for s in r.get("per_subject", {})})
+    seg_arms = [a for a in arms if a != "ranking"]
+    lines = ["## Dice on the held-out subjects", "",
+             f"Mean ± SD over seeds of each run's mean Dice; against scratch: the mean difference over the "
+             f"{len(subjects)} held-out subjects (each subject's mean over the seeds both arms ran), its 95 % "
+             f"bootstrap interval and the paired Wilcoxon p. Seeds per cell in brackets.", "",
+             "| structure | labelled subjects | " + " | ".join(arm_label(a, repo) for a in seg_arms) + " |",
+             "|---|---|" + "---|" * len(seg_arms)]
+    for key, name in STRUCTURE_ROWS:
+        for n in labelled:
+            means = {a: np.mean([float(v) for v in cell_values(a, n, f"dice_{key}")])
+                     for a in seg_arms if cell_values(a, n, f"dice_{key}")}
+            best = max(means, key=means.get) if means else None
+            cells = []
+            for arm in seg_arms:
+                text = _mean_sd(cell_values(arm, n, f"dice_{key}"), 3)
+                if text != "-":
+                    text += f" [{len(seeds_of(arm, n))}]"
+                if arm == best and len(means) > 1:
+                    text = f"**{text}**"
+                found = comparison(rows, arm, n, f"dice_{key}") if arm != "scratch" and text != "-" else None
+                if found is not None:
+                    text += f" Δ {found['difference']:+.3f}"
+                    if found["interval"] is not None:
+                        text += f" [{found['interval'][0]:+.3f}, {found['interval'][1]:+.3f}]"
+                    if found["p"] is not None:
+                        text += f" p {found['p']:.2g}"
+                cells.append(text)
+            lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    columns = [(f"hd95_mm_{key}", f"HD95 {name} (mm)", 1) for key, name in STRUCTURE_ROWS]
+    columns += [(f"lost_{key}", f"{name} lost (frames)", 1) for key, name in STRUCTURE_ROWS]
+    columns += [("lv_edv_ml_mae", "LV EDV MAE (ml)", 1), ("lv_esv_ml_mae", "LV ESV MAE (ml)", 1),
+                ("lv_ef_percent_mae", "LV EF MAE (%)", 1), ("lv_mass_g_bias", "LV mass bias (g)", 1)]
+    lines += ["", "## Distances and clinical numbers (mean ± SD over seeds)", "",
+              "HD95 counts a lost structure (none predicted where the reference has one) at the image's "
+              "diagonal; the lost columns count such frames per run.", "",
+              "| arm | labelled subjects | seeds | " + " | ".join(c[1] for c in columns) + " |",
+              "|---|---|---|" + "---|" * len(columns)]
+    for arm in arms:
+        for n in labelled:
+            if not seeds_of(arm, n):
+                continue
+            lines.append(f"| {arm_label(arm, repo)} | {n} | {len(seeds_of(arm, n))} | "
+                         + " | ".join(_mean_sd(cell_values(arm, n, c), d) for c, _, d in columns) + " |")
+    seeds_done = sorted({int(r["seed"]) for r in rows})
+    lines += ["", f"Seeds: {', '.join(map(str, seeds_done))} (each seed also draws the labelled subjects). "
+              f"'all' = the whole labelled pool. Runs: {len(rows)}; held-out subjects: {len(subjects)}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, pool: int, path: Path,
+         repo: Optional[Repository] = None) -> None:
+    """Dice against the labelled count, one line per arm with its SD band over seeds, one panel per structure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    x_of = {n: (pool if n == "all" else int(n)) for n in labelled}
+    for axis, (key, name) in zip(axes, STRUCTURE_ROWS):
+        for arm in [a for a in arms if a != "ranking"]:
+            xs, means, sds = [], [], []
+            for n in labelled:
+                values = [float(r[f"dice_{key}"]) for r in rows if r["arm"] == arm and str(r["labelled"]) == str(n)
+                          and r.get(f"dice_{key}") not in ("", None)]
+                if values:
+                    xs.append(x_of[n])
+                    means.append(np.mean(values))
+                    sds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+            if xs:
+                means, sds = np.array(means), np.array(sds)
+                line, = axis.plot(xs, means, marker="o", label=arm_label(arm, repo))
+                axis.fill_between(xs, means - sds, means + sds, color=line.get_color(), alpha=0.2)
+        axis.set_xscale("log")
+        axis.minorticks_off()
+        axis.set_xticks(list(x_of.values()))
+        axis.set_xticklabels([f"all ({pool})" if n == "all" else str(n) for n in labelled])
+        axis.set_title(name)
+        axis.set_xlabel("labelled subjects")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("mean Dice on held-out subjects")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_file(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_results(out: Path, rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, settings: dict,
+                  split: dict, repo: Optional[Repository] = None) -> None:
+    """``OUT/runs.csv``, ``OUT/table.md`` and ``OUT/dice_vs_labelled.png`` from ``rows`` (rewritten whole)."""
+    if not rows:
+        return
+    fields: List[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields and k != "per_subject"]
+    with atomic_file(out / "runs.csv", overwrite=True) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    header = (f"# What self-supervision buys with N labelled subjects (budget `{settings['budget']}`)\n\n"
+              f"Evaluation: {len(split['evaluation'])} held-out ACDC subjects ({split['rule']}), ED and ES frames, "
+              f"segmentation bundle's `configs/evaluate.json`. Labelled pool: {len(split['labelled_pool'])} "
+              f"subjects.\n\n")
+    with atomic_file(out / "table.md", overwrite=True) as tmp:
+        tmp.write_text(header + table(rows, arms, labelled, repo))
+    if any(a != "ranking" for a in arms):
+        plot(rows, arms, labelled, len(split["labelled_pool"]), out / "dice_vs_labelled.png", repo)
+
+
+def rows_from_steps(out: Path, steps: Sequence[Step], split: dict, budget: str) -> List[dict]:
+    """A ledger row per fine-tune of ``steps`` whose evaluation has finished in ``out``, with the commit and config
+    hash its training recorded when it started (``provenance.json``)."""
+    from cmrssl.data.subsets import choose_subjects
+
+    known = timings(out)
+    trains = {s.folder: s for s in steps if s.kind == "train"}
+    finished = [s for s in steps if s.kind == "eval" and s.done_file.exists()]
+    diagonals = image_diagonals(Path(split["datalists"]["acdc"])) if finished else {}
+    rows = []
+    for step in finished:
+        n = step.meta["labelled"]  # the bundle's own draw (cmrssl.data.subsets), recomputed
+        drawn = "all" if n == "all" else " ".join(choose_subjects(split["labelled_pool"], int(n), step.meta["seed"]))
+        made = step.folder / PROVENANCE  # what the training ran under; unknown ("") for one run without it
+        provenance = json.loads(made.read_text()) if made.exists() else {"commit": "", "config_hash": ""}
+        rows.append(run_row(step, budget, provenance["config_hash"], provenance["commit"], trains[step.folder], known,
+                            diagonals, drawn))
+    return rows
+
+
+def collect(out: Path, steps: Sequence[Step], split: dict, settings: dict, arms: Sequence[str], labelled: Sequence,
+            seeds: Sequence[int], config_hash: str, ledger: Optional[Path] = None,
+            repo: Optional[Repository] = None) -> List[dict]:
+    """The finished runs into the ledger (when given; those that recorded what they ran under), then the tables
+    from every row of this budget and ``config_hash`` that the ledger holds for the requested arms, counts and
+    seeds (without a ledger: the runs of ``out``); returns those rows."""
+    budget = settings["budget"]
+    rows = rows_from_steps(out, steps, split, budget)
+    if ledger is not None:
+        known = [r for r in rows if r["config_hash"]]
+        if known:
+            add_rows(ledger, known)
+        rows = [r for r in read_ledger(ledger) if r.get("budget") == budget and r.get("config_hash") == config_hash]
+    wanted = {run_key(a, n, s) for a in arms for n in labelled for s in seeds}
+    rows = [r for r in rows if run_key(r["arm"], r["labelled"], r["seed"]) in wanted]
+    write_results(out, rows, arms, labelled, settings, split, repo)
+    return rows

@@ -1,0 +1,153 @@
+"""Running the study's steps one after another, each a command whose log lies beside its outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from cmrssl.bundle_configs import config_files
+from cmrssl.io.atomic import atomic_file
+from cmrssl.io.run_state import restart_options
+
+from .arms import Repository
+from .budgets import BUDGETS
+from .plan import Step, run_configs, setting
+from .split import say
+
+__all__ = ["PROVENANCE", "StepFailed", "estimate", "execute", "hms", "measure_rates", "record_provenance", "restart", "run_step", "timings"]
+
+
+#: beside a training's outputs (``OUT/runs/<arm>/n<N>_seed<S>/``): what it ran under
+PROVENANCE = "provenance.json"
+
+
+class StepFailed(RuntimeError):
+    """A bundle run or data command exited with an error (its log is named)."""
+
+
+def restart(step: Step) -> tuple:
+    """Options and a note for a training that was interrupted (:func:`cmrssl.io.run_state.restart_options`)."""
+    if step.checkpoint is None:
+        return [], ""
+    return restart_options(step.checkpoint)
+
+
+def run_step(step: Step) -> float:
+    """Run a step's commands (log beside its outputs); resume or restart an interrupted training."""
+    step.folder.mkdir(parents=True, exist_ok=True)
+    commands = [list(c) for c in step.commands]
+    commands[-1] += restart(step)[0]
+    log = step.folder / (step.name.replace(" ", "_") + ".log" if step.kind == "data" else f"{step.kind}.log")
+    started = time.perf_counter()
+    with open(log, "a") as handle:
+        for command in commands:
+            handle.write("$ " + " ".join(command) + "\n")
+            handle.flush()
+            completed = subprocess.run(command, cwd=step.cwd, stdout=handle, stderr=subprocess.STDOUT)
+            if completed.returncode != 0:
+                tail = log.read_text().splitlines()[-15:]
+                raise StepFailed(f"{step.name} failed (exit {completed.returncode}); log {log}:\n" + "\n".join(tail))
+    if not step.done_file.exists():
+        raise StepFailed(f"{step.name}: finished without writing {step.done_file} (log {log})")
+    return time.perf_counter() - started
+
+
+def timings(out: Path) -> dict:
+    """``{step name: {"kind", "seconds", "iterations"}}`` of the steps this output folder has run."""
+    path = out / "timings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def estimate(step: Step, known: dict, budget_name: str) -> float:
+    """Seconds a step will take: the mean of finished steps of its kind (per iteration for trainings)."""
+    same = [t for t in known.values() if t["kind"] == step.kind]
+    if step.kind in ("train", "pretrain"):
+        rates = [t["seconds"] / t["iterations"] for t in same if t.get("iterations")]
+        if rates and step.iterations:
+            return float(np.mean(rates)) * step.iterations
+    elif same:
+        return float(np.mean([t["seconds"] for t in same]))
+    return float(BUDGETS[budget_name]["nominal_seconds"][step.kind])
+
+
+def hms(seconds: float) -> str:
+    minutes = int(round(seconds / 60.0))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def record_provenance(step: Step, provenance: dict) -> None:
+    """``FOLDER/provenance.json`` of a training about to start: the commit, budget and config hash it runs under.
+    A training resumed under another commit keeps its first and lists the others (``resumed_under``)."""
+    path = step.folder / PROVENANCE
+    known = json.loads(path.read_text()) if path.exists() else dict(provenance)
+    if known.get("commit") != provenance.get("commit") and provenance.get("commit") not in known.get("resumed_under", []):
+        known.setdefault("resumed_under", []).append(provenance.get("commit"))
+    step.folder.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(known, indent=1))
+
+
+def execute(out: Path, steps: Sequence[Step], budget_name: str,
+            after_eval: Optional[Callable[[Step], None]] = None, provenance: Optional[dict] = None) -> None:
+    """Run the steps not done yet, in order; ``after_eval`` is called after each evaluation (the tables grow as
+    the runs finish), ``provenance`` recorded beside each training (:func:`record_provenance`). A step is done
+    when its output exists; an interrupted training continues."""
+    todo = [s for s in steps if not s.done_file.exists()]
+    say(f"{len(steps) - len(todo)} of {len(steps)} steps already done, {len(todo)} to run")
+    started = time.perf_counter()
+    for number, step in enumerate(todo, start=1):
+        known = timings(out)
+        left = sum(estimate(s, known, budget_name) for s in todo[number - 1:])
+        say(f"step {number} of {len(todo)}: {step.name} (elapsed {hms(time.perf_counter() - started)}, "
+            f"about {hms(left)} left)")
+        if step.kind == "train" and provenance is not None:
+            record_provenance(step, provenance)
+        seconds = run_step(step)
+        known[step.name] = {"kind": step.kind, "seconds": round(seconds, 1), "iterations": step.iterations}
+        with atomic_file(out / "timings.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps(known, indent=1))
+        if step.kind == "eval" and after_eval is not None:
+            after_eval(step)
+    say(f"all {len(steps)} steps done in {hms(time.perf_counter() - started)}")
+
+
+def measure_rates(repo: Repository, budget: dict, repeats: int = 3) -> dict:
+    """Seconds per training iteration of the fine-tuned U-Net at the budget's sizes, on this machine's device.
+
+    A batch is ``frames_per_batch`` frames of 10 slices (ACDC's median stack), forward, loss and backward.
+    """
+    import torch
+
+    from cmrssl.networks.unet import CMRUNet
+
+    seg = repo.segmentation
+    configs, options = run_configs(budget, seg, config_files("train")), [*budget["network"], *budget["finetune"]]
+    channels = setting(seg, configs, options, "network_def#channels")
+    patch = setting(seg, configs, options, "patch_size")
+    frames = int(setting(seg, configs, options, "frames_per_batch"))
+    device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    net = CMRUNet(1, 4, channels=channels).to(device)
+    optimiser = torch.optim.AdamW(net.parameters(), 1e-3)
+    batch = torch.randn(frames * 10, 1, *patch, device=device)
+    target = torch.randint(0, 4, (frames * 10, *patch), device=device)
+
+    def step():
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(net(batch), target).backward()
+        optimiser.step()
+
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return {"device": str(device), "seconds_per_iteration": (time.perf_counter() - started) / repeats,
+            "batch": [frames * 10, 1, *patch]}

@@ -1,0 +1,82 @@
+"""The study's split of an ACDC root, and its pools: the held-out evaluation set, the labelled and unlabelled pools."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from cmrssl.data.acdc import find_acdc_patients, index_acdc, read_info_cfg
+from cmrssl.io.atomic import atomic_file
+from cmrssl.io.reader import read_cine
+
+__all__ = ["cine_frames", "make_split", "prepare_data", "say"]
+
+
+def say(message: str) -> None:
+    """The study's progress line (standard output)."""
+    print(f"[study] {message}", flush=True)
+
+
+def make_split(data: Path, eval_per_group: int) -> dict:
+    """The fixed split of an ACDC root: per ``Group`` the highest-numbered patients are held out."""
+    groups: Dict[str, List[str]] = {}
+    for folder in find_acdc_patients(data):
+        group = read_info_cfg(folder / "Info.cfg").get("Group")
+        if not group:
+            raise ValueError(f"{folder / 'Info.cfg'}: no 'Group:' line; the split is stratified by group")
+        groups.setdefault(group, []).append(folder.name)
+    evaluation, pool = [], []
+    for group, patients in sorted(groups.items()):
+        if len(patients) <= eval_per_group:
+            raise ValueError(f"{data}: group {group} has {len(patients)} patients, too few to hold out "
+                             f"{eval_per_group} (--eval_per_group) and keep any for training")
+        evaluation += patients[-eval_per_group:]
+        pool += patients[:-eval_per_group]
+    return {"rule": f"per Info.cfg group, the {eval_per_group} highest-numbered patients are the evaluation set",
+            "groups": {g: len(p) for g, p in sorted(groups.items())},
+            "evaluation": sorted(evaluation), "labelled_pool": sorted(pool)}
+
+
+def cine_frames(path: str) -> int:
+    """The number of cardiac phases of a cine (every frame of a 4D cine is a pretraining record)."""
+    return int(read_cine(path).pixels.shape[0])
+
+
+def prepare_data(out: Path, data: Path, eval_per_group: int, extra_unlabelled: Sequence[str]) -> dict:
+    """split.json, the ACDC datalist (training: pool, test: evaluation) and the unlabelled datalist; reused."""
+    split_path = out / "split.json"
+    if split_path.exists():
+        return json.loads(split_path.read_text())
+    split = make_split(data, eval_per_group)
+    acdc_dir = out / "data" / "acdc"
+    shutil.rmtree(out / "data", ignore_errors=True)  # only a run that died before split.json left this
+    say(f"indexing {data}: {len(split['labelled_pool'])} pool and {len(split['evaluation'])} evaluation patients")
+    datalist = index_acdc(data, acdc_dir, subjects={"training": split["labelled_pool"], "test": split["evaluation"]})
+    records, cines = [], []
+    for record in datalist["training"]:  # the images only: the labels of the pool are never read here
+        records.append({"image": record["image"], "subject": record["subject"], "frame_index": record["frame_index"]})
+        if record.get("cine") and record["cine"] not in cines:
+            cines.append(record["cine"])
+    extra = [str(Path(c).resolve()) for c in extra_unlabelled]
+    extra_records = []
+    for cine in cines + extra:
+        frames = cine_frames(cine)
+        name = Path(cine).name.split(".")[0]
+        cine_records = [{"image": cine, "subject": name, "frame_index": t} for t in range(frames)]
+        records += cine_records
+        if cine in extra:  # the ranking bundle's extra pool (a pool patient's cine is in its ACDC study already)
+            extra_records += [dict(r, cine=cine) for r in cine_records]
+    cines += extra
+    split["unlabelled_pool"] = {"acdc_frames": len(datalist["training"]), "cines": cines,
+                                "records": len(records), "extra_records": len(extra_records)}
+    split["datalists"] = {"acdc": str(acdc_dir / "datalist.json"), "unlabelled": str(out / "data" / "unlabelled.json"),
+                          "extra_cines": str(out / "data" / "extra_cines.json")}
+    with atomic_file(out / "data" / "unlabelled.json") as tmp:
+        tmp.write_text(json.dumps({"training": records}, indent=1))
+    with atomic_file(out / "data" / "extra_cines.json") as tmp:
+        tmp.write_text(json.dumps({"training": extra_records}, indent=1))
+    with atomic_file(split_path) as tmp:
+        tmp.write_text(json.dumps(split, indent=2))
+    return split

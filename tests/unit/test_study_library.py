@@ -1,0 +1,135 @@
+"""cmrssl.study in-process: statistics one pair per subject, HD95 counting lost structures, the ledger, the plan."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cmrssl.io.run_state import partial_dir, restart_options
+from cmrssl.study import Repository, add_rows, budget_hash, plan, read_ledger, recorded, run_key
+from cmrssl.study.report import comparison, run_row
+from cmrssl.study.plan import Step
+from cmrssl.study.statistics import (bootstrap_interval, hd95_counting_lost, paired_differences, subject_means,
+                                     wilcoxon_p)
+
+REPO = Repository(Path(__file__).resolve().parents[2])
+
+
+def test_a_subject_is_one_pair_whatever_the_number_of_seeds():
+    ours = {0: {"a": 0.9, "b": 0.8}, 1: {"a": 0.7, "b": 0.8}, 2: {"a": 0.5}}  # seed 2 has no scratch run
+    base = {0: {"a": 0.6, "b": 0.8}, 1: {"a": 0.6, "b": 0.6}}
+    assert subject_means(ours) == pytest.approx({"a": 0.7, "b": 0.8})
+    assert paired_differences(ours, base) == pytest.approx({"a": 0.2, "b": 0.1})  # seeds 0, 1 only
+    # 3 seeds x 8 subjects all in favour: 8 pairs (p 0.0078), where 24 pairs would claim p < 1e-4
+    many = {s: {f"p{i}": 0.8 + 0.01 * i for i in range(8)} for s in range(3)}
+    few = {s: {f"p{i}": 0.7 + 0.005 * i for i in range(8)} for s in range(3)}
+    differences = list(paired_differences(many, few).values())
+    assert len(differences) == 8 and wilcoxon_p(differences) == pytest.approx(0.0078125)
+    assert wilcoxon_p(differences[:5]) is None and wilcoxon_p([0.0] * 6) == 1.0
+
+
+def test_the_bootstrap_interval_holds_the_mean_difference_and_narrows_with_more_subjects():
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(0.05, 0.05, 8), rng.normal(0.05, 0.05, 80)
+    low, high = bootstrap_interval(small)
+    assert low < small.mean() < high
+    assert bootstrap_interval(large)[1] - bootstrap_interval(large)[0] < high - low
+    assert bootstrap_interval(small[:5]) is None
+
+
+def test_a_lost_structure_counts_at_the_image_diagonal():
+    assert hd95_counting_lost(4.2, False, 400.0) == 4.2
+    assert hd95_counting_lost(None, True, 400.0) == 400.0
+    assert hd95_counting_lost(float("nan"), False, 400.0) is None  # no reference structure, none predicted
+
+
+def _finished(folder: Path, lost_rv: bool) -> Step:
+    """A finished evaluation: two frames of one subject, the second with its RV lost when ``lost_rv``."""
+    (folder / "eval").mkdir(parents=True)
+    fields = ["subject", "frame_index"] + [f"{m}_{k}" for k in ("lv_cavity", "lv_myocardium", "rv_cavity")
+                                           for m in ("dice", "hd95_mm", "volume_ml", "reference_volume_ml")]
+    with open(folder / "eval" / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for frame, lost in ((0, False), (1, lost_rv)):
+            row = {"subject": "patient017", "frame_index": frame}
+            for key in ("lv_cavity", "lv_myocardium", "rv_cavity"):
+                gone = lost and key == "rv_cavity"
+                row.update({f"dice_{key}": 0.0 if gone else 0.9, f"hd95_mm_{key}": "" if gone else 5.0,
+                            f"volume_ml_{key}": 0.0 if gone else 100.0, f"reference_volume_ml_{key}": 100.0})
+            writer.writerow(row)
+    structure = {"dice": {"mean": 0.9}, "hd95_mm": {"mean": 5.0}}  # the evaluation's HD95 leaves the lost frame out
+    (folder / "eval" / "summary.json").write_text(json.dumps({
+        "segmentation": {k: structure for k in ("lv_cavity", "lv_myocardium", "rv_cavity")}, "function": {}}))
+    return Step("evaluate scratch n=1 seed 0", folder, [], folder / "eval" / "summary.json", folder, "eval",
+                meta={"arm": "scratch", "labelled": 1, "seed": 0})
+
+
+def test_a_run_row_counts_the_lost_structure_in_hd95_and_beside_it(tmp_path):
+    train = Step("train scratch n=1 seed 0", tmp_path, [], tmp_path / "model.pt", tmp_path, "train", iterations=30,
+                 meta={"overrides": ["--seed", "0"]})
+    diagonals = {("patient017", 0): 400.0, ("patient017", 1): 400.0}
+    kept = run_row(_finished(tmp_path / "kept", False), "cpu", "abc", "c0ffee", train, {}, diagonals, "patient001")
+    lost = run_row(_finished(tmp_path / "lost", True), "cpu", "abc", "c0ffee", train, {}, diagonals, "patient001")
+    assert kept["hd95_mm_rv_cavity"] == 5.0 and kept["lost_rv_cavity"] == 0
+    # the model that lost the RV no longer shows the better distance
+    assert lost["hd95_mm_rv_cavity"] == pytest.approx((5.0 + 400.0) / 2) and lost["lost_rv_cavity"] == 1
+    assert lost["per_subject"]["patient017"]["lost_rv_cavity"] == 1.0
+    assert lost["iterations"] == 30 and lost["commit"] == "c0ffee" and lost["labelled_subjects"] == "patient001"
+
+
+def _row(arm, seed, dice, budget="cpu", config_hash="abc"):
+    return {"budget": budget, "config_hash": config_hash, "arm": arm, "labelled": "5", "seed": seed,
+            "dice_lv_cavity": dice, "per_subject": {f"patient{i:03d}": {"dice_lv_cavity": dice + 0.01 * i}
+                                                    for i in range(8)}}
+
+
+def test_the_ledger_keeps_one_row_per_run_and_budget_and_reads_back_what_the_tables_need(tmp_path):
+    ledger = tmp_path / "docs" / "study" / "ledger.csv"
+    assert add_rows(ledger, [_row("scratch", 0, 0.80), _row("mim_all", 0, 0.85)]) == 2
+    assert add_rows(ledger, [_row("scratch", 0, 0.81), _row("scratch", 0, 0.70, config_hash="old")]) == 1
+    rows = read_ledger(ledger)
+    assert len(rows) == 3 and rows[0]["dice_lv_cavity"] == "0.81"  # replaced, not added
+    assert recorded(rows, "cpu", "abc") == {run_key("scratch", 5, 0), run_key("mim_all", 5, 0)}
+    assert recorded(rows, "cpu", "old") == {run_key("scratch", 5, 0)}
+    assert list(csv.reader(open(ledger)))[0][:5] == ["budget", "config_hash", "arm", "labelled", "seed"]
+    found = comparison([r for r in rows if r["config_hash"] == "abc"], "mim_all", 5, "dice_lv_cavity")
+    assert found["subjects"] == 8 and found["difference"] == pytest.approx(0.04)
+
+
+def test_the_budget_hash_changes_with_a_config_a_run_loads_and_not_with_metadata(tmp_path):
+    for bundle in ("cmr_unet_segmentation", "cmr_ssp_pretraining"):
+        (tmp_path / "bundles" / bundle / "configs").mkdir(parents=True)
+        for name in ("train.json", "cpu.json", "metadata.json"):
+            (tmp_path / "bundles" / bundle / "configs" / name).write_text("{}")
+    repo = Repository(tmp_path)
+    first = budget_hash(repo, "small")
+    (tmp_path / "bundles" / "cmr_unet_segmentation" / "configs" / "metadata.json").write_text('{"version": "9"}')
+    assert budget_hash(repo, "small") == first
+    (tmp_path / "bundles" / "cmr_unet_segmentation" / "configs" / "cpu.json").write_text('{"max_epochs": 9}')
+    assert budget_hash(repo, "small") != first and budget_hash(repo, "tiny") != budget_hash(repo, "small")
+
+
+def test_a_run_in_the_ledger_is_not_planned_nor_its_pretraining(tmp_path):
+    split = {"datalists": {"acdc": "d.json", "unlabelled": "u.json", "extra_cines": "e.json"},
+             "labelled_pool": [f"patient{i:03d}" for i in range(1, 9)], "unlabelled_pool": {"records": 16}}
+    arms, counts = ["scratch", "mim_all"], [1]
+    everything = plan(REPO, tmp_path, split, "tiny", arms, counts, [0])
+    assert [s.kind for s in everything] == ["pretrain", "train", "eval", "train", "eval"]
+    some = plan(REPO, tmp_path, split, "tiny", arms, counts, [0], recorded={run_key("mim_all", 1, 0)})
+    assert [s.name for s in some] == ["train scratch n=1 seed 0", "evaluate scratch n=1 seed 0"]
+
+
+def test_one_rule_continues_an_interrupted_training(tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    assert restart_options(checkpoint) == ([], "")
+    partial_dir(checkpoint).mkdir()
+    assert restart_options(checkpoint)[0] == ["--overwrite", "true"]  # stopped before its first checkpoint
+    (partial_dir(checkpoint) / "last.pt").write_bytes(b"")
+    assert restart_options(checkpoint)[0] == ["--resume", "true"]
+    checkpoint.write_bytes(b"")
+    assert restart_options(checkpoint) == ([], "")
