@@ -207,14 +207,15 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
     # the split this study has (or will make): a labelled count must fit its pool, checked before any work
     earlier = out_path / "split.json"
     split = json.loads(earlier.read_text()) if record.exists() and earlier.exists() else None
-    fresh = make_split(data_path, int(eval_per_group)) if split is None else None
+    validation_per_group = int(spec.get("validation_per_group", 0))
+    fresh = make_split(data_path, int(eval_per_group), validation_per_group) if split is None else None
     check_labelled_counts(counts, len((split or fresh)["labelled_pool"]))
     config_hash = budget_hash(REPO, budget)
     done = recorded(read_ledger(ledger_path), budget, config_hash) if ledger_path is not None else set()
     if dry_run:
         if split is None:
             split = fresh
-            records = 2 * len(split["labelled_pool"])
+            records = 2 * (len(split["labelled_pool"]) + len(split.get("validation", [])))
             split["unlabelled_pool"] = {"records": records + sum(cine_frames(c) for c in extra)}
             split["datalists"] = {"acdc": str(out_path / "data" / "acdc" / "datalist.json"),
                                   "unlabelled": str(out_path / "data" / "unlabelled.json")}
@@ -230,7 +231,7 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
         out_path.mkdir(parents=True, exist_ok=True)
         with atomic_file(record) as tmp:
             tmp.write_text(json.dumps(settings, indent=2))
-    split = prepare_data(out_path, data_path, int(eval_per_group), extra)
+    split = prepare_data(out_path, data_path, int(eval_per_group), extra, validation_per_group)
     steps = plan(REPO, out_path, split, budget, arms, counts, seed_list, recorded=done)
     provenance = {"commit": commit_of(REPO_ROOT), "budget": budget, "config_hash": config_hash}
 

@@ -107,6 +107,15 @@ def test_few_label_training_uses_exactly_the_requested_subjects(cohort, tmp_path
 
 
 @pytest.mark.slow
+def test_validating_without_choosing_keeps_the_last_model(cohort, tmp_path):
+    result = _train(cohort, tmp_path / "out", "--select_on_validation", "false", max_epochs=2)
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = result.stdout + result.stderr
+    assert log.count("val_mean_dice:") >= 2  # validated after each epoch: a curve to watch
+    assert "training finished: model after epoch 2 saved as" in log  # but the validation labels chose nothing
+
+
+@pytest.mark.slow
 def test_training_without_a_validation_split_keeps_the_last_model(cohort, tmp_path):
     splits = json.loads(cohort.read_text())
     datalist = tmp_path / "no_validation.json"

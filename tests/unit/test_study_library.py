@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from cmrssl.study.statistics import (bootstrap_interval, hd95_counting_lost, pai
                                      wilcoxon_p)
 
 REPO = Repository(Path(__file__).resolve().parents[2])
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # acdc_fake
 
 
 def test_a_subject_is_one_pair_whatever_the_number_of_seeds():
@@ -133,3 +135,47 @@ def test_one_rule_continues_an_interrupted_training(tmp_path):
     assert restart_options(checkpoint)[0] == ["--resume", "true"]
     checkpoint.write_bytes(b"")
     assert restart_options(checkpoint) == ([], "")
+
+
+def test_validation_patients_come_from_the_pool_never_from_the_held_out_set(tmp_path):
+    from acdc_fake import write_acdc
+    from cmrssl.data.phantom import generate_subject
+    from cmrssl.study import make_split
+
+    groups = ["DCM", "HCM", "MINF", "NOR", "RV"]
+    data = write_acdc(tmp_path / "training", generate_subject(3, num_frames=4, image_size=24),
+                      {n: groups[(n - 1) // 4] for n in range(1, 21)})
+    split = make_split(data, eval_per_group=1, validation_per_group=1)
+    assert split["evaluation"] == [f"patient{n:03d}" for n in (4, 8, 12, 16, 20)]
+    assert split["validation"] == [f"patient{n:03d}" for n in (3, 7, 11, 15, 19)]
+    assert len(split["labelled_pool"]) == 10 and not set(split["labelled_pool"]) & set(split["validation"])
+    assert make_split(data, 1)["validation"] == [] and len(make_split(data, 1)["labelled_pool"]) == 15
+    with pytest.raises(ValueError, match="too few to hold out 2 .* and 2 for validation"):
+        make_split(data, eval_per_group=2, validation_per_group=2)
+
+
+def test_a_run_has_plateaued_when_its_last_quarter_adds_under_a_hundredth(tmp_path):
+    from cmrssl.study.report import validation_curve
+    from cmrssl.study.statistics import PLATEAU_GAIN, plateau_gain
+
+    flat = [0.3, 0.6, 0.7, 0.8, 0.85, 0.86, 0.858, 0.865]
+    rising = [0.3, 0.5, 0.6, 0.65, 0.7, 0.72, 0.75, 0.78]
+    assert plateau_gain(flat) == pytest.approx(0.005) and plateau_gain(flat) < PLATEAU_GAIN
+    assert plateau_gain(rising) == pytest.approx(0.06) and plateau_gain([0.5, 0.6, 0.7]) is None
+    log = tmp_path / "train.log"  # MONAI's StatsHandler lines; epoch 2 again after a resume
+    log.write_text("x - INFO - Epoch[1] Metrics -- val_mean_dice: 0.3124 \n"
+                   "x - INFO - Epoch[2] Metrics -- val_mean_dice: 0.5000 \n"
+                   "x - INFO - Epoch: 2/30, Iter: 51/100 -- train_loss: 2.5650 \n"
+                   "x - INFO - Epoch[2] Metrics -- val_mean_dice: 0.6340 \n")
+    assert validation_curve(log) == [0.3124, 0.634]
+    assert validation_curve(tmp_path / "none.log") == []
+
+
+def test_the_subjects_a_training_drew_are_read_from_its_log(tmp_path):
+    from cmrssl.study.report import drawn_subjects
+
+    log = tmp_path / "train.log"
+    log.write_text("2026-12-06 02:10:04,010 - cmrssl.data.subsets - INFO - few-label training on 2 subjects "
+                   "(seed 0): patient006, patient024\nx - INFO - Epoch: 1/30, Iter: 1/5 -- train_loss: 2.5\n")
+    assert drawn_subjects(log) == "patient006 patient024"
+    assert drawn_subjects(tmp_path / "missing.log") == ""

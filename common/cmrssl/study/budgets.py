@@ -16,6 +16,9 @@ __all__ = ["BUDGETS", "budget_hash"]
 #: (``network``), of the fine-tuning (``finetune``: ``--max_epochs`` x ``--epoch_length`` iterations whatever
 #: N is, so that arms and counts get the same training), of pretraining (``pretrain``: all methods;
 #: ``pretrain_<method>``: one) and of the ranking bundle. ``eval`` is added to every segmentation evaluation.
+#: ``validation_per_group``: pool patients per ACDC group that validate every fine-tune (its curve decides
+#: whether it plateaued; ``--select_on_validation false`` keeps the last epoch's model, so validation labels never
+#: choose a model); 0: none.
 BUDGETS: Dict[str, dict] = {
     "small": {
         "arms": ["scratch", "mim_all"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -16,10 +17,11 @@ from .arms import STRUCTURE_ROWS, Repository, arm_label
 from .ledger import add_rows, read_ledger
 from .plan import Step, run_key
 from .runner import PROVENANCE, timings
-from .statistics import bootstrap_interval, hd95_counting_lost, paired_differences, wilcoxon_p
+from .statistics import (PLATEAU_GAIN, bootstrap_interval, hd95_counting_lost, paired_differences, plateau_gain,
+                         wilcoxon_p)
 
-__all__ = ["collect", "comparison", "image_diagonals", "rows_from_steps", "run_row", "table", "plot",
-           "write_results"]
+__all__ = ["collect", "comparison", "drawn_subjects", "image_diagonals", "rows_from_steps", "run_row", "table", "plot",
+           "validation_curve", "write_results"]
 
 #: per-subject clinical errors, from an evaluation's function.csv
 CLINICAL = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "lv_mass_g")
@@ -70,6 +72,28 @@ def _segmentation_values(eval_dir: Path, diagonals: Dict[tuple, float]) -> tuple
     return summary, per_subject
 
 
+_VALIDATION = re.compile(r"Epoch\[(\d+)\] Metrics -- val_mean_dice: ([0-9.]+)")
+
+
+_DRAWN = re.compile(r"few-label training on \d+ subjects \(seed \d+\): (.+?)\s*$", re.MULTILINE)
+
+
+def drawn_subjects(log: Path) -> str:
+    """The labelled subjects a training drew, as its log states them (``cmrssl.data.subsets``), space-separated;
+    ``""`` when the log names none (every subject, or no log)."""
+    found = _DRAWN.findall(log.read_text(errors="replace")) if log.exists() else []
+    return " ".join(name.strip() for name in found[-1].split(",")) if found else ""
+
+
+def validation_curve(log: Path) -> List[float]:
+    """The mean validation Dice after each validation of a training, from its log (MONAI's StatsHandler lines;
+    a resumed run's log holds both attempts: the last value of an epoch counts)."""
+    if not log.exists():
+        return []
+    by_epoch = {int(m.group(1)): float(m.group(2)) for m in _VALIDATION.finditer(log.read_text(errors="replace"))}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step, known_timings: dict,
             diagonals: Dict[tuple, float], labelled_subjects: str) -> dict:
     """The ledger row of a finished fine-tune (``step`` its evaluation, ``train`` its training)."""
@@ -79,6 +103,12 @@ def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step,
            "iterations": train.iterations, "train_seconds": known_timings.get(train.name, {}).get("seconds", ""),
            "eval_seconds": known_timings.get(step.name, {}).get("seconds", ""),
            "overrides": " ".join(train.meta["overrides"])}
+    curve = validation_curve(train.folder / f"{train.kind}.log")
+    if curve:  # the plateau, decided as cmrssl.study.statistics.plateau_gain says
+        gain = plateau_gain(curve)
+        row.update(validations=len(curve), val_dice_last=curve[-1], val_dice_best=max(curve),
+                   val_gain_last_quarter="" if gain is None else gain,
+                   plateau="" if gain is None else ("yes" if gain < PLATEAU_GAIN else "no"))
     per_subject: Dict[str, dict] = {}
     if "segmentation" in summary:
         values, per_subject = _segmentation_values(step.done_file.parent, diagonals)
@@ -255,20 +285,18 @@ def write_results(out: Path, rows: Sequence[dict], arms: Sequence[str], labelled
 def rows_from_steps(out: Path, steps: Sequence[Step], split: dict, budget: str) -> List[dict]:
     """A ledger row per fine-tune of ``steps`` whose evaluation has finished in ``out``, with the commit and config
     hash its training recorded when it started (``provenance.json``)."""
-    from cmrssl.data.subsets import choose_subjects
-
     known = timings(out)
     trains = {s.folder: s for s in steps if s.kind == "train"}
     finished = [s for s in steps if s.kind == "eval" and s.done_file.exists()]
     diagonals = image_diagonals(Path(split["datalists"]["acdc"])) if finished else {}
     rows = []
     for step in finished:
-        n = step.meta["labelled"]  # the bundle's own draw (cmrssl.data.subsets), recomputed
-        drawn = "all" if n == "all" else " ".join(choose_subjects(split["labelled_pool"], int(n), step.meta["seed"]))
+        train = trains[step.folder]  # the subjects the training drew, as it logged them
+        drawn = "all" if step.meta["labelled"] == "all" else drawn_subjects(train.folder / f"{train.kind}.log")
         made = step.folder / PROVENANCE  # what the training ran under; unknown ("") for one run without it
         provenance = json.loads(made.read_text()) if made.exists() else {"commit": "", "config_hash": ""}
-        rows.append(run_row(step, budget, provenance["config_hash"], provenance["commit"], trains[step.folder], known,
-                            diagonals, drawn))
+        rows.append(run_row(step, budget, provenance["config_hash"], provenance["commit"], train, known, diagonals,
+                            drawn))
     return rows
 
 

@@ -19,24 +19,31 @@ def say(message: str) -> None:
     print(f"[study] {message}", flush=True)
 
 
-def make_split(data: Path, eval_per_group: int) -> dict:
-    """The fixed split of an ACDC root: per ``Group`` the highest-numbered patients are held out."""
+def make_split(data: Path, eval_per_group: int, validation_per_group: int = 0) -> dict:
+    """The fixed split of an ACDC root: per ``Group`` the ``eval_per_group`` highest-numbered patients are held out
+    for evaluation, and the ``validation_per_group`` highest-numbered of the rest validate (a curve each fine-tune
+    is watched by, never a model chosen by: :data:`cmrssl.study.budgets.BUDGETS`); the rest is the labelled pool."""
     groups: Dict[str, List[str]] = {}
     for folder in find_acdc_patients(data):
         group = read_info_cfg(folder / "Info.cfg").get("Group")
         if not group:
             raise ValueError(f"{folder / 'Info.cfg'}: no 'Group:' line; the split is stratified by group")
         groups.setdefault(group, []).append(folder.name)
-    evaluation, pool = [], []
+    evaluation, validation, pool = [], [], []
     for group, patients in sorted(groups.items()):
-        if len(patients) <= eval_per_group:
+        if len(patients) <= eval_per_group + validation_per_group:
             raise ValueError(f"{data}: group {group} has {len(patients)} patients, too few to hold out "
-                             f"{eval_per_group} (--eval_per_group) and keep any for training")
+                             f"{eval_per_group} (--eval_per_group) and {validation_per_group} for validation and "
+                             "keep any for training")
+        rest = patients[:-eval_per_group]
         evaluation += patients[-eval_per_group:]
-        pool += patients[:-eval_per_group]
-    return {"rule": f"per Info.cfg group, the {eval_per_group} highest-numbered patients are the evaluation set",
-            "groups": {g: len(p) for g, p in sorted(groups.items())},
-            "evaluation": sorted(evaluation), "labelled_pool": sorted(pool)}
+        validation += rest[len(rest) - validation_per_group:]
+        pool += rest[:len(rest) - validation_per_group]
+    rule = f"per Info.cfg group, the {eval_per_group} highest-numbered patients are the evaluation set"
+    if validation_per_group:
+        rule += f", the {validation_per_group} next validate"
+    return {"rule": rule, "groups": {g: len(p) for g, p in sorted(groups.items())},
+            "evaluation": sorted(evaluation), "validation": sorted(validation), "labelled_pool": sorted(pool)}
 
 
 def cine_frames(path: str) -> int:
@@ -44,18 +51,23 @@ def cine_frames(path: str) -> int:
     return int(read_cine(path).pixels.shape[0])
 
 
-def prepare_data(out: Path, data: Path, eval_per_group: int, extra_unlabelled: Sequence[str]) -> dict:
-    """split.json, the ACDC datalist (training: pool, test: evaluation) and the unlabelled datalist; reused."""
+def prepare_data(out: Path, data: Path, eval_per_group: int, extra_unlabelled: Sequence[str],
+                 validation_per_group: int = 0) -> dict:
+    """split.json, the ACDC datalist (training: pool, validation, test: evaluation) and the unlabelled datalist
+    (the images of the pool and validation patients, labels never read, and the cines); reused."""
     split_path = out / "split.json"
     if split_path.exists():
         return json.loads(split_path.read_text())
-    split = make_split(data, eval_per_group)
+    split = make_split(data, eval_per_group, validation_per_group)
     acdc_dir = out / "data" / "acdc"
     shutil.rmtree(out / "data", ignore_errors=True)  # only a run that died before split.json left this
     say(f"indexing {data}: {len(split['labelled_pool'])} pool and {len(split['evaluation'])} evaluation patients")
-    datalist = index_acdc(data, acdc_dir, subjects={"training": split["labelled_pool"], "test": split["evaluation"]})
+    subjects = {"training": split["labelled_pool"], "test": split["evaluation"]}
+    if split["validation"]:
+        subjects["validation"] = split["validation"]
+    datalist = index_acdc(data, acdc_dir, subjects=subjects)
     records, cines = [], []
-    for record in datalist["training"]:  # the images only: the labels of the pool are never read here
+    for record in datalist["training"] + datalist.get("validation", []):  # images only: no label is read here
         records.append({"image": record["image"], "subject": record["subject"], "frame_index": record["frame_index"]})
         if record.get("cine") and record["cine"] not in cines:
             cines.append(record["cine"])
@@ -69,7 +81,8 @@ def prepare_data(out: Path, data: Path, eval_per_group: int, extra_unlabelled: S
         if cine in extra:  # the ranking bundle's extra pool (a pool patient's cine is in its ACDC study already)
             extra_records += [dict(r, cine=cine) for r in cine_records]
     cines += extra
-    split["unlabelled_pool"] = {"acdc_frames": len(datalist["training"]), "cines": cines,
+    split["unlabelled_pool"] = {"acdc_frames": len(datalist["training"]) + len(datalist.get("validation", [])),
+                                "cines": cines,
                                 "records": len(records), "extra_records": len(extra_records)}
     split["datalists"] = {"acdc": str(acdc_dir / "datalist.json"), "unlabelled": str(out / "data" / "unlabelled.json"),
                           "extra_cines": str(out / "data" / "extra_cines.json")}

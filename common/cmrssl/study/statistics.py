@@ -18,11 +18,14 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["MIN_PAIRS", "bootstrap_interval", "hd95_counting_lost", "paired_differences", "subject_means",
-           "wilcoxon_p"]
+__all__ = ["MIN_PAIRS", "PLATEAU_GAIN", "bootstrap_interval", "hd95_counting_lost", "paired_differences",
+           "plateau_gain", "subject_means", "wilcoxon_p"]
 
 #: fewer paired subjects than this give no test
 MIN_PAIRS = 6
+
+#: a fine-tune has plateaued when the last quarter of its validations raised the best validation Dice by less
+PLATEAU_GAIN = 0.01
 
 PerSeed = Mapping[int, Mapping[str, float]]  # {seed: {subject: value}}
 
@@ -77,3 +80,14 @@ def bootstrap_interval(differences: Sequence[float], confidence: float = 0.95, r
     means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
     tail = (1.0 - confidence) / 2.0
     return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+def plateau_gain(curve: Sequence[float]) -> Optional[float]:
+    """How much the last quarter of a validation curve (at least one value) raised its best value: the best of the
+    last quarter minus the best before it. None under 4 values. Below :data:`PLATEAU_GAIN` the run has plateaued;
+    with the schedules' decaying learning rate a late rise is damped, so a run that keeps rising is all the clearer."""
+    values = [float(v) for v in curve]
+    if len(values) < 4:
+        return None
+    tail = max(1, len(values) // 4)
+    return max(values[-tail:]) - max(values[:-tail])
