@@ -135,14 +135,14 @@ def _labelled(value) -> List:
     return counts
 
 
-def print_plan(steps, budget: dict, skipped: int) -> None:
+def print_plan(steps, budget_name: str, skipped: int) -> None:
     for step in steps:
         status = "# done: " if step.done_file.exists() else ""
         flags, note = restart(step)
         print(f"{status}[{step.kind}] {step.name}" + (f" ({note})" if note else ""))
         for command in step.commands[:-1] + [step.commands[-1] + flags]:
             print("    " + " ".join(command[1:]))
-    rate = measure_rates(REPO, budget)
+    rate = measure_rates(REPO, budget_name)
     iterations = sum(s.iterations for s in steps if s.kind in ("train", "pretrain") and not s.done_file.exists())
     evals = sum(1 for s in steps if s.kind == "eval" and not s.done_file.exists())
     seconds = iterations * rate["seconds_per_iteration"]
@@ -221,7 +221,7 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
                                   "unlabelled": str(out_path / "data" / "unlabelled.json")}
         print(f"split: {split['rule']}: evaluation {', '.join(split['evaluation'])}")
         steps = plan(REPO, out_path, split, budget, arms, counts, seed_list, recorded=done)
-        print_plan(steps, spec, len({r for r in done if r[0] in arms and r[1] in map(str, counts)
+        print_plan(steps, budget, len({r for r in done if r[0] in arms and r[1] in map(str, counts)
                                      and r[2] in seed_list}))
         return
     if not record.exists() and out_path.is_dir() and any(out_path.iterdir()):

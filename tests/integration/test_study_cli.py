@@ -59,7 +59,8 @@ def test_dry_run_plans_every_arm_from_the_bundles_and_writes_nothing(fake_acdc, 
 
 def test_small_budget_runs_every_bundle_at_its_cpu_size_and_redefines_none_of_it(fake_acdc, tmp_path):
     """The CPU size has one definition, each bundle's ``configs/cpu.json``: every bundle command of the small budget
-    adds it, and none overrides an option it sets but the study's own length (``--max_epochs``)."""
+    adds it, then the budget's own overlay of that bundle where it has one, and neither overrides an option
+    cpu.json sets but the study's own length (``max_epochs``)."""
     out = tmp_path / "study"
     result = _study(fake_acdc, out, "--budget", "small", "--methods", "mim_all,ranking", "--labelled", "1",
                     "--seeds", "0", "--dry_run")
@@ -69,9 +70,14 @@ def test_small_budget_runs_every_bundle_at_its_cpu_size_and_redefines_none_of_it
     for command in commands:
         bundle = Path(command[command.index("--bundle_root") + 1])
         files = json.loads(command[command.index("--config_file") + 1])
-        assert files[-1] == "configs/cpu.json", command
+        own = [f for f in files if Path(f).is_absolute()]
+        assert files[len(files) - len(own) - 1] == "configs/cpu.json", command
+        assert [Path(f).relative_to(REPO_ROOT / "common").as_posix() for f in own] in (
+            [], [f"cmrssl/study/budgets/small/{bundle.name}.json"]), command
         sizes = set(json.loads((bundle / "configs" / "cpu.json").read_text())) - {"max_epochs"}
         given = {word[2:] for word in command if word.startswith("--")}
+        for overlay in own:
+            given |= set(json.loads(Path(overlay).read_text()))
         assert not given & sizes, (bundle.name, sorted(given & sizes))
 
 

@@ -1,36 +1,38 @@
-"""The study's budgets: which arms, labelled counts and seeds, and the options every bundle run takes."""
+"""The study's budgets: which arms, labelled counts and seeds, and how big and long every bundle run is.
+
+What a budget changes in a bundle run is a bundle config overlay, as ``configs/cpu.json`` is:
+``budgets/<budget>/<bundle>.json`` beside this module, merged after the bundle's configs and its size
+overlay (``--config_file "['configs/train.json','configs/cpu.json','.../budgets/small/cmr_unet_segmentation.json']"``),
+for training and evaluation alike. A bundle without a file runs as its configs say.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Dict
+from pathlib import Path
+from typing import Dict, Optional
 
 from .arms import Repository
 
-__all__ = ["BUDGETS", "budget_hash"]
+__all__ = ["BUDGETS", "BUDGET_OVERLAYS", "budget_hash", "budget_overlay"]
 
-#: Per budget: arms, labelled counts, seeds; ``overlay``: every bundle runs with its ``configs/cpu.json`` (the
-#: CPU size) or ``configs/gpu.json`` (the papers' network and grid) where it has one (``cmrssl.bundle_configs``);
-#: the overrides of every network
-#: (``network``), of the fine-tuning (``finetune``: ``--max_epochs`` x ``--epoch_length`` iterations whatever
-#: N is, so that arms and counts get the same training), of pretraining (``pretrain``: all methods;
-#: ``pretrain_<method>``: one) and of the ranking bundle. ``eval`` is added to every segmentation evaluation.
+#: where the budgets' bundle overlays are: ``<budget>/<bundle name>.json``
+BUDGET_OVERLAYS = Path(__file__).resolve().parent / "budgets"
+
+#: Per budget: the arms, labelled counts and seeds it runs by default; ``overlay``: every bundle runs with its
+#: ``configs/cpu.json`` (the CPU size) or ``configs/gpu.json`` (the papers' network and grid) where it has one
+#: (``cmrssl.bundle_configs``), then the budget's own overlay (:func:`budget_overlay`: the fine-tuning's length is
+#: ``max_epochs`` x ``epoch_length`` iterations whatever N is, so that arms and counts get the same training);
 #: ``validation_per_group``: pool patients per ACDC group that validate every fine-tune (its curve decides
 #: whether it plateaued; ``--select_on_validation false`` keeps the last epoch's model, so validation labels never
-#: choose a model); 0: none.
+#: choose a model); 0: none. ``nominal_seconds`` estimates a step until one of its kind has been timed.
 BUDGETS: Dict[str, dict] = {
     "small": {
         "arms": ["scratch", "mim_all"],
         "labelled": [1, 5, "all"],
         "seeds": [0, 1],
         "overlay": "cpu",
-        "network": [],
-        "finetune": ["--max_epochs", "20", "--epoch_length", "10", "--frames_per_batch", "2", "--cache_rate", "1.0"],
-        "eval": [],
-        "pretrain": ["--max_epochs", "3"],
-        "pretrain_position": [],
-        "ranking": ["--max_epochs", "60"],
         "phantom_subjects": 6,
         "nominal_seconds": {"data": 60, "pretrain": 600, "train": 360, "eval": 60},  # until measured
     },
@@ -38,30 +40,14 @@ BUDGETS: Dict[str, dict] = {
         "arms": ["scratch", "mim_all"],
         "labelled": [5],
         "seeds": [0, 1, 2],
-        "overlay": "cpu",
-        "network": [],
-        "finetune": [],  # cmr_unet_segmentation's cpu.json: 300 epochs of the labelled frames, last epoch kept
-        "eval": [],
-        "pretrain": [],  # cmr_ssp_pretraining's cpu.json: 15 epochs of the unlabelled pool
-        "pretrain_position": [],
-        "ranking": [],
-        "phantom_subjects": 6,
+        "overlay": "cpu",  # no budget overlay: cmr_unet_segmentation's cpu.json (300 epochs of the labelled
+        "phantom_subjects": 6,  # frames, last epoch kept), cmr_ssp_pretraining's (15 epochs of the unlabelled pool)
         "nominal_seconds": {"data": 60, "pretrain": 1200, "train": 900, "eval": 60},  # until measured
     },
     "tiny": {  # checks the whole pipeline in minutes at a test size (the tests run it); its numbers mean nothing
         "arms": ["scratch", "mim_all"],
         "labelled": [1, "all"],
         "seeds": [0],
-        "network": ["--network_def#channels", "[4, 8, 16, 32]", "--pixdim_mm", "[2.0, 2.0]"],
-        "finetune": ["--patch_size", "[32, 32]", "--max_epochs", "1", "--epoch_length", "2", "--num_workers", "0",
-                     "--cache_rate", "0.0"],
-        "eval": ["--num_workers", "0"],
-        "pretrain": ["--image_size", "32", "--max_epochs", "1", "--epoch_length", "2", "--frames_per_batch", "2",
-                     "--num_workers", "0"],
-        "pretrain_position": ["--patch_size", "[32, 32]", "--max_epochs", "1", "--epoch_length", "2",
-                              "--num_workers", "0"],
-        "ranking": ["--backbone", "resnet10_small", "--pixdim_mm", "[4.0, 4.0]", "--roi_size", "32", "--num_workers", "0",
-                    "--max_epochs", "1"],
         "phantom_subjects": 2,
         "nominal_seconds": {"data": 10, "pretrain": 10, "train": 10, "eval": 10},
     },
@@ -69,26 +55,27 @@ BUDGETS: Dict[str, dict] = {
         "arms": "all",
         "labelled": [1, 2, 5, 10, "all"],
         "seeds": [0, 1, 2],
-        "overlay": "gpu",  # the papers' network and grid (configs/gpu.json of the U-Net bundles)
-        "network": [],
-        # nnU-Net's 2D schedule (de Mooij et al. 2024 fine-tune with it): 1000 epochs of 250 iterations
-        "finetune": ["--max_epochs", "1000", "--epoch_length", "250"],
-        "eval": [],
-        "pretrain": [],  # the bundle's 100 epochs of the whole pool (cmr_ssp_pretraining README)
-        "pretrain_position": [],
-        "ranking": [],
-        "phantom_subjects": 40,
+        "overlay": "gpu",  # the papers' network and grid (configs/gpu.json of the U-Net bundles); the overlay:
+        "phantom_subjects": 40,  # nnU-Net's 2D schedule (de Mooij et al. 2024), 1000 epochs of 250 iterations
         "nominal_seconds": {"data": 600, "pretrain": 36000, "train": 36000, "eval": 300},
     },
 }
 
 
+def budget_overlay(name: str, bundle: Path) -> Optional[Path]:
+    """The budget's overlay for ``bundle`` (``budgets/<name>/<bundle folder name>.json``), or None."""
+    path = BUDGET_OVERLAYS / name / f"{Path(bundle).name}.json"
+    return path if path.is_file() else None
+
+
 def budget_hash(repo: Repository, name: str) -> str:
-    """12 hex digits that change when what a run of budget ``name`` does changes: the budget's options and
-    every config file the bundles' runs load (``configs/*.json`` but ``metadata.json``, which holds versions and
-    changelogs, and ``inference.json``, which the study does not run). A ledger row counts for a budget only with
-    its hash."""
+    """12 hex digits that change when what a run of budget ``name`` does changes: the budget's settings, its
+    overlays and every config file the bundles' runs load (``configs/*.json`` but ``metadata.json``, which holds
+    versions and changelogs, and ``inference.json``, which the study does not run). A ledger row counts for a
+    budget only with its hash."""
     digest = hashlib.sha256(json.dumps(BUDGETS[name], sort_keys=True).encode())
+    for path in sorted((BUDGET_OVERLAYS / name).glob("*.json")):
+        digest.update(f"overlay {path.name}".encode() + b"\0" + path.read_bytes() + b"\0")
     for path in sorted(repo.bundles.glob("*/configs/*.json")):
         if path.name not in ("metadata.json", "inference.json"):
             digest.update(str(path.relative_to(repo.bundles)).encode() + b"\0" + path.read_bytes() + b"\0")

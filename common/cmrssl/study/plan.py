@@ -13,7 +13,7 @@ from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple
 from cmrssl.bundle_configs import config_files
 
 from .arms import Repository, arm_parts, pretraining_methods
-from .budgets import BUDGETS
+from .budgets import BUDGETS, budget_overlay
 
 __all__ = ["Step", "bundle_command", "iterations", "option", "plan", "run_configs", "run_key", "setting"]
 
@@ -52,11 +52,14 @@ def option(options: Sequence[str], name: str, default=None):
     return value
 
 
-def run_configs(budget: dict, bundle: Path, configs: Sequence[str]) -> List[str]:
-    """A run's config files: ``configs``, then the bundle's size overlay of the budget (``configs/cpu.json`` or
-    ``configs/gpu.json``) where the bundle has one."""
-    overlay = config_files(cpu=budget.get("overlay") == "cpu", gpu=budget.get("overlay") == "gpu")
-    return list(configs) + [name for name in overlay if (bundle / name).is_file()]
+def run_configs(budget_name: str, bundle: Path, configs: Sequence[str]) -> List[str]:
+    """A run's config files: ``configs``, the bundle's size overlay of the budget (``configs/cpu.json`` or
+    ``configs/gpu.json``) where the bundle has one, then the budget's own overlay for the bundle where it has one
+    (:func:`cmrssl.study.budgets.budget_overlay`, an absolute path)."""
+    budget = BUDGETS[budget_name]
+    size = config_files(cpu=budget.get("overlay") == "cpu", gpu=budget.get("overlay") == "gpu")
+    own = budget_overlay(budget_name, bundle)
+    return list(configs) + [name for name in size if (bundle / name).is_file()] + ([str(own)] if own else [])
 
 
 def setting(bundle: Path, configs: Sequence[str], options: Sequence[str], name: str):
@@ -109,20 +112,18 @@ def plan(repo: Repository, out: Path, split: dict, budget_name: str, arms: Seque
             continue
         spec, folder = methods[method], out / "pretrain" / method
         checkpoint = folder / f"{method}.pt"
-        extra = budget["pretrain"] + budget.get(f"pretrain_{method}", [])
         if method == "position":
             steps += position_data_steps(repo, out, budget)
-            extra = budget.get("pretrain_position", [])
             source = ["--datalist", str(out / "data" / "position" / "datalist.json")]
         else:
             source = ["--datalist", unlabelled]
-        configs = run_configs(budget, spec["bundle"], spec["configs"])
+        configs = run_configs(budget_name, spec["bundle"], spec["configs"])
         steps.append(Step(
             f"pretrain {method}", folder,
             [bundle_command(configs) + ["--bundle_root", str(spec["bundle"]), *source, "--checkpoint", str(checkpoint),
-                                        "--output_dir", str(folder / "runs"), *budget["network"], *extra]],
+                                        "--output_dir", str(folder / "runs")]],
             checkpoint, spec["bundle"], "pretrain", checkpoint=checkpoint,
-            iterations=iterations(spec["bundle"], configs, extra, split["unlabelled_pool"]["records"])))
+            iterations=iterations(spec["bundle"], configs, [], split["unlabelled_pool"]["records"])))
         pretrained[method] = checkpoint
     seg = repo.segmentation
     for arm, n, seed in wanted:
@@ -132,10 +133,11 @@ def plan(repo: Repository, out: Path, split: dict, budget_name: str, arms: Seque
         meta = {"arm": arm, "labelled": n, "seed": seed}
         if mode == "ranking":
             cines = split["datalists"]["extra_cines"] if split["unlabelled_pool"].get("extra_records") else ""
-            steps += ranking_steps(repo, folder, datalist, cines, count, seed, budget, meta)
+            steps += ranking_steps(repo, folder, datalist, cines, count, seed, budget_name, meta)
             continue
-        options = ["--datalist", datalist, "--num_labelled_subjects", count, "--seed", str(seed),
-                   *budget["network"], *budget["finetune"]]
+        options = ["--datalist", datalist, "--num_labelled_subjects", count, "--seed", str(seed)]
+        if budget.get("validation_per_group"):  # validated to watch the curve; the last epoch's model is kept
+            options += ["--select_on_validation", "false"]
         if method is not None:
             options += ["--pretrained_checkpoint", str(pretrained[method]), "--finetune_mode", mode]
             if mode == "multitask" and method == "position":
@@ -143,15 +145,15 @@ def plan(repo: Repository, out: Path, split: dict, budget_name: str, arms: Seque
                             str(out / "data" / "position" / "datalist.json")]
         checkpoint = folder / "train" / "model.pt"
         n_frames = 2 * (pool if n == "all" else int(n))
-        train_configs = run_configs(budget, seg, config_files("train"))
+        train_configs = run_configs(budget_name, seg, config_files("train"))
         steps.append(Step(f"train {arm} n={n} seed {seed}", folder, [
             bundle_command(train_configs) + ["--bundle_root", str(seg), *options, "--output_dir", str(folder / "train")]],
             checkpoint, seg, "train", checkpoint=checkpoint,
-            iterations=iterations(seg, train_configs, budget["finetune"], n_frames), meta={**meta, "overrides": options}))
+            iterations=iterations(seg, train_configs, [], n_frames), meta={**meta, "overrides": options}))
         steps.append(Step(f"evaluate {arm} n={n} seed {seed}", folder, [
-            bundle_command(run_configs(budget, seg, config_files("train", "evaluate")))
+            bundle_command(run_configs(budget_name, seg, config_files("train", "evaluate")))
             + ["--bundle_root", str(seg), "--datalist", datalist, "--checkpoint", str(checkpoint),
-               *budget["network"], *budget["eval"], "--output_dir", str(folder / "eval")]],
+               "--output_dir", str(folder / "eval")]],
             folder / "eval" / "summary.json", seg, "eval", meta=meta))
     return steps
 
@@ -175,20 +177,20 @@ def position_data_steps(repo: Repository, out: Path, budget: dict) -> List[Step]
 
 
 def ranking_steps(repo: Repository, folder: Path, datalist: str, unlabelled: str, count: str, seed: int,
-                  budget: dict, meta: dict) -> List[Step]:
+                  budget_name: str, meta: dict) -> List[Step]:
     """The ranking arm: ``cmr_ranking_ssl`` trained and evaluated (volume columns only)."""
     ranking = repo.ranking
     checkpoint = folder / "train" / "model.pt"
     options = ["--datalist", datalist, "--unlabelled_datalists", json.dumps([unlabelled] if unlabelled else []),
-               "--seed", str(seed), "--num_labelled_subjects", count, *budget["ranking"]]
+               "--seed", str(seed), "--num_labelled_subjects", count]
     return [
         Step(f"train ranking n={meta['labelled']} seed {seed}", folder,
-             [bundle_command(run_configs(budget, ranking, config_files("train")))
+             [bundle_command(run_configs(budget_name, ranking, config_files("train")))
               + ["--bundle_root", str(ranking), *options, "--output_dir", str(folder / "train")]],
              checkpoint, ranking, "train", checkpoint=checkpoint, meta={**meta, "overrides": options}),
         Step(f"evaluate ranking n={meta['labelled']} seed {seed}", folder,
-             [bundle_command(run_configs(budget, ranking, config_files("train", "evaluate")))
+             [bundle_command(run_configs(budget_name, ranking, config_files("train", "evaluate")))
               + ["--bundle_root", str(ranking), "--datalist", datalist, "--checkpoint", str(checkpoint),
-                 *budget["ranking"], "--output_dir", str(folder / "eval")]],
+                 "--output_dir", str(folder / "eval")]],
              folder / "eval" / "summary.json", ranking, "eval", meta=meta),
     ]

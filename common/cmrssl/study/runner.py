@@ -116,7 +116,7 @@ def execute(out: Path, steps: Sequence[Step], budget_name: str,
     say(f"all {len(steps)} steps done in {hms(time.perf_counter() - started)}")
 
 
-def measure_rates(repo: Repository, budget: dict, repeats: int = 3) -> dict:
+def measure_rates(repo: Repository, budget_name: str, repeats: int = 3) -> dict:
     """Seconds per training iteration of the fine-tuned U-Net at the budget's sizes, on this machine's device.
 
     A batch is ``frames_per_batch`` frames of 10 slices (ACDC's median stack), forward, loss and backward.
@@ -126,10 +126,10 @@ def measure_rates(repo: Repository, budget: dict, repeats: int = 3) -> dict:
     from cmrssl.networks.unet import CMRUNet
 
     seg = repo.segmentation
-    configs, options = run_configs(budget, seg, config_files("train")), [*budget["network"], *budget["finetune"]]
-    channels = setting(seg, configs, options, "network_def#channels")
-    patch = setting(seg, configs, options, "patch_size")
-    frames = int(setting(seg, configs, options, "frames_per_batch"))
+    configs = run_configs(budget_name, seg, config_files("train"))
+    channels = setting(seg, configs, [], "network_def#channels")
+    patch = setting(seg, configs, [], "patch_size")
+    frames = int(setting(seg, configs, [], "frames_per_batch"))
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     net = CMRUNet(1, 4, channels=channels).to(device)
     optimiser = torch.optim.AdamW(net.parameters(), 1e-3)
