@@ -215,8 +215,10 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
     if dry_run:
         if split is None:
             split = fresh
-            records = 2 * (len(split["labelled_pool"]) + len(split.get("validation", [])))
-            split["unlabelled_pool"] = {"records": records + sum(cine_frames(c) for c in extra)}
+            patients = split["labelled_pool"] + split.get("validation", [])
+            cines = [str(c) for patient in patients for c in sorted((data_path / patient).glob("*_4d.nii*"))]
+            # every frame of every cine is a pretraining record, as prepare_data counts them
+            split["unlabelled_pool"] = {"records": 2 * len(patients) + sum(cine_frames(c) for c in cines + extra)}
             split["datalists"] = {"acdc": str(out_path / "data" / "acdc" / "datalist.json"),
                                   "unlabelled": str(out_path / "data" / "unlabelled.json")}
         print(f"split: {split['rule']}: evaluation {', '.join(split['evaluation'])}")

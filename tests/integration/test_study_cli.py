@@ -67,6 +67,9 @@ def test_small_budget_runs_every_bundle_at_its_cpu_size_and_redefines_none_of_it
     assert result.returncode == 0, result.stderr[-3000:]
     commands = [line.split() for line in result.stdout.splitlines() if "monai.bundle run" in line]
     assert len(commands) == 7  # pretrain mim; train + evaluate of scratch, mim_all and ranking
+    # the estimate counts every frame of a pool patient's 4D cine: 5 pool patients' ED and ES and patient001_4d's
+    # 4 frames are 14 pretraining records, ceil(14 / 4) x 3 epochs = 12 iterations; 2 x 200 fine-tuning ones
+    assert "412 training iterations" in result.stdout
     for command in commands:
         bundle = Path(command[command.index("--bundle_root") + 1])
         files = json.loads(command[command.index("--config_file") + 1])
