@@ -67,6 +67,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "common"))
 
 from cmrssl.cli_errors import tool_errors  # noqa: E402
+from cmrssl.data.acdc import read_acdc_patient  # noqa: E402
 from cmrssl.io.atomic import atomic_file, check_not_input  # noqa: E402
 from cmrssl.study import (  # noqa: E402
     BUDGETS,
@@ -216,7 +217,7 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
         if split is None:
             split = fresh
             patients = split["labelled_pool"] + split.get("validation", [])
-            cines = [str(c) for patient in patients for c in sorted((data_path / patient).glob("*_4d.nii*"))]
+            cines = [str(cine) for cine in (read_acdc_patient(data_path / patient).cine for patient in patients) if cine]
             # every frame of every cine is a pretraining record, as prepare_data counts them
             split["unlabelled_pool"] = {"records": 2 * len(patients) + sum(cine_frames(c) for c in cines + extra)}
             split["datalists"] = {"acdc": str(out_path / "data" / "acdc" / "datalist.json"),

@@ -49,7 +49,8 @@ def image_diagonals(datalist: Path) -> Dict[tuple, float]:
 
 
 def _segmentation_values(eval_dir: Path, diagonals: Dict[tuple, float]) -> tuple:
-    """Run-level and per-subject Dice, HD95 (a lost structure at the image diagonal) and lost counts."""
+    """Run-level HD95 (a lost structure at the image diagonal) and lost counts, and per subject these and Dice
+    (a run's Dice is its evaluation's summary)."""
     frames: Dict[str, Dict[str, list]] = {}
     run: Dict[str, list] = {}
     with open(eval_dir / "metrics.csv") as handle:
@@ -65,7 +66,8 @@ def _segmentation_values(eval_dir: Path, diagonals: Dict[tuple, float]) -> tuple
                 for name, value in values.items():
                     if value is not None:
                         subject.setdefault(name, []).append(value)
-                        run.setdefault(name, []).append(value)
+                        if not name.startswith("dice_"):
+                            run.setdefault(name, []).append(value)
     per_subject = {s: {name: (float(np.sum(v)) if name.startswith("lost_") else float(np.mean(v)))
                        for name, v in values.items()} for s, values in frames.items()}
     summary = {name: (int(np.sum(v)) if name.startswith("lost_") else float(np.mean(v))) for name, v in run.items()}
@@ -112,9 +114,9 @@ def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step,
     per_subject: Dict[str, dict] = {}
     if "segmentation" in summary:
         values, per_subject = _segmentation_values(step.done_file.parent, diagonals)
-        row.update(values)
         for key, _ in STRUCTURE_ROWS:  # the run's Dice as its evaluation states it
             row[f"dice_{key}"] = summary["segmentation"][key]["dice"]["mean"]
+        row.update(values)
         volumes = {name: summary.get("function", {}).get(name, {}) for name in CLINICAL}
         row["frames_lv_cavity_lost"] = summary.get("quality", {}).get("frames_with_lv_cavity_dice_below_0.05", "")
         function_csv = step.done_file.parent / "function.csv"
