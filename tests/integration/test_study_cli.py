@@ -237,6 +237,8 @@ def test_runs_in_the_ledger_are_not_run_again_from_another_folder(tmp_path):
     # before: planned by the dry run, refused by the bundle after the data were indexed
     (["--labelled", "1,6", "--dry_run"], "--labelled 6: the labelled pool holds 5 subjects"),
     (["--labelled", "6", "--budget", "tiny"], "--labelled 6: the labelled pool holds 5 subjects"),
+    # the ledger is a CSV the study rewrites whole: never a folder or another kind of file of the user's
+    (["--ledger", "/tmp/notes.txt", "--dry_run"], "give a .csv file (it is made when absent)"),
 ])
 def test_bad_options_are_refused_before_any_work(fake_acdc, tmp_path, args, named):
     out = tmp_path / "study"
