@@ -32,14 +32,15 @@ Steps:
 4. **Ledger** (``--ledger CSV``, e.g. the committed ``docs/study/ledger.csv``): a row per finished
    fine-tune (budget and its config hash, arm, count, seed, subjects drawn, commit, iterations, wall
    times, scores, and each held-out subject's values). A run whose row the ledger already holds for
-   the same budget and hash is not run again, and a pretraining only when a fine-tune still needs it,
+   the same budget and its arm's config hash (what the arm's runs load: ``cmrssl.study.budget_hash``)
+   is not run again, and a pretraining only when a fine-tune still needs it,
    so the table can be completed over several machines: commit the ledger as it grows.
 5. **Tables**: ``OUT/runs.csv`` (one row per fine-tune), ``OUT/table.md`` (Dice per structure in the
    layout of Bai et al. 2019 Table 1: mean +- SD over seeds, best per row in bold, and against scratch
    the mean difference over held-out subjects with its 95 % bootstrap interval and paired Wilcoxon p,
    one pair per subject; then HD95 counting a lost structure at the image diagonal, lost counts and the
    clinical numbers) and ``OUT/dice_vs_labelled.png`` (one line per arm, SD band). With ``--ledger``
-   they hold every row of the ledger for this budget, hash, arms, counts and seeds.
+   they hold every row of the ledger for this budget, arms, counts and seeds at the arms' hashes.
 
 Resuming: a step is done when its output exists (a checkpoint, an evaluation's ``summary.json``; both are
 written whole, under a temporary name first) and is never redone; an interrupted training continues from
@@ -48,10 +49,12 @@ command again. ``--budget`` and ``--data`` are fixed per output folder (``OUT/st
 methods, labelled counts or seeds may be added later. ``--dry_run`` prints the plan (runs, commands,
 and the time they take at iteration rates measured on this machine's device) and writes nothing.
 
-Budgets (:data:`cmrssl.study.BUDGETS`): ``small`` fits the 2-core CPU this project is developed on in about 90 minutes
-(two arms, N in {1, 5, all}, two seeds, CPU-sized network and schedules: see ``docs/study.md``); ``full``
-runs the bundles at the papers' sizes (``configs/gpu.json``) and schedules, every arm, N in {1, 2, 5, 10, all}
-and three seeds: a GPU job.
+Budgets (:data:`cmrssl.study.BUDGETS`): ``cpu`` trains every fine-tune to its plateau at a small network
+and grid (about 12 min a fine-tune here; its table takes more than one session, which the ledger allows);
+``small`` fits the 2-core CPU this project is developed on in about 90 minutes (two arms, N in {1, 5, all},
+two seeds, CPU-sized network and short schedules: see ``docs/study.md``); ``full`` runs the bundles at the
+papers' sizes (``configs/gpu.json``) and schedules, every arm, N in {1, 2, 5, 10, all} and three seeds: a GPU
+job.
 """
 
 from __future__ import annotations
@@ -211,8 +214,8 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
     validation_per_group = int(spec.get("validation_per_group", 0))
     fresh = make_split(data_path, int(eval_per_group), validation_per_group) if split is None else None
     check_labelled_counts(counts, len((split or fresh)["labelled_pool"]))
-    config_hash = budget_hash(REPO, budget)
-    done = recorded(read_ledger(ledger_path), budget, config_hash) if ledger_path is not None else set()
+    config_hashes = {arm: budget_hash(REPO, budget, arm) for arm in arms}
+    done = recorded(read_ledger(ledger_path), budget, config_hashes) if ledger_path is not None else set()
     if dry_run:
         if split is None:
             split = fresh
@@ -236,10 +239,13 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
             tmp.write_text(json.dumps(settings, indent=2))
     split = prepare_data(out_path, data_path, int(eval_per_group), extra, validation_per_group)
     steps = plan(REPO, out_path, split, budget, arms, counts, seed_list, recorded=done)
-    provenance = {"commit": commit_of(REPO_ROOT), "budget": budget, "config_hash": config_hash}
+    commit = commit_of(REPO_ROOT, ignore=ledger_path)  # the ledger changes as the study goes
+
+    def provenance(step) -> dict:  # what a training runs under, recorded when it starts
+        return {"commit": commit, "budget": budget, "config_hash": config_hashes[step.meta["arm"]]}
 
     def results(_step=None) -> list:  # after each evaluation and at the end: the ledger and tables grow
-        return collect(out_path, steps, split, settings, arms, counts, seed_list, config_hash, ledger=ledger_path,
+        return collect(out_path, steps, split, settings, arms, counts, seed_list, config_hashes, ledger=ledger_path,
                        repo=REPO)
 
     execute(out_path, steps, budget, after_eval=results, provenance=provenance)

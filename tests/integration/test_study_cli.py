@@ -129,7 +129,7 @@ def test_tiny_study_runs_the_bundles_and_a_second_run_redoes_nothing(fake_acdc, 
     assert other.returncode == 2 and "use another --out" in other.stderr  # budgets never mix in one table
 
 
-def _fake_finished_run(folder: Path, dice: float, subjects) -> None:
+def _fake_finished_run(folder: Path, dice: float, subjects, arm: str) -> None:
     """What a finished fine-tune leaves: a checkpoint and its evaluation's metrics.csv and summary.json."""
     (folder / "train").mkdir(parents=True)
     (folder / "train" / "model.pt").write_bytes(b"")
@@ -148,11 +148,11 @@ def _fake_finished_run(folder: Path, dice: float, subjects) -> None:
                "function": {"lv_ef_percent": {"mean_absolute_error": 10.0, "mean_error": -2.0}},
                "quality": {"frames_with_lv_cavity_dice_below_0.05": 0}}
     (folder / "eval" / "summary.json").write_text(json.dumps(summary))
-    # what the study records when it starts a training: the commit and the budget's config hash
+    # what the study records when it starts a training: the commit and the budget's config hash for the arm
     from cmrssl.study import Repository, budget_hash
 
-    (folder / "provenance.json").write_text(json.dumps({"commit": "0123abcd", "budget": "tiny",
-                                                        "config_hash": budget_hash(Repository(REPO_ROOT), "tiny")}))
+    (folder / "provenance.json").write_text(json.dumps({"commit": "0123abcd", "budget": "tiny", "config_hash":
+                                                        budget_hash(Repository(REPO_ROOT), "tiny", arm)}))
 
 
 def _fabricated_study(tmp_path: Path, *extra: str) -> tuple:
@@ -176,8 +176,8 @@ def _fabricated_study(tmp_path: Path, *extra: str) -> tuple:
     (out / "pretrain" / "mim").mkdir(parents=True, exist_ok=True)
     (out / "pretrain" / "mim" / "mim.pt").write_bytes(b"")
     for seed in (0, 1):
-        _fake_finished_run(out / "runs" / "scratch" / f"n1_seed{seed}", 0.70 + 0.01 * seed, evaluation)
-        _fake_finished_run(out / "runs" / "mim_all" / f"n1_seed{seed}", 0.80 + 0.01 * seed, evaluation)
+        _fake_finished_run(out / "runs" / "scratch" / f"n1_seed{seed}", 0.70 + 0.01 * seed, evaluation, "scratch")
+        _fake_finished_run(out / "runs" / "mim_all" / f"n1_seed{seed}", 0.80 + 0.01 * seed, evaluation, "mim_all")
     return data, out, args
 
 
@@ -212,7 +212,10 @@ def test_runs_in_the_ledger_are_not_run_again_from_another_folder(tmp_path):
         rows = list(csv.DictReader(handle))
     assert sorted((r["arm"], r["labelled"], r["seed"]) for r in rows) == [
         ("mim_all", "1", "0"), ("mim_all", "1", "1"), ("scratch", "1", "0"), ("scratch", "1", "1")]
-    assert {r["budget"] for r in rows} == {"tiny"} and len({r["config_hash"] for r in rows}) == 1
+    assert {r["budget"] for r in rows} == {"tiny"}
+    assert len({r["config_hash"] for r in rows if r["arm"] == "scratch"}) == 1  # one hash per arm
+    assert {r["config_hash"] for r in rows if r["arm"] == "scratch"} != {r["config_hash"] for r in rows
+                                                                        if r["arm"] == "mim_all"}
     assert {r["commit"] for r in rows} == {"0123abcd"}  # the commit each training started under
     assert all(json.loads(r["per_subject"]) for r in rows)  # 10 held-out subjects each, for the paired test
     # another machine, another output folder, the committed ledger: nothing of it is planned again

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from cmrssl.io.run_state import partial_dir, restart_options
-from cmrssl.study import Repository, add_rows, budget_hash, plan, read_ledger, recorded, run_key
+from cmrssl.study import (BUDGETS, Repository, add_rows, budget_hash, commit_of, plan, read_ledger, recorded,
+                          run_key)
 from cmrssl.study.report import comparison, run_row
 from cmrssl.study.plan import Step
 from cmrssl.study.statistics import (bootstrap_interval, hd95_counting_lost, paired_differences, subject_means,
@@ -96,24 +97,62 @@ def test_the_ledger_keeps_one_row_per_run_and_budget_and_reads_back_what_the_tab
     assert add_rows(ledger, [_row("scratch", 0, 0.81), _row("scratch", 0, 0.70, config_hash="old")]) == 1
     rows = read_ledger(ledger)
     assert len(rows) == 3 and rows[0]["dice_lv_cavity"] == "0.81"  # replaced, not added
-    assert recorded(rows, "cpu", "abc") == {run_key("scratch", 5, 0), run_key("mim_all", 5, 0)}
-    assert recorded(rows, "cpu", "old") == {run_key("scratch", 5, 0)}
+    assert recorded(rows, "cpu", {"scratch": "abc", "mim_all": "abc"}) == {run_key("scratch", 5, 0),
+                                                                           run_key("mim_all", 5, 0)}
+    assert recorded(rows, "cpu", {"scratch": "old", "mim_all": "abc"}) == {run_key("scratch", 5, 0),
+                                                                           run_key("mim_all", 5, 0)}
+    assert recorded(rows, "cpu", {"scratch": "old"}) == {run_key("scratch", 5, 0)}  # arms have their own hash
     assert list(csv.reader(open(ledger)))[0][:5] == ["budget", "config_hash", "arm", "labelled", "seed"]
     found = comparison([r for r in rows if r["config_hash"] == "abc"], "mim_all", 5, "dice_lv_cavity")
     assert found["subjects"] == 8 and found["difference"] == pytest.approx(0.04)
 
 
-def test_the_budget_hash_changes_with_a_config_a_run_loads_and_not_with_metadata(tmp_path):
-    for bundle in ("cmr_unet_segmentation", "cmr_ssp_pretraining"):
+def test_a_run_is_marked_dirty_by_uncommitted_changes_but_not_by_the_ledger_the_study_writes(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    ledger, code = tmp_path / "docs" / "ledger.csv", tmp_path / "code.py"
+    ledger.parent.mkdir()
+    ledger.write_text("budget\n")
+    code.write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    clean = commit_of(tmp_path)
+    assert clean and not clean.endswith("-dirty")
+    ledger.write_text("budget\ncpu\n")
+    assert commit_of(tmp_path, ignore=ledger) == clean and commit_of(tmp_path) == clean + "-dirty"
+    code.write_text("x = 2\n")
+    assert commit_of(tmp_path, ignore=ledger) == clean + "-dirty"
+
+
+def test_the_budget_hash_changes_with_a_config_the_arm_loads_and_not_with_metadata_or_the_list_of_runs(
+        tmp_path, monkeypatch):
+    for bundle in ("cmr_unet_segmentation", "cmr_ssp_pretraining", "cmr_position_ssl", "cmr_ranking_ssl"):
         (tmp_path / "bundles" / bundle / "configs").mkdir(parents=True)
         for name in ("train.json", "cpu.json", "metadata.json"):
             (tmp_path / "bundles" / bundle / "configs" / name).write_text("{}")
+    ssp = tmp_path / "bundles" / "cmr_ssp_pretraining" / "configs"
+    (ssp / "mim.json").write_text('{"method_name": "mim"}')
     repo = Repository(tmp_path)
-    first = budget_hash(repo, "small")
+    scratch, mim = budget_hash(repo, "small", "scratch"), budget_hash(repo, "small", "mim_all")
+    assert scratch != mim
     (tmp_path / "bundles" / "cmr_unet_segmentation" / "configs" / "metadata.json").write_text('{"version": "9"}')
-    assert budget_hash(repo, "small") == first
+    assert budget_hash(repo, "small", "scratch") == scratch
+    (ssp / "mim.json").write_text('{"method_name": "mim", "mask_ratio": 0.5}')  # a pretraining changes: its arms
+    assert budget_hash(repo, "small", "scratch") == scratch and budget_hash(repo, "small", "mim_all") != mim
+    mim = budget_hash(repo, "small", "mim_all")
+    (tmp_path / "bundles" / "cmr_ranking_ssl" / "configs" / "train.json").write_text('{"max_epochs": 9}')
+    assert (budget_hash(repo, "small", "scratch"), budget_hash(repo, "small", "mim_all")) == (scratch, mim)
+    # more seeds, counts or arms in a budget keep its rows; what a run does changes them
+    monkeypatch.setitem(BUDGETS, "small", {**BUDGETS["small"], "seeds": [0, 1, 2], "labelled": [1, 5, 10, "all"]})
+    assert budget_hash(repo, "small", "scratch") == scratch
     (tmp_path / "bundles" / "cmr_unet_segmentation" / "configs" / "cpu.json").write_text('{"max_epochs": 9}')
-    assert budget_hash(repo, "small") != first and budget_hash(repo, "tiny") != budget_hash(repo, "small")
+    assert budget_hash(repo, "small", "scratch") != scratch and budget_hash(repo, "small", "mim_all") != mim
+    assert budget_hash(repo, "tiny", "scratch") != budget_hash(repo, "small", "scratch")
 
 
 def test_a_run_in_the_ledger_is_not_planned_nor_its_pretraining(tmp_path):

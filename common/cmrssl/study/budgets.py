@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
-from .arms import Repository
+from .arms import Repository, arm_parts, pretraining_methods
 
-__all__ = ["BUDGETS", "BUDGET_OVERLAYS", "budget_hash", "budget_overlay"]
+__all__ = ["BUDGETS", "BUDGET_OVERLAYS", "NOT_HASHED", "arm_bundles", "budget_hash", "budget_overlay"]
 
 #: where the budgets' bundle overlays are: ``<budget>/<bundle name>.json``
 BUDGET_OVERLAYS = Path(__file__).resolve().parent / "budgets"
@@ -28,6 +28,16 @@ BUDGET_OVERLAYS = Path(__file__).resolve().parent / "budgets"
 #: whether it plateaued; ``--select_on_validation false`` keeps the last epoch's model, so validation labels never
 #: choose a model); 0: none. ``nominal_seconds`` estimates a step until one of its kind has been timed.
 BUDGETS: Dict[str, dict] = {
+    "cpu": {  # every fine-tune at its plateau on 2 CPU cores (docs/study.md, "The cpu budget")
+        # the best +All method also runs +Decoder and +MultiTask once the +All rows say which it is
+        "arms": ["scratch", "simclr_all", "pcl_all", "dino_all", "mim_all"],
+        "labelled": [1, 5, "all"],
+        "seeds": [0, 1, 2],
+        "overlay": "cpu",  # the overlay: widths 8-128, 64 px patches of 2 mm, 3000 iterations, last epoch kept
+        "validation_per_group": 2,
+        "phantom_subjects": 6,
+        "nominal_seconds": {"data": 120, "pretrain": 3600, "train": 780, "eval": 60},
+    },
     "small": {
         "arms": ["scratch", "mim_all"],
         "labelled": [1, 5, "all"],
@@ -68,15 +78,31 @@ def budget_overlay(name: str, bundle: Path) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def budget_hash(repo: Repository, name: str) -> str:
-    """12 hex digits that change when what a run of budget ``name`` does changes: the budget's settings, its
-    overlays and every config file the bundles' runs load (``configs/*.json`` but ``metadata.json``, which holds
-    versions and changelogs, and ``inference.json``, which the study does not run). A ledger row counts for a
-    budget only with its hash."""
-    digest = hashlib.sha256(json.dumps(BUDGETS[name], sort_keys=True).encode())
-    for path in sorted((BUDGET_OVERLAYS / name).glob("*.json")):
-        digest.update(f"overlay {path.name}".encode() + b"\0" + path.read_bytes() + b"\0")
-    for path in sorted(repo.bundles.glob("*/configs/*.json")):
-        if path.name not in ("metadata.json", "inference.json"):
-            digest.update(str(path.relative_to(repo.bundles)).encode() + b"\0" + path.read_bytes() + b"\0")
+#: the budget settings that do not change what a run does: which runs there are, and the time estimates
+NOT_HASHED = ("arms", "labelled", "seeds", "nominal_seconds")
+
+
+def arm_bundles(repo: Repository, arm: str) -> List[Path]:
+    """The bundles whose configs a run of ``arm`` loads: its pretraining's (none for scratch) and its fine-tuning's."""
+    method, mode = arm_parts(arm)
+    if mode == "ranking":
+        return [repo.ranking]
+    return ([pretraining_methods(repo)[method]["bundle"]] if method else []) + [repo.segmentation]
+
+
+def budget_hash(repo: Repository, name: str, arm: str) -> str:
+    """12 hex digits that change when what a run of ``arm`` under budget ``name`` does changes: the budget's
+    settings but which runs it lists (:data:`NOT_HASHED`), its overlays for the arm's bundles and every config file
+    that the arm's runs load (``configs/*.json`` of :func:`arm_bundles` but ``metadata.json``, which holds versions
+    and changelogs, and ``inference.json``, which the study does not run). A ledger row counts for a budget only
+    with its hash, so adding a seed, a count or an arm to a budget, or changing another bundle, keeps the rows."""
+    settings = {k: v for k, v in BUDGETS[name].items() if k not in NOT_HASHED}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for bundle in arm_bundles(repo, arm):
+        overlay = budget_overlay(name, bundle)
+        if overlay is not None:
+            digest.update(f"overlay {overlay.name}".encode() + b"\0" + overlay.read_bytes() + b"\0")
+        for path in sorted(bundle.glob("configs/*.json")):
+            if path.name not in ("metadata.json", "inference.json"):
+                digest.update(str(path.relative_to(repo.bundles)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]

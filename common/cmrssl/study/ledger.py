@@ -1,7 +1,7 @@
 """The study's ledger: one CSV row per finished fine-tune, kept (and committed) as the study grows.
 
 A row is a run of one arm, labelled count and seed under one budget and the config hash of that budget
-(:func:`cmrssl.study.budgets.budget_hash`); the study skips a run whose row is already in the ledger for
+(:func:`cmrssl.study.budgets.budget_hash`, per arm); the study skips a run whose row is already in the ledger for
 the same budget and hash, so the table can be completed over several machines and sessions. Rows of
 another hash stay in the file and out of the tables.
 """
@@ -13,13 +13,13 @@ import io
 import json
 import subprocess
 from pathlib import Path
-from typing import Iterable, List, Sequence, Set, Tuple
+from typing import Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from cmrssl.io.atomic import atomic_file
 
 from .plan import run_key
 
-__all__ = ["FIRST_FIELDS", "add_rows", "commit_of", "read_ledger", "recorded"]
+__all__ = ["FIRST_FIELDS", "add_rows", "commit_of", "current", "read_ledger", "recorded"]
 
 #: the columns that name a run, first in the file; the metrics follow, ``per_subject`` (JSON) last
 FIRST_FIELDS = ["budget", "config_hash", "arm", "labelled", "seed", "labelled_subjects", "commit", "iterations",
@@ -27,14 +27,17 @@ FIRST_FIELDS = ["budget", "config_hash", "arm", "labelled", "seed", "labelled_su
 LAST_FIELDS = ["per_subject"]
 
 
-def commit_of(root: Path) -> str:
-    """The checkout's commit (``-dirty`` with uncommitted changes), or ``""`` outside a git checkout."""
+def commit_of(root: Path, ignore: Optional[Path] = None) -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes to tracked files but ``ignore``: the ledger,
+    which the study itself changes as it goes), or ``""`` outside a git checkout."""
     def git(*args: str) -> str:
         result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
         return result.stdout.strip() if result.returncode == 0 else ""
 
     commit = git("rev-parse", "--short=10", "HEAD")
-    return commit + ("-dirty" if commit and git("status", "--porcelain", "--untracked-files=no") else "")
+    exclude = [f":(exclude){Path(ignore).resolve()}"] if ignore is not None else []
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", str(Path(root).resolve()), *exclude)
+    return commit + ("-dirty" if commit and changed else "")
 
 
 def read_ledger(path: Path) -> List[dict]:
@@ -48,10 +51,15 @@ def read_ledger(path: Path) -> List[dict]:
     return rows
 
 
-def recorded(rows: Iterable[dict], budget: str, config_hash: str) -> Set[Tuple[str, str, int]]:
-    """The runs (:func:`cmrssl.study.plan.run_key`) the ledger holds for ``budget`` at ``config_hash``."""
-    return {run_key(r["arm"], r["labelled"], r["seed"]) for r in rows
-            if r.get("budget") == budget and r.get("config_hash") == config_hash}
+def current(rows: Iterable[dict], budget: str, config_hashes: Mapping[str, str]) -> List[dict]:
+    """The rows of ``budget`` made at their arm's present config hash (``config_hashes``: arm -> hash)."""
+    return [r for r in rows if r.get("budget") == budget and r.get("config_hash")
+            and r.get("config_hash") == config_hashes.get(r.get("arm"))]
+
+
+def recorded(rows: Iterable[dict], budget: str, config_hashes: Mapping[str, str]) -> Set[Tuple[str, str, int]]:
+    """The runs (:func:`cmrssl.study.plan.run_key`) the ledger holds for ``budget`` at their arm's config hash."""
+    return {run_key(r["arm"], r["labelled"], r["seed"]) for r in current(rows, budget, config_hashes)}
 
 
 def _key(row: dict) -> tuple:

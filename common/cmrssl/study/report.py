@@ -7,14 +7,14 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from cmrssl.io.atomic import atomic_file
 
 from .arms import STRUCTURE_ROWS, Repository, arm_label
-from .ledger import add_rows, read_ledger
+from .ledger import add_rows, current, read_ledger
 from .plan import Step, run_key
 from .runner import PROVENANCE, timings
 from .statistics import (PLATEAU_GAIN, bootstrap_interval, hd95_counting_lost, paired_differences, plateau_gain,
@@ -303,10 +303,10 @@ def rows_from_steps(out: Path, steps: Sequence[Step], split: dict, budget: str) 
 
 
 def collect(out: Path, steps: Sequence[Step], split: dict, settings: dict, arms: Sequence[str], labelled: Sequence,
-            seeds: Sequence[int], config_hash: str, ledger: Optional[Path] = None,
+            seeds: Sequence[int], config_hashes: Mapping[str, str], ledger: Optional[Path] = None,
             repo: Optional[Repository] = None) -> List[dict]:
     """The finished runs into the ledger (when given; those that recorded what they ran under), then the tables
-    from every row of this budget and ``config_hash`` that the ledger holds for the requested arms, counts and
+    from every row of this budget at its arm's present config hash (``config_hashes``) that the ledger holds for the requested arms, counts and
     seeds (without a ledger: the runs of ``out``); returns those rows."""
     budget = settings["budget"]
     rows = rows_from_steps(out, steps, split, budget)
@@ -314,7 +314,7 @@ def collect(out: Path, steps: Sequence[Step], split: dict, settings: dict, arms:
         known = [r for r in rows if r["config_hash"]]
         if known:
             add_rows(ledger, known)
-        rows = [r for r in read_ledger(ledger) if r.get("budget") == budget and r.get("config_hash") == config_hash]
+        rows = current(read_ledger(ledger), budget, config_hashes)
     wanted = {run_key(a, n, s) for a in arms for n in labelled for s in seeds}
     rows = [r for r in rows if run_key(r["arm"], r["labelled"], r["seed"]) in wanted]
     write_results(out, rows, arms, labelled, settings, split, repo)

@@ -93,9 +93,10 @@ def record_provenance(step: Step, provenance: dict) -> None:
 
 
 def execute(out: Path, steps: Sequence[Step], budget_name: str,
-            after_eval: Optional[Callable[[Step], None]] = None, provenance: Optional[dict] = None) -> None:
+            after_eval: Optional[Callable[[Step], None]] = None,
+            provenance: Optional[Callable[[Step], dict]] = None) -> None:
     """Run the steps not done yet, in order; ``after_eval`` is called after each evaluation (the tables grow as
-    the runs finish), ``provenance`` recorded beside each training (:func:`record_provenance`). A step is done
+    the runs finish), ``provenance(step)`` recorded beside each training (:func:`record_provenance`). A step is done
     when its output exists; an interrupted training continues."""
     todo = [s for s in steps if not s.done_file.exists()]
     say(f"{len(steps) - len(todo)} of {len(steps)} steps already done, {len(todo)} to run")
@@ -106,7 +107,7 @@ def execute(out: Path, steps: Sequence[Step], budget_name: str,
         say(f"step {number} of {len(todo)}: {step.name} (elapsed {hms(time.perf_counter() - started)}, "
             f"about {hms(left)} left)")
         if step.kind == "train" and provenance is not None:
-            record_provenance(step, provenance)
+            record_provenance(step, provenance(step))
         seconds = run_step(step)
         known[step.name] = {"kind": step.kind, "seconds": round(seconds, 1), "iterations": step.iterations}
         with atomic_file(out / "timings.json", overwrite=True) as tmp:
