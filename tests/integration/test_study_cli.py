@@ -175,6 +175,8 @@ def _fabricated_study(tmp_path: Path, *extra: str) -> tuple:
                                                 "extra_unlabelled": []}))
     (out / "pretrain" / "mim").mkdir(parents=True, exist_ok=True)
     (out / "pretrain" / "mim" / "mim.pt").write_bytes(b"")
+    (out / "pretrain" / "mim" / "pretrain.log").write_text(  # its pretext loss still falling in the last quarter
+        "".join(f"x - INFO - Epoch: {e}/8, Iter: 1/1 -- train_loss: {1.0 / e:.4f} \n" for e in range(1, 9)))
     for seed in (0, 1):
         _fake_finished_run(out / "runs" / "scratch" / f"n1_seed{seed}", 0.70 + 0.01 * seed, evaluation, "scratch")
         _fake_finished_run(out / "runs" / "mim_all" / f"n1_seed{seed}", 0.80 + 0.01 * seed, evaluation, "mim_all")
@@ -217,6 +219,11 @@ def test_runs_in_the_ledger_are_not_run_again_from_another_folder(tmp_path):
     assert {r["config_hash"] for r in rows if r["arm"] == "scratch"} != {r["config_hash"] for r in rows
                                                                         if r["arm"] == "mim_all"}
     assert {r["commit"] for r in rows} == {"0123abcd"}  # the commit each training started under
+    # whether the pretraining each run started from had flattened: recorded beside it (MIM's loss still fell)
+    assert {(r["arm"], r["pretext_epochs"], r["pretext_flat"]) for r in rows} == {("scratch", "", ""),
+                                                                                 ("mim_all", "8", "no")}
+    assert "Pretext loss flattened (its last quarter of epochs lowered it by under 2%): 0 of 1 arms; still " \
+           "falling: mim_all." in (out / "table.md").read_text()
     assert all(json.loads(r["per_subject"]) for r in rows)  # 10 held-out subjects each, for the paired test
     # another machine, another output folder, the committed ledger: nothing of it is planned again
     elsewhere = [a if a != str(out) else str(tmp_path / "elsewhere") for a in args]

@@ -210,6 +210,25 @@ def test_a_run_has_plateaued_when_its_last_quarter_adds_under_a_hundredth(tmp_pa
     assert validation_curve(tmp_path / "none.log") == []
 
 
+def test_a_pretext_loss_has_flattened_when_its_last_quarter_lowers_it_by_under_two_percent(tmp_path):
+    from cmrssl.study.report import epoch_losses, pretext_columns
+    from cmrssl.study.statistics import PRETEXT_FLAT, pretext_drop
+
+    falling = [4.0, 3.0, 2.5, 2.2, 2.0, 1.9, 1.8, 1.7]
+    flat = [4.0, 3.0, 2.0, 1.5, 1.41, 1.40, 1.39, 1.385]
+    assert pretext_drop(falling) == pytest.approx((1.95 - 1.75) / 1.95) and pretext_drop(falling) > PRETEXT_FLAT
+    assert pretext_drop(flat) == pytest.approx((1.405 - 1.3875) / 1.405) and pretext_drop(flat) < PRETEXT_FLAT
+    assert pretext_drop([1.0, 0.9, 0.8]) is None
+    log = tmp_path / "pretrain.log"  # the bundles' per-iteration lines; epoch 2 iteration 1 again after a resume
+    log.write_text("".join(f"x - INFO - Epoch: {e}/4, Iter: {i}/2 -- train_loss: {v} \n" for e, i, v in
+                           [(1, 1, 4.0), (1, 2, 3.0), (2, 1, 9.9), (2, 1, 2.0), (2, 2, 2.0), (3, 1, 1.9), (3, 2, 1.9),
+                            (4, 1, 1.88), (4, 2, 1.9)]))
+    assert epoch_losses(log) == pytest.approx([3.5, 2.0, 1.9, 1.89])
+    assert pretext_columns(log) == {"pretext_epochs": 4, "pretext_loss_last": 1.89, "pretext_drop_last_quarter":
+                                    pytest.approx(0.0053, abs=1e-4), "pretext_flat": "yes"}
+    assert pretext_columns(tmp_path / "missing.log") == {}
+
+
 def test_the_subjects_a_training_drew_are_read_from_its_log(tmp_path):
     from cmrssl.study.report import drawn_subjects
 

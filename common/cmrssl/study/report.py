@@ -13,15 +13,15 @@ import numpy as np
 
 from cmrssl.io.atomic import atomic_file
 
-from .arms import STRUCTURE_ROWS, Repository, arm_label
+from .arms import STRUCTURE_ROWS, Repository, arm_label, arm_parts
 from .ledger import add_rows, current, read_ledger
 from .plan import Step, run_key
 from .runner import PROVENANCE, timings
-from .statistics import (PLATEAU_GAIN, bootstrap_interval, hd95_counting_lost, paired_differences, plateau_gain,
-                         wilcoxon_p)
+from .statistics import (PLATEAU_GAIN, PRETEXT_FLAT, bootstrap_interval, hd95_counting_lost, paired_differences,
+                         plateau_gain, pretext_drop, wilcoxon_p)
 
-__all__ = ["collect", "comparison", "drawn_subjects", "image_diagonals", "rows_from_steps", "run_row", "table", "plot",
-           "validation_curve", "write_results"]
+__all__ = ["collect", "comparison", "convergence_note", "drawn_subjects", "epoch_losses", "image_diagonals", "pretext_columns",
+           "rows_from_steps", "run_row", "table", "plot", "validation_curve", "write_results"]
 
 #: per-subject clinical errors, from an evaluation's function.csv
 CLINICAL = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "lv_mass_g")
@@ -75,6 +75,7 @@ def _segmentation_values(eval_dir: Path, diagonals: Dict[tuple, float]) -> tuple
 
 
 _VALIDATION = re.compile(r"Epoch\[(\d+)\] Metrics -- val_mean_dice: ([0-9.]+)")
+_TRAIN_LOSS = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/\d+ -- train_loss: ([-0-9.eE+]+|nan|inf)")
 
 
 _DRAWN = re.compile(r"few-label training on \d+ subjects \(seed \d+\): (.+?)\s*$", re.MULTILINE)
@@ -94,6 +95,30 @@ def validation_curve(log: Path) -> List[float]:
         return []
     by_epoch = {int(m.group(1)): float(m.group(2)) for m in _VALIDATION.finditer(log.read_text(errors="replace"))}
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def epoch_losses(log: Path) -> List[float]:
+    """The mean training loss of each epoch of a run, from its log (the bundles' per-iteration ``train_loss``
+    lines; a resumed run's log holds both attempts: the last value of an iteration counts)."""
+    if not log.exists():
+        return []
+    by_iteration: Dict[int, Dict[int, float]] = {}
+    for match in _TRAIN_LOSS.finditer(log.read_text(errors="replace")):
+        by_iteration.setdefault(int(match.group(1)), {})[int(match.group(2))] = float(match.group(3))
+    return [float(np.mean(list(by_iteration[e].values()))) for e in sorted(by_iteration)]
+
+
+def pretext_columns(log: Path) -> dict:
+    """A pretraining's pretext-loss curve summed up for the ledger rows of the fine-tunes that use it: epochs,
+    the last epoch's mean loss, the last quarter's relative drop (:func:`statistics.pretext_drop`) and whether
+    that is under :data:`statistics.PRETEXT_FLAT` (``flat``: yes / no)."""
+    losses = epoch_losses(log)
+    if not losses:
+        return {}
+    drop = pretext_drop(losses)
+    return {"pretext_epochs": len(losses), "pretext_loss_last": round(losses[-1], 6),
+            "pretext_drop_last_quarter": "" if drop is None else round(drop, 4),
+            "pretext_flat": "" if drop is None else ("yes" if drop < PRETEXT_FLAT else "no")}
 
 
 def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step, known_timings: dict,
@@ -261,6 +286,25 @@ def plot(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, pool: in
     plt.close(fig)
 
 
+def convergence_note(rows: Sequence[dict]) -> str:
+    """How many of the runs reached their plateau, and from pretrainings whose pretext loss flattened, by the
+    rules of :mod:`cmrssl.study.statistics` (a paragraph; empty when no run says)."""
+    notes = []
+    validated = [r for r in rows if str(r.get("plateau", "")) in ("yes", "no")]
+    if validated:
+        late = sorted(f"{r['arm']} n={r['labelled']} seed {r['seed']}" for r in validated if r["plateau"] == "no")
+        notes.append(f"Plateau (the last quarter of a run's validations raised its best mean Dice by under "
+                     f"{PLATEAU_GAIN}): {len(validated) - len(late)} of {len(validated)} runs"
+                     + (f"; not: {', '.join(late)}" if late else "") + ".")
+    pretrained = {r["arm"]: r for r in rows if str(r.get("pretext_flat", "")) in ("yes", "no")}
+    if pretrained:
+        rising = sorted(arm for arm, r in pretrained.items() if r["pretext_flat"] == "no")
+        notes.append(f"Pretext loss flattened (its last quarter of epochs lowered it by under {PRETEXT_FLAT:.0%}): "
+                     f"{len(pretrained) - len(rising)} of {len(pretrained)} arms"
+                     + (f"; still falling: {', '.join(rising)}" if rising else "") + ".")
+    return " ".join(notes) + "\n\n" if notes else ""
+
+
 def write_results(out: Path, rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, settings: dict,
                   split: dict, repo: Optional[Repository] = None) -> None:
     """``OUT/runs.csv``, ``OUT/table.md`` and ``OUT/dice_vs_labelled.png`` from ``rows`` (rewritten whole)."""
@@ -277,7 +321,7 @@ def write_results(out: Path, rows: Sequence[dict], arms: Sequence[str], labelled
     header = (f"# What self-supervision buys with N labelled subjects (budget `{settings['budget']}`)\n\n"
               f"Evaluation: {len(split['evaluation'])} held-out ACDC subjects ({split['rule']}), ED and ES frames, "
               f"segmentation bundle's `configs/evaluate.json`. Labelled pool: {len(split['labelled_pool'])} "
-              f"subjects.\n\n")
+              f"subjects.\n\n{convergence_note(rows)}")
     with atomic_file(out / "table.md", overwrite=True) as tmp:
         tmp.write_text(header + table(rows, arms, labelled, repo))
     if any(a != "ranking" for a in arms):
@@ -297,8 +341,11 @@ def rows_from_steps(out: Path, steps: Sequence[Step], split: dict, budget: str) 
         drawn = "all" if step.meta["labelled"] == "all" else drawn_subjects(train.folder / f"{train.kind}.log")
         made = step.folder / PROVENANCE  # what the training ran under; unknown ("") for one run without it
         provenance = json.loads(made.read_text()) if made.exists() else {"commit": "", "config_hash": ""}
-        rows.append(run_row(step, budget, provenance["config_hash"], provenance["commit"], train, known, diagonals,
-                            drawn))
+        row = run_row(step, budget, provenance["config_hash"], provenance["commit"], train, known, diagonals, drawn)
+        method, _ = arm_parts(step.meta["arm"])
+        if method is not None:  # the pretraining it started from: did its pretext loss flatten?
+            row.update(pretext_columns(out / "pretrain" / method / "pretrain.log"))
+        rows.append(row)
     return rows
 
 

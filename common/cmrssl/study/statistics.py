@@ -18,14 +18,18 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["MIN_PAIRS", "PLATEAU_GAIN", "bootstrap_interval", "hd95_counting_lost", "paired_differences",
-           "plateau_gain", "subject_means", "wilcoxon_p"]
+__all__ = ["MIN_PAIRS", "PLATEAU_GAIN", "PRETEXT_FLAT", "bootstrap_interval", "hd95_counting_lost",
+           "paired_differences", "plateau_gain", "pretext_drop", "subject_means", "wilcoxon_p"]
 
 #: fewer paired subjects than this give no test
 MIN_PAIRS = 6
 
 #: a fine-tune has plateaued when the last quarter of its validations raised the best validation Dice by less
 PLATEAU_GAIN = 0.01
+
+#: a pretraining's pretext loss has flattened when its last quarter of epochs lowered the mean loss by less than
+#: this fraction of the quarter before's
+PRETEXT_FLAT = 0.02
 
 PerSeed = Mapping[int, Mapping[str, float]]  # {seed: {subject: value}}
 
@@ -80,6 +84,18 @@ def bootstrap_interval(differences: Sequence[float], confidence: float = 0.95, r
     means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
     tail = (1.0 - confidence) / 2.0
     return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+def pretext_drop(epoch_losses: Sequence[float]) -> Optional[float]:
+    """How much the last quarter of a pretraining's epochs lowered its pretext loss: (mean of the quarter before
+    - mean of the last quarter) / mean of the quarter before. None under 4 epochs or when the quarter before
+    averages 0. Below :data:`PRETEXT_FLAT` the loss has flattened."""
+    values = [float(v) for v in epoch_losses]
+    if len(values) < 4:
+        return None
+    tail = max(1, len(values) // 4)
+    before, last = float(np.mean(values[-2 * tail:-tail])), float(np.mean(values[-tail:]))
+    return None if before == 0 else (before - last) / abs(before)
 
 
 def plateau_gain(curve: Sequence[float]) -> Optional[float]:
