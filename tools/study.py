@@ -2,7 +2,7 @@
 
     python tools/study.py --data ../shared/data/acdc/training --out results/study --budget small
         [--methods scratch,mim_all] [--labelled 1,5,all] [--seeds 0,1] [--extra_unlabelled CINE,...]
-        [--eval_per_group 4] [--ledger docs/study/ledger.csv] [--dry_run]
+        [--eval_per_group 4] [--ledger docs/study/ledger.csv] [--dry_run | --tables_only]
 
 (``make study`` runs the small budget on ``../shared/data``.) Every training and evaluation is a
 ``python -m monai.bundle run`` of a bundle of this repository with command-line overrides, as a user
@@ -41,6 +41,8 @@ Steps:
    one pair per subject; then HD95 counting a lost structure at the image diagonal, lost counts and the
    clinical numbers) and ``OUT/dice_vs_labelled.png`` (one line per arm, SD band). With ``--ledger``
    they hold every row of the ledger for this budget, arms, counts and seeds at the arms' hashes.
+   ``--tables_only --ledger CSV`` writes these three files into ``--out`` from the ledger alone, running
+   nothing (``docs/study/cpu/`` is made so).
 
 Resuming: a step is done when its output exists (a checkpoint, an evaluation's ``summary.json``; both are
 written whole, under a temporary name first) and is never redone; an interrupted training continues from
@@ -80,6 +82,7 @@ from cmrssl.study import (  # noqa: E402
     budget_hash,
     collect,
     commit_of,
+    current,
     execute,
     make_split,
     measure_rates,
@@ -88,6 +91,7 @@ from cmrssl.study import (  # noqa: E402
     read_ledger,
     recorded,
     restart,
+    run_key,
 )
 from cmrssl.study.split import cine_frames, say  # noqa: E402
 
@@ -151,7 +155,7 @@ def print_plan(steps, budget_name: str, skipped: int) -> None:
     evals = sum(1 for s in steps if s.kind == "eval" and not s.done_file.exists())
     seconds = iterations * rate["seconds_per_iteration"]
     if skipped:
-        print(f"\n{skipped} runs are in the ledger for this budget and config hash: not planned.")
+        print(f"\n{skipped} runs are in the ledger for this budget at their arms' config hashes: not planned.")
     print(f"\n{len(steps)} steps: {sum(s.kind == 'pretrain' for s in steps)} pretrainings, "
           f"{sum(s.kind == 'train' for s in steps)} trainings, {evals} evaluations to run; "
           f"{iterations} training iterations.")
@@ -162,8 +166,10 @@ def print_plan(steps, budget_name: str, skipped: int) -> None:
 
 
 def main(data: str, out: str, *stray, budget: str = "small", methods=None, labelled=None, seeds=None,
-         extra_unlabelled=(), eval_per_group: int = 4, ledger: str = "", dry_run: bool = False) -> None:
-    """Run (or, with --dry_run, plan) the few-label study; see the module docstring."""
+         extra_unlabelled=(), eval_per_group: int = 4, ledger: str = "", dry_run: bool = False,
+         tables_only: bool = False) -> None:
+    """Run (or, with --dry_run, plan; with --tables_only, tabulate the ledger) the few-label study; see the module
+    docstring."""
     if stray:  # fire hands a value after a list option's first (--seeds 0 1) to the next free parameter
         raise ValueError(f"unexpected argument(s) {' '.join(map(str, stray))}: a list option takes its values "
                          "separated by commas, e.g. --seeds 0,1 --labelled 1,5,all")
@@ -216,6 +222,20 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
     check_labelled_counts(counts, len((split or fresh)["labelled_pool"]))
     config_hashes = {arm: budget_hash(REPO, budget, arm) for arm in arms}
     done = recorded(read_ledger(ledger_path), budget, config_hashes) if ledger_path is not None else set()
+    if tables_only:  # the tables of what the ledger holds, into OUT; nothing is run, OUT holds no study
+        if ledger_path is None or not ledger_path.exists():
+            raise ValueError("--tables_only tabulates a ledger: give --ledger, an existing .csv file")
+        wanted = {run_key(a, n, s) for a in arms for n in counts for s in seed_list}
+        if not any(run_key(r["arm"], r["labelled"], r["seed"]) in wanted
+                   for r in current(read_ledger(ledger_path), budget, config_hashes)):
+            raise ValueError(f"--ledger {ledger_path} holds no run of budget {budget} for these arms, counts and "
+                             "seeds at their present config hashes")
+        out_path.mkdir(parents=True, exist_ok=True)
+        rows = collect(out_path, [], split or fresh, settings, arms, counts, seed_list, config_hashes,
+                       ledger=ledger_path, repo=REPO)
+        say(f"{len(rows)} runs of the ledger -> {out_path / 'table.md'}, {out_path / 'runs.csv'}, "
+            f"{out_path / 'dice_vs_labelled.png'}")
+        return
     if dry_run:
         if split is None:
             split = fresh

@@ -230,9 +230,21 @@ def test_runs_in_the_ledger_are_not_run_again_from_another_folder(tmp_path):
     again = subprocess.run([sys.executable, str(TOOL), *elsewhere, "--seeds", "0,1,2", "--dry_run"], cwd=REPO_ROOT,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 runs are in the ledger for this budget and config hash: not planned." in again.stdout
+    assert "4 runs are in the ledger for this budget at their arms' config hashes: not planned." in again.stdout
     trains = [line for line in again.stdout.splitlines() if line.startswith("[train]")]
     assert trains == ["[train] train scratch n=1 seed 2", "[train] train mim_all n=1 seed 2"]
+    # the tables from the committed ledger alone, into a folder of their own: what the study itself wrote
+    tables = tmp_path / "tables"
+    made = subprocess.run([sys.executable, str(TOOL), *[a if a != str(out) else str(tables) for a in args],
+                           "--tables_only"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert (tables / "table.md").read_text() == (out / "table.md").read_text()
+    assert sorted(p.name for p in tables.iterdir()) == ["dice_vs_labelled.png", "runs.csv", "table.md"]
+    none = subprocess.run([sys.executable, str(TOOL), *[a if a != str(out) else str(tmp_path / "t2") for a in args],
+                           "--tables_only", "--seeds", "5"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert none.returncode == 2 and "holds no run of budget tiny" in none.stderr
+    assert not (tmp_path / "t2").exists()
 
 
 @pytest.mark.parametrize("args, named", [
