@@ -33,10 +33,10 @@ BUDGETS: Dict[str, dict] = {
         "arms": ["scratch", "simclr_all", "pcl_all", "dino_all", "mim_all"],
         "labelled": [1, 5, "all"],
         "seeds": [0, 1, 2],
-        "overlay": "cpu",  # the overlay: widths 8-128, 64 px patches of 2 mm, 3000 iterations, last epoch kept
+        "overlay": "cpu",  # the overlay: widths 8-128, 64 px patches of 2 mm, 6000 iterations, last epoch kept
         "validation_per_group": 2,
         "phantom_subjects": 6,
-        "nominal_seconds": {"data": 120, "pretrain": 3600, "train": 780, "eval": 60},
+        "nominal_seconds": {"data": 120, "pretrain": 3600, "train": 1260, "eval": 35},  # the ledger's first runs
     },
     "small": {
         "arms": ["scratch", "mim_all"],

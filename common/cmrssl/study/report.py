@@ -20,8 +20,8 @@ from .runner import PROVENANCE, timings
 from .statistics import (PLATEAU_GAIN, PRETEXT_FLAT, bootstrap_interval, hd95_counting_lost, paired_differences,
                          plateau_gain, pretext_drop, wilcoxon_p)
 
-__all__ = ["collect", "comparison", "convergence_note", "drawn_subjects", "epoch_losses", "image_diagonals", "pretext_columns",
-           "rows_from_steps", "run_row", "table", "plot", "validation_curve", "write_results"]
+__all__ = ["collect", "comparison", "convergence_note", "drawn_subjects", "epoch_losses", "image_diagonals",
+           "pretext_columns", "rows_from_steps", "run_row", "table", "plot", "validation_curve", "write_results"]
 
 #: per-subject clinical errors, from an evaluation's function.csv
 CLINICAL = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "lv_mass_g")
