@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from monai.losses import DiceCELoss
 
 from cmrssl.data.ranking import ranking_studies
 from cmrssl.engines.ranking import AlternatingRounds, RankingMethod
@@ -21,6 +22,8 @@ from cmrssl.losses.ranking import (
 )
 from cmrssl.metrics.function import cardiac_function_from_lv_curve, cardiac_function_from_study
 from cmrssl.io.reader import read_cine
+from cmrssl.networks.regression import AreaRegressor, SegmentationAreas, area_network
+from cmrssl.networks.unet import CMRUNet
 from cmrssl.transforms.ranking import LoadStudyStack, mask_outside, nested_boxes
 
 
@@ -127,6 +130,48 @@ def test_volumes_only_supervision_goes_through_the_simpson_sum():
     assert float(method(inputs)["loss"].detach()) == pytest.approx(0.75)
 
 
+# --------------------------------------------------------------------------- areas through a segmentation head
+def test_a_segmenting_network_measures_its_soft_lv_area_and_keeps_the_unet_parameter_names():
+    net = area_network("unet", pixdim_mm=[2.0, 2.0], channels=[4, 8, 16, 32], deep_supervision=True)
+    assert isinstance(net, SegmentationAreas) and isinstance(area_network("resnet10_small"), AreaRegressor)
+    x = torch.randn(3, 1, 16, 16)
+    net.eval()
+    probability = torch.softmax(net.segment(x), dim=1)[:, 1]
+    np.testing.assert_allclose(net(x).detach().numpy()[:, 0], probability.sum(dim=(1, 2)).detach().numpy() * 4.0,
+                               rtol=1e-5)
+    net.train()  # deep supervision: the segment is stacked levels, the area the full-resolution one
+    assert net.segment(x).shape == (3, 3, 4, 16, 16) and net(x).shape == (3, 1)
+    with torch.no_grad():  # a head that says "LV" everywhere: the whole 16 x 16 field at 4 mm^2
+        net.head.conv.conv.weight.zero_()
+        net.head.conv.conv.bias.copy_(torch.tensor([0.0, 50.0, 0.0, 0.0]))
+    assert float(net.eval()(x)[0].detach()) == pytest.approx(16 * 16 * 4.0, rel=1e-4)
+    # the segmentation bundle's U-Net loads its weights as they are
+    CMRUNet(channels=[4, 8, 16, 32], deep_supervision=True).load_state_dict(net.state_dict())
+    with pytest.raises(ValueError, match="lv_class"):
+        SegmentationAreas(lv_class=4, channels=[4, 8])
+
+
+def test_labelled_frames_supervise_every_pixel_through_the_segmentation_loss():
+    net = area_network("unet", pixdim_mm=2.0, channels=[4, 8], deep_supervision=False)
+    loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+    method = RankingMethod(net, segmentation_loss=loss, chunk_size=3)
+    image = torch.randn(2, 5, 8, 8)
+    label = torch.zeros(2, 5, 8, 8, dtype=torch.uint8)
+    label[0, :, 2:6, 2:6] = 1
+    inputs = {"step": "supervised", "image": image, "label": label, "labelled": torch.tensor([True, False]),
+              "area_mm2": torch.tensor([[64.0] * 5, [float("nan")] * 5])}
+    out = method(inputs)
+    assert set(out) == {"loss", "supervised_segmentation"}
+    net.eval()  # the loss is the segmentation bundle's on the labelled frame's 5 slices, chunked by 3
+    expected = loss(net.segment(image[0][:, None]), label[0][:, None].long())
+    assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-4)
+    out["loss"].backward()
+    assert net.head.conv.conv.weight.grad.abs().sum() > 0
+    # a regressor keeps the area loss, even with a segmentation loss configured
+    out = RankingMethod(MeanArea(), segmentation_loss=loss)(inputs)
+    assert "supervised_area" in out
+
+
 # --------------------------------------------------------------------------- the study stack
 @pytest.fixture(scope="module")
 def phantom_datalist(phantom_cohort, tmp_path_factory):
@@ -163,6 +208,11 @@ def test_area_to_volume_matches_the_function_module_on_the_phantom(phantom_datal
     assert function.lv_ef_percent == pytest.approx(reference.lv_ef_percent, rel=1e-5)
     assert function.lv_mass_g is None and function.rv_edv_ml is None
     assert stack["image"].shape[-2:] == (96, 96) and stack["image"].shape[:2] == (cine.num_frames, cine.num_slices)
+    # the label maps ride with the image, and their LV is the area target
+    label = stack["label"].numpy()
+    assert label.shape == tuple(stack["image"].shape) and label.dtype == np.uint8
+    np.testing.assert_allclose((label[labelled] == 1).sum(axis=(2, 3)) * 4.0, areas[labelled])
+    assert not label[~labelled].any()
 
 
 # --------------------------------------------------------------------------- bad input

@@ -169,7 +169,10 @@ class RankingMethod(nn.Module):
     ``compute_loss`` (also ``forward``, so DDP can wrap it) and ``backbone_state_dict``.
 
     Args:
-        network: the slice-area regressor (:class:`cmrssl.networks.regression.AreaRegressor`).
+        network: the slice-area network (:func:`cmrssl.networks.regression.area_network`).
+        segmentation_loss: the loss of a labelled frame's logits against its label map
+            (``loss(logits, label [N, 1, H, W])``, the segmentation bundle's), used when
+            the network segments (has ``segment``); else labelled frames supervise their areas.
         ranking_weights: weight of each of :data:`RANKING_TERMS` (missing: 1.0).
         ranking: False switches every ranking term off (supervised-only training).
         margin_mm2: ranking margin (mm^2).
@@ -189,6 +192,7 @@ class RankingMethod(nn.Module):
     def __init__(
         self,
         network: nn.Module,
+        segmentation_loss: Optional[nn.Module] = None,
         ranking_weights: Optional[Mapping[str, float]] = None,
         ranking: bool = True,
         margin_mm2: float = 0.0,
@@ -205,6 +209,7 @@ class RankingMethod(nn.Module):
         if unknown:
             raise ValueError(f"unknown ranking terms {sorted(unknown)}; the terms are {list(RANKING_TERMS)}")
         self.network = network
+        self.segmentation_loss = segmentation_loss if hasattr(network, "segment") else None
         self.ranking = as_bool(ranking, "ranking")
         self.weights = {name: float((ranking_weights or {}).get(name, 1.0)) if self.ranking else 0.0
                         for name in RANKING_TERMS}
@@ -246,8 +251,16 @@ class RankingMethod(nn.Module):
 
     # ------------------------------------------------------------------ losses
     def supervised_loss(self, inputs: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-        """Smooth-L1 on the labelled frames' slice areas; else on the study's EDV/ESV."""
+        """The labelled frames' segmentation loss (a segmenting network) or smooth-L1 on their slice areas;
+        else smooth-L1 on the study's EDV/ESV through the Simpson sum of its areas."""
         image, labelled = inputs["image"], inputs["labelled"].bool()
+        if bool(labelled.any()) and self.segmentation_loss is not None:
+            slices = image[labelled].reshape(-1, 1, *image.shape[-2:])
+            target = inputs["label"][labelled].reshape(-1, 1, *image.shape[-2:]).long()
+            logits = torch.cat([self.network.segment(slices[i:i + self.chunk_size])
+                                for i in range(0, slices.shape[0], max(self.chunk_size, 1))])
+            loss = self.segmentation_loss(logits, target)
+            return {"loss": loss, "supervised_segmentation": loss.detach()}
         if bool(labelled.any()):
             areas = study_areas(self.network, image[labelled], self.chunk_size)
             target = inputs["area_mm2"][labelled]

@@ -9,6 +9,8 @@ into what the ranking bundle trains and infers on:
   around the heart;
 - ``area_mm2``: ``[F, Z]`` LV cavity area (label 1) inside the crop, NaN on frames
   without a label;
+- ``label``: uint8 ``[F, Z, S, S]`` the label maps on the image's grid (nearest
+  neighbour), 0 on frames without a label (``labelled`` says which frames have one);
 - ``reference_volume_ml``: ``[F]`` LV cavity volume of the label on its own grid
   (voxel count x voxel volume, the whole field of view), NaN where unlabelled;
 - ``frame_index`` ``[F]`` (index in the cycle), ``labelled`` ``[F]``,
@@ -167,15 +169,17 @@ class LoadStudyStack(Transform):
         image = _crop(image, centre, self.roi_size, float(image.min()))
 
         area = np.full((num_frames, study.num_slices), np.nan, dtype=np.float32)
+        label_maps = np.zeros(image.shape, dtype=np.uint8)
         reference = np.full(num_frames, np.nan, dtype=np.float32)
         labelled = np.zeros(num_frames, dtype=bool)
         for f in record.get("frames") or []:
             if not f.get("label"):
                 continue
             t = cycle.index(int(f["frame_index"]))
-            lv = (_label_frame(f["label"], pixels.shape[1:], self.spacing_from) == LV_CAVITY).astype(np.float32)
-            reference[t] = float(lv.sum()) * dz * dy * dx / 1000.0
-            lv_zoomed = _crop(_zoom(lv[None], factors, "nearest")[0], centre, self.roi_size, 0.0)
+            labels = _label_frame(f["label"], pixels.shape[1:], self.spacing_from)
+            reference[t] = float((labels == LV_CAVITY).sum()) * dz * dy * dx / 1000.0
+            label_maps[t] = _crop(_zoom(labels[None].astype(np.float32), factors, "nearest")[0], centre, self.roi_size, 0.0)
+            lv_zoomed = label_maps[t] == LV_CAVITY
             area[t] = lv_zoomed.reshape(lv_zoomed.shape[0], -1).sum(axis=1) * self.pixdim_mm ** 2
             labelled[t] = True
 
@@ -187,6 +191,7 @@ class LoadStudyStack(Transform):
         return {
             "image": torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32),
             "area_mm2": torch.as_tensor(area),
+            "label": torch.as_tensor(label_maps),
             "reference_volume_ml": torch.as_tensor(reference),
             "labelled": torch.as_tensor(labelled),
             "frame_index": torch.as_tensor(cycle, dtype=torch.int64),
