@@ -116,12 +116,12 @@ def test_mnms2_records_with_null_frame_index_train_the_ranking_bundle_and_score_
     result = _run(RANKING, "['configs/train.json','configs/evaluate.json']", datalist=mnms2["datalist"],
                   checkpoint=mnms2["checkpoint"], output_dir=out, **RANKING_NET)
     assert result.returncode == 0, result.stderr[-3000:]
-    with open(out / "metrics.csv") as handle:
+    with open(out / "function.csv") as handle:
         rows = {row["subject"]: row for row in csv.DictReader(handle)}
     assert sorted(rows) == ["003", "004"]
     for subject, row in rows.items():
         # the references are the ED and ES labels, by the records' phase
-        assert float(row["reference_edv_ml"]) > float(row["reference_esv_ml"]) > 0
+        assert float(row["reference_lv_edv_ml"]) > float(row["reference_lv_esv_ml"]) > 0
         assert not row.get("reference_ed_frame")  # no frame number is known, so none is scored
         report = json.loads((out / subject / "function.json").read_text())
         assert report["ed_frame"] is None and report["es_frame"] is None
@@ -150,7 +150,7 @@ def test_a_volumes_only_record_with_edv_below_esv_is_refused_for_training_and_as
         f"error: ValueError: {datalist}: record 1 of 'training' (subject phantom_001): edv_ml 59.2 is smaller than "
         "esv_ml 103.8 (EF -75 %)")
     assert not (tmp_path / "model").exists()
-    # as an evaluation reference: before, metrics.csv held reference_ef_percent -87.9 and the summary's MAE used it
+    # as an evaluation reference: before, the scores held reference_ef_percent -87.9 and the summary's MAE used it
     datalist = _write(tmp_path / "test.json", {"training": [good], "validation": [],
                                                "test": [_volumes_only(cohort, "phantom_002", 82.1, 154.3)]})
     result = _run(RANKING, "['configs/train.json','configs/evaluate.json']", datalist=datalist,

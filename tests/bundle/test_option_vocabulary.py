@@ -143,7 +143,7 @@ def test_pixdim_mm_rule_wants_a_list_of_two():
 
 def test_square_pixel_bundles_take_the_list_and_refuse_two_sizes(tmp_path):
     """The ranking and LVQuan bundles resample to square pixels: ``[d, d]`` (or one number from Python)."""
-    from cmrssl.engines.ranking import StudyVolumeWriter
+    from cmrssl.engines.study_volumes import StudyVolumeWriter
     from cmrssl.transforms.ranking import LoadStudyStack
 
     assert square_pixdim_mm([1.5, 1.5]) == square_pixdim_mm(1.5) == 1.5

@@ -80,14 +80,15 @@ def test_evaluate_scores_volumes_against_the_references(trained, datalist, tmp_p
                          checkpoint=str(trained["checkpoint"]), output_dir=str(out))
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["studies"] == 1
-    assert set(summary["volumes"]) == {"edv_ml", "esv_ml", "ef_percent"}
-    assert summary["volumes"]["edv_ml"]["unit"] == "ml" and summary["volumes"]["ef_percent"]["unit"] == "%"
-    with open(out / "metrics.csv") as handle:
+    # the segmentation bundle's evaluation schema: summary["function"] and a function.csv row per subject
+    assert summary["subjects_with_function"] == 1
+    assert set(summary["function"]) == {"lv_edv_ml", "lv_esv_ml", "lv_ef_percent"}
+    assert summary["function"]["lv_edv_ml"]["unit"] == "ml" and summary["function"]["lv_ef_percent"]["unit"] == "%"
+    with open(out / "function.csv") as handle:
         row = next(csv.DictReader(handle))
-    reference = float(row["reference_edv_ml"])
+    reference = float(row["reference_lv_edv_ml"])
     assert 40 < reference < 400  # the phantom's LV, in ml
-    assert float(row["error_edv_ml"]) == pytest.approx(float(row["predicted_edv_ml"]) - reference, abs=1e-2)
+    assert float(row["error_lv_edv_ml"]) == pytest.approx(float(row["predicted_lv_edv_ml"]) - reference, abs=1e-2)
 
 
 def test_inference_on_a_dicom_cine_gives_the_function_report(trained, phantom_cohort, tmp_path):

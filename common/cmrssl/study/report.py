@@ -142,18 +142,17 @@ def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step,
         for key, _ in STRUCTURE_ROWS:  # the run's Dice as its evaluation states it
             row[f"dice_{key}"] = summary["segmentation"][key]["dice"]["mean"]
         row.update(values)
-        volumes = {name: summary.get("function", {}).get(name, {}) for name in CLINICAL}
         row["frames_lv_cavity_lost"] = summary.get("quality", {}).get("frames_with_lv_cavity_dice_below_0.05", "")
-        function_csv = step.done_file.parent / "function.csv"
-        if function_csv.exists():
-            with open(function_csv) as handle:
-                for line in csv.DictReader(handle):
-                    for name in CLINICAL:
-                        error = _number(line.get(f"error_{name}"))
-                        if error is not None:
-                            per_subject.setdefault(line["subject"], {})[f"error_{name}"] = error
-    else:  # cmr_ranking_ssl: volumes only
-        volumes = summary.get("volumes", {})
+    # both bundles' evaluations share the function schema: summary["function"] and function.csv's error columns
+    volumes = {name: summary["function"][name] for name in CLINICAL if name in summary.get("function", {})}
+    function_csv = step.done_file.parent / "function.csv"
+    if function_csv.exists():
+        with open(function_csv) as handle:
+            for line in csv.DictReader(handle):
+                for name in CLINICAL:
+                    error = _number(line.get(f"error_{name}"))
+                    if error is not None:
+                        per_subject.setdefault(line["subject"], {})[f"error_{name}"] = error
     for name, stats in volumes.items():
         row[f"{name}_mae"] = stats.get("mean_absolute_error", "")
         row[f"{name}_bias"] = stats.get("mean_error", "")

@@ -1,0 +1,307 @@
+"""Evaluation and inference of slice-area networks: a study's areas -> its volume curve and function report.
+
+MONAI's ``SupervisedEvaluator`` runs :class:`StudyAreaInferer` (a study ``[1, F, Z, H, W]`` -> areas
+``[1, F, Z]``, :func:`study_areas`) and :class:`StudyVolumeWriter`, which turns the areas into the volume
+curve, EDV, ESV, EF and ED/ES frames (:func:`cmrssl.metrics.function.cardiac_function_from_lv_curve`) and
+writes, per study, ``function.json`` / ``function.csv`` / ``volume_curve.png`` (the segmentation bundle's
+report), and, against references, the segmentation bundle's evaluation tables: ``function.csv`` (a row per
+subject: ``reference_``/``predicted_``/``error_`` of each quantity) and ``summary.json`` (``"function"``:
+the agreement of each quantity, :func:`cmrssl.metrics.function.agreement`; ``"subjects_with_function"``),
+plus ``"frames"`` (ED/ES frame agreement) and Bland-Altman PNGs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from ignite.engine import Events
+from monai.inferers import Inferer
+from monai.utils import CommonKeys
+
+from cmrssl.data.ranking import ranking_studies
+from cmrssl.data.subsets import resolve_cine_inputs
+from cmrssl.engines.seg_evaluation import FUNCTION_CSV as SCORES_CSV
+from cmrssl.engines.seg_evaluation import METRICS_CSV, SUMMARY_JSON
+from cmrssl.flags import as_bool, square_pixdim_mm
+from cmrssl.io.atomic import (
+    SUBJECTS_JSON,
+    atomic_folder,
+    check_output_dir,
+    listed_folders,
+    unique_folder_name,
+    write_subjects_json,
+)
+from cmrssl.metrics.function import agreement, cardiac_function_from_lv_curve
+from cmrssl.metrics.plots import plot_bland_altman, plot_volume_curve
+from cmrssl.metrics.report import FUNCTION_CSV, FUNCTION_JSON, VOLUME_CURVE_PNG, write_function_report
+
+__all__ = ["study_areas", "StudyAreaInferer", "StudyVolumeWriter", "inference_studies", "study_inputs", "QUANTITIES"]
+
+logger = logging.getLogger(__name__)
+
+#: The report's note for a study whose frames are known only as ED and ES (cmrssl.data.ranking).
+_UNKNOWN_FRAME_NUMBERS = ("ED/ES frame numbers unknown: the datalist names the study's frames by phase only "
+                          "(frame_index null), so ED/ES are not reported or scored as frame numbers")
+#: the quantities scored, named as the segmentation bundle's evaluation names them: (name, unit, report key)
+QUANTITIES = (("lv_edv_ml", "ml", "edv_ml"), ("lv_esv_ml", "ml", "esv_ml"), ("lv_ef_percent", "%", "ef_percent"))
+
+
+def study_areas(network: nn.Module, image: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+    """Areas ``[F, Z]`` (mm^2) of a study ``image`` ``[F, Z, H, W]``, slices through ``network`` in chunks."""
+    f, z, h, w = image.shape
+    flat = image.reshape(f * z, 1, h, w)
+    chunk = max(int(chunk_size), 1)
+    out = torch.cat([network(flat[i:i + chunk]).reshape(-1) for i in range(0, flat.shape[0], chunk)])
+    return out.reshape(f, z)
+
+
+class StudyAreaInferer(Inferer):
+    """``inputs [B, F, Z, H, W]`` -> ``[B, F, Z]`` slice areas, ``chunk_size`` slices per forward pass."""
+
+    def __init__(self, chunk_size: int = 64) -> None:
+        super().__init__()
+        self.chunk_size = int(chunk_size)
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if inputs.ndim != 5:
+            raise ValueError(f"StudyAreaInferer needs studies [B, F, Z, H, W], got shape {tuple(inputs.shape)}")
+        inputs = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
+        return torch.stack([study_areas(network, study, self.chunk_size) for study in inputs])
+
+
+def _cyclic_distance(a: int, b: int, cycle: Optional[int]) -> int:
+    d = abs(int(a) - int(b))
+    return min(d, cycle - d) if cycle else d
+
+
+class StudyVolumeWriter:
+    """Ignite handler: slice areas of each study -> its volume curve, function report and, with references, scores.
+
+    Args:
+        output_dir: results folder (written whole at the end; refused when it holds
+            results unless ``overwrite``; an input inside it is refused).
+        overwrite: replace this writer's earlier outputs there.
+        plots: write ``volume_curve.png`` per study and the Bland-Altman PNGs.
+        pixdim_mm: in-plane pixel size the areas were measured at (for the report's spacing):
+            ``[dy, dx]`` of two equal values, or one number.
+        inputs: the input paths (refused as or inside ``output_dir``).
+        score: write ``function.csv`` / ``summary.json`` / Bland-Altman PNGs for the studies that
+            have references (labelled frames or EDV/ESV); else only the per-study reports.
+
+    ``engine.state.batch`` is the collated batch (``decollate=False``) and
+    ``engine.state.output[CommonKeys.PRED]`` the areas ``[B, F, Z]``.
+    """
+
+    def __init__(
+        self,
+        output_dir: Union[str, os.PathLike],
+        overwrite: bool = False,
+        plots: bool = True,
+        pixdim_mm: Union[float, Sequence[float]] = (1.5, 1.5),
+        inputs: Sequence[Union[str, os.PathLike, None]] = (),
+        score: bool = False,
+    ) -> None:
+        self.overwrite = as_bool(overwrite, "overwrite")
+        self.output_dir = check_output_dir(output_dir, self.overwrite, inputs=list(inputs))
+        self.plots = as_bool(plots, "write_plots")
+        self.pixdim_mm = square_pixdim_mm(pixdim_mm)
+        self.score = as_bool(score, "score")
+        self.studies: List[dict] = []
+        self.summary: dict = {}
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def reset(self, engine=None) -> None:
+        self.studies = []
+
+    def collect(self, engine) -> None:
+        batch = engine.state.batch
+        pred = engine.state.output[CommonKeys.PRED] if isinstance(engine.state.output, dict) else None
+        if pred is None or not isinstance(batch, dict):
+            raise ValueError("StudyVolumeWriter needs the evaluator's decollate=False and a 'pred' output")
+        pred = pred.detach().float().cpu().numpy()
+
+        def numpy(key: str) -> np.ndarray:
+            value = batch[key]
+            value = value.as_tensor() if hasattr(value, "as_tensor") else value
+            return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+        for b in range(pred.shape[0]):
+            self.studies.append({
+                "subject": str(batch["subject"][b]),
+                "source": str(batch["source"][b]),
+                "areas_mm2": pred[b],
+                "slice_spacing_mm": float(numpy("slice_spacing_mm")[b]),
+                "frame_index": [int(t) for t in numpy("frame_index")[b]],
+                "reference_volume_ml": numpy("reference_volume_ml")[b],
+                "ed_position": int(numpy("ed_position")[b]),
+                "es_position": int(numpy("es_position")[b]),
+                "edv_ml": float(numpy("edv_ml")[b]),
+                "esv_ml": float(numpy("esv_ml")[b]),
+                "frame_numbers_known": bool(numpy("frame_numbers_known")[b]) if "frame_numbers_known" in batch
+                else True,
+            })
+
+    # ------------------------------------------------------------------ per study
+    def _report(self, study: dict) -> tuple:
+        curve = study["areas_mm2"].sum(axis=1) * study["slice_spacing_mm"] / 1000.0
+        spacing = (study["slice_spacing_mm"], self.pixdim_mm, self.pixdim_mm)
+        try:
+            function = cardiac_function_from_lv_curve(curve, spacing, source=study["source"],
+                                                      frame_indices=study["frame_index"])
+        except ValueError as error:
+            logger.warning("%s: no cardiac function: %s", study["subject"], error)
+            return None, {"status": f"no function: {error}", "lv_volume_curve_ml": [float(v) for v in curve],
+                          "source": study["source"], "num_frames": len(curve)}
+        report = dict(function.to_dict(), status="ok", method="slice-area regression (cmr_ranking_ssl)",
+                      lv_area_mm2=[[float(a) for a in frame] for frame in study["areas_mm2"]])
+        if not study.get("frame_numbers_known", True):
+            # the curve's points are the ED and ES records, not frames of a known cine: no frame number to give
+            report.update(ed_frame=None, es_frame=None, labelled_frames=None, frame_indices=None,
+                          notes=[_UNKNOWN_FRAME_NUMBERS])
+        return function, report
+
+    def _reference(self, study: dict) -> Optional[dict]:
+        """Reference EDV/ESV/EF and ED/ES frames of a study: its labelled frames, else its EDV/ESV."""
+        volumes, cycle = study["reference_volume_ml"], study["frame_index"]
+        labelled = [t for t in range(len(volumes)) if np.isfinite(volumes[t])]
+        if len(labelled) >= 2:
+            ed, es = study["ed_position"], study["es_position"]
+            if ed not in labelled or es not in labelled:
+                ed = labelled[int(np.argmax(volumes[labelled]))]
+                es = labelled[int(np.argmin(volumes[labelled]))]
+            edv, esv = float(volumes[ed]), float(volumes[es])
+            reference = {"edv_ml": edv, "esv_ml": esv, "ef_percent": 100.0 * (edv - esv) / edv}
+            if study.get("frame_numbers_known", True):  # else the positions are no frame numbers to score
+                reference.update(ed_frame=cycle[ed], es_frame=cycle[es])
+            return reference
+        if math.isfinite(study["edv_ml"]) and math.isfinite(study["esv_ml"]):
+            edv, esv = study["edv_ml"], study["esv_ml"]
+            return {"edv_ml": edv, "esv_ml": esv, "ef_percent": 100.0 * (edv - esv) / edv}
+        return None
+
+    def write(self, engine=None) -> None:
+        taken: set = set()
+        rows: List[dict] = []
+        with atomic_folder(self.output_dir, overwrite=self.overwrite or self._empty(),
+                           owned=self._owned_entries().__contains__) as tmp:
+            subjects = []
+            for study in self.studies:
+                folder_name = unique_folder_name(study["subject"], taken)
+                folder = tmp if len(self.studies) == 1 and not self.score else tmp / folder_name
+                folder.mkdir(parents=True, exist_ok=True)
+                function, report = self._report(study)
+                files = {"function_json": FUNCTION_JSON, "function_csv": FUNCTION_CSV}
+                if function is not None and self.plots:
+                    plot_volume_curve(function, folder / VOLUME_CURVE_PNG, title=folder_name)
+                    files["volume_curve_png"] = VOLUME_CURVE_PNG
+                write_function_report(dict(report, input=study["source"], files=files), folder)
+                subjects.append({"folder": folder_name, "subject": study["subject"], "input": study["source"]})
+                if function is not None:
+                    logger.info("%s: LV EDV %.1f ml, ESV %.1f ml, EF %.1f %%", study["subject"], function.lv_edv_ml,
+                                function.lv_esv_ml, function.lv_ef_percent)
+                reference = self._reference(study) if self.score else None
+                if reference is not None and function is not None:
+                    rows.append(self._row(study, function, reference))
+            if len(subjects) > 1 or self.score:
+                write_subjects_json(tmp, subjects)
+            if self.score:
+                self.summary = self._write_scores(rows, tmp)
+        if self.score:
+            logger.info("volume scores of %d studies -> %s", len(rows), self.output_dir / SUMMARY_JSON)
+
+    def _owned_entries(self) -> set:
+        """Names an earlier run of this writer made here: replaced or removed, never left stale."""
+        owned = {FUNCTION_JSON, FUNCTION_CSV, SCORES_CSV, VOLUME_CURVE_PNG, SUBJECTS_JSON, SUMMARY_JSON,
+                 "bland_altman_edv.png", "bland_altman_esv.png", "bland_altman_ef.png",
+                 METRICS_CSV}  # the scores' name before 0.3.0: an old one is removed, not left stale
+        return owned | listed_folders(self.output_dir)
+
+    def _empty(self) -> bool:
+        return self.output_dir.is_dir() and not any(self.output_dir.iterdir())
+
+    @staticmethod
+    def _row(study: dict, function, reference: dict) -> dict:
+        row = {"subject": study["subject"]}
+        predicted = {"edv_ml": function.lv_edv_ml, "esv_ml": function.lv_esv_ml, "ef_percent": function.lv_ef_percent,
+                     "ed_frame": function.ed_frame, "es_frame": function.es_frame}
+        for name, _, key in QUANTITIES:
+            row[f"reference_{name}"] = round(reference[key], 3)
+            row[f"predicted_{name}"] = round(predicted[key], 3)
+            row[f"error_{name}"] = round(predicted[key] - reference[key], 3)
+        frames = study["frame_index"]
+        cycle = len(frames) if frames == list(range(len(frames))) and len(frames) > 2 else None  # a whole cycle
+        for name in ("ed_frame", "es_frame"):
+            if name in reference:
+                row[f"reference_{name}"] = reference[name]
+                row[f"predicted_{name}"] = predicted[name]
+                row[f"error_{name}"] = _cyclic_distance(predicted[name], reference[name], cycle)
+        return row
+
+    def _write_scores(self, rows: List[dict], folder: Path) -> dict:
+        if not rows:
+            raise ValueError("no study with references to score (labelled frames, or edv_ml and esv_ml)")
+        fields: List[str] = []
+        for row in rows:
+            fields += [k for k in row if k not in fields]
+        with open(folder / SCORES_CSV, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        # the segmentation bundle's summary schema (cmrssl.engines.seg_evaluation.summarise), so one tool reads both
+        summary: dict = {"subjects_with_function": len(rows), "function": {}, "frames": {},
+                         "crps": None, "crps_note": "the model predicts no spread; CRPS is not defined for it"}
+        for name, unit, _ in QUANTITIES:
+            summary["function"][name] = agreement([r[f"reference_{name}"] for r in rows],
+                                                  [r[f"predicted_{name}"] for r in rows], unit)
+        for name in ("ed_frame", "es_frame"):
+            errors = [r[f"error_{name}"] for r in rows if f"error_{name}" in r]
+            if errors:
+                summary["frames"][name] = {"n": len(errors), "exact": int(sum(e == 0 for e in errors)),
+                                           "mean_absolute_error_frames": float(np.mean(errors))}
+        (folder / SUMMARY_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+        if self.plots and len(rows) >= 2:
+            for name, unit, key in QUANTITIES:
+                plot_bland_altman([r[f"reference_{name}"] for r in rows], [r[f"predicted_{name}"] for r in rows],
+                                  folder / f"bland_altman_{key.split('_')[0]}.png",
+                                  label=f"LV {key.split('_')[0].upper()}", unit=unit)
+        return summary
+
+
+def inference_studies(
+    input: Union[str, os.PathLike, None] = "",
+    datalist: Union[str, os.PathLike, None] = "",
+    dataset_dir: Union[str, os.PathLike, None] = "",
+    split: str = "test",
+) -> List[dict]:
+    """The studies to measure: ``input`` (one cine: a DICOM folder, a 4D NIfTI, a folder of 3D
+    NIfTI frames), else every study of the datalist's ``split`` (frames grouped by subject,
+    labels unused). Errors as :func:`cmrssl.data.subsets.resolve_cine_inputs`.
+    """
+    if input or not datalist:
+        return [{"subject": c["subject"], "cine": c["cine"], "frames": []}
+                for c in resolve_cine_inputs(input, datalist, dataset_dir, split)]
+    studies = ranking_studies(datalist, split, dataset_dir or "", check_labels=False)["all"]
+    if not studies:
+        raise ValueError(f"{datalist}: split '{split}' is empty")
+    return studies
+
+
+def study_inputs(studies: Sequence[dict]) -> List[str]:
+    """Every file a study list reads (an output folder must be none of them, nor hold one)."""
+    paths = [s["cine"] for s in studies if s.get("cine")]
+    for study in studies:
+        paths += [f[key] for f in study.get("frames", []) for key in ("image", "label") if f.get(key)]
+    return paths
