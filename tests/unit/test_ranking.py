@@ -101,6 +101,23 @@ def test_temporal_pairs_follow_the_re_estimated_ed_es():
     assert float(out["ranking_temporal"]) == pytest.approx(7.5)
 
 
+def test_the_temporal_term_orders_every_frame_of_a_cine_by_default():
+    class Counting(MeanArea):
+        def forward(self, x):
+            self.seen.append(x.shape[0])
+            return super().forward(x)
+
+    values = [3.0 - abs(t - 6) / 3.0 for t in range(12)]  # a 12-frame cycle
+    weights = {"spatial": 0, "nested": 0, "invariance": 0}
+    network = Counting()
+    network.seen = []
+    RankingMethod(network, ranking_weights=weights)(_ranking_inputs(values))
+    assert network.seen == [12 * 3]  # every frame's slices, with gradients, in one pass
+    network.seen = []
+    RankingMethod(network, ranking_weights=weights, max_frames=4)(_ranking_inputs(values))
+    assert network.seen[0] == 12 * 3 and network.seen[1] <= 6 * 3  # ED/ES from all, then a few frames scored
+
+
 def test_one_frame_study_skips_the_temporal_term_and_counts_it():
     method = RankingMethod(MeanArea(), ranking_weights={"nested": 0, "invariance": 0})
     out = method(_ranking_inputs([1.0], slices=4))

@@ -71,7 +71,8 @@ class RankingMethod(nn.Module):
         mid_fraction: the mid-ventricular part of a stack, base to apex, where the temporal
             pairs are scored (the spatial pairs run from the middle slice to the apex).
         max_frames: frames of a long cine scored with gradients per ranking step (spread over
-            the cycle, ED and ES always among them); the others only re-estimate ED/ES.
+            the cycle, ED and ES always among them; the others only re-estimate ED/ES);
+            0: every frame, so the temporal term orders the whole cycle.
         nested_slices: slices per ranking step that get a nested window pair and an
             intensity-augmented copy.
         nested_fraction: side of a window relative to the window holding it.
@@ -89,7 +90,7 @@ class RankingMethod(nn.Module):
         ranking: bool = True,
         margin_mm2: float = 0.0,
         mid_fraction: Sequence[float] = (0.25, 0.75),
-        max_frames: int = 8,
+        max_frames: int = 0,
         nested_slices: int = 4,
         nested_fraction: Sequence[float] = (0.5, 0.9),
         intensity_augment: Optional[Any] = None,
@@ -107,7 +108,7 @@ class RankingMethod(nn.Module):
                         for name in RANKING_TERMS}
         self.margin_mm2 = float(margin_mm2)
         self.mid_fraction = (float(mid_fraction[0]), float(mid_fraction[1]))
-        self.max_frames = max(int(max_frames), 2)
+        self.max_frames = max(int(max_frames), 2) if int(max_frames) > 0 else 0
         self.nested_slices = max(int(nested_slices), 0)
         self.nested_fraction = tuple(float(v) for v in nested_fraction)
         self.intensity_augment = intensity_augment
@@ -182,7 +183,7 @@ class RankingMethod(nn.Module):
             self.temporal_skipped += 1
         ed, es = self._known_ed_es(inputs)
         positions = list(range(num_frames))
-        if num_frames > self.max_frames:
+        if 0 < self.max_frames < num_frames:
             if ed < 0:  # the current model's ED/ES over the whole cycle, then the frames scored with gradients
                 with torch.no_grad():
                     volumes = study_areas(self.network, image, self.chunk_size).sum(dim=1)
