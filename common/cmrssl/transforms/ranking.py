@@ -6,17 +6,19 @@ into what the ranking bundle trains and infers on:
 - ``image``: float32 ``[F, Z, S, S]``: every frame (cycle order) and slice (base to
   apex), resampled in-plane to ``pixdim_mm`` (MONAI ``Zoom``), intensities clipped at
   the study's percentiles and standardised, cropped to ``S = roi_size`` pixels
-  around the heart;
+  around the heart. Each slice is in the segmentation bundle's in-plane order
+  (``[x, y]``, :func:`cmrssl.io.cine.swap_layout`: the reader's ``[H, W]`` transposed), so
+  a U-Net sees the anatomy as it does there and weights move between the bundles;
 - ``area_mm2``: ``[F, Z]`` LV cavity area (label 1) inside the crop, NaN on frames
   without a label;
-- ``label``: uint8 ``[F, Z, S, S]`` the label maps on the image's grid (nearest
+- ``label``: uint8 ``[F, Z, S, S]`` the label maps on the image's grid and order (nearest
   neighbour), 0 on frames without a label (``labelled`` says which frames have one);
 - ``reference_volume_ml``: ``[F]`` LV cavity volume of the label on its own grid
   (voxel count x voxel volume, the whole field of view), NaN where unlabelled;
 - ``frame_index`` ``[F]`` (index in the cycle), ``labelled`` ``[F]``,
   ``slice_spacing_mm``, ``ed_position`` / ``es_position`` (positions in ``F`` of
   known ED/ES frames, -1 unknown), ``crop_centre_mm`` (row, column of the crop's centre in mm from
-  the first pixel), ``edv_ml`` / ``esv_ml`` (study volumes of a
+  the first pixel, in the reader's ``[H, W]`` order), ``edv_ml`` / ``esv_ml`` (study volumes of a
   volumes-only record, NaN when absent), ``frame_numbers_known`` (False for a study
   whose frames are known only as ED and ES, :mod:`cmrssl.data.ranking`: its
   ``frame_index`` values are positions, not cine frame numbers), ``subject``, ``source``.
@@ -188,10 +190,11 @@ class LoadStudyStack(Transform):
             return cycle.index(int(value)) if value is not None and int(value) in cycle else -1
 
         nan = float("nan")
+        image, label_maps = image.swapaxes(-1, -2), label_maps.swapaxes(-1, -2)  # the segmentation bundle's [x, y]
         return {
             "image": torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32),
             "area_mm2": torch.as_tensor(area),
-            "label": torch.as_tensor(label_maps),
+            "label": torch.as_tensor(np.ascontiguousarray(label_maps)),
             "reference_volume_ml": torch.as_tensor(reference),
             "labelled": torch.as_tensor(labelled),
             "frame_index": torch.as_tensor(cycle, dtype=torch.int64),
