@@ -169,6 +169,22 @@ def test_a_segmenting_network_measures_its_soft_lv_area_and_keeps_the_unet_param
         SegmentationAreas(lv_class=4, channels=[4, 8])
 
 
+def test_ranking_losses_count_a_segmenting_networks_areas_in_fractions_of_the_field():
+    """In cm^2 a U-Net's ranking gradients were about 50 times its Dice loss's and its supervised steps stopped
+    learning; as fractions of the slice's field they are of the segmentation loss's size."""
+    image = torch.randn(2, 4, 16, 16)
+    unet = area_network("unet", pixdim_mm=2.0, channels=[4, 8], deep_supervision=False)
+    assert RankingMethod(unet).ranking_scale(image) == 16 * 16 * 4.0
+    assert RankingMethod(MeanArea()).ranking_scale(image) == 100.0
+    assert RankingMethod(unet, ranking_scale_mm2=50.0).ranking_scale(image) == 50.0
+    weights = {"spatial": 0, "nested": 0, "invariance": 0}
+    inputs = _ranking_inputs([1.0, 3.0, 0.5, 2.0], ed=0, es=2)  # the violations of the by-hand test above: 30 / 4
+    out = RankingMethod(MeanArea(), ranking_weights=weights, ranking_scale_mm2=1000.0)(inputs)
+    assert float(out["ranking_temporal"]) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="ranking_scale_mm2"):
+        RankingMethod(unet, ranking_scale_mm2=0)
+
+
 def test_labelled_frames_supervise_every_pixel_through_the_segmentation_loss():
     net = area_network("unet", pixdim_mm=2.0, channels=[4, 8], deep_supervision=False)
     loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)

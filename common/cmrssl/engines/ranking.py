@@ -68,6 +68,12 @@ class RankingMethod(nn.Module):
         ranking_weights: weight of each of :data:`RANKING_TERMS` (missing: 1.0).
         ranking: False switches every ranking term off (supervised-only training).
         margin_mm2: ranking margin (mm^2).
+        ranking_scale_mm2: the area of one unit of the ranking losses (mm^2). None: the network's
+            own: for a segmenting network the slice's field of view (the areas become fractions of
+            it), so that a term's gradient on a pixel's probability is of the segmentation loss's
+            size; for a regressor :data:`cmrssl.losses.ranking.AREA_SCALE_MM2` (1 cm^2). In cm^2 a
+            U-Net's ranking gradients were about 50 times its Dice loss's, and under one Adam
+            optimiser the supervised steps stopped learning (bundle README).
         mid_fraction: the mid-ventricular part of a stack, base to apex, where the temporal
             pairs are scored (the spatial pairs run from the middle slice to the apex).
         max_frames: frames of a long cine scored with gradients per ranking step (spread over
@@ -89,6 +95,7 @@ class RankingMethod(nn.Module):
         ranking_weights: Optional[Mapping[str, float]] = None,
         ranking: bool = True,
         margin_mm2: float = 0.0,
+        ranking_scale_mm2: Optional[float] = None,
         mid_fraction: Sequence[float] = (0.25, 0.75),
         max_frames: int = 0,
         nested_slices: int = 4,
@@ -107,6 +114,9 @@ class RankingMethod(nn.Module):
         self.weights = {name: float((ranking_weights or {}).get(name, 1.0)) if self.ranking else 0.0
                         for name in RANKING_TERMS}
         self.margin_mm2 = float(margin_mm2)
+        if ranking_scale_mm2 is not None and not float(ranking_scale_mm2) > 0:
+            raise ValueError(f"ranking_scale_mm2 must be > 0 or None, got {ranking_scale_mm2}")
+        self.ranking_scale_mm2 = None if ranking_scale_mm2 is None else float(ranking_scale_mm2)
         self.mid_fraction = (float(mid_fraction[0]), float(mid_fraction[1]))
         self.max_frames = max(int(max_frames), 2) if int(max_frames) > 0 else 0
         self.nested_slices = max(int(nested_slices), 0)
@@ -173,10 +183,20 @@ class RankingMethod(nn.Module):
         ed, es = int(inputs["ed_position"]), int(inputs["es_position"])
         return (ed, es) if ed >= 0 and es >= 0 and ed != es else (-1, -1)
 
+    def ranking_scale(self, image: torch.Tensor) -> float:
+        """mm^2 per ranking-loss unit for slices of ``image [..., H, W]`` (``ranking_scale_mm2``)."""
+        if self.ranking_scale_mm2 is not None:
+            return self.ranking_scale_mm2
+        pixel_area = getattr(self.network, "pixel_area_mm2", None)
+        if hasattr(self.network, "segment") and pixel_area:
+            return float(pixel_area) * image.shape[-2] * image.shape[-1]
+        return AREA_SCALE_MM2
+
     def ranking_loss(self, inputs: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         """The weighted ranking terms of one study (module docstring); labels unused."""
         image = inputs["image"]
         num_frames, num_slices = image.shape[:2]
+        scale = self.ranking_scale(image)
         terms: Dict[str, torch.Tensor] = {}
         mid = mid_ventricular_slices(num_slices, self.mid_fraction)
         if num_frames < 2:
@@ -199,11 +219,11 @@ class RankingMethod(nn.Module):
             pairs = temporal_pairs(len(positions), positions.index(ed), positions.index(es))
             larger = torch.stack([areas[a][mid] for a, _ in pairs])
             smaller = torch.stack([areas[b][mid] for _, b in pairs])
-            terms["temporal"] = pairwise_ranking_loss(larger, smaller, self.margin_mm2)
+            terms["temporal"] = pairwise_ranking_loss(larger, smaller, self.margin_mm2, scale)
         pairs = spatial_pairs(num_slices)  # from the middle slice to the apex
         if pairs and self.weights["spatial"] > 0:
             terms["spatial"] = pairwise_ranking_loss(
-                areas[:, [a for a, _ in pairs]], areas[:, [b for _, b in pairs]], self.margin_mm2)
+                areas[:, [a for a, _ in pairs]], areas[:, [b for _, b in pairs]], self.margin_mm2, scale)
         picks = [(int(self.rng.randint(len(positions))), int(mid[self.rng.randint(len(mid))]))
                  for _ in range(self.nested_slices)]
         if picks and (self.weights["nested"] > 0 or self.weights["invariance"] > 0):
@@ -219,12 +239,12 @@ class RankingMethod(nn.Module):
                 windows = self.network(torch.stack(outer + inner)[:, None]).reshape(-1)
                 k = len(picks)
                 terms["nested"] = pairwise_ranking_loss(
-                    torch.cat([full, windows[:k]]), torch.cat([windows[:k], windows[k:]]), self.margin_mm2)
+                    torch.cat([full, windows[:k]]), torch.cat([windows[:k], windows[k:]]), self.margin_mm2, scale)
             if self.weights["invariance"] > 0 and self.intensity_augment is not None:
                 augmented = torch.as_tensor(self.intensity_augment(slices.detach().clone()))
                 augmented = augmented.as_tensor() if hasattr(augmented, "as_tensor") else augmented
                 predicted = self.network(augmented.to(slices.device).float()[:, None]).reshape(-1)
-                terms["invariance"] = invariance_loss(full.detach(), predicted)
+                terms["invariance"] = invariance_loss(full.detach(), predicted, scale)
         loss = zero + sum(self.weights[name] * value for name, value in terms.items())
         out = {"loss": loss}
         out.update({f"ranking_{name}": value.detach() for name, value in terms.items()})
