@@ -185,6 +185,26 @@ def test_ranking_losses_count_a_segmenting_networks_areas_in_fractions_of_the_fi
         RankingMethod(unet, ranking_scale_mm2=0)
 
 
+def test_invariance_on_the_segmentation_compares_every_pixel():
+    torch.manual_seed(0)
+    unet = area_network("unet", pixdim_mm=2.0, channels=[4, 8], deep_supervision=False)
+    weights = {"temporal": 0, "spatial": 0, "nested": 0}
+    inputs = {"step": "ranking", "image": torch.randn(2, 4, 16, 16), "ed_position": torch.tensor(0),
+              "es_position": torch.tensor(1)}
+    same = RankingMethod(unet, ranking_weights=weights, invariance_on="segmentation", intensity_augment=lambda x: x)
+    assert float(same(inputs)["ranking_invariance"]) == pytest.approx(0.0, abs=1e-10)
+    changed = RankingMethod(unet, ranking_weights=weights, invariance_on="segmentation",
+                            intensity_augment=lambda x: x * 3.0)
+    out = changed(inputs)
+    assert float(out["ranking_invariance"]) > 0
+    out["loss"].backward()
+    assert unet.head.conv.conv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="segmenting network"):
+        RankingMethod(MeanArea(), invariance_on="segmentation")
+    with pytest.raises(ValueError, match="invariance_on"):
+        RankingMethod(unet, invariance_on="pixels")
+
+
 def test_labelled_frames_supervise_every_pixel_through_the_segmentation_loss():
     net = area_network("unet", pixdim_mm=2.0, channels=[4, 8], deep_supervision=False)
     loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)

@@ -81,6 +81,9 @@ class RankingMethod(nn.Module):
             0: every frame, so the temporal term orders the whole cycle.
         nested_slices: slices per ranking step that get a nested window pair and an
             intensity-augmented copy.
+        invariance_on: what the intensity-augmented copy must keep: ``"area"`` (its LV area, smooth
+            L1) or, for a segmenting network, ``"segmentation"`` (every pixel's class
+            probabilities, mean squared difference to the un-augmented slice's, which give no gradient).
         nested_fraction: side of a window relative to the window holding it.
         intensity_augment: callable on a ``[K, H, W]`` tensor (a MONAI Compose of
             intensity transforms) giving the augmented copies of the invariance term.
@@ -100,6 +103,7 @@ class RankingMethod(nn.Module):
         max_frames: int = 0,
         nested_slices: int = 4,
         nested_fraction: Sequence[float] = (0.5, 0.9),
+        invariance_on: str = "area",
         intensity_augment: Optional[Any] = None,
         chunk_size: int = 64,
         seed: int = 0,
@@ -121,6 +125,11 @@ class RankingMethod(nn.Module):
         self.max_frames = max(int(max_frames), 2) if int(max_frames) > 0 else 0
         self.nested_slices = max(int(nested_slices), 0)
         self.nested_fraction = tuple(float(v) for v in nested_fraction)
+        if invariance_on not in ("area", "segmentation"):
+            raise ValueError(f"invariance_on must be 'area' or 'segmentation', got {invariance_on!r}")
+        if invariance_on == "segmentation" and not hasattr(network, "segment"):
+            raise ValueError("invariance_on 'segmentation' needs a segmenting network (backbone 'unet')")
+        self.invariance_on = invariance_on
         self.intensity_augment = intensity_augment
         self.chunk_size = int(chunk_size)
         self.rng = np.random.RandomState(int(seed))
@@ -183,6 +192,13 @@ class RankingMethod(nn.Module):
         ed, es = int(inputs["ed_position"]), int(inputs["es_position"])
         return (ed, es) if ed >= 0 and es >= 0 and ed != es else (-1, -1)
 
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[N, C, H, W]`` of a segmenting network (its full-resolution output)."""
+        logits = self.network.segment(x)
+        if logits.ndim == x.ndim + 1:  # deep supervision in training
+            logits = logits[:, 0]
+        return torch.softmax(logits.float(), dim=1)
+
     def ranking_scale(self, image: torch.Tensor) -> float:
         """mm^2 per ranking-loss unit for slices of ``image [..., H, W]`` (``ranking_scale_mm2``)."""
         if self.ranking_scale_mm2 is not None:
@@ -243,8 +259,14 @@ class RankingMethod(nn.Module):
             if self.weights["invariance"] > 0 and self.intensity_augment is not None:
                 augmented = torch.as_tensor(self.intensity_augment(slices.detach().clone()))
                 augmented = augmented.as_tensor() if hasattr(augmented, "as_tensor") else augmented
-                predicted = self.network(augmented.to(slices.device).float()[:, None]).reshape(-1)
-                terms["invariance"] = invariance_loss(full.detach(), predicted, scale)
+                augmented = augmented.to(slices.device).float()[:, None]
+                if self.invariance_on == "segmentation":
+                    with torch.no_grad():
+                        target = self._probabilities(slices[:, None])
+                    terms["invariance"] = F.mse_loss(self._probabilities(augmented), target)
+                else:
+                    predicted = self.network(augmented).reshape(-1)
+                    terms["invariance"] = invariance_loss(full.detach(), predicted, scale)
         loss = zero + sum(self.weights[name] * value for name, value in terms.items())
         out = {"loss": loss}
         out.update({f"ranking_{name}": value.detach() for name, value in terms.items()})
