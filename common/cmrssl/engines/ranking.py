@@ -73,7 +73,7 @@ class RankingMethod(nn.Module):
             it), so that a term's gradient on a pixel's probability is of the segmentation loss's
             size; for a regressor :data:`cmrssl.losses.ranking.AREA_SCALE_MM2` (1 cm^2). In cm^2 a
             U-Net's ranking gradients were about 50 times its Dice loss's, and under one Adam
-            optimiser the supervised steps stopped learning (bundle README).
+            optimiser the supervised steps stopped learning (docs/results/ranking.md).
         mid_fraction: the mid-ventricular part of a stack, base to apex, where the temporal
             pairs are scored (the spatial pairs run from the middle slice to the apex).
         max_frames: frames of a long cine scored with gradients per ranking step (spread over
@@ -127,7 +127,7 @@ class RankingMethod(nn.Module):
         self.nested_fraction = tuple(float(v) for v in nested_fraction)
         if invariance_on not in ("area", "segmentation"):
             raise ValueError(f"invariance_on must be 'area' or 'segmentation', got {invariance_on!r}")
-        if invariance_on == "segmentation" and not hasattr(network, "segment"):
+        if invariance_on == "segmentation" and not hasattr(network, "probabilities"):
             raise ValueError("invariance_on 'segmentation' needs a segmenting network (backbone 'unet')")
         self.invariance_on = invariance_on
         self.intensity_augment = intensity_augment
@@ -192,13 +192,6 @@ class RankingMethod(nn.Module):
         ed, es = int(inputs["ed_position"]), int(inputs["es_position"])
         return (ed, es) if ed >= 0 and es >= 0 and ed != es else (-1, -1)
 
-    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``[N, C, H, W]`` of a segmenting network (its full-resolution output)."""
-        logits = self.network.segment(x)
-        if logits.ndim == x.ndim + 1:  # deep supervision in training
-            logits = logits[:, 0]
-        return torch.softmax(logits.float(), dim=1)
-
     def ranking_scale(self, image: torch.Tensor) -> float:
         """mm^2 per ranking-loss unit for slices of ``image [..., H, W]`` (``ranking_scale_mm2``)."""
         if self.ranking_scale_mm2 is not None:
@@ -262,8 +255,8 @@ class RankingMethod(nn.Module):
                 augmented = augmented.to(slices.device).float()[:, None]
                 if self.invariance_on == "segmentation":
                     with torch.no_grad():
-                        target = self._probabilities(slices[:, None])
-                    terms["invariance"] = F.mse_loss(self._probabilities(augmented), target)
+                        target = self.network.probabilities(slices[:, None])
+                    terms["invariance"] = F.mse_loss(self.network.probabilities(augmented), target)
                 else:
                     predicted = self.network(augmented).reshape(-1)
                     terms["invariance"] = invariance_loss(full.detach(), predicted, scale)

@@ -97,11 +97,16 @@ class SegmentationAreas(CMRUNet):
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[N, C, H, W]`` of the full-resolution output (with deep supervision in training,
+        its first level)."""
         logits = self.segment(x)
-        if logits.ndim == x.ndim + 1:  # deep supervision in training: the full-resolution level
+        if logits.ndim == x.ndim + 1:
             logits = logits[:, 0]
-        probability = torch.softmax(logits.float(), dim=1)[:, self.lv_class]
+        return torch.softmax(logits.float(), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probability = self.probabilities(x)[:, self.lv_class]
         return probability.flatten(1).sum(dim=1, keepdim=True) * self.pixel_area_mm2
 
 
