@@ -203,6 +203,8 @@ def test_invariance_on_the_segmentation_compares_every_pixel():
         RankingMethod(MeanArea(), invariance_on="segmentation")
     with pytest.raises(ValueError, match="invariance_on"):
         RankingMethod(unet, invariance_on="pixels")
+    assert RankingMethod(unet).invariance_on == "segmentation"  # the default follows the network
+    assert RankingMethod(MeanArea()).invariance_on == "area"
 
 
 def test_labelled_frames_supervise_every_pixel_through_the_segmentation_loss():

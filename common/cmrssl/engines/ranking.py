@@ -83,7 +83,8 @@ class RankingMethod(nn.Module):
             intensity-augmented copy.
         invariance_on: what the intensity-augmented copy must keep: ``"area"`` (its LV area, smooth
             L1) or, for a segmenting network, ``"segmentation"`` (every pixel's class
-            probabilities, mean squared difference to the un-augmented slice's, which give no gradient).
+            probabilities, mean squared difference to the un-augmented slice's, which give no gradient);
+            None: ``"segmentation"`` when the network segments, else ``"area"``.
         nested_fraction: side of a window relative to the window holding it.
         intensity_augment: callable on a ``[K, H, W]`` tensor (a MONAI Compose of
             intensity transforms) giving the augmented copies of the invariance term.
@@ -103,7 +104,7 @@ class RankingMethod(nn.Module):
         max_frames: int = 0,
         nested_slices: int = 4,
         nested_fraction: Sequence[float] = (0.5, 0.9),
-        invariance_on: str = "area",
+        invariance_on: Optional[str] = None,
         intensity_augment: Optional[Any] = None,
         chunk_size: int = 64,
         seed: int = 0,
@@ -125,6 +126,8 @@ class RankingMethod(nn.Module):
         self.max_frames = max(int(max_frames), 2) if int(max_frames) > 0 else 0
         self.nested_slices = max(int(nested_slices), 0)
         self.nested_fraction = tuple(float(v) for v in nested_fraction)
+        if invariance_on is None:
+            invariance_on = "segmentation" if hasattr(network, "probabilities") else "area"
         if invariance_on not in ("area", "segmentation"):
             raise ValueError(f"invariance_on must be 'area' or 'segmentation', got {invariance_on!r}")
         if invariance_on == "segmentation" and not hasattr(network, "probabilities"):
