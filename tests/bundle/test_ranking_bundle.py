@@ -64,6 +64,24 @@ def test_ranking_training_alternates_and_saves_the_unet(trained):
     assert state and {k.split(".")[0] for k in state} == {"encoder", "decoder", "head", "aux_heads"}
 
 
+def test_training_starts_from_a_segmentation_checkpoint_with_the_segmentation_bundles_modes(trained, datalist, tmp_path):
+    """--pretrained_checkpoint / --finetune_mode as in the segmentation bundle: a U-Net checkpoint (here the ranking
+    run's, the same format as the segmentation bundle's model.pt) is loaded by name; ``decoder`` keeps the encoder."""
+    start = torch.load(trained["checkpoint"], weights_only=True)
+    result = _bundle_run("configs/train.json", datalist=str(datalist), train_split=SPLITS, num_labelled_subjects="1",
+                         output_dir=str(tmp_path), pretrained_checkpoint=str(trained["checkpoint"]),
+                         finetune_mode="decoder")
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    encoder = [k for k in state if k.startswith("encoder.") and state[k].is_floating_point()]
+    assert encoder and all(torch.equal(state[k], start[k]) for k in encoder)
+    assert any(not torch.equal(state[k], start[k]) for k in state if k.startswith("decoder.") and "weight" in k)
+    refused = _bundle_run("configs/train.json", datalist=str(datalist), train_split=SPLITS, output_dir=str(tmp_path / "x"),
+                          pretrained_checkpoint=str(tmp_path / "missing.pt"), finetune_mode="all")
+    assert refused.returncode != 0 and "missing.pt" in refused.stderr
+    assert not (tmp_path / "x" / "model.pt").exists()
+
+
 def test_supervised_only_runs_no_ranking_step_and_the_regressor_stays_an_option(datalist, tmp_path):
     result = _bundle_run("configs/train.json", datalist=str(datalist), train_split=SPLITS, num_labelled_subjects="1",
                          output_dir=str(tmp_path), ranking="false", ranking_steps="0", backbone="resnet10_small")
