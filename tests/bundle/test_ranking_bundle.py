@@ -100,7 +100,9 @@ def test_evaluate_scores_volumes_against_the_references(trained, datalist, tmp_p
     summary = json.loads((out / "summary.json").read_text())
     # the segmentation bundle's evaluation schema: summary["function"] and a function.csv row per subject
     assert summary["subjects_with_function"] == 1
-    assert set(summary["function"]) == {"lv_edv_ml", "lv_esv_ml", "lv_ef_percent"}
+    # the U-Net's myocardium and RV are scored beside the LV, as the segmentation bundle scores them
+    assert set(summary["function"]) == {"lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "lv_mass_g", "rv_edv_ml",
+                                        "rv_esv_ml", "rv_ef_percent"}
     assert summary["function"]["lv_edv_ml"]["unit"] == "ml" and summary["function"]["lv_ef_percent"]["unit"] == "%"
     with open(out / "function.csv") as handle:
         row = next(csv.DictReader(handle))
@@ -120,7 +122,8 @@ def test_inference_on_a_dicom_cine_gives_the_function_report(trained, phantom_co
     curve = report["lv_volume_curve_ml"]
     assert report["lv_edv_ml"] == pytest.approx(max(curve)) and report["lv_esv_ml"] == pytest.approx(min(curve))
     assert report["lv_ef_percent"] == pytest.approx(100 * (max(curve) - min(curve)) / max(curve))
-    assert report["lv_mass_g"] is None and report["rv_edv_ml"] is None
+    # the U-Net segments: LV mass and RV volumes from its summed class probabilities, as the report's other numbers
+    assert report["lv_mass_g"] > 0 and report["rv_edv_ml"] > 0 and report["method"].startswith("summed class")
     assert report["ed_frame"] == curve.index(max(curve)) and report["es_frame"] == curve.index(min(curve))
     assert np.asarray(report["lv_area_mm2"]).shape[0] == len(curve)
     # the same schema as the segmentation bundle's function report, so one tool reads both
@@ -128,6 +131,16 @@ def test_inference_on_a_dicom_cine_gives_the_function_report(trained, phantom_co
         columns = next(csv.reader(handle))
     assert {"lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "ed_frame", "es_frame", "status"} <= set(columns)
     assert (out / "volume_curve.png").stat().st_size > 0
+
+
+def test_lv_only_withholds_the_numbers_a_volumes_only_model_never_learned(trained, phantom_cohort, tmp_path):
+    dicom = next(p for p in sorted(Path(phantom_cohort).glob("*/dicom/sax")) if p.is_dir())
+    result = _bundle_run("configs/inference.json", tiny=False, input=str(dicom), checkpoint=str(trained["checkpoint"]),
+                         output_dir=str(tmp_path), pixdim_mm="[5.0, 5.0]", roi_size="32", lv_only="true",
+                         write_plots="false", **{"network_def#channels": "[4,8,16,32]"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "function.json").read_text())
+    assert report["lv_edv_ml"] > 0 and report["lv_mass_g"] is None and report["rv_edv_ml"] is None
 
 
 def test_a_stack_without_geometry_is_refused_before_training(tmp_path):

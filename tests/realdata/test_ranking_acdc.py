@@ -45,7 +45,10 @@ def test_acdc_crop_keeps_the_lv_and_reference_volumes_match(acdc_root, patient, 
         frames.append({"image": str(image), "label": str(path), "frame_index": int(index)})
     stack = LoadStudyStack(pixdim_mm=2.0, roi_size=80)({"subject": patient, "frames": frames})
     assert tuple(stack["image"].shape) == (2, study.num_slices, 80, 80)
-    np.testing.assert_allclose(stack["reference_volume_ml"].numpy(), reference.lv_volume_curve_ml, rtol=1e-5)
+    volumes = stack["reference_volumes_ml"].numpy()
+    np.testing.assert_allclose(volumes[:, 1], reference.lv_volume_curve_ml, rtol=1e-5)
+    np.testing.assert_allclose(volumes[:, 3], reference.rv_volume_curve_ml, rtol=1e-5)
+    np.testing.assert_allclose(volumes[:, 2], reference.lv_myocardium_curve_ml, rtol=1e-5)
     in_crop = stack["area_mm2"].numpy().sum(axis=1) * float(stack["slice_spacing_mm"]) / 1000.0
     assert (in_crop / reference.lv_volume_curve_ml).min() > 0.9
 

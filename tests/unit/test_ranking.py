@@ -23,6 +23,7 @@ from cmrssl.losses.ranking import (
 )
 from cmrssl.metrics.function import cardiac_function_from_lv_curve, cardiac_function_from_study
 from cmrssl.io.reader import read_cine
+from cmrssl.labels import LV_CAVITY
 from cmrssl.networks.regression import AreaRegressor, SegmentationAreas, area_network
 from cmrssl.networks.unet import CMRUNet
 from cmrssl.transforms.ranking import LoadStudyStack, mask_outside, nested_boxes
@@ -252,7 +253,7 @@ def test_area_to_volume_matches_the_function_module_on_the_phantom(phantom_datal
         labels[int(frame["frame_index"])] = np.rint(read_cine(frame["label"]).pixels[0])
     cine.labels, cine.labelled_frames = labels, [int(f["frame_index"]) for f in study["frames"]]
     reference = cardiac_function_from_study(cine)
-    curve = stack["reference_volume_ml"].numpy()
+    curve = stack["reference_volumes_ml"].numpy()[:, LV_CAVITY]
     labelled = np.isfinite(curve)
     np.testing.assert_allclose(curve[labelled], reference.lv_volume_curve_ml[labelled], rtol=1e-5)
     # the areas of the resampled crop give the same volumes within resampling error
@@ -317,8 +318,31 @@ def test_a_stack_without_slice_spacing_is_refused_naming_the_file(tmp_path):
 def _fake_study(subject, volumes_scale=1.0):
     areas = np.array([[1500.0, 1200.0, 600.0], [900.0, 700.0, 300.0]]) * volumes_scale
     return {"subject": subject, "source": f"/data/{subject}", "areas_mm2": areas, "slice_spacing_mm": 10.0,
-            "frame_index": [0, 11], "reference_volume_ml": np.array([33.0, 19.0]), "ed_position": 0,
+            "frame_index": [0, 11], "reference_volumes_ml": np.array([[0.0, 33.0, 0.0, 0.0], [0.0, 19.0, 0.0, 0.0]]), "ed_position": 0,
             "es_position": 1, "edv_ml": float("nan"), "esv_ml": float("nan")}
+
+
+def test_volume_writer_reports_and_scores_mass_and_rv_from_a_segmenting_network(tmp_path):
+    from cmrssl.engines.study_volumes import StudyVolumeWriter
+
+    study = _fake_study("a")
+    lv = study["areas_mm2"]
+    # every class's soft areas [F, Z, 4]: myocardium 1000 mm^2 per slice, RV 2000 at ED and 1000 at ES
+    study["areas_mm2"] = np.stack([np.zeros_like(lv), lv, np.full_like(lv, 1000.0),
+                                   np.array([[2000.0] * 3, [1000.0] * 3])], axis=-1)
+    study["reference_volumes_ml"] = np.array([[0.0, 33.0, 25.0, 60.0], [0.0, 19.0, 28.0, 40.0]])
+    writer = StudyVolumeWriter(tmp_path / "eval", plots=False, pixdim_mm=2.0, score=True)
+    writer.studies = [study]
+    writer.write()
+    report = json.loads((tmp_path / "eval" / "a" / "function.json").read_text())
+    # 3 slices x 1000 mm^2 x 10 mm = 30 ml of myocardium at ED -> 31.5 g; RV 60 -> 30 ml
+    assert report["lv_edv_ml"] == pytest.approx(33.0) and report["lv_mass_g"] == pytest.approx(31.5)
+    assert report["rv_edv_ml"] == pytest.approx(60.0) and report["rv_esv_ml"] == pytest.approx(30.0)
+    assert report["lv_area_mm2"] == lv.tolist()
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())["function"]
+    assert summary["lv_mass_g"]["mean_error"] == pytest.approx(31.5 - 1.05 * 25.0)
+    assert summary["rv_esv_ml"]["mean_error"] == pytest.approx(30.0 - 40.0)
+    assert summary["lv_ef_percent"]["mean_absolute_error"] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_volume_writer_scores_and_overwrites_only_its_own_outputs(tmp_path):

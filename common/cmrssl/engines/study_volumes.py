@@ -1,8 +1,10 @@
 """Evaluation and inference of slice-area networks: a study's areas -> its volume curve and function report.
 
 MONAI's ``SupervisedEvaluator`` runs :class:`StudyAreaInferer` (a study ``[1, F, Z, H, W]`` -> areas
-``[1, F, Z]``, :func:`study_areas`) and :class:`StudyVolumeWriter`, which turns the areas into the volume
-curve, EDV, ESV, EF and ED/ES frames (:func:`cmrssl.metrics.function.cardiac_function_from_lv_curve`) and
+``[1, F, Z]``, or with a segmenting network every class's ``[1, F, Z, 4]``, :func:`study_areas`) and
+:class:`StudyVolumeWriter`, which turns the areas into the volume curves, EDV, ESV, EF and ED/ES frames,
+and from a segmenting network also the LV mass and the RV volumes
+(:func:`cmrssl.metrics.function.cardiac_function_from_volume_curves`), and
 writes, per study, ``function.json`` / ``function.csv`` / ``volume_curve.png`` (the segmentation bundle's
 report), and, against references, the segmentation bundle's evaluation tables: ``function.csv`` (a row per
 subject: ``reference_``/``predicted_``/``error_`` of each quantity) and ``summary.json`` (``"function"``:
@@ -30,7 +32,7 @@ from monai.utils import CommonKeys
 from cmrssl.data.ranking import ranking_studies
 from cmrssl.data.subsets import resolve_cine_inputs
 from cmrssl.engines.seg_evaluation import FUNCTION_CSV as SCORES_CSV
-from cmrssl.engines.seg_evaluation import METRICS_CSV, SUMMARY_JSON
+from cmrssl.engines.seg_evaluation import FUNCTION_QUANTITIES, METRICS_CSV, SUMMARY_JSON
 from cmrssl.flags import as_bool, square_pixdim_mm
 from cmrssl.io.atomic import (
     SUBJECTS_JSON,
@@ -40,7 +42,8 @@ from cmrssl.io.atomic import (
     unique_folder_name,
     write_subjects_json,
 )
-from cmrssl.metrics.function import agreement, cardiac_function_from_lv_curve
+from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, MYOCARDIAL_DENSITY_G_PER_ML, RV_CAVITY
+from cmrssl.metrics.function import agreement, cardiac_function_from_lv_curve, cardiac_function_from_volume_curves
 from cmrssl.metrics.plots import plot_bland_altman, plot_volume_curve
 from cmrssl.metrics.report import FUNCTION_CSV, FUNCTION_JSON, VOLUME_CURVE_PNG, write_function_report
 
@@ -51,31 +54,44 @@ logger = logging.getLogger(__name__)
 #: The report's note for a study whose frames are known only as ED and ES (cmrssl.data.ranking).
 _UNKNOWN_FRAME_NUMBERS = ("ED/ES frame numbers unknown: the datalist names the study's frames by phase only "
                           "(frame_index null), so ED/ES are not reported or scored as frame numbers")
-#: the quantities scored, named as the segmentation bundle's evaluation names them: (name, unit, report key)
-QUANTITIES = (("lv_edv_ml", "ml", "edv_ml"), ("lv_esv_ml", "ml", "esv_ml"), ("lv_ef_percent", "%", "ef_percent"))
+#: the quantities scored: the segmentation bundle's evaluation names (``cmrssl.engines.seg_evaluation``); the LV
+#: mass and RV ones only where the network segments them and the references have them
+QUANTITIES = tuple(FUNCTION_QUANTITIES)
+_LV_QUANTITIES = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent")
 
 
-def study_areas(network: nn.Module, image: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
-    """Areas ``[F, Z]`` (mm^2) of a study ``image`` ``[F, Z, H, W]``, slices through ``network`` in chunks."""
+def study_areas(network: nn.Module, image: torch.Tensor, chunk_size: int = 64, classes: bool = False) -> torch.Tensor:
+    """Areas (mm^2) of a study ``image`` ``[F, Z, H, W]``, slices through ``network`` in chunks: the LV cavity's
+    ``[F, Z]``, or with ``classes`` (a network with ``class_areas``) every class's ``[F, Z, C]``."""
     f, z, h, w = image.shape
     flat = image.reshape(f * z, 1, h, w)
     chunk = max(int(chunk_size), 1)
-    out = torch.cat([network(flat[i:i + chunk]).reshape(-1) for i in range(0, flat.shape[0], chunk)])
-    return out.reshape(f, z)
+    measure = network.class_areas if classes else network
+    out = torch.cat([measure(flat[i:i + chunk]).reshape(min(chunk, flat.shape[0] - i), -1)
+                     for i in range(0, flat.shape[0], chunk)])
+    return out.reshape(f, z, -1) if classes else out.reshape(f, z)
 
 
 class StudyAreaInferer(Inferer):
-    """``inputs [B, F, Z, H, W]`` -> ``[B, F, Z]`` slice areas, ``chunk_size`` slices per forward pass."""
+    """``inputs [B, F, Z, H, W]`` -> slice areas, ``chunk_size`` slices per forward pass: ``[B, F, Z]`` (LV cavity),
+    or for a network that segments (``class_areas``) every class's ``[B, F, Z, C]`` unless ``lv_only``
+    (a model trained on volumes alone, whose myocardium and RV channels learned nothing)."""
 
-    def __init__(self, chunk_size: int = 64) -> None:
+    def __init__(self, chunk_size: int = 64, lv_only: bool = False) -> None:
         super().__init__()
         self.chunk_size = int(chunk_size)
+        self.lv_only = as_bool(lv_only, "lv_only")
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         if inputs.ndim != 5:
             raise ValueError(f"StudyAreaInferer needs studies [B, F, Z, H, W], got shape {tuple(inputs.shape)}")
         inputs = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
-        return torch.stack([study_areas(network, study, self.chunk_size) for study in inputs])
+        classes = hasattr(network, "class_areas") and not self.lv_only
+        return torch.stack([study_areas(network, study, self.chunk_size, classes) for study in inputs])
+
+
+def _lv_reference(edv: float, esv: float) -> dict:
+    return {"lv_edv_ml": float(edv), "lv_esv_ml": float(esv), "lv_ef_percent": 100.0 * (edv - esv) / edv}
 
 
 def _cyclic_distance(a: int, b: int, cycle: Optional[int]) -> int:
@@ -145,7 +161,7 @@ class StudyVolumeWriter:
                 "areas_mm2": pred[b],
                 "slice_spacing_mm": float(numpy("slice_spacing_mm")[b]),
                 "frame_index": [int(t) for t in numpy("frame_index")[b]],
-                "reference_volume_ml": numpy("reference_volume_ml")[b],
+                "reference_volumes_ml": numpy("reference_volumes_ml")[b],
                 "ed_position": int(numpy("ed_position")[b]),
                 "es_position": int(numpy("es_position")[b]),
                 "edv_ml": float(numpy("edv_ml")[b]),
@@ -156,17 +172,22 @@ class StudyVolumeWriter:
 
     # ------------------------------------------------------------------ per study
     def _report(self, study: dict) -> tuple:
-        curve = study["areas_mm2"].sum(axis=1) * study["slice_spacing_mm"] / 1000.0
+        areas = study["areas_mm2"]  # [F, Z] of the LV cavity, or [F, Z, C] of every class
+        volumes = areas.sum(axis=1) * study["slice_spacing_mm"] / 1000.0
+        lv_areas = areas[..., LV_CAVITY] if areas.ndim == 3 else areas
+        curve = volumes[:, LV_CAVITY] if areas.ndim == 3 else volumes
         spacing = (study["slice_spacing_mm"], self.pixdim_mm, self.pixdim_mm)
+        measure = cardiac_function_from_volume_curves if areas.ndim == 3 else cardiac_function_from_lv_curve
         try:
-            function = cardiac_function_from_lv_curve(curve, spacing, source=study["source"],
-                                                      frame_indices=study["frame_index"])
+            function = measure(volumes, spacing, source=study["source"], frame_indices=study["frame_index"])
         except ValueError as error:
             logger.warning("%s: no cardiac function: %s", study["subject"], error)
             return None, {"status": f"no function: {error}", "lv_volume_curve_ml": [float(v) for v in curve],
                           "source": study["source"], "num_frames": len(curve)}
-        report = dict(function.to_dict(), status="ok", method="slice-area regression (cmr_ranking_ssl)",
-                      lv_area_mm2=[[float(a) for a in frame] for frame in study["areas_mm2"]])
+        method = ("summed class probabilities of the U-Net (cmr_ranking_ssl)" if areas.ndim == 3
+                  else "slice-area regression (cmr_ranking_ssl)")
+        report = dict(function.to_dict(), status="ok", method=method,
+                      lv_area_mm2=[[float(a) for a in frame] for frame in lv_areas])
         if not study.get("frame_numbers_known", True):
             # the curve's points are the ED and ES records, not frames of a known cine: no frame number to give
             report.update(ed_frame=None, es_frame=None, labelled_frames=None, frame_indices=None,
@@ -174,8 +195,10 @@ class StudyVolumeWriter:
         return function, report
 
     def _reference(self, study: dict) -> Optional[dict]:
-        """Reference EDV/ESV/EF and ED/ES frames of a study: its labelled frames, else its EDV/ESV."""
-        volumes, cycle = study["reference_volume_ml"], study["frame_index"]
+        """Reference EDV/ESV/EF and ED/ES frames of a study (and LV mass and RV volumes where its labels hold
+        them): its labelled frames, else its EDV/ESV."""
+        labels, cycle = study["reference_volumes_ml"], study["frame_index"]
+        volumes = labels[:, LV_CAVITY]
         labelled = [t for t in range(len(volumes)) if np.isfinite(volumes[t])]
         if len(labelled) >= 2:
             ed, es = study["ed_position"], study["es_position"]
@@ -183,13 +206,17 @@ class StudyVolumeWriter:
                 ed = labelled[int(np.argmax(volumes[labelled]))]
                 es = labelled[int(np.argmin(volumes[labelled]))]
             edv, esv = float(volumes[ed]), float(volumes[es])
-            reference = {"edv_ml": edv, "esv_ml": esv, "ef_percent": 100.0 * (edv - esv) / edv}
+            reference = _lv_reference(edv, esv)
+            if labels[ed, LV_MYOCARDIUM] > 0:
+                reference["lv_mass_g"] = MYOCARDIAL_DENSITY_G_PER_ML * float(labels[ed, LV_MYOCARDIUM])
+            rv_edv, rv_esv = float(labels[ed, RV_CAVITY]), float(labels[es, RV_CAVITY])
+            if rv_edv > 0:
+                reference.update(rv_edv_ml=rv_edv, rv_esv_ml=rv_esv, rv_ef_percent=100.0 * (rv_edv - rv_esv) / rv_edv)
             if study.get("frame_numbers_known", True):  # else the positions are no frame numbers to score
                 reference.update(ed_frame=cycle[ed], es_frame=cycle[es])
             return reference
         if math.isfinite(study["edv_ml"]) and math.isfinite(study["esv_ml"]):
-            edv, esv = study["edv_ml"], study["esv_ml"]
-            return {"edv_ml": edv, "esv_ml": esv, "ef_percent": 100.0 * (edv - esv) / edv}
+            return _lv_reference(study["edv_ml"], study["esv_ml"])
         return None
 
     def write(self, engine=None) -> None:
@@ -235,12 +262,13 @@ class StudyVolumeWriter:
     @staticmethod
     def _row(study: dict, function, reference: dict) -> dict:
         row = {"subject": study["subject"]}
-        predicted = {"edv_ml": function.lv_edv_ml, "esv_ml": function.lv_esv_ml, "ef_percent": function.lv_ef_percent,
-                     "ed_frame": function.ed_frame, "es_frame": function.es_frame}
-        for name, _, key in QUANTITIES:
-            row[f"reference_{name}"] = round(reference[key], 3)
-            row[f"predicted_{name}"] = round(predicted[key], 3)
-            row[f"error_{name}"] = round(predicted[key] - reference[key], 3)
+        predicted = function.to_dict()
+        for name, _ in QUANTITIES:
+            if reference.get(name) is None or predicted.get(name) is None:
+                continue
+            row[f"reference_{name}"] = round(reference[name], 3)
+            row[f"predicted_{name}"] = round(predicted[name], 3)
+            row[f"error_{name}"] = round(predicted[name] - reference[name], 3)
         frames = study["frame_index"]
         cycle = len(frames) if frames == list(range(len(frames))) and len(frames) > 2 else None  # a whole cycle
         for name in ("ed_frame", "es_frame"):
@@ -263,9 +291,11 @@ class StudyVolumeWriter:
         # the segmentation bundle's summary schema (cmrssl.engines.seg_evaluation.summarise), so one tool reads both
         summary: dict = {"subjects_with_function": len(rows), "function": {}, "frames": {},
                          "crps": None, "crps_note": "the model predicts no spread; CRPS is not defined for it"}
-        for name, unit, _ in QUANTITIES:
-            summary["function"][name] = agreement([r[f"reference_{name}"] for r in rows],
-                                                  [r[f"predicted_{name}"] for r in rows], unit)
+        for name, unit in QUANTITIES:
+            scored = [r for r in rows if f"error_{name}" in r]
+            if scored:
+                summary["function"][name] = agreement([r[f"reference_{name}"] for r in scored],
+                                                      [r[f"predicted_{name}"] for r in scored], unit)
         for name in ("ed_frame", "es_frame"):
             errors = [r[f"error_{name}"] for r in rows if f"error_{name}" in r]
             if errors:
@@ -273,7 +303,7 @@ class StudyVolumeWriter:
                                            "mean_absolute_error_frames": float(np.mean(errors))}
         (folder / SUMMARY_JSON).write_text(json.dumps(summary, indent=2) + "\n")
         if self.plots and len(rows) >= 2:
-            for name, unit, key in QUANTITIES:
+            for name, unit, key in zip(_LV_QUANTITIES, ("ml", "ml", "%"), ("edv", "esv", "ef")):
                 plot_bland_altman([r[f"reference_{name}"] for r in rows], [r[f"predicted_{name}"] for r in rows],
                                   folder / f"bland_altman_{key.split('_')[0]}.png",
                                   label=f"LV {key.split('_')[0].upper()}", unit=unit)

@@ -41,6 +41,7 @@ __all__ = [
     "cardiac_function_from_ed_es",
     "cardiac_function_from_study",
     "cardiac_function_from_lv_curve",
+    "cardiac_function_from_volume_curves",
     "agreement",
 ]
 
@@ -424,6 +425,34 @@ def cardiac_function_from_study(study) -> CardiacFunction:
     )
 
 
+def cardiac_function_from_volume_curves(
+    volumes_ml,
+    spacing_zyx_mm: Sequence[float],
+    source: Optional[str] = None,
+    frame_indices: Optional[Sequence[int]] = None,
+) -> CardiacFunction:
+    """LV/RV function from per-label volume curves ``[T, 4]`` (ml of background, LV cavity, LV
+    myocardium, RV cavity) measured without a label map, e.g. the summed class probabilities of a
+    segmentation head (the ranking bundle's U-Net). ED is the frame of largest LV volume, ES of
+    smallest; mass and RV numbers as :func:`cardiac_function` gives them (None where a curve is 0).
+
+    Raises:
+        ValueError: not ``[T, 4]``, fewer than two frames, non-finite volumes, the spacing or
+            ED/ES checks of :func:`cardiac_function`.
+    """
+    spacing = _check_spacing(spacing_zyx_mm, source)
+    volumes = np.asarray(volumes_ml, dtype=np.float64)
+    if volumes.ndim != 2 or volumes.shape[1] != NUM_LABELS:
+        raise ValueError(f"{_where(source)}volume curves must be [T, {NUM_LABELS}], got shape {volumes.shape}")
+    if volumes.shape[0] < 2:
+        raise ValueError(f"{_where(source)}an LV volume curve needs at least two frames, got {volumes.shape[0]}")
+    if not np.isfinite(volumes).all():
+        raise ValueError(f"{_where(source)}the LV volume curve holds non-finite values")
+    if frame_indices is not None and len(frame_indices) != volumes.shape[0]:
+        raise ValueError(f"{_where(source)}frame_indices has {len(frame_indices)} entries for {volumes.shape[0]} frames")
+    return _function_from_volumes(volumes, list(range(volumes.shape[0])), spacing, source, frame_indices=frame_indices)
+
+
 def cardiac_function_from_lv_curve(
     lv_volume_ml,
     spacing_zyx_mm: Sequence[float],
@@ -432,24 +461,13 @@ def cardiac_function_from_lv_curve(
 ) -> CardiacFunction:
     """LV function from an LV cavity volume curve ``[T]`` (ml) measured without labels.
 
-    What a volume regressor delivers (the ranking bundle sums predicted slice areas
-    times the slice spacing): ED is the frame of largest volume, ES of smallest;
-    no mass and no RV numbers (None), their curves NaN.
-
-    Raises:
-        ValueError: fewer than two frames, non-finite volumes, the spacing or ED/ES
-            checks of :func:`cardiac_function`.
+    What a volume regressor delivers (the ranking bundle's regressor sums predicted slice areas
+    times the slice spacing): as :func:`cardiac_function_from_volume_curves`, with no mass and
+    no RV numbers (None), their curves NaN.
     """
-    spacing = _check_spacing(spacing_zyx_mm, source)
     lv = np.asarray(lv_volume_ml, dtype=np.float64).reshape(-1)
-    if lv.size < 2:
-        raise ValueError(f"{_where(source)}an LV volume curve needs at least two frames, got {lv.size}")
-    if not np.isfinite(lv).all():
-        raise ValueError(f"{_where(source)}the LV volume curve holds non-finite values")
-    if frame_indices is not None and len(frame_indices) != lv.size:
-        raise ValueError(f"{_where(source)}frame_indices has {len(frame_indices)} entries for {lv.size} frames")
     volumes = np.stack([lv if label == LV_CAVITY else np.zeros_like(lv) for label in range(NUM_LABELS)], axis=1)
-    function = _function_from_volumes(volumes, list(range(lv.size)), spacing, source, frame_indices=frame_indices)
+    function = cardiac_function_from_volume_curves(volumes, spacing_zyx_mm, source, frame_indices)
     function.rv_volume_curve_ml = np.full(lv.size, np.nan)
     function.lv_myocardium_curve_ml = np.full(lv.size, np.nan)
     return function

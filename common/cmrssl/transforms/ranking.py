@@ -13,8 +13,9 @@ into what the ranking bundle trains and infers on:
   without a label;
 - ``label``: uint8 ``[F, Z, S, S]`` the label maps on the image's grid and order (nearest
   neighbour), 0 on frames without a label (``labelled`` says which frames have one);
-- ``reference_volume_ml``: ``[F]`` LV cavity volume of the label on its own grid
-  (voxel count x voxel volume, the whole field of view), NaN where unlabelled;
+- ``reference_volumes_ml``: ``[F, 4]`` volume of each label (background, LV cavity, LV myocardium,
+  RV cavity; :func:`cmrssl.metrics.function.label_volumes_ml`) on the label's own grid (voxel count x
+  voxel volume, the whole field of view), NaN where unlabelled;
 - ``frame_index`` ``[F]`` (index in the cycle), ``labelled`` ``[F]``,
   ``slice_spacing_mm``, ``ed_position`` / ``es_position`` (positions in ``F`` of
   known ED/ES frames, -1 unknown), ``crop_centre_mm`` (row, column of the crop's centre in mm from
@@ -44,7 +45,8 @@ from scipy.ndimage import gaussian_filter
 
 from cmrssl.flags import square_pixdim_mm
 from cmrssl.io.reader import CineStudyCache, read_cine
-from cmrssl.labels import LV_CAVITY
+from cmrssl.labels import LV_CAVITY, NUM_LABELS
+from cmrssl.metrics.function import label_volumes_ml
 
 __all__ = ["LoadStudyStack", "heart_centre", "nested_boxes", "mask_outside", "frame_positions"]
 
@@ -172,14 +174,14 @@ class LoadStudyStack(Transform):
 
         area = np.full((num_frames, study.num_slices), np.nan, dtype=np.float32)
         label_maps = np.zeros(image.shape, dtype=np.uint8)
-        reference = np.full(num_frames, np.nan, dtype=np.float32)
+        reference = np.full((num_frames, NUM_LABELS), np.nan, dtype=np.float32)
         labelled = np.zeros(num_frames, dtype=bool)
         for f in record.get("frames") or []:
             if not f.get("label"):
                 continue
             t = cycle.index(int(f["frame_index"]))
             labels = _label_frame(f["label"], pixels.shape[1:], self.spacing_from)
-            reference[t] = float((labels == LV_CAVITY).sum()) * dz * dy * dx / 1000.0
+            reference[t] = label_volumes_ml(labels[None], dz * dy * dx / 1000.0, source=f["label"])[0]
             label_maps[t] = _crop(_zoom(labels[None].astype(np.float32), factors, "nearest")[0], centre, self.roi_size, 0.0)
             lv_zoomed = label_maps[t] == LV_CAVITY
             area[t] = lv_zoomed.reshape(lv_zoomed.shape[0], -1).sum(axis=1) * self.pixdim_mm ** 2
@@ -195,7 +197,7 @@ class LoadStudyStack(Transform):
             "image": torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32),
             "area_mm2": torch.as_tensor(area),
             "label": torch.as_tensor(np.ascontiguousarray(label_maps)),
-            "reference_volume_ml": torch.as_tensor(reference),
+            "reference_volumes_ml": torch.as_tensor(reference),
             "labelled": torch.as_tensor(labelled),
             "frame_index": torch.as_tensor(cycle, dtype=torch.int64),
             "slice_spacing_mm": torch.tensor(dz, dtype=torch.float32),
