@@ -8,12 +8,12 @@ Two kinds of overlay are merged after a bundle's ``configs/train.json`` (later f
   :func:`method_overlays` finds them, so a new method is its overlay and its parts, with no list to
   edit in the study, the benchmarks or the tests;
 - the **CPU size**, ``configs/cpu.json`` (:data:`CPU_OVERLAY`) in every bundle: what a 2-core CPU
-  affords beyond the defaults (the schedule and data loading; for the ranking and LVQuan bundles, whose
+  affords beyond the defaults (the schedule and data loading; for the LVQuan bundle, whose
   defaults are GPU-sized, also the network and grid) and what the README results, ``make demo`` and
   ``tools/study.py`` use. It is the only definition of the CPU size;
 - the **GPU size**, ``configs/gpu.json`` (:data:`GPU_OVERLAY`) of the U-Net bundles (segmentation, SSP,
-  position), whose defaults are the shipped model's network and grid (widths 16-256, 2 mm, 96 px): the
-  papers' sizes (widths 32-512, 1.25 mm, 224-256 px).
+  position, ranking), whose defaults are the shipped model's network and grid (widths 16-256, 2 mm, 96 px;
+  ranking 80 px crops): the papers' sizes (widths 32-512, 1.25 mm, 224-256 px; ranking 1.5 mm, 128 px).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def _parser(bundle: Path, *names: str, overlay: str = CPU_OVERLAY):
 def test_every_bundle_has_a_cpu_size_and_every_unet_bundle_a_gpu_size():
     assert all((b / CPU_OVERLAY).is_file() for b in BUNDLES)
     assert {b.name for b, o in OVERLAYS if o == GPU_OVERLAY} == {
-        "cmr_unet_segmentation", "cmr_ssp_pretraining", "cmr_position_ssl"}
+        "cmr_unet_segmentation", "cmr_ssp_pretraining", "cmr_position_ssl", "cmr_ranking_ssl"}
 
 
 @pytest.mark.parametrize("bundle,overlay", OVERLAYS, ids=[_id(c) for c in OVERLAYS])
