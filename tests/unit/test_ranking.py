@@ -365,3 +365,17 @@ def test_volume_writer_scores_and_overwrites_only_its_own_outputs(tmp_path):
     writer.studies = [_fake_study("c")]
     writer.write()
     assert sorted(p.name for p in out.iterdir()) == ["c", "function.csv", "notes.txt", "subjects.json", "summary.json"]
+
+
+def test_an_unlabelled_datalist_gives_its_training_split_and_says_what_it_leaves(tmp_path, caplog):
+    image = _nifti(tmp_path / "frame.nii.gz", np.random.rand(16, 16, 4).astype(np.float32))
+    main = _datalist(tmp_path, [{"image": image, "subject": "s1", "edv_ml": 100.0, "esv_ml": 50.0}])
+    extra = tmp_path / "cines.json"  # as tools/index.py dicom writes with its default fractions
+    extra.write_text(json.dumps({"training": [{"image": image, "subject": "u1"}],
+                                 "test": [{"image": image, "subject": "u2"}, {"image": image, "subject": "u3"}]}))
+    with caplog.at_level("WARNING", logger="cmrssl.data.ranking"):
+        studies = ranking_studies(main, unlabelled_datalists=[extra])
+    assert [s["subject"] for s in studies["unlabelled"]] == ["u1"]
+    assert "cines.json: 1 studies of training join the unlabelled pool" in caplog.text and "test 2 records" in caplog.text
+    everything = ranking_studies(main, unlabelled_datalists=[extra], unlabelled_splits=["training", "test"])
+    assert sorted(s["subject"] for s in everything["unlabelled"]) == ["u1", "u2", "u3"]

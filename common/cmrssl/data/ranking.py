@@ -41,9 +41,11 @@ records in the list is not. So:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
@@ -195,6 +197,14 @@ def _is_labelled(study: dict) -> bool:
     return any(f.get("label") for f in study["frames"]) or all(study.get(k) is not None for k in _VOLUME_KEYS)
 
 
+def _other_split_sizes(datalist: Union[str, os.PathLike], splits: Sequence[str]) -> Dict[str, int]:
+    """Image records per non-empty split of ``datalist`` outside ``splits``."""
+    content = json.loads(Path(datalist).expanduser().read_text())
+    sizes = {name: sum(isinstance(r, dict) and "image" in r for r in records) for name, records in content.items()
+             if name not in splits and isinstance(records, list)}
+    return {name: n for name, n in sizes.items() if n}
+
+
 def ranking_studies(
     datalist: Union[str, os.PathLike],
     splits: Union[str, Sequence[str]] = "training",
@@ -203,6 +213,7 @@ def ranking_studies(
     seed: int = 0,
     unlabelled_datalists: Optional[Iterable[Union[str, os.PathLike]]] = None,
     check_labels: bool = True,
+    unlabelled_splits: Union[str, Sequence[str]] = ("training",),
 ) -> Dict[str, List[dict]]:
     """The studies of ``splits``: ``{"labelled": [...], "unlabelled": [...], "all": [...]}``.
 
@@ -214,8 +225,10 @@ def ranking_studies(
         num_labelled_subjects: keep the labels of this many labelled subjects (0: all);
             the others become unlabelled.
         seed: the draw of the labelled subjects.
-        unlabelled_datalists: more datalists whose ``training`` studies join the
-            unlabelled pool (their labels unused).
+        unlabelled_datalists: more datalists (any indexer's) whose ``unlabelled_splits`` studies
+            join the unlabelled pool (their labels unused); the studies of their other splits are
+            counted in a warning, not used (a held-out split stays held out).
+        unlabelled_splits: the splits read from each of ``unlabelled_datalists``.
 
     Returns:
         Study dicts (module docstring); ``all`` is labelled then unlabelled.
@@ -246,10 +259,18 @@ def ranking_studies(
     for extra in unlabelled_datalists or ():
         if not extra:
             continue
-        for subject, study in _group(_named_records(extra, "training", "")).items():
+        extra_splits = [unlabelled_splits] if isinstance(unlabelled_splits, str) else list(unlabelled_splits)
+        added = _group(_named_records(extra, extra_splits, ""))
+        for subject, study in added.items():
             if subject in studies:
                 raise ValueError(f"{extra}: subject {subject} is also in {datalist}; one study cannot be in two pools")
             result["unlabelled"].append(_strip(study))
+        others = _other_split_sizes(extra, extra_splits)
+        if others:
+            logger.warning("%s: %d studies of %s join the unlabelled pool; its other splits are not used (%s): "
+                           "add them with --unlabelled_splits, or index with --fractions '{\"training\": 1.0}'",
+                           extra, len(added), "/".join(extra_splits),
+                           ", ".join(f"{name} {n} records" for name, n in others.items()))
     one_frame = sum(1 for s in result["unlabelled"] if not s.get("cine") and len(s["frames"]) < 2)
     if one_frame:
         logger.info("%d unlabelled studies have one frame: temporal ranking is skipped for them", one_frame)
