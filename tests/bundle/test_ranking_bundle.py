@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from cmrssl.io.reader import read_cine
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_ranking_ssl"
 TINY = {"network_def#channels": "[4,8,16,32]", "pixdim_mm": "[5.0, 5.0]", "roi_size": "32", "max_epochs": "1", "num_workers": "0",
@@ -131,6 +133,11 @@ def test_inference_on_a_dicom_cine_gives_the_function_report(trained, phantom_co
         columns = next(csv.reader(handle))
     assert {"lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "ed_frame", "es_frame", "status"} <= set(columns)
     assert (out / "volume_curve.png").stat().st_size > 0
+    # the U-Net's masks, back in the input's geometry (the DICOM series' stack), as the segmentation bundle writes them
+    masks = nib.load(str(out / "segmentation.nii.gz"))
+    cine = read_cine(str(dicom))
+    assert masks.shape == (cine.pixels.shape[3], cine.pixels.shape[2], cine.pixels.shape[1], len(curve))
+    assert set(np.unique(np.asarray(masks.dataobj))) <= {0, 1, 2, 3} and report["files"]["segmentation"] == "segmentation.nii.gz"
 
 
 def test_lv_only_withholds_the_numbers_a_volumes_only_model_never_learned(trained, phantom_cohort, tmp_path):

@@ -379,3 +379,20 @@ def test_an_unlabelled_datalist_gives_its_training_split_and_says_what_it_leaves
     assert "cines.json: 1 studies of training join the unlabelled pool" in caplog.text and "test 2 records" in caplog.text
     everything = ranking_studies(main, unlabelled_datalists=[extra], unlabelled_splits=["training", "test"])
     assert sorted(s["subject"] for s in everything["unlabelled"]) == ["u1", "u2", "u3"]
+
+
+def test_stack_labels_go_back_onto_the_source_grid(phantom_datalist):
+    """labels_on_source inverts the stack's resampling and crop: the label maps LoadStudyStack cut from the
+    source come back onto the source pixels (nearest neighbour both ways), 0 outside the window."""
+    from cmrssl.transforms.ranking import labels_on_source
+
+    study = ranking_studies(phantom_datalist, ["training", "validation", "test"])["all"][0]
+    stack = LoadStudyStack(pixdim_mm=2.0, roi_size=64)(study)
+    frame = next(f for f in study["frames"] if f.get("label"))
+    t = list(stack["frame_index"].numpy()).index(int(frame["frame_index"]))
+    source = np.rint(read_cine(frame["label"]).pixels[0]).astype(np.uint8)  # [Z, H, W]
+    back = labels_on_source(stack["label"].numpy()[t], stack["crop_geometry"].numpy())
+    assert back.shape == source.shape
+    lv = source == LV_CAVITY
+    assert (back[lv] == LV_CAVITY).mean() > 0.9 and (source[back == LV_CAVITY] == LV_CAVITY).mean() > 0.9
+    assert back.sum() < source.size  # outside the 64 px window (128 mm) nothing is drawn

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn as nn
@@ -31,6 +32,7 @@ from monai.utils import CommonKeys
 
 from cmrssl.data.ranking import ranking_studies
 from cmrssl.data.subsets import resolve_cine_inputs
+from cmrssl.engines.cine_inference import SEGMENTATION_FILE
 from cmrssl.engines.seg_evaluation import FUNCTION_CSV as SCORES_CSV
 from cmrssl.engines.seg_evaluation import FUNCTION_QUANTITIES, METRICS_CSV, SUMMARY_JSON
 from cmrssl.flags import as_bool, square_pixdim_mm
@@ -42,10 +44,13 @@ from cmrssl.io.atomic import (
     unique_folder_name,
     write_subjects_json,
 )
+from cmrssl.io.nifti import segmentation_nifti
+from cmrssl.io.reader import read_cine
 from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, MYOCARDIAL_DENSITY_G_PER_ML, RV_CAVITY
 from cmrssl.metrics.function import agreement, cardiac_function_from_lv_curve, cardiac_function_from_volume_curves
 from cmrssl.metrics.plots import plot_bland_altman, plot_volume_curve
 from cmrssl.metrics.report import FUNCTION_CSV, FUNCTION_JSON, VOLUME_CURVE_PNG, write_function_report
+from cmrssl.transforms.ranking import labels_on_source
 
 __all__ = ["study_areas", "StudyAreaInferer", "StudyVolumeWriter", "inference_studies", "study_inputs", "QUANTITIES"]
 
@@ -60,22 +65,22 @@ QUANTITIES = tuple(FUNCTION_QUANTITIES)
 _LV_QUANTITIES = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent")
 
 
-def study_areas(network: nn.Module, image: torch.Tensor, chunk_size: int = 64, classes: bool = False) -> torch.Tensor:
-    """Areas (mm^2) of a study ``image`` ``[F, Z, H, W]``, slices through ``network`` in chunks: the LV cavity's
-    ``[F, Z]``, or with ``classes`` (a network with ``class_areas``) every class's ``[F, Z, C]``."""
+def study_areas(network: nn.Module, image: torch.Tensor, chunk_size: int = 64, probabilities: bool = False) -> torch.Tensor:
+    """A study ``image`` ``[F, Z, H, W]`` through ``network`` in chunks of slices: the LV cavity areas ``[F, Z]``
+    (mm^2), or with ``probabilities`` (a network that segments) every class's probabilities ``[F, Z, C, H, W]``."""
     f, z, h, w = image.shape
     flat = image.reshape(f * z, 1, h, w)
     chunk = max(int(chunk_size), 1)
-    measure = network.class_areas if classes else network
-    out = torch.cat([measure(flat[i:i + chunk]).reshape(min(chunk, flat.shape[0] - i), -1)
-                     for i in range(0, flat.shape[0], chunk)])
-    return out.reshape(f, z, -1) if classes else out.reshape(f, z)
+    measure = network.probabilities if probabilities else network
+    out = torch.cat([measure(flat[i:i + chunk]) for i in range(0, flat.shape[0], chunk)])
+    return out.reshape(f, z, *out.shape[1:]) if probabilities else out.reshape(f, z)
 
 
 class StudyAreaInferer(Inferer):
-    """``inputs [B, F, Z, H, W]`` -> slice areas, ``chunk_size`` slices per forward pass: ``[B, F, Z]`` (LV cavity),
-    or for a network that segments (``class_areas``) every class's ``[B, F, Z, C]`` unless ``lv_only``
-    (a model trained on volumes alone, whose myocardium and RV channels learned nothing)."""
+    """``inputs [B, F, Z, H, W]`` -> ``chunk_size`` slices per forward pass: the LV cavity areas ``[B, F, Z]``, or
+    for a network that segments (``probabilities``) every class's probabilities ``[B, F, Z, C, H, W]`` (the
+    writer sums them into areas and takes their argmax for masks) unless ``lv_only`` (a model trained on volumes
+    alone, whose myocardium and RV channels learned nothing)."""
 
     def __init__(self, chunk_size: int = 64, lv_only: bool = False) -> None:
         super().__init__()
@@ -86,8 +91,8 @@ class StudyAreaInferer(Inferer):
         if inputs.ndim != 5:
             raise ValueError(f"StudyAreaInferer needs studies [B, F, Z, H, W], got shape {tuple(inputs.shape)}")
         inputs = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
-        classes = hasattr(network, "class_areas") and not self.lv_only
-        return torch.stack([study_areas(network, study, self.chunk_size, classes) for study in inputs])
+        segments = hasattr(network, "probabilities") and not self.lv_only
+        return torch.stack([study_areas(network, study, self.chunk_size, segments) for study in inputs])
 
 
 def _lv_reference(edv: float, esv: float) -> dict:
@@ -125,7 +130,9 @@ class StudyVolumeWriter:
         pixdim_mm: Union[float, Sequence[float]] = (1.5, 1.5),
         inputs: Sequence[Union[str, os.PathLike, None]] = (),
         score: bool = False,
+        spacing_from: str = "auto",
     ) -> None:
+        self.spacing_from = spacing_from
         self.overwrite = as_bool(overwrite, "overwrite")
         self.output_dir = check_output_dir(output_dir, self.overwrite, inputs=list(inputs))
         self.plots = as_bool(plots, "write_plots")
@@ -147,7 +154,12 @@ class StudyVolumeWriter:
         pred = engine.state.output[CommonKeys.PRED] if isinstance(engine.state.output, dict) else None
         if pred is None or not isinstance(batch, dict):
             raise ValueError("StudyVolumeWriter needs the evaluator's decollate=False and a 'pred' output")
-        pred = pred.detach().float().cpu().numpy()
+        pred = pred.detach().float()
+        labels = None
+        if pred.ndim == 6:  # class probabilities [B, F, Z, C, S, S]: soft areas and argmax masks
+            labels = pred.argmax(dim=3).to(torch.uint8).cpu().numpy()
+            pred = pred.sum(dim=(-1, -2)) * self.pixdim_mm ** 2
+        pred = pred.cpu().numpy()
 
         def numpy(key: str) -> np.ndarray:
             value = batch[key]
@@ -168,6 +180,9 @@ class StudyVolumeWriter:
                 "esv_ml": float(numpy("esv_ml")[b]),
                 "frame_numbers_known": bool(numpy("frame_numbers_known")[b]) if "frame_numbers_known" in batch
                 else True,
+                "labels": None if labels is None else labels[b],
+                "crop_geometry": numpy("crop_geometry")[b] if "crop_geometry" in batch else None,
+                "from_cine": bool(numpy("from_cine")[b]) if "from_cine" in batch else False,
             })
 
     # ------------------------------------------------------------------ per study
@@ -231,6 +246,8 @@ class StudyVolumeWriter:
                 folder.mkdir(parents=True, exist_ok=True)
                 function, report = self._report(study)
                 files = {"function_json": FUNCTION_JSON, "function_csv": FUNCTION_CSV}
+                if self._write_masks(study, folder):
+                    files["segmentation"] = SEGMENTATION_FILE
                 if function is not None and self.plots:
                     plot_volume_curve(function, folder / VOLUME_CURVE_PNG, title=folder_name)
                     files["volume_curve_png"] = VOLUME_CURVE_PNG
@@ -249,9 +266,19 @@ class StudyVolumeWriter:
         if self.score:
             logger.info("volume scores of %d studies -> %s", len(rows), self.output_dir / SUMMARY_JSON)
 
+    def _write_masks(self, study: dict, folder: Path) -> bool:
+        """``segmentation.nii.gz`` in the input's geometry, for a cine input (not in scoring runs): the argmax of the
+        class probabilities, put back from the crop onto the source grid (nearest neighbour)."""
+        if self.score or study["labels"] is None or study["crop_geometry"] is None or not study["from_cine"]:
+            return False
+        cine = read_cine(study["source"], spacing_from=self.spacing_from)
+        labels = labels_on_source(study["labels"], study["crop_geometry"])
+        nib.save(segmentation_nifti(cine, labels, study["source"]), str(folder / SEGMENTATION_FILE))
+        return True
+
     def _owned_entries(self) -> set:
         """Names an earlier run of this writer made here: replaced or removed, never left stale."""
-        owned = {FUNCTION_JSON, FUNCTION_CSV, SCORES_CSV, VOLUME_CURVE_PNG, SUBJECTS_JSON, SUMMARY_JSON,
+        owned = {FUNCTION_JSON, FUNCTION_CSV, SEGMENTATION_FILE, SCORES_CSV, VOLUME_CURVE_PNG, SUBJECTS_JSON, SUMMARY_JSON,
                  "bland_altman_edv.png", "bland_altman_esv.png", "bland_altman_ef.png",
                  METRICS_CSV}  # the scores' name before 0.3.0: an old one is removed, not left stale
         return owned | listed_folders(self.output_dir)

@@ -83,8 +83,7 @@ class SegmentationAreas(CMRUNet):
 
     ``segment(x)`` is the U-Net's own forward (logits ``[N, C, H, W]``, with deep supervision in
     training ``[N, 1 + heads, C, H, W]``); ``forward(x)`` the areas ``[N, 1]`` in mm^2 of the
-    full-resolution output; ``class_areas(x)`` every class's ``[N, C]`` (myocardium and RV for the
-    function report). The parameters are the U-Net's, under its names.
+    full-resolution output. The parameters are the U-Net's, under its names.
     """
 
     def __init__(self, pixdim_mm: Union[float, Sequence[float]] = (2.0, 2.0), lv_class: int = LV_CAVITY, **unet) -> None:
@@ -105,10 +104,6 @@ class SegmentationAreas(CMRUNet):
         if logits.ndim == x.ndim + 1:
             logits = logits[:, 0]
         return torch.softmax(logits.float(), dim=1)
-
-    def class_areas(self, x: torch.Tensor) -> torch.Tensor:
-        """Soft area ``[N, C]`` (mm^2) of every class: its summed probability x the pixel area."""
-        return self.probabilities(x).flatten(2).sum(dim=2) * self.pixel_area_mm2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probability = self.probabilities(x)[:, self.lv_class]

@@ -14,12 +14,14 @@ into what the ranking bundle trains and infers on:
 - ``label``: uint8 ``[F, Z, S, S]`` the label maps on the image's grid and order (nearest
   neighbour), 0 on frames without a label (``labelled`` says which frames have one);
 - ``reference_volumes_ml``: ``[F, 4]`` volume of each label (background, LV cavity, LV myocardium,
-  RV cavity; :func:`cmrssl.metrics.function.label_volumes_ml`) on the label's own grid (voxel count x
+  RV cavity) on the label's own grid (voxel count x
   voxel volume, the whole field of view), NaN where unlabelled;
 - ``frame_index`` ``[F]`` (index in the cycle), ``labelled`` ``[F]``,
   ``slice_spacing_mm``, ``ed_position`` / ``es_position`` (positions in ``F`` of
   known ED/ES frames, -1 unknown), ``crop_centre_mm`` (row, column of the crop's centre in mm from
-  the first pixel, in the reader's ``[H, W]`` order), ``edv_ml`` / ``esv_ml`` (study volumes of a
+  the first pixel, in the reader's ``[H, W]`` order), ``crop_geometry`` (``[H, W, H', W', row, column]``:
+  the source grid, the resampled grid and the window's first pixel there, for :func:`labels_on_source`),
+  ``from_cine`` (the study was read from one cine file or folder), ``edv_ml`` / ``esv_ml`` (study volumes of a
   volumes-only record, NaN when absent), ``frame_numbers_known`` (False for a study
   whose frames are known only as ED and ES, :mod:`cmrssl.data.ranking`: its
   ``frame_index`` values are positions, not cine frame numbers), ``subject``, ``source``.
@@ -30,7 +32,8 @@ averaged over the mid-ventricular slices, smoothed at 30 mm and weighted towards
 the image centre; a one-frame study is cropped at its centre. Choices of ours,
 listed in the bundle README.
 
-:func:`nested_boxes` draws the windows of the nested-crop ranking constraint.
+:func:`nested_boxes` draws the windows of the nested-crop ranking constraint; :func:`labels_on_source`
+puts maps of the stack back on the source grid.
 """
 
 from __future__ import annotations
@@ -46,9 +49,8 @@ from scipy.ndimage import gaussian_filter
 from cmrssl.flags import square_pixdim_mm
 from cmrssl.io.reader import CineStudyCache, read_cine
 from cmrssl.labels import LV_CAVITY, NUM_LABELS
-from cmrssl.metrics.function import label_volumes_ml
 
-__all__ = ["LoadStudyStack", "heart_centre", "nested_boxes", "mask_outside", "frame_positions"]
+__all__ = ["LoadStudyStack", "heart_centre", "labels_on_source", "nested_boxes", "mask_outside", "frame_positions"]
 
 #: smoothing of the motion map that finds the heart, mm: the heart's scale. At 15 mm the peak fell 44 mm
 #: from the LV centre on the Sunnybrook cine (30 mm: 27 mm); on ACDC both keep >= 0.93 of every LV in an
@@ -91,6 +93,21 @@ def _zoom(array_czhw: np.ndarray, factors: Tuple[float, float], mode: str) -> np
         torch.as_tensor(flat, dtype=torch.float32))
     zoomed = np.asarray(zoomed)
     return zoomed.reshape(array_czhw.shape[:-2] + zoomed.shape[-2:])
+
+
+def labels_on_source(labels_fzss: np.ndarray, geometry: Sequence[int]) -> np.ndarray:
+    """Label maps ``[F, Z, S, S]`` of a study stack (its ``[x, y]`` order) -> ``[F, Z, H, W]`` on the source grid
+    (the reader's order): each source pixel takes the window pixel its centre falls in after resampling
+    (nearest neighbour), 0 outside the window. ``geometry``: the stack's ``crop_geometry``."""
+    height, width, zoomed_h, zoomed_w, row0, col0 = (int(v) for v in geometry)
+    maps = np.asarray(labels_fzss).swapaxes(-1, -2)  # back to the reader's [H, W] order
+    size = maps.shape[-1]
+    rows = np.floor((np.arange(height) + 0.5) * zoomed_h / height).astype(np.int64) - row0
+    cols = np.floor((np.arange(width) + 0.5) * zoomed_w / width).astype(np.int64) - col0
+    inside_r, inside_c = np.nonzero((rows >= 0) & (rows < size))[0], np.nonzero((cols >= 0) & (cols < size))[0]
+    out = np.zeros(maps.shape[:-2] + (height, width), dtype=np.uint8)
+    out[..., inside_r[:, None], inside_c[None, :]] = maps[..., rows[inside_r][:, None], cols[inside_c][None, :]]
+    return out
 
 
 def _label_frame(path: str, shape_zhw: Tuple[int, ...], spacing_from: str = "auto") -> np.ndarray:
@@ -170,6 +187,8 @@ class LoadStudyStack(Transform):
         image = (image - image.mean()) / max(float(image.std()), 1e-6)
         image = _zoom(image, factors, "bilinear")
         centre = heart_centre(image, self.pixdim_mm)
+        # where the window lies: source [H, W], resampled [H', W'], the window's first row and column there
+        geometry = [*pixels.shape[-2:], *image.shape[-2:], centre[0] - self.roi_size // 2, centre[1] - self.roi_size // 2]
         image = _crop(image, centre, self.roi_size, float(image.min()))
 
         area = np.full((num_frames, study.num_slices), np.nan, dtype=np.float32)
@@ -181,7 +200,8 @@ class LoadStudyStack(Transform):
                 continue
             t = cycle.index(int(f["frame_index"]))
             labels = _label_frame(f["label"], pixels.shape[1:], self.spacing_from)
-            reference[t] = label_volumes_ml(labels[None], dz * dy * dx / 1000.0, source=f["label"])[0]
+            counts = np.bincount(np.clip(labels, 0, NUM_LABELS - 1).astype(np.int64).ravel(), minlength=NUM_LABELS)
+            reference[t] = counts[:NUM_LABELS] * dz * dy * dx / 1000.0
             label_maps[t] = _crop(_zoom(labels[None].astype(np.float32), factors, "nearest")[0], centre, self.roi_size, 0.0)
             lv_zoomed = label_maps[t] == LV_CAVITY
             area[t] = lv_zoomed.reshape(lv_zoomed.shape[0], -1).sum(axis=1) * self.pixdim_mm ** 2
@@ -202,6 +222,8 @@ class LoadStudyStack(Transform):
             "frame_index": torch.as_tensor(cycle, dtype=torch.int64),
             "slice_spacing_mm": torch.tensor(dz, dtype=torch.float32),
             "crop_centre_mm": torch.tensor([centre[0] * self.pixdim_mm, centre[1] * self.pixdim_mm]),
+            "crop_geometry": torch.tensor(geometry, dtype=torch.int64),
+            "from_cine": torch.tensor(bool(record.get("cine"))),
             "ed_position": torch.tensor(position("ed_frame")),
             "es_position": torch.tensor(position("es_frame")),
             "edv_ml": torch.tensor(nan if record.get("edv_ml") is None else float(record["edv_ml"])),
