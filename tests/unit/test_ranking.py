@@ -396,3 +396,20 @@ def test_stack_labels_go_back_onto_the_source_grid(phantom_datalist):
     lv = source == LV_CAVITY
     assert (back[lv] == LV_CAVITY).mean() > 0.9 and (source[back == LV_CAVITY] == LV_CAVITY).mean() > 0.9
     assert back.sum() < source.size  # outside the 64 px window (128 mm) nothing is drawn
+
+
+def test_the_scale_augmentation_keeps_area_and_volume_targets_true():
+    from cmrssl.transforms.ranking import RandZoomStackd
+
+    label = torch.zeros(2, 3, 40, 40, dtype=torch.uint8)
+    label[0, :, 15:25, 15:25] = LV_CAVITY  # 100 pixels of 4 mm^2 on the labelled frame
+    data = {"image": torch.randn(2, 3, 40, 40), "label": label, "labelled": torch.tensor([True, False]),
+            "area_mm2": torch.tensor([[400.0] * 3, [float("nan")] * 3]), "edv_ml": torch.tensor(100.0),
+            "esv_ml": torch.tensor(60.0)}
+    out = RandZoomStackd(prob=1.0, min_zoom=1.4, max_zoom=1.4, pixdim_mm=2.0)(data)
+    assert out["image"].shape == (2, 3, 40, 40) and out["label"].shape == (2, 3, 40, 40)
+    # 10 px -> 14 px a side: the area measured again on the zoomed label; volumes x 1.96
+    assert torch.allclose(torch.as_tensor(out["area_mm2"])[0], torch.full((3,), 196 * 4.0))
+    assert torch.isnan(torch.as_tensor(out["area_mm2"])[1]).all()
+    assert float(out["edv_ml"]) == pytest.approx(196.0) and float(out["esv_ml"]) == pytest.approx(117.6)
+    assert RandZoomStackd(prob=0.0)(data)["edv_ml"] is data["edv_ml"]

@@ -32,6 +32,7 @@ averaged over the mid-ventricular slices, smoothed at 30 mm and weighted towards
 the image centre; a one-frame study is cropped at its centre. Choices of ours,
 listed in the bundle README.
 
+:class:`RandZoomStackd` is the training's scale augmentation, keeping the area and volume targets true;
 :func:`nested_boxes` draws the windows of the nested-crop ranking constraint; :func:`labels_on_source`
 puts maps of the stack back on the source grid.
 """
@@ -43,14 +44,14 @@ from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 import torch
-from monai.transforms import Transform, Zoom
+from monai.transforms import RandomizableTransform, Transform, Zoom
 from scipy.ndimage import gaussian_filter
 
 from cmrssl.flags import square_pixdim_mm
 from cmrssl.io.reader import CineStudyCache, read_cine
 from cmrssl.labels import LV_CAVITY, NUM_LABELS
 
-__all__ = ["LoadStudyStack", "heart_centre", "labels_on_source", "nested_boxes", "mask_outside", "frame_positions"]
+__all__ = ["LoadStudyStack", "RandZoomStackd", "heart_centre", "labels_on_source", "nested_boxes", "mask_outside", "frame_positions"]
 
 #: smoothing of the motion map that finds the heart, mm: the heart's scale. At 15 mm the peak fell 44 mm
 #: from the LV centre on the Sunnybrook cine (30 mm: 27 mm); on ACDC both keep >= 0.93 of every LV in an
@@ -93,6 +94,44 @@ def _zoom(array_czhw: np.ndarray, factors: Tuple[float, float], mode: str) -> np
         torch.as_tensor(flat, dtype=torch.float32))
     zoomed = np.asarray(zoomed)
     return zoomed.reshape(array_czhw.shape[:-2] + zoomed.shape[-2:])
+
+
+class RandZoomStackd(RandomizableTransform):
+    """Zoom a study stack in-plane by one random factor in ``[min_zoom, max_zoom]`` (the window kept) and keep its
+    targets true: ``image`` (bilinear) and ``label`` (nearest) ``[F, Z, S, S]`` zoomed alike, zeros outside;
+    ``area_mm2`` of the labelled frames measured again on the zoomed label (``pixdim_mm`` pixels), and
+    ``edv_ml`` / ``esv_ml`` of a volumes-only study times the factor squared. The segmentation bundle's
+    scaling (0.7-1.4), as one in-plane factor."""
+
+    def __init__(self, prob: float = 0.3, min_zoom: float = 0.7, max_zoom: float = 1.4,
+                 pixdim_mm: Union[float, Sequence[float]] = 2.0) -> None:
+        RandomizableTransform.__init__(self, prob)
+        if not 0 < float(min_zoom) <= float(max_zoom):
+            raise ValueError(f"need 0 < min_zoom <= max_zoom, got {min_zoom}, {max_zoom}")
+        self.min_zoom, self.max_zoom = float(min_zoom), float(max_zoom)
+        self.pixel_area_mm2 = square_pixdim_mm(pixdim_mm) ** 2
+        self.factor = 1.0
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self.factor = float(self.R.uniform(self.min_zoom, self.max_zoom)) if self._do_transform else 1.0
+
+    def __call__(self, data: Mapping[Hashable, object]) -> Dict[str, object]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        zoom = (1.0, self.factor, self.factor)  # [F | Z, S, S]: frames as channels, slices untouched
+        d["image"] = Zoom(zoom=zoom, mode="bilinear", keep_size=True, padding_mode="constant")(d["image"])
+        if "label" in d:
+            d["label"] = Zoom(zoom=zoom, mode="nearest", keep_size=True, padding_mode="constant")(d["label"])
+            labelled = torch.as_tensor(d["labelled"]).bool()
+            lv = (torch.as_tensor(d["label"]) == LV_CAVITY).flatten(2).sum(dim=2).float() * self.pixel_area_mm2
+            d["area_mm2"] = torch.where(labelled[:, None], lv, torch.as_tensor(d["area_mm2"]))
+        for key in ("edv_ml", "esv_ml"):
+            if key in d:
+                d[key] = torch.as_tensor(d[key]) * self.factor ** 2
+        return d
 
 
 def labels_on_source(labels_fzss: np.ndarray, geometry: Sequence[int]) -> np.ndarray:
