@@ -46,7 +46,7 @@ from cmrssl.io.atomic import (
 )
 from cmrssl.io.nifti import segmentation_nifti
 from cmrssl.io.reader import read_cine
-from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, MYOCARDIAL_DENSITY_G_PER_ML, RV_CAVITY
+from cmrssl.labels import LV_CAVITY
 from cmrssl.metrics.function import agreement, cardiac_function_from_lv_curve, cardiac_function_from_volume_curves
 from cmrssl.metrics.plots import plot_bland_altman, plot_volume_curve
 from cmrssl.metrics.report import FUNCTION_CSV, FUNCTION_JSON, VOLUME_CURVE_PNG, write_function_report
@@ -212,23 +212,18 @@ class StudyVolumeWriter:
     def _reference(self, study: dict) -> Optional[dict]:
         """Reference EDV/ESV/EF and ED/ES frames of a study (and LV mass and RV volumes where its labels hold
         them): its labelled frames, else its EDV/ESV."""
-        labels, cycle = study["reference_volumes_ml"], study["frame_index"]
-        volumes = labels[:, LV_CAVITY]
-        labelled = [t for t in range(len(volumes)) if np.isfinite(volumes[t])]
+        volumes, cycle = study["reference_volumes_ml"], study["frame_index"]
+        labelled = [t for t in range(len(volumes)) if np.isfinite(volumes[t, LV_CAVITY])]
         if len(labelled) >= 2:
             ed, es = study["ed_position"], study["es_position"]
-            if ed not in labelled or es not in labelled:
-                ed = labelled[int(np.argmax(volumes[labelled]))]
-                es = labelled[int(np.argmin(volumes[labelled]))]
-            edv, esv = float(volumes[ed]), float(volumes[es])
-            reference = _lv_reference(edv, esv)
-            if labels[ed, LV_MYOCARDIUM] > 0:
-                reference["lv_mass_g"] = MYOCARDIAL_DENSITY_G_PER_ML * float(labels[ed, LV_MYOCARDIUM])
-            rv_edv, rv_esv = float(labels[ed, RV_CAVITY]), float(labels[es, RV_CAVITY])
-            if rv_edv > 0:
-                reference.update(rv_edv_ml=rv_edv, rv_esv_ml=rv_esv, rv_ef_percent=100.0 * (rv_edv - rv_esv) / rv_edv)
+            known = ed in labelled and es in labelled  # else the labelled frames of largest and smallest LV
+            function = cardiac_function_from_volume_curves(
+                volumes, (study["slice_spacing_mm"], self.pixdim_mm, self.pixdim_mm), source=study["source"],
+                frames=labelled, ed_frame=ed if known else None, es_frame=es if known else None)
+            reference = {name: value for name, value in function.to_dict().items()
+                         if name in dict(QUANTITIES) and value is not None}
             if study.get("frame_numbers_known", True):  # else the positions are no frame numbers to score
-                reference.update(ed_frame=cycle[ed], es_frame=cycle[es])
+                reference.update(ed_frame=cycle[function.ed_frame], es_frame=cycle[function.es_frame])
             return reference
         if math.isfinite(study["edv_ml"]) and math.isfinite(study["esv_ml"]):
             return _lv_reference(study["edv_ml"], study["esv_ml"])

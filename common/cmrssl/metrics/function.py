@@ -430,27 +430,34 @@ def cardiac_function_from_volume_curves(
     spacing_zyx_mm: Sequence[float],
     source: Optional[str] = None,
     frame_indices: Optional[Sequence[int]] = None,
+    frames: Optional[Sequence[int]] = None,
+    ed_frame: Optional[int] = None,
+    es_frame: Optional[int] = None,
 ) -> CardiacFunction:
     """LV/RV function from per-label volume curves ``[T, 4]`` (ml of background, LV cavity, LV
     myocardium, RV cavity) measured without a label map, e.g. the summed class probabilities of a
     segmentation head (the ranking bundle's U-Net). ED is the frame of largest LV volume, ES of
     smallest; mass and RV numbers as :func:`cardiac_function` gives them (None where a curve is 0).
+    ``frames``: the frames measured (default all; the others may be NaN, e.g. a label's unlabelled
+    frames); ``ed_frame`` / ``es_frame``: known ED/ES among them (default: largest / smallest LV volume).
 
     Raises:
-        ValueError: not ``[T, 4]``, fewer than two frames, non-finite volumes, the spacing or
-            ED/ES checks of :func:`cardiac_function`.
+        ValueError: not ``[T, 4]``, fewer than two measured frames, non-finite measured volumes, the
+            spacing or ED/ES checks of :func:`cardiac_function`.
     """
     spacing = _check_spacing(spacing_zyx_mm, source)
     volumes = np.asarray(volumes_ml, dtype=np.float64)
     if volumes.ndim != 2 or volumes.shape[1] != NUM_LABELS:
         raise ValueError(f"{_where(source)}volume curves must be [T, {NUM_LABELS}], got shape {volumes.shape}")
-    if volumes.shape[0] < 2:
-        raise ValueError(f"{_where(source)}an LV volume curve needs at least two frames, got {volumes.shape[0]}")
-    if not np.isfinite(volumes).all():
+    measured = list(range(volumes.shape[0])) if frames is None else [int(t) for t in frames]
+    if len(measured) < 2:
+        raise ValueError(f"{_where(source)}an LV volume curve needs at least two frames, got {len(measured)}")
+    if not np.isfinite(volumes[measured]).all():
         raise ValueError(f"{_where(source)}the LV volume curve holds non-finite values")
     if frame_indices is not None and len(frame_indices) != volumes.shape[0]:
         raise ValueError(f"{_where(source)}frame_indices has {len(frame_indices)} entries for {volumes.shape[0]} frames")
-    return _function_from_volumes(volumes, list(range(volumes.shape[0])), spacing, source, frame_indices=frame_indices)
+    return _function_from_volumes(volumes, measured, spacing, source, ed_frame=ed_frame, es_frame=es_frame,
+                                  frame_indices=frame_indices)
 
 
 def cardiac_function_from_lv_curve(
