@@ -1,8 +1,9 @@
 """Evaluation and inference of slice-area networks: a study's areas -> its volume curve and function report.
 
 MONAI's ``SupervisedEvaluator`` runs :class:`StudyAreaInferer` (a study ``[1, F, Z, H, W]`` -> areas
-``[1, F, Z]``, or with a segmenting network every class's ``[1, F, Z, 4]``, :func:`study_areas`) and
-:class:`StudyVolumeWriter`, which turns the areas into the volume curves, EDV, ESV, EF and ED/ES frames,
+``[1, F, Z]``, or with a segmenting network every class's probabilities ``[1, F, Z, 4, H, W]``,
+:func:`study_areas`) and :class:`StudyVolumeWriter`, which sums those into areas (and takes their argmax for
+the masks of a cine input) and turns the areas into the volume curves, EDV, ESV, EF and ED/ES frames,
 and from a segmenting network also the LV mass and the RV volumes
 (:func:`cmrssl.metrics.function.cardiac_function_from_volume_curves`), and
 writes, per study, ``function.json`` / ``function.csv`` / ``volume_curve.png`` (the segmentation bundle's
