@@ -18,10 +18,11 @@ from .ledger import add_rows, current, read_ledger
 from .plan import Step, run_key
 from .runner import PROVENANCE, timings
 from .statistics import (PLATEAU_GAIN, PRETEXT_FLAT, bootstrap_interval, hd95_counting_lost, paired_differences,
-                         plateau_gain, pretext_drop, wilcoxon_p)
+                         plateau_gain, pretext_drop, subject_means, wilcoxon_p)
 
-__all__ = ["collect", "comparison", "convergence_note", "drawn_subjects", "epoch_losses", "image_diagonals",
-           "pretext_columns", "rows_from_steps", "run_row", "table", "plot", "validation_curve", "write_results"]
+__all__ = ["collect", "comparison", "convergence_note", "drawn_subjects", "epoch_losses", "function_errors",
+           "image_diagonals", "paired_function_table", "pretext_columns", "rows_from_steps", "run_row", "table", "plot",
+           "validation_curve", "write_results"]
 
 #: per-subject clinical errors, from an evaluation's function.csv
 CLINICAL = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "lv_mass_g")
@@ -184,6 +185,49 @@ def comparison(rows: Sequence[dict], arm: str, n, name: str) -> Optional[dict]:
     values = list(differences.values())
     return {"subjects": len(values), "difference": float(np.mean(values)), "interval": bootstrap_interval(values),
             "p": wilcoxon_p(values)}
+
+
+def function_errors(path: Path, names: Sequence[str] = CLINICAL) -> Dict[str, Dict[str, float]]:
+    """``{name: {subject: absolute error}}`` from an evaluation's ``function.csv`` (either bundle's: ``subject`` and
+    ``error_<name>`` columns); a subject without a value for ``name`` is left out of it."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "subject" not in rows[0]:
+        raise ValueError(f"{path}: not an evaluation's function.csv (no 'subject' column)")
+    out: Dict[str, Dict[str, float]] = {}
+    for name in names:
+        if f"error_{name}" not in rows[0]:
+            raise ValueError(f"{path}: no column error_{name}")
+        values = {r["subject"]: _number(r[f"error_{name}"]) for r in rows}
+        out[name] = {s: abs(v) for s, v in values.items() if v is not None}
+    return out
+
+
+def paired_function_table(base: Sequence[Path], ours: Sequence[Path], names: Sequence[str] = CLINICAL[:3],
+                          labels: Sequence[str] = ("base", "ours")) -> str:
+    """Two arms' evaluations, seed by seed (``base[i]`` and ``ours[i]`` ran seed ``i``), paired over subjects as the
+    study pairs them (one value per subject: its mean absolute error over the seeds), in Markdown: each arm's MAE,
+    the subjects ``ours`` got closer, the mean difference with its 95 % bootstrap interval, and the Wilcoxon p."""
+    if len(base) != len(ours) or not base:
+        raise ValueError(f"one evaluation per seed in each arm: {len(base)} against {len(ours)}")
+    base_errors = [function_errors(Path(p), names) for p in base]
+    ours_errors = [function_errors(Path(p), names) for p in ours]
+    lines = [f"{len(base)} seed(s); each subject's absolute error averaged over them; paired Wilcoxon signed-rank.", "",
+             f"| | {labels[0]} MAE | {labels[1]} MAE | subjects {labels[1]} closer | difference (95 % interval) | p |",
+             "|---|---|---|---|---|---|"]
+    for name in names:
+        a = {seed: errors[name] for seed, errors in enumerate(base_errors)}
+        b = {seed: errors[name] for seed, errors in enumerate(ours_errors)}
+        differences = paired_differences(b, a)
+        values = list(differences.values())
+        interval = bootstrap_interval(values)
+        p = wilcoxon_p(values)
+        lines.append(
+            f"| {name} | {np.mean(list(subject_means(a).values())):.1f} | {np.mean(list(subject_means(b).values())):.1f} "
+            f"| {sum(v < 0 for v in values)} of {len(values)} | {np.mean(values):+.1f}"
+            + (f" ({interval[0]:+.1f} to {interval[1]:+.1f})" if interval else "")
+            + f" | {'-' if p is None else f'{p:.3f}'} |")
+    return "\n".join(lines) + "\n"
 
 
 def table(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, repo: Optional[Repository] = None) -> str:
