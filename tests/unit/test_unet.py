@@ -175,6 +175,23 @@ def test_finetuning_modes(tmp_path):
         freeze_parts(_unet(), ["bottleneck"])
 
 
+def test_finetuning_a_whole_segmentation_network_continues_its_heads(tmp_path):
+    """A trained segmentation model (every part, as models/model.pt) continues whole in ``all`` and ``decoder``:
+    re-initialising its output heads would throw away the trained classifier. Another class count, or a
+    pretraining checkpoint, leaves them new."""
+    source = _unet(seed=1, deep_supervision=True)
+    whole = tmp_path / "model.pt"
+    torch.save(source.state_dict(), whole)
+    for mode in ("all", "decoder"):
+        continued = prepare_finetuning(_unet(seed=2, deep_supervision=True), str(whole), mode)
+        for key, value in source.state_dict().items():
+            assert torch.equal(continued.state_dict()[key], value), (mode, key)
+    other = CMRUNet(channels=TINY, out_channels=3, deep_supervision=True)
+    before = {k: v.clone() for k, v in other.state_dict().items() if k.startswith(("head.", "aux_heads."))}
+    prepare_finetuning(other, str(whole), "all")
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in before.items())
+
+
 def test_multitask_unet_adds_the_pretext_loss_in_training_only():
     from monai.networks.blocks.dynunet_block import UnetOutBlock
 

@@ -31,6 +31,7 @@ from cmrssl.networks.multitask import MULTITASK_SCHEDULES, PRETEXT_HEAD, MultiTa
 
 __all__ = [
     "FINETUNE_MODES",
+    "SEGMENTATION_HEADS",
     "PretrainedLoadReport",
     "load_torch_file",
     "read_state_dict",
@@ -48,6 +49,10 @@ logger = logging.getLogger(__name__)
 #: SSL+Decoder (pretrained encoder frozen); SSL+All (every weight trained); SSL+MultiTask
 #: (all weights, the pretext head kept and its loss added with weight beta).
 FINETUNE_MODES = ("scratch", "decoder", "all", "multitask")
+
+#: the U-Net's output heads: taken from a whole segmentation network's checkpoint (same classes), so fine-tuning a
+#: trained model continues it; a pretraining checkpoint has none and they start new
+SEGMENTATION_HEADS = ("head", "aux_heads")
 
 _WRAPPER_ENTRIES = ("state_dict", "model", "network", "backbone")
 _WRAPPER_PREFIXES = ("module.", "backbone.")
@@ -187,6 +192,7 @@ def load_pretrained(
     checkpoint: Union[str, os.PathLike],
     parts: Sequence[str] = ("encoder", "decoder"),
     required_parts: Sequence[str] = ("encoder",),
+    optional_parts: Sequence[str] = (),
 ) -> PretrainedLoadReport:
     """Load the ``parts`` of a pretrained checkpoint into ``network`` in place, by parameter name.
 
@@ -198,6 +204,9 @@ def load_pretrained(
         parts: top-level names taken from the checkpoint; checkpoint keys of other
             parts (a task head, a projection head) are ignored and reported.
         required_parts: parts whose every network weight must be in the checkpoint.
+        optional_parts: parts taken too when the checkpoint holds every weight of the network's part with its
+            shape (a whole trained network's ``head``), else left as initialised and reported as ignored
+            (another class count, or a pretraining checkpoint without them).
 
     Returns:
         :class:`PretrainedLoadReport`; ``missing_keys`` lists the network's weights
@@ -213,6 +222,10 @@ def load_pretrained(
     target = network.state_dict()
     wanted = tuple(f"{p}." for p in parts)
     selected = {k: v for k, v in state.items() if k.startswith(wanted)}
+    for part in optional_parts:
+        own = {k: v for k, v in network.state_dict().items() if k.startswith(f"{part}.")}
+        if own and all(k in state and state[k].shape == v.shape for k, v in own.items()):
+            selected.update({k: state[k] for k in own})
     ignored = sorted(k for k in state if k not in selected)
     problems = []
     if not selected:
@@ -322,6 +335,10 @@ def prepare_finetuning(
     - ``scratch``: nothing loaded (``pretrained_checkpoint`` must be empty);
     - ``decoder``: encoder (and decoder when the checkpoint has one) loaded, encoder frozen;
     - ``all``: loaded, every weight trained;
+
+    In the pretrained modes the output heads (``head``, ``aux_heads``) are loaded as well when the checkpoint is a
+    whole segmentation network with the same heads (continuing a trained model); a pretraining checkpoint
+    leaves them new.
     - ``multitask``: as ``all``, and the checkpoint's pixel-wise pretext head kept:
       returns a :class:`cmrssl.networks.multitask.MultiTaskUNet` (for a reconstruction
       head, masks of ``pretext_mask_patch_size`` pixels, ``pretext_mask_ratio`` masked)
@@ -349,7 +366,7 @@ def prepare_finetuning(
         return network
     if not checkpoint:
         raise ValueError(f"finetune_mode '{mode}' needs --pretrained_checkpoint PATH (a pretraining bundle's model)")
-    load_pretrained(network, checkpoint)
+    load_pretrained(network, checkpoint, optional_parts=SEGMENTATION_HEADS)
     if mode == "decoder":
         frozen = freeze_parts(network, ["encoder"])
         logger.info("finetune_mode decoder: %d encoder tensors frozen", len(frozen))
