@@ -140,6 +140,26 @@ def test_inference_on_a_dicom_cine_gives_the_function_report(trained, phantom_co
     assert set(np.unique(np.asarray(masks.dataobj))) <= {0, 1, 2, 3} and report["files"]["segmentation"] == "segmentation.nii.gz"
 
 
+def test_inference_runs_with_no_override_on_the_shipped_model(phantom_cohort, tmp_path):
+    """``models/model.pt`` ships (a safe state dict under 25 MB with its provenance in the metadata), so the README's
+    first inference command needs only an input and an output folder."""
+    shipped = BUNDLE / "models" / "model.pt"
+    assert shipped.is_file() and shipped.stat().st_size < 25e6
+    state = torch.load(shipped, map_location="cpu", weights_only=True)
+    assert {key.split(".")[0] for key in state} <= {"encoder", "decoder", "head", "aux_heads"}
+    weights = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["trained_weights"]
+    assert weights["file"] == "models/model.pt"
+    for key in ("data", "command", "commit", "seed", "epochs", "terms", "pretrained_from"):
+        assert weights[key] not in ("", None), key
+    assert "017-020" in weights["data"] and "ACDC" in weights["terms"] and "Sunnybrook" in weights["terms"]
+    dicom = next(p for p in sorted(Path(phantom_cohort).glob("*/dicom/sax")) if p.is_dir())
+    result = _bundle_run("configs/inference.json", tiny=False, input=str(dicom), output_dir=str(tmp_path),
+                         write_plots="false")
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "function.json").read_text())
+    assert report["status"] == "ok" and report["lv_edv_ml"] > report["lv_esv_ml"] > 0
+
+
 def test_lv_only_withholds_the_numbers_a_volumes_only_model_never_learned(trained, phantom_cohort, tmp_path):
     dicom = next(p for p in sorted(Path(phantom_cohort).glob("*/dicom/sax")) if p.is_dir())
     result = _bundle_run("configs/inference.json", tiny=False, input=str(dicom), checkpoint=str(trained["checkpoint"]),

@@ -1,5 +1,6 @@
 """Real ACDC and Sunnybrook through the ranking bundle's study stack: the heart found from motion alone keeps the
-LV cavity inside the crop, and the reference volumes are the function module's.
+LV cavity inside the crop, and the reference volumes are the function module's; the bundle's shipped model
+(``models/model.pt``) and the segmentation bundle's scored on the held-out 20 as the README states.
 
 Measured on all 84 patients of the stratified ACDC split (1-80 and 97-100; 2 mm, 80 px crops, ``LoadStudyStack``
 over the indexer's records): the in-crop LV volume from the resampled labels is at least 0.937 of the full-view
@@ -25,6 +26,7 @@ from cmrssl.transforms.ranking import LoadStudyStack
 pytestmark = pytest.mark.realdata
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = REPO_ROOT / "bundles" / "cmr_ranking_ssl"
 HELD_OUT = "17-20,37-40,57-60,77-80,97-100"
 
 
@@ -89,3 +91,42 @@ def test_the_shipped_segmentation_weights_measure_volumes_through_this_bundle(ac
     assert summary["subjects_with_function"] == 20
     assert mae["lv_edv_ml"] < 6.0 and mae["lv_esv_ml"] < 6.0 and mae["lv_ef_percent"] < 4.0, mae
     assert summary["frames"]["ed_frame"]["exact"] == summary["frames"]["es_frame"]["exact"] == 20
+
+
+def _figures(summary: dict) -> dict:
+    """The ``eval_metrics`` of the metadata, from an evaluation's ``summary.json``."""
+    function = summary["function"]
+    return {
+        "lv_edv_mae_ml": round(function["lv_edv_ml"]["mean_absolute_error"], 1),
+        "lv_esv_mae_ml": round(function["lv_esv_ml"]["mean_absolute_error"], 1),
+        "lv_ef_mae_percent": round(function["lv_ef_percent"]["mean_absolute_error"], 1),
+        "lv_ef_bias_percent": round(function["lv_ef_percent"]["mean_error"], 1),
+        "lv_mass_mae_g": round(function["lv_mass_g"]["mean_absolute_error"], 1),
+        "rv_edv_mae_ml": round(function["rv_edv_ml"]["mean_absolute_error"], 1),
+        "ed_frames_exact": summary["frames"]["ed_frame"]["exact"],
+        "es_frames_exact": summary["frames"]["es_frame"]["exact"],
+    }
+
+
+def test_the_shipped_model_scores_on_the_held_out_set_what_its_metadata_and_readme_state(acdc_root, tmp_path):
+    """``models/model.pt`` with no override (the README's evaluation command): the figures of ``eval_metrics``."""
+    index = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "index.py"), "acdc", str(acdc_root),
+                            "--out_dir", str(tmp_path / "acdc"), "--test_subjects", HELD_OUT],
+                           capture_output=True, text=True, timeout=300)
+    assert index.returncode == 0, index.stderr[-2000:]
+    evaluate = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/evaluate.json']",
+         "--datalist", str(tmp_path / "acdc" / "datalist.json"), "--output_dir", str(tmp_path / "eval")],
+        cwd=BUNDLE, capture_output=True, text=True, timeout=600)
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["subjects_with_function"] == 20
+    measured = _figures(summary)
+    metadata = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    stated = metadata["eval_metrics"]
+    assert set(stated) == set(measured)
+    for key, value in stated.items():  # CPU and thread counts change the last digits, nothing more
+        assert measured[key] == pytest.approx(value, abs=0 if key.endswith("exact") else 0.3), (key, measured[key], value)
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    shipped = " / ".join(f"{stated[k]:.1f}" for k in ("lv_edv_mae_ml", "lv_esv_mae_ml", "lv_ef_mae_percent"))
+    assert shipped in readme, shipped
