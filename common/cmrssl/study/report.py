@@ -226,7 +226,7 @@ def paired_function_table(base: Sequence[Path], ours: Sequence[Path], names: Seq
             f"| {name} | {np.mean(list(subject_means(a).values())):.1f} | {np.mean(list(subject_means(b).values())):.1f} "
             f"| {sum(v < 0 for v in values)} of {len(values)} | {np.mean(values):+.1f}"
             + (f" ({interval[0]:+.1f} to {interval[1]:+.1f})" if interval else "")
-            + f" | {'-' if p is None else f'{p:.3f}'} |")
+            + f" | {'-' if p is None else '<0.001' if p < 0.001 else f'{p:.3f}'} |")
     return "\n".join(lines) + "\n"
 
 
