@@ -148,12 +148,8 @@ def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step,
     volumes = {name: summary["function"][name] for name in CLINICAL if name in summary.get("function", {})}
     function_csv = step.done_file.parent / "function.csv"
     if function_csv.exists():
-        with open(function_csv) as handle:
-            for line in csv.DictReader(handle):
-                for name in CLINICAL:
-                    error = _number(line.get(f"error_{name}"))
-                    if error is not None:
-                        per_subject.setdefault(line["subject"], {})[f"error_{name}"] = error
+        for subject, errors in _signed_errors(_function_rows(function_csv), CLINICAL).items():
+            per_subject.setdefault(subject, {}).update({f"error_{name}": e for name, e in errors.items()})
     for name, stats in volumes.items():
         row[f"{name}_mae"] = stats.get("mean_absolute_error", "")
         row[f"{name}_bias"] = stats.get("mean_error", "")
@@ -190,16 +186,29 @@ def comparison(rows: Sequence[dict], arm: str, n, name: str) -> Optional[dict]:
 def function_errors(path: Path, names: Sequence[str] = CLINICAL) -> Dict[str, Dict[str, float]]:
     """``{name: {subject: absolute error}}`` from an evaluation's ``function.csv`` (either bundle's: ``subject`` and
     ``error_<name>`` columns); a subject without a value for ``name`` is left out of it."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = _function_rows(path)
     if not rows or "subject" not in rows[0]:
         raise ValueError(f"{path}: not an evaluation's function.csv (no 'subject' column)")
-    out: Dict[str, Dict[str, float]] = {}
     for name in names:
         if f"error_{name}" not in rows[0]:
             raise ValueError(f"{path}: no column error_{name}")
-        values = {r["subject"]: _number(r[f"error_{name}"]) for r in rows}
-        out[name] = {s: abs(v) for s, v in values.items() if v is not None}
+    signed = _signed_errors(rows, names)
+    return {name: {subject: abs(e[name]) for subject, e in signed.items() if name in e} for name in names}
+
+
+def _function_rows(path: Path) -> List[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _signed_errors(rows: Sequence[dict], names: Sequence[str]) -> Dict[str, Dict[str, float]]:
+    """``{subject: {name: signed error}}`` of a function.csv's ``error_<name>`` columns, empty values left out."""
+    out: Dict[str, Dict[str, float]] = {}
+    for row in rows:
+        for name in names:
+            error = _number(row.get(f"error_{name}"))
+            if error is not None:
+                out.setdefault(row["subject"], {})[name] = error
     return out
 
 
