@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from cmrssl.io.reader import read_cine
+from cmrssl.labels import LV_CAVITY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = REPO_ROOT / "bundles" / "cmr_ranking_ssl"
@@ -158,6 +159,24 @@ def test_inference_runs_with_no_override_on_the_shipped_model(phantom_cohort, tm
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads((tmp_path / "function.json").read_text())
     assert report["status"] == "ok" and report["lv_edv_ml"] > report["lv_esv_ml"] > 0
+
+
+def test_volumes_from_masks_reports_the_volumes_of_the_segmentation_it_writes(phantom_cohort, tmp_path):
+    """``--volumes_from masks``: the report's LV volume of each frame is the written mask's (argmax, heart kept), up to
+    the nearest-neighbour return from the 2 mm crop to the source grid; an unknown value is refused by name."""
+    dicom = next(p for p in sorted(Path(phantom_cohort).glob("*/dicom/sax")) if p.is_dir())
+    result = _bundle_run("configs/inference.json", tiny=False, input=str(dicom), output_dir=str(tmp_path / "out"),
+                         write_plots="false", volumes_from="masks")
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "out" / "function.json").read_text())
+    assert report["method"].startswith("the U-Net's masks")
+    mask = nib.load(str(tmp_path / "out" / "segmentation.nii.gz"))
+    voxel_ml = float(np.prod(mask.header.get_zooms()[:3])) / 1000.0
+    from_mask = (np.asarray(mask.dataobj) == LV_CAVITY).sum(axis=(0, 1, 2)) * voxel_ml  # [x, y, z, t]
+    assert np.allclose(from_mask, report["lv_volume_curve_ml"], rtol=0.1, atol=1.0)
+    bad = _bundle_run("configs/inference.json", tiny=False, input=str(dicom), output_dir=str(tmp_path / "bad"),
+                      volumes_from="argmax")
+    assert bad.returncode != 0 and "volumes_from" in bad.stderr and not (tmp_path / "bad").exists()
 
 
 def test_lv_only_withholds_the_numbers_a_volumes_only_model_never_learned(trained, phantom_cohort, tmp_path):

@@ -51,9 +51,11 @@ from cmrssl.labels import LV_CAVITY
 from cmrssl.metrics.function import agreement, cardiac_function_from_lv_curve, cardiac_function_from_volume_curves
 from cmrssl.metrics.plots import plot_bland_altman, plot_volume_curve
 from cmrssl.metrics.report import FUNCTION_CSV, FUNCTION_JSON, VOLUME_CURVE_PNG, write_function_report
+from cmrssl.transforms.labels import keep_study_heart
 from cmrssl.transforms.ranking import labels_on_source
 
-__all__ = ["study_areas", "StudyAreaInferer", "StudyVolumeWriter", "inference_studies", "study_inputs", "QUANTITIES"]
+__all__ = ["study_areas", "StudyAreaInferer", "StudyVolumeWriter", "inference_studies", "study_inputs", "QUANTITIES",
+           "VOLUMES_FROM"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,10 @@ _UNKNOWN_FRAME_NUMBERS = ("ED/ES frame numbers unknown: the datalist names the s
 #: mass and RV ones only where the network segments them and the references have them
 QUANTITIES = tuple(FUNCTION_QUANTITIES)
 _LV_QUANTITIES = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent")
+#: ``--volumes_from`` of a segmenting network: its summed class probabilities over the crop (the areas it trains on),
+#: or its masks, the argmax of those cleaned up as the segmentation bundle cleans its own
+#: (:func:`cmrssl.transforms.labels.keep_study_heart`), so the report's volumes are the written segmentation's
+VOLUMES_FROM = ("probabilities", "masks")
 
 
 def study_areas(network: nn.Module, image: torch.Tensor, chunk_size: int = 64, probabilities: bool = False) -> torch.Tensor:
@@ -118,6 +124,8 @@ class StudyVolumeWriter:
         inputs: the input paths (refused as or inside ``output_dir``).
         score: write ``function.csv`` / ``summary.json`` / Bland-Altman PNGs for the studies that
             have references (labelled frames or EDV/ESV); else only the per-study reports.
+        volumes_from: for a segmenting network, ``probabilities`` (each class's summed probabilities) or
+            ``masks`` (the cleaned argmax, :data:`VOLUMES_FROM`); a regressor's areas are its outputs either way.
 
     ``engine.state.batch`` is the collated batch (``decollate=False``) and
     ``engine.state.output[CommonKeys.PRED]`` the areas ``[B, F, Z]``.
@@ -132,8 +140,12 @@ class StudyVolumeWriter:
         inputs: Sequence[Union[str, os.PathLike, None]] = (),
         score: bool = False,
         spacing_from: str = "auto",
+        volumes_from: str = "probabilities",
     ) -> None:
         self.spacing_from = spacing_from
+        self.volumes_from = str(volumes_from).strip().lower()
+        if self.volumes_from not in VOLUMES_FROM:
+            raise ValueError(f"--volumes_from must be one of {', '.join(VOLUMES_FROM)}, got {volumes_from!r}")
         self.overwrite = as_bool(overwrite, "overwrite")
         self.output_dir = check_output_dir(output_dir, self.overwrite, inputs=list(inputs))
         self.plots = as_bool(plots, "write_plots")
@@ -158,8 +170,14 @@ class StudyVolumeWriter:
         pred = pred.detach().float()
         labels = None
         if pred.ndim == 6:  # class probabilities [B, F, Z, C, S, S]: soft areas and argmax masks
+            classes = pred.shape[3]
             labels = pred.argmax(dim=3).to(torch.uint8).cpu().numpy()
-            pred = pred.sum(dim=(-1, -2)) * self.pixdim_mm ** 2
+            if self.volumes_from == "masks":  # each study's heart kept, its masks' class areas
+                labels = np.stack([keep_study_heart(study, slice_axis=0)[0] for study in labels])
+                pred = torch.from_numpy(np.stack([labels == c for c in range(classes)], axis=3))
+                pred = pred.sum(dim=(-1, -2)).double() * self.pixdim_mm ** 2
+            else:
+                pred = pred.sum(dim=(-1, -2)) * self.pixdim_mm ** 2
         pred = pred.cpu().numpy()
 
         def numpy(key: str) -> np.ndarray:
@@ -200,8 +218,9 @@ class StudyVolumeWriter:
             logger.warning("%s: no cardiac function: %s", study["subject"], error)
             return None, {"status": f"no function: {error}", "lv_volume_curve_ml": [float(v) for v in curve],
                           "source": study["source"], "num_frames": len(curve)}
-        method = ("summed class probabilities of the U-Net (cmr_ranking_ssl)" if areas.ndim == 3
-                  else "slice-area regression (cmr_ranking_ssl)")
+        method = ("slice-area regression (cmr_ranking_ssl)" if areas.ndim != 3
+                  else "the U-Net's masks, heart kept (cmr_ranking_ssl)" if self.volumes_from == "masks"
+                  else "summed class probabilities of the U-Net (cmr_ranking_ssl)")
         report = dict(function.to_dict(), status="ok", method=method,
                       lv_area_mm2=[[float(a) for a in frame] for frame in lv_areas])
         if not study.get("frame_numbers_known", True):
