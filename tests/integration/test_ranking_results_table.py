@@ -1,0 +1,87 @@
+"""The ranking README's Results come from the committed per-subject evaluations (``docs/results/ranking_heldout/``):
+each row's MAE (mean ± SD over seeds) recomputed from the files, and each paired row reprinted by ``tools/compare.py``
+as the README's command block runs it. No training: the files are the runs' own ``function.csv``."""
+
+from __future__ import annotations
+
+import csv
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from tool_cli import run_tool
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+README = REPO_ROOT / "bundles" / "cmr_ranking_ssl" / "docs" / "README.md"
+HELDOUT = REPO_ROOT / "docs" / "results" / "ranking_heldout"
+#: the README's "labelled" cell -> the files' tag (sup5_s0.csv, rankall_s0.csv, ...)
+COUNTS = {"5": "5", "10": "10", "all 80": "all"}
+ARMS = {"supervised only": "sup", "ranking SSL": "rank"}
+QUANTITIES = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent")
+
+
+def _results() -> str:
+    text = README.read_text()
+    return text[text.index("## Results"):]
+
+
+def _numbers(cell: str) -> list:
+    return [float(x) for x in re.findall(r"[-+]?\d+(?:\.\d+)?", cell.replace("−", "-"))]
+
+
+def _seed_files(arm: str, tag: str) -> list:
+    return sorted(HELDOUT.glob(f"{arm}{tag}_s[0-9].csv"))
+
+
+def _mae(path: Path, quantity: str) -> float:
+    with open(path, newline="") as handle:
+        return statistics.mean(abs(float(row[f"error_{quantity}"])) for row in csv.DictReader(handle))
+
+
+def _summary_rows() -> list:
+    rows = []
+    for line in _results().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0] in COUNTS and cells[1] in ARMS:
+            rows.append(cells)
+    return rows
+
+
+def test_every_count_and_arm_of_the_results_table_is_there():
+    found = {(c[0], c[1]) for c in _summary_rows()}
+    assert found == {(n, a) for n in COUNTS for a in ARMS}
+
+
+@pytest.mark.parametrize("cells", _summary_rows(), ids=lambda c: f"{c[0]}-{c[1]}")
+def test_each_row_is_the_mean_over_its_seed_files(cells):
+    files = _seed_files(ARMS[cells[1]], COUNTS[cells[0]])
+    assert len(files) == int(cells[6]) >= 1
+    for quantity, cell in zip(QUANTITIES, cells[2:5]):
+        values = [_mae(path, quantity) for path in files]
+        stated = _numbers(cell)
+        assert stated[0] == pytest.approx(statistics.mean(values), abs=0.051), (quantity, cells)
+        if len(values) > 1:
+            assert stated[1] == pytest.approx(statistics.stdev(values), abs=0.051), (quantity, cells)
+
+
+@pytest.mark.parametrize("count", list(COUNTS))
+def test_each_paired_row_is_what_the_compare_tool_prints(count):
+    tag = COUNTS[count]
+    stated = {}
+    for line in _results().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].startswith(f"{count} (") and cells[1].startswith("LV "):
+            stated[cells[1]] = cells[2:]
+    assert set(stated) == {"LV EDV (ml)", "LV ESV (ml)", "LV EF (%)"}
+    files = {arm: ",".join(str(p) for p in _seed_files(arm, tag)) for arm in ("sup", "rank")}
+    result = run_tool("compare", "--base", files["sup"], "--ours", files["rank"], "--labels", "supervised,ranking")
+    assert result.returncode == 0, result.stderr
+    printed = {}
+    for line in result.stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] in QUANTITIES:
+            printed[cells[0]] = cells[1:]
+    for name, quantity in zip(("LV EDV (ml)", "LV ESV (ml)", "LV EF (%)"), QUANTITIES):
+        assert [c.replace("−", "-") for c in stated[name]] == printed[quantity], name
