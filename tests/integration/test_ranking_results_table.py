@@ -4,13 +4,13 @@ as the README's command block runs it. No training: the files are the runs' own 
 
 from __future__ import annotations
 
-import csv
 import re
 import statistics
 from pathlib import Path
 
 import pytest
 
+from cmrssl.study.report import function_errors
 from tool_cli import run_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,14 +36,17 @@ def _seed_files(arm: str, tag: str) -> list:
 
 
 def _mae(path: Path, quantity: str) -> float:
-    with open(path, newline="") as handle:
-        return statistics.mean(abs(float(row[f"error_{quantity}"])) for row in csv.DictReader(handle))
+    return statistics.mean(function_errors(path, [quantity])[quantity].values())
+
+
+def _cells(line: str) -> list:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
 def _summary_rows() -> list:
     rows = []
     for line in _results().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = _cells(line)
         if len(cells) == 7 and cells[0] in COUNTS and cells[1] in ARMS:
             rows.append(cells)
     return rows
@@ -71,7 +74,7 @@ def test_each_paired_row_is_what_the_compare_tool_prints(count):
     tag = COUNTS[count]
     stated = {}
     for line in _results().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = _cells(line)
         if len(cells) == 7 and cells[0].startswith(f"{count} (") and cells[1].startswith("LV "):
             stated[cells[1]] = cells[2:]
     assert set(stated) == {"LV EDV (ml)", "LV ESV (ml)", "LV EF (%)"}
@@ -80,7 +83,7 @@ def test_each_paired_row_is_what_the_compare_tool_prints(count):
     assert result.returncode == 0, result.stderr
     printed = {}
     for line in result.stdout.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = _cells(line)
         if cells[0] in QUANTITIES:
             printed[cells[0]] = cells[1:]
     for name, quantity in zip(("LV EDV (ml)", "LV ESV (ml)", "LV EF (%)"), QUANTITIES):

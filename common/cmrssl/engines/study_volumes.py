@@ -27,6 +27,7 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from ignite.engine import Events
 from monai.inferers import Inferer
 from monai.utils import CommonKeys
@@ -170,14 +171,11 @@ class StudyVolumeWriter:
         pred = pred.detach().float()
         labels = None
         if pred.ndim == 6:  # class probabilities [B, F, Z, C, S, S]: soft areas and argmax masks
-            classes = pred.shape[3]
             labels = pred.argmax(dim=3).to(torch.uint8).cpu().numpy()
-            if self.volumes_from == "masks":  # each study's heart kept, its masks' class areas
+            if self.volumes_from == "masks":  # each study's heart kept; its one-hot masks stand for the probabilities
                 labels = np.stack([keep_study_heart(study, slice_axis=0)[0] for study in labels])
-                pred = torch.from_numpy(np.stack([labels == c for c in range(classes)], axis=3))
-                pred = pred.sum(dim=(-1, -2)).double() * self.pixdim_mm ** 2
-            else:
-                pred = pred.sum(dim=(-1, -2)) * self.pixdim_mm ** 2
+                pred = F.one_hot(torch.from_numpy(labels).long(), pred.shape[3]).movedim(-1, 3).double()  # counts, exact
+            pred = pred.sum(dim=(-1, -2)) * self.pixdim_mm ** 2
         pred = pred.cpu().numpy()
 
         def numpy(key: str) -> np.ndarray:
