@@ -3,11 +3,16 @@
     python tools/compare.py --base A_S0.csv,A_S1.csv,A_S2.csv --ours B_S0.csv,B_S1.csv,B_S2.csv
         [--quantities lv_edv_ml,lv_esv_ml,lv_ef_percent] [--labels supervised,ranking]
 
+    python tools/compare.py --base A_S0/metrics.csv,... --ours B_S0/metrics.csv,... \
+        --quantities dice_lv_cavity,dice_lv_myocardium,dice_rv_cavity
+
 Each file is an evaluation's ``function.csv`` (either bundle's ``evaluate.json``), one per seed, in the same order in
 both arms. A subject is one observation: its absolute error averaged over the seeds, paired between the arms
 (:func:`cmrssl.study.report.paired_function_table`, the few-label study's statistics). Prints a Markdown table: each
 arm's MAE, how many subjects ``--ours`` got closer, the mean difference (ours - base; negative is better) with a 95 %
 bootstrap interval over subjects, and the two-sided Wilcoxon signed-rank p (none under 6 subjects). Writes nothing.
+With ``dice_`` quantities the files are the evaluations' ``metrics.csv`` (a row per frame), a subject's value is its
+frames' mean Dice, and a positive difference is better.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def main(base, ours, quantities="lv_edv_ml,lv_esv_ml,lv_ef_percent", labels="bas
         files = {arm: [Path(p) for p in _listed(value)] for arm, value in (("base", base), ("ours", ours))}
         for path in files["base"] + files["ours"]:
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such evaluation file (an evaluation's function.csv)")
+                raise FileNotFoundError(f"{path}: no such evaluation file (an evaluation's function.csv or metrics.csv)")
         print(paired_function_table(files["base"], files["ours"], names, arm_labels), end="")
 
 

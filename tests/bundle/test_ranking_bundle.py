@@ -112,6 +112,12 @@ def test_evaluate_scores_volumes_against_the_references(trained, datalist, tmp_p
     reference = float(row["reference_lv_edv_ml"])
     assert 40 < reference < 400  # the phantom's LV, in ml
     assert float(row["error_lv_edv_ml"]) == pytest.approx(float(row["predicted_lv_edv_ml"]) - reference, abs=1e-2)
+    # every labelled frame scored as the segmentation bundle scores it: metrics.csv and summary["segmentation"]
+    with open(out / "metrics.csv") as handle:
+        frames = list(csv.DictReader(handle))
+    assert len(frames) == summary["frames_scored"] >= 2 and {"ED", "ES"} <= {f["phase"] for f in frames}
+    assert set(summary["segmentation"]) == {"lv_cavity", "lv_myocardium", "rv_cavity"}
+    assert 0.0 <= summary["segmentation"]["lv_cavity"]["dice"]["mean"] <= 1.0
 
 
 def test_inference_on_a_dicom_cine_gives_the_function_report(trained, phantom_cohort, tmp_path):

@@ -54,3 +54,34 @@ def test_a_missing_evaluation_and_unequal_seeds_are_refused(tmp_path):
     assert_refused(run_tool("compare", "--base", one, "--ours", missing), "compare", 2, missing, "no such")
     result = run_tool("compare", "--base", f"{one},{one}", "--ours", one)
     assert result.returncode == 2 and "one evaluation per seed in each arm: 2 against 1" in result.stderr
+
+
+def _frames(path: Path, dice: dict) -> Path:
+    """A metrics.csv as the evaluations write it: a row per frame (subject, frame_index, dice_lv_cavity)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["subject", "frame_index", "phase", "dice_lv_cavity"])
+        writer.writeheader()
+        for subject, (ed, es) in dice.items():
+            writer.writerow({"subject": subject, "frame_index": 0, "phase": "ED", "dice_lv_cavity": ed})
+            writer.writerow({"subject": subject, "frame_index": 9, "phase": "ES", "dice_lv_cavity": es})
+    return path
+
+
+def test_dice_is_paired_per_subject_over_its_frames_higher_better(tmp_path):
+    """``dice_`` quantities read metrics.csv: a subject's Dice is its frames' mean (a lost frame's NaN left out), and a
+    positive difference is better; mixing them with function errors is refused."""
+    subjects = [f"patient{i:03d}" for i in range(1, 9)]
+    base = {s: (0.80, 0.70) for s in subjects}
+    ours = {s: (0.85, 0.75 if s != subjects[-1] else 0.55) for s in subjects}
+    ours[subjects[0]] = (0.85, float("nan"))  # a frame without a score counts for nothing
+    files = {arm: _frames(tmp_path / f"{arm}.csv", values) for arm, values in (("base", base), ("ours", ours))}
+    result = run_tool("compare", "--base", files["base"], "--ours", files["ours"], "--quantities", "dice_lv_cavity")
+    assert result.returncode == 0, result.stderr
+    cells = [c.strip() for c in next(l for l in result.stdout.splitlines() if l.startswith("| dice_lv_cavity"))
+             .strip("|").split("|")]
+    differences = [0.85 - 0.75] + [0.05] * 6 + [0.70 - 0.75]  # the first subject: its ED only
+    assert cells[1] == "0.750" and cells[3] == "7 of 8" and "subjects ours higher" in result.stdout
+    assert cells[4].startswith(f"{np.mean(differences):+.3f} (")
+    mixed = run_tool("compare", "--base", files["base"], "--ours", files["ours"],
+                     "--quantities", "dice_lv_cavity,lv_edv_ml")
+    assert mixed.returncode == 2 and "in one table" in mixed.stderr

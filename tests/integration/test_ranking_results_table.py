@@ -1,6 +1,7 @@
 """The ranking README's Results come from the committed per-subject evaluations (``docs/results/ranking_heldout/``):
 each row's MAE (mean ± SD over seeds) recomputed from the files, and each paired row reprinted by ``tools/compare.py``
-as the README's command block runs it. No training: the files are the runs' own ``function.csv``."""
+as the README's command block runs it. No training: the files are the runs' own ``function.csv`` and, under
+``frames/``, ``metrics.csv``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ HELDOUT = REPO_ROOT / "docs" / "results" / "ranking_heldout"
 COUNTS = {"5": "5", "10": "10", "all 80": "all"}
 ARMS = {"supervised only": "sup", "ranking SSL": "rank"}
 QUANTITIES = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent")
+DICE = ("dice_lv_cavity", "dice_lv_myocardium", "dice_rv_cavity")
+#: the paired table's row names -> the compared quantity
+ROWS = dict(zip(("LV EDV (ml)", "LV ESV (ml)", "LV EF (%)", "Dice LV cavity", "Dice LV myocardium", "Dice RV cavity"),
+                QUANTITIES + DICE))
 
 
 def _results() -> str:
@@ -31,8 +36,8 @@ def _numbers(cell: str) -> list:
     return [float(x) for x in re.findall(r"[-+]?\d+(?:\.\d+)?", cell.replace("−", "-"))]
 
 
-def _seed_files(arm: str, tag: str) -> list:
-    return sorted(HELDOUT.glob(f"{arm}{tag}_s[0-9].csv"))
+def _seed_files(arm: str, tag: str, folder: Path = HELDOUT) -> list:
+    return sorted(folder.glob(f"{arm}{tag}_s[0-9].csv"))
 
 
 def _mae(path: Path, quantity: str) -> float:
@@ -71,20 +76,24 @@ def test_each_row_is_the_mean_over_its_seed_files(cells):
 
 @pytest.mark.parametrize("count", list(COUNTS))
 def test_each_paired_row_is_what_the_compare_tool_prints(count):
+    """The MAE rows from the runs' function.csv, the Dice rows from their metrics.csv (``frames/``)."""
     tag = COUNTS[count]
     stated = {}
     for line in _results().splitlines():
         cells = _cells(line)
-        if len(cells) == 7 and cells[0].startswith(f"{count} (") and cells[1].startswith("LV "):
+        if len(cells) == 7 and cells[0].startswith(f"{count} (") and cells[1].startswith(("LV ", "Dice ")):
             stated[cells[1]] = cells[2:]
-    assert set(stated) == {"LV EDV (ml)", "LV ESV (ml)", "LV EF (%)"}
-    files = {arm: ",".join(str(p) for p in _seed_files(arm, tag)) for arm in ("sup", "rank")}
-    result = run_tool("compare", "--base", files["sup"], "--ours", files["rank"], "--labels", "supervised,ranking")
-    assert result.returncode == 0, result.stderr
-    printed = {}
-    for line in result.stdout.splitlines():
-        cells = _cells(line)
-        if cells[0] in QUANTITIES:
-            printed[cells[0]] = cells[1:]
-    for name, quantity in zip(("LV EDV (ml)", "LV ESV (ml)", "LV EF (%)"), QUANTITIES):
-        assert [c.replace("−", "-") for c in stated[name]] == printed[quantity], name
+    assert set(stated) == set(ROWS)
+    for folder, quantities in ((HELDOUT, QUANTITIES), (HELDOUT / "frames", DICE)):
+        files = {arm: ",".join(str(p) for p in _seed_files(arm, tag, folder)) for arm in ("sup", "rank")}
+        result = run_tool("compare", "--base", files["sup"], "--ours", files["rank"], "--labels", "supervised,ranking",
+                          "--quantities", ",".join(quantities))
+        assert result.returncode == 0, result.stderr
+        printed = {}
+        for line in result.stdout.splitlines():
+            cells = _cells(line)
+            if cells[0] in quantities:
+                printed[cells[0]] = cells[1:]
+        for name, quantity in ROWS.items():
+            if quantity in quantities:
+                assert [c.replace("−", "-") for c in stated[name]] == printed[quantity], name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import nibabel as nib
@@ -413,3 +414,44 @@ def test_the_scale_augmentation_keeps_area_and_volume_targets_true():
     assert torch.isnan(torch.as_tensor(out["area_mm2"])[1]).all()
     assert float(out["edv_ml"]) == pytest.approx(196.0) and float(out["esv_ml"]) == pytest.approx(117.6)
     assert RandZoomStackd(prob=0.0)(data)["edv_ml"] is data["edv_ml"]
+
+
+def _writer_batch(stack: dict) -> dict:
+    """A study stack collated as the evaluator's loader does (batch of one, ``decollate=False``)."""
+    return {key: [value] if isinstance(value, str) else value[None] for key, value in stack.items()}
+
+
+def test_volume_writer_scores_the_masks_on_each_labels_own_grid(phantom_datalist, tmp_path):
+    """With the labels on the source grid (the evaluation's ``LoadStudyStack(source_labels=True)``), every labelled
+    frame is scored as the segmentation bundle scores it: at the source's own pixel size a prediction equal to the
+    stack's labels comes back exactly (Dice 1), and one moved by 3 pixels scores lower."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from cmrssl.engines.study_volumes import StudyVolumeWriter
+
+    study = ranking_studies(phantom_datalist, ["training", "validation", "test"])["all"][0]
+    # the source's own pixel (its two sides differ in the 8th digit: a hair smaller keeps both sizes)
+    pixel_mm = float(min(read_cine(study["cine"]).pixel_spacing_mm)) * (1 - 1e-6)
+    stack = LoadStudyStack(pixdim_mm=pixel_mm, roi_size=128, source_labels=True)(study)
+    labelled = [int(f["frame_index"]) for f in study["frames"] if f.get("label")]
+    frame = next(f for f in study["frames"] if f.get("label"))
+    t = list(stack["frame_index"].numpy()).index(int(frame["frame_index"]))
+    np.testing.assert_array_equal(stack["label_source"].numpy()[t], np.rint(read_cine(frame["label"]).pixels[0]))
+    dice = {}
+    for shift in (0, 3):
+        label = torch.roll(stack["label"].long(), shifts=shift, dims=-1)
+        pred = F.one_hot(label, 4).movedim(-1, 2).float()[None]  # [1, F, Z, 4, S, S]
+        writer = StudyVolumeWriter(tmp_path / f"eval{shift}", plots=False, pixdim_mm=pixel_mm, score=True)
+        writer.collect(SimpleNamespace(state=SimpleNamespace(batch=_writer_batch(stack), output={"pred": pred})))
+        writer.write()
+        with open(tmp_path / f"eval{shift}" / "metrics.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert sorted(int(r["frame_index"]) for r in rows) == sorted(labelled)
+        summary = json.loads((tmp_path / f"eval{shift}" / "summary.json").read_text())
+        assert summary["frames_scored"] == len(labelled)
+        dice[shift] = {name: summary["segmentation"][name]["dice"]["mean"] for name in summary["segmentation"]}
+        assert {r["phase"] for r in rows} <= {"ED", "ES", "other"}
+    assert dice[0] == pytest.approx({name: 1.0 for name in dice[0]}), dice[0]
+    assert all(dice[3][name] < dice[0][name] - 0.05 for name in dice[0]), dice

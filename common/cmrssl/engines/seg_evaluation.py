@@ -53,7 +53,7 @@ from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags, 
 from cmrssl.metrics.segmentation import CONFUSION_KEYS, confusion_volumes_ml, structure_dice, structure_scores
 from cmrssl.transforms.labels import keep_study_heart
 
-__all__ = ["SegmentationEvaluationWriter", "summarise"]
+__all__ = ["SegmentationEvaluationWriter", "structure_summary", "summarise", "write_rows_csv"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,14 +151,16 @@ def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
     return summary
 
 
+def structure_summary(frame_rows: Sequence[dict]) -> Dict[str, dict]:
+    """``summary.json``'s ``"segmentation"``: per structure the statistics of the frames' Dice and HD95
+    (:func:`cmrssl.metrics.segmentation.structure_scores` rows), the schema both U-Net bundles' evaluations write."""
+    return {name: {"dice": _stats([r[f"dice_{name}"] for r in frame_rows]),
+                   "hd95_mm": _stats([r[f"hd95_mm_{name}"] for r in frame_rows])} for name in STRUCTURES}
+
+
 def _scores(frame_rows: List[dict], function_rows: List[dict]) -> dict:
     """Per structure Dice and HD95, the error decomposition and the function agreement of the rows."""
-    summary: dict = {"segmentation": {}}
-    for name in STRUCTURES:
-        summary["segmentation"][name] = {
-            "dice": _stats([r[f"dice_{name}"] for r in frame_rows]),
-            "hd95_mm": _stats([r[f"hd95_mm_{name}"] for r in frame_rows]),
-        }
+    summary: dict = {"segmentation": structure_summary(frame_rows)}
     decomposition = {}
     for phase in ("all", "ED", "ES"):
         rows = [r for r in frame_rows if phase == "all" or r.get("phase") == phase]
@@ -354,9 +356,9 @@ class SegmentationEvaluationWriter:
         replace = self.overwrite or (self.output_dir.is_dir() and not any(self.output_dir.iterdir()))
         owned = {METRICS_CSV, FUNCTION_CSV, SUMMARY_JSON}.__contains__  # no stale function.csv of an earlier run
         with atomic_folder(self.output_dir, overwrite=replace, owned=owned) as tmp:
-            _write_csv(tmp / METRICS_CSV, self.rows)
+            write_rows_csv(tmp / METRICS_CSV, self.rows)
             if function_rows:
-                _write_csv(tmp / FUNCTION_CSV, function_rows)
+                write_rows_csv(tmp / FUNCTION_CSV, function_rows)
             (tmp / SUMMARY_JSON).write_text(json.dumps(self.summary, indent=2))
         dice = {k: v["dice"]["mean"] for k, v in self.summary["segmentation"].items()}
         logger.info(
@@ -365,7 +367,8 @@ class SegmentationEvaluationWriter:
         )
 
 
-def _write_csv(path: Path, rows: List[dict]) -> None:
+def write_rows_csv(path: Path, rows: Sequence[dict]) -> None:
+    """``rows`` as a CSV table, its columns in the order the rows first name them."""
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()

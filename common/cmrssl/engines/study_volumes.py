@@ -10,12 +10,15 @@ writes, per study, ``function.json`` / ``function.csv`` / ``volume_curve.png`` (
 report), and, against references, the segmentation bundle's evaluation tables: ``function.csv`` (a row per
 subject: ``reference_``/``predicted_``/``error_`` of each quantity) and ``summary.json`` (``"function"``:
 the agreement of each quantity, :func:`cmrssl.metrics.function.agreement`; ``"subjects_with_function"``),
-plus ``"frames"`` (ED/ES frame agreement) and Bland-Altman PNGs.
+plus ``"frames"`` (ED/ES frame agreement) and Bland-Altman PNGs. From a segmenting network whose batch holds the
+labels on the source grid (``LoadStudyStack(source_labels=True)``), every labelled frame is scored as the segmentation
+bundle scores it: ``metrics.csv`` (a row per frame: 3D Dice, HD95 and volumes of each structure,
+:func:`cmrssl.metrics.segmentation.structure_scores`) and ``summary.json``'s ``"segmentation"``, of the class
+probabilities put back on the label's grid, their argmax and the study's heart kept (the segmentation bundle's way).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -36,7 +39,8 @@ from cmrssl.data.ranking import ranking_studies
 from cmrssl.data.subsets import resolve_cine_inputs
 from cmrssl.engines.cine_inference import SEGMENTATION_FILE
 from cmrssl.engines.seg_evaluation import FUNCTION_CSV as SCORES_CSV
-from cmrssl.engines.seg_evaluation import FUNCTION_QUANTITIES, METRICS_CSV, SUMMARY_JSON
+from cmrssl.engines.seg_evaluation import (FUNCTION_QUANTITIES, METRICS_CSV, SUMMARY_JSON, structure_summary,
+                                           write_rows_csv)
 from cmrssl.flags import as_bool, square_pixdim_mm
 from cmrssl.io.atomic import (
     SUBJECTS_JSON,
@@ -49,11 +53,12 @@ from cmrssl.io.atomic import (
 from cmrssl.io.nifti import segmentation_nifti
 from cmrssl.io.reader import read_cine
 from cmrssl.labels import LV_CAVITY
+from cmrssl.metrics.segmentation import structure_scores
 from cmrssl.metrics.function import agreement, cardiac_function_from_lv_curve, cardiac_function_from_volume_curves
 from cmrssl.metrics.plots import plot_bland_altman, plot_volume_curve
 from cmrssl.metrics.report import FUNCTION_CSV, FUNCTION_JSON, VOLUME_CURVE_PNG, write_function_report
 from cmrssl.transforms.labels import keep_study_heart
-from cmrssl.transforms.ranking import labels_on_source
+from cmrssl.transforms.ranking import labels_on_source, probabilities_on_source
 
 __all__ = ["study_areas", "StudyAreaInferer", "StudyVolumeWriter", "inference_studies", "study_inputs", "QUANTITIES",
            "VOLUMES_FROM"]
@@ -169,8 +174,11 @@ class StudyVolumeWriter:
         if pred is None or not isinstance(batch, dict):
             raise ValueError("StudyVolumeWriter needs the evaluator's decollate=False and a 'pred' output")
         pred = pred.detach().float()
-        labels = None
+        labels = labelled_probabilities = None
         if pred.ndim == 6:  # class probabilities [B, F, Z, C, S, S]: soft areas and argmax masks
+            if self.score and "label_source" in batch:  # the labelled frames' probabilities, scored on their grid
+                labelled = torch.as_tensor(batch["labelled"]).bool().cpu()
+                labelled_probabilities = [pred[b][labelled[b]].cpu().numpy() for b in range(pred.shape[0])]
             labels = pred.argmax(dim=3).to(torch.uint8).cpu().numpy()
             if self.volumes_from == "masks":  # each study's heart kept; its one-hot masks stand for the probabilities
                 labels = np.stack([keep_study_heart(study, slice_axis=0)[0] for study in labels])
@@ -200,6 +208,9 @@ class StudyVolumeWriter:
                 "labels": None if labels is None else labels[b],
                 "crop_geometry": numpy("crop_geometry")[b] if "crop_geometry" in batch else None,
                 "from_cine": bool(numpy("from_cine")[b]) if "from_cine" in batch else False,
+                "labelled_probabilities": None if labelled_probabilities is None else labelled_probabilities[b],
+                "label_source": None if labelled_probabilities is None else numpy("label_source")[b],
+                "source_spacing_mm": None if labelled_probabilities is None else numpy("source_spacing_mm")[b],
             })
 
     # ------------------------------------------------------------------ per study
@@ -252,7 +263,7 @@ class StudyVolumeWriter:
         rows: List[dict] = []
         with atomic_folder(self.output_dir, overwrite=self.overwrite or self._empty(),
                            owned=self._owned_entries().__contains__) as tmp:
-            subjects = []
+            subjects, frame_rows = [], []
             for study in self.studies:
                 folder_name = unique_folder_name(study["subject"], taken)
                 folder = tmp if len(self.studies) == 1 and not self.score else tmp / folder_name
@@ -272,12 +283,31 @@ class StudyVolumeWriter:
                 reference = self._reference(study) if self.score else None
                 if reference is not None and function is not None:
                     rows.append(self._row(study, function, reference))
+                if self.score:
+                    frame_rows += self._segmentation_rows(study)
             if len(subjects) > 1 or self.score:
                 write_subjects_json(tmp, subjects)
             if self.score:
-                self.summary = self._write_scores(rows, tmp)
+                self.summary = self._write_scores(rows, tmp, frame_rows)
         if self.score:
             logger.info("volume scores of %d studies -> %s", len(rows), self.output_dir / SUMMARY_JSON)
+
+    @staticmethod
+    def _segmentation_rows(study: dict) -> List[dict]:
+        """A row per labelled frame of a study, scored as the segmentation bundle scores a frame: the class
+        probabilities put back on the label's grid (bilinear, as its ``Invertd``), their argmax, the study's heart
+        kept over its labelled frames (``keep_study_heart``, its ``heart`` clean-up); none without source labels."""
+        if study.get("labelled_probabilities") is None or study["crop_geometry"] is None:
+            return []
+        positions = np.flatnonzero(np.isfinite(study["reference_volumes_ml"][:, LV_CAVITY]))
+        back = probabilities_on_source(study["labelled_probabilities"], study["crop_geometry"])  # [n, Z, C, H, W]
+        masks, _ = keep_study_heart(back.argmax(axis=2).astype(np.uint8), slice_axis=0)
+        rows = []
+        for mask, t in zip(masks, positions):
+            phase = "ED" if t == study["ed_position"] else "ES" if t == study["es_position"] else "other"
+            rows.append({"subject": study["subject"], "frame_index": study["frame_index"][t], "phase": phase,
+                         **structure_scores(mask, study["label_source"][t], study["source_spacing_mm"])})
+        return rows
 
     def _write_masks(self, study: dict, folder: Path) -> bool:
         """``segmentation.nii.gz`` in the input's geometry, for a cine input (not in scoring runs): the argmax of the
@@ -293,7 +323,7 @@ class StudyVolumeWriter:
         """Names an earlier run of this writer made here: replaced or removed, never left stale."""
         owned = {FUNCTION_JSON, FUNCTION_CSV, SEGMENTATION_FILE, SCORES_CSV, VOLUME_CURVE_PNG, SUBJECTS_JSON, SUMMARY_JSON,
                  "bland_altman_edv.png", "bland_altman_esv.png", "bland_altman_ef.png",
-                 METRICS_CSV}  # the scores' name before 0.3.0: an old one is removed, not left stale
+                 METRICS_CSV}  # the frames' scores (also the function scores' name before 0.3.0)
         return owned | listed_folders(self.output_dir)
 
     def _empty(self) -> bool:
@@ -318,19 +348,18 @@ class StudyVolumeWriter:
                 row[f"error_{name}"] = _cyclic_distance(predicted[name], reference[name], cycle)
         return row
 
-    def _write_scores(self, rows: List[dict], folder: Path) -> dict:
+    def _write_scores(self, rows: List[dict], folder: Path, frame_rows: Sequence[dict] = ()) -> dict:
         if not rows:
             raise ValueError("no study with references to score (labelled frames, or edv_ml and esv_ml)")
-        fields: List[str] = []
-        for row in rows:
-            fields += [k for k in row if k not in fields]
-        with open(folder / SCORES_CSV, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows_csv(folder / SCORES_CSV, rows)
         # the segmentation bundle's summary schema (cmrssl.engines.seg_evaluation.summarise), so one tool reads both
         summary: dict = {"subjects_with_function": len(rows), "function": {}, "frames": {},
                          "crps": None, "crps_note": "the model predicts no spread; CRPS is not defined for it"}
+        if frame_rows:
+            write_rows_csv(folder / METRICS_CSV, frame_rows)
+            summary.update(frames_scored=len(frame_rows), segmentation=structure_summary(frame_rows),
+                           segmentation_note="the class probabilities put back on each label's grid (bilinear), their "
+                                             "argmax, each study's heart kept (keep_study_heart), scored there")
         for name, unit in QUANTITIES:
             scored = [r for r in rows if f"error_{name}" in r]
             if scored:

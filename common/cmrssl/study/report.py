@@ -20,9 +20,9 @@ from .runner import PROVENANCE, timings
 from .statistics import (PLATEAU_GAIN, PRETEXT_FLAT, bootstrap_interval, hd95_counting_lost, paired_differences,
                          plateau_gain, pretext_drop, subject_means, wilcoxon_p)
 
-__all__ = ["collect", "comparison", "convergence_note", "drawn_subjects", "epoch_losses", "function_errors",
-           "image_diagonals", "paired_function_table", "pretext_columns", "rows_from_steps", "run_row", "table", "plot",
-           "validation_curve", "write_results"]
+__all__ = ["collect", "comparison", "convergence_note", "drawn_subjects", "epoch_losses", "frame_scores",
+           "function_errors", "image_diagonals", "paired_function_table", "pretext_columns", "rows_from_steps", "run_row",
+           "table", "plot", "validation_curve", "write_results"]
 
 #: per-subject clinical errors, from an evaluation's function.csv
 CLINICAL = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "lv_mass_g")
@@ -212,29 +212,60 @@ def _signed_errors(rows: Sequence[dict], names: Sequence[str]) -> Dict[str, Dict
     return out
 
 
+def frame_scores(path: Path, names: Sequence[str]) -> Dict[str, Dict[str, float]]:
+    """``{name: {subject: mean over its frames}}`` from an evaluation's ``metrics.csv`` (either bundle's: ``subject``
+    and per-frame columns such as ``dice_lv_cavity``); a frame without a value is left out of its subject's mean."""
+    rows = _function_rows(path)
+    if not rows or "subject" not in rows[0]:
+        raise ValueError(f"{path}: not an evaluation's metrics.csv (no 'subject' column)")
+    missing = [name for name in names if name not in rows[0]]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(missing)}")
+    out: Dict[str, Dict[str, float]] = {}
+    for name in names:
+        values: Dict[str, list] = {}
+        for row in rows:
+            value = _number(row.get(name))
+            if value is not None and math.isfinite(value):
+                values.setdefault(row["subject"], []).append(value)
+        out[name] = {subject: float(np.mean(v)) for subject, v in values.items()}
+    return out
+
+
 def paired_function_table(base: Sequence[Path], ours: Sequence[Path], names: Sequence[str] = CLINICAL[:3],
                           labels: Sequence[str] = ("base", "ours")) -> str:
     """Two arms' evaluations, seed by seed (``base[i]`` and ``ours[i]`` ran seed ``i``), paired over subjects as the
     study pairs them (one value per subject: its mean absolute error over the seeds), in Markdown: each arm's MAE,
-    the subjects ``ours`` got closer, the mean difference with its 95 % bootstrap interval, and the Wilcoxon p."""
+    the subjects ``ours`` got closer, the mean difference with its 95 % bootstrap interval, and the Wilcoxon p.
+    Names starting ``dice_`` read each seed's ``metrics.csv`` instead (a subject's Dice: its frames' mean), where
+    higher is better."""
     if len(base) != len(ours) or not base:
         raise ValueError(f"one evaluation per seed in each arm: {len(base)} against {len(ours)}")
-    base_errors = [function_errors(Path(p), names) for p in base]
-    ours_errors = [function_errors(Path(p), names) for p in ours]
-    lines = [f"{len(base)} seed(s); each subject's absolute error averaged over them; paired Wilcoxon signed-rank.", "",
-             f"| | {labels[0]} MAE | {labels[1]} MAE | subjects {labels[1]} closer | difference (95 % interval) | p |",
+    dice = [name.startswith("dice_") for name in names]
+    if any(dice) and not all(dice):
+        raise ValueError(f"Dice (metrics.csv) and function errors (function.csv) in one table: {list(names)}")
+    load, higher, digits, what = ((frame_scores, True, 3, "Dice (its frames' mean)") if all(dice)
+                                  else (function_errors, False, 1, "absolute error"))
+    base_values = [load(Path(p), names) for p in base]
+    ours_values = [load(Path(p), names) for p in ours]
+    column = "mean" if higher else "MAE"
+    lines = [f"{len(base)} seed(s); each subject's {what} averaged over them; paired Wilcoxon signed-rank.", "",
+             f"| | {labels[0]} {column} | {labels[1]} {column} "
+             f"| subjects {labels[1]} {'higher' if higher else 'closer'} | difference (95 % interval) | p |",
              "|---|---|---|---|---|---|"]
     for name in names:
-        a = {seed: errors[name] for seed, errors in enumerate(base_errors)}
-        b = {seed: errors[name] for seed, errors in enumerate(ours_errors)}
+        a = {seed: values[name] for seed, values in enumerate(base_values)}
+        b = {seed: values[name] for seed, values in enumerate(ours_values)}
         differences = paired_differences(b, a)
         values = list(differences.values())
         interval = bootstrap_interval(values)
         p = wilcoxon_p(values)
+        better = sum((v > 0) if higher else (v < 0) for v in values)
         lines.append(
-            f"| {name} | {np.mean(list(subject_means(a).values())):.1f} | {np.mean(list(subject_means(b).values())):.1f} "
-            f"| {sum(v < 0 for v in values)} of {len(values)} | {np.mean(values):+.1f}"
-            + (f" ({interval[0]:+.1f} to {interval[1]:+.1f})" if interval else "")
+            f"| {name} | {np.mean(list(subject_means(a).values())):.{digits}f} "
+            f"| {np.mean(list(subject_means(b).values())):.{digits}f} "
+            f"| {better} of {len(values)} | {np.mean(values):+.{digits}f}"
+            + (f" ({interval[0]:+.{digits}f} to {interval[1]:+.{digits}f})" if interval else "")
             + f" | {'-' if p is None else '<0.001' if p < 0.001 else f'{p:.3f}'} |")
     return "\n".join(lines) + "\n"
 

@@ -24,7 +24,10 @@ into what the ranking bundle trains and infers on:
   ``from_cine`` (the study was read from one cine file or folder), ``edv_ml`` / ``esv_ml`` (study volumes of a
   volumes-only record, NaN when absent), ``frame_numbers_known`` (False for a study
   whose frames are known only as ED and ES, :mod:`cmrssl.data.ranking`: its
-  ``frame_index`` values are positions, not cine frame numbers), ``subject``, ``source``.
+  ``frame_index`` values are positions, not cine frame numbers), ``subject``, ``source``;
+- with ``source_labels`` (evaluation): ``label_source`` uint8 ``[F, Z, H, W]``, the label maps as read, on the
+  source grid and in the reader's order (0 on frames without a label), and ``source_spacing_mm``
+  ``[dz, dy, dx]``: what a prediction put back there (:func:`labels_on_source`) is scored against.
 
 The heart is found without labels, the same way in training and inference: the
 pixel-wise standard deviation over the frames (the beating heart moves most),
@@ -34,7 +37,7 @@ listed in the bundle README.
 
 :class:`RandZoomStackd` is the training's scale augmentation, keeping the area and volume targets true;
 :func:`nested_boxes` draws the windows of the nested-crop ranking constraint; :func:`labels_on_source`
-puts maps of the stack back on the source grid.
+and :func:`probabilities_on_source` put maps of the stack back on the source grid.
 """
 
 from __future__ import annotations
@@ -47,11 +50,12 @@ import torch
 from monai.transforms import RandomizableTransform, Transform, Zoom
 from scipy.ndimage import gaussian_filter
 
-from cmrssl.flags import square_pixdim_mm
+from cmrssl.flags import as_bool, square_pixdim_mm
 from cmrssl.io.reader import CineStudyCache, read_cine
 from cmrssl.labels import LV_CAVITY, NUM_LABELS
 
-__all__ = ["LoadStudyStack", "RandZoomStackd", "heart_centre", "labels_on_source", "nested_boxes", "mask_outside", "frame_positions"]
+__all__ = ["LoadStudyStack", "RandZoomStackd", "heart_centre", "labels_on_source", "nested_boxes", "probabilities_on_source",
+           "mask_outside", "frame_positions"]
 
 #: smoothing of the motion map that finds the heart, mm: the heart's scale. At 15 mm the peak fell 44 mm
 #: from the LV centre on the Sunnybrook cine (30 mm: 27 mm); on ACDC both keep >= 0.93 of every LV in an
@@ -149,6 +153,24 @@ def labels_on_source(labels_fzss: np.ndarray, geometry: Sequence[int]) -> np.nda
     return out
 
 
+def probabilities_on_source(probabilities: np.ndarray, geometry: Sequence[int]) -> np.ndarray:
+    """Class probabilities ``[..., C, S, S]`` of a study stack (its ``[x, y]`` order) -> ``[..., C, H, W]`` on the
+    source grid (the reader's order), resampled bilinearly as MONAI's ``Invertd`` returns the segmentation bundle's
+    probabilities (pixel centres as :func:`labels_on_source` maps them); outside the window, background.
+    ``geometry``: the stack's ``crop_geometry``."""
+    height, width, zoomed_h, zoomed_w, row0, col0 = (int(v) for v in geometry)
+    window = np.asarray(probabilities, dtype=np.float32).swapaxes(-1, -2)  # back to the reader's [H, W] order
+    lead, classes, size = window.shape[:-3], window.shape[-3], window.shape[-1]
+    full = np.zeros((int(np.prod(lead, dtype=np.int64)), classes, zoomed_h, zoomed_w), dtype=np.float32)
+    full[:, 0] = 1.0  # background outside the window
+    r0, r1, c0, c1 = max(row0, 0), min(row0 + size, zoomed_h), max(col0, 0), min(col0 + size, zoomed_w)
+    window = window.reshape(full.shape[:2] + (size, size))
+    full[:, :, r0:r1, c0:c1] = window[:, :, r0 - row0:r1 - row0, c0 - col0:c1 - col0]
+    back = torch.nn.functional.interpolate(torch.from_numpy(full), size=(height, width), mode="bilinear",
+                                           align_corners=False)
+    return back.numpy().reshape(lead + (classes, height, width))
+
+
 def _label_frame(path: str, shape_zhw: Tuple[int, ...], spacing_from: str = "auto") -> np.ndarray:
     labels = read_cine(path, spacing_from=spacing_from).pixels
     if labels.shape[0] != 1 or labels.shape[1:] != tuple(shape_zhw):
@@ -168,6 +190,7 @@ class LoadStudyStack(Transform):
         cache_size: studies kept in memory by path (a cine read once for all its frames).
         spacing_from: NIfTI spacing source, ``"auto"`` (what the header proves), ``"sform"``
             or ``"pixdim"`` (:mod:`cmrssl.io.nifti`).
+        source_labels: also return the labels on the source grid (``label_source``, ``source_spacing_mm``).
 
     Raises (naming the file):
         ValueError: frames of different geometry, a stack without slice spacing (one
@@ -181,8 +204,10 @@ class LoadStudyStack(Transform):
         intensity_percentiles: Sequence[float] = (0.5, 99.5),
         cache_size: int = 1,
         spacing_from: str = "auto",
+        source_labels: bool = False,
     ) -> None:
         self.pixdim_mm = square_pixdim_mm(pixdim_mm)
+        self.source_labels = as_bool(source_labels, "source_labels")
         self.roi_size = int(roi_size)
         if self.roi_size < 8:
             raise ValueError(f"roi_size must be >= 8, got {roi_size}")
@@ -234,6 +259,7 @@ class LoadStudyStack(Transform):
         label_maps = np.zeros(image.shape, dtype=np.uint8)
         reference = np.full((num_frames, NUM_LABELS), np.nan, dtype=np.float32)
         labelled = np.zeros(num_frames, dtype=bool)
+        source_maps = np.zeros(pixels.shape, dtype=np.uint8) if self.source_labels else None
         for f in record.get("frames") or []:
             if not f.get("label"):
                 continue
@@ -245,6 +271,8 @@ class LoadStudyStack(Transform):
             lv_zoomed = label_maps[t] == LV_CAVITY
             area[t] = lv_zoomed.reshape(lv_zoomed.shape[0], -1).sum(axis=1) * self.pixdim_mm ** 2
             labelled[t] = True
+            if source_maps is not None:
+                source_maps[t] = np.clip(labels, 0, NUM_LABELS - 1)
 
         def position(key: str) -> int:
             value = record.get(key)
@@ -252,7 +280,11 @@ class LoadStudyStack(Transform):
 
         nan = float("nan")
         image, label_maps = image.swapaxes(-1, -2), label_maps.swapaxes(-1, -2)  # the segmentation bundle's [x, y]
+        sources = {} if source_maps is None else {
+            "label_source": torch.as_tensor(source_maps),
+            "source_spacing_mm": torch.tensor([dz, dy, dx], dtype=torch.float64)}
         return {
+            **sources,
             "image": torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32),
             "area_mm2": torch.as_tensor(area),
             "label": torch.as_tensor(np.ascontiguousarray(label_maps)),
