@@ -76,6 +76,8 @@ def test_a_run_row_counts_the_lost_structure_in_hd95_and_beside_it(tmp_path):
     train = Step("train scratch n=1 seed 0", tmp_path, [], tmp_path / "model.pt", tmp_path, "train", iterations=30,
                  meta={"overrides": ["--seed", "0"]})
     diagonals = {("patient017", 0): 400.0, ("patient017", 1): 400.0}
+    (tmp_path / "train.log").write_text("".join(f"INFO - Epoch[{e}] Metrics -- val_mean_dice: {v}\n"
+                                                for e, v in ((2, 0.5), (4, 0.7), (6, 0.75), (8, 0.74))))
     kept = run_row(_finished(tmp_path / "kept", False), "cpu", "abc", "c0ffee", train, {}, diagonals, "patient001")
     lost = run_row(_finished(tmp_path / "lost", True), "cpu", "abc", "c0ffee", train, {}, diagonals, "patient001")
     assert kept["hd95_mm_rv_cavity"] == 5.0 and kept["lost_rv_cavity"] == 0
@@ -83,6 +85,9 @@ def test_a_run_row_counts_the_lost_structure_in_hd95_and_beside_it(tmp_path):
     assert lost["hd95_mm_rv_cavity"] == pytest.approx((5.0 + 400.0) / 2) and lost["lost_rv_cavity"] == 1
     assert lost["per_subject"]["patient017"]["lost_rv_cavity"] == 1.0
     assert lost["iterations"] == 30 and lost["commit"] == "c0ffee" and lost["labelled_subjects"] == "patient001"
+    # the validation curve, whole (any later plateau rule can be applied to it), and the plateau by today's rule
+    assert kept["val_curve"] == "0.5000 0.7000 0.7500 0.7400" and kept["validations"] == 4
+    assert kept["val_gain_last_quarter"] == pytest.approx(0.74 - 0.75) and kept["plateau"] == "yes"
 
 
 def _row(arm, seed, dice, budget="cpu", config_hash="abc"):

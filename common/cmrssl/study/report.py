@@ -135,6 +135,7 @@ def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step,
     if curve:  # the plateau, decided as cmrssl.study.statistics.plateau_gain says
         gain = plateau_gain(curve)
         row.update(validations=len(curve), val_dice_last=curve[-1], val_dice_best=max(curve),
+                   val_curve=" ".join(f"{v:.4f}" for v in curve),  # the whole curve: a later rule can be applied
                    val_gain_last_quarter="" if gain is None else gain,
                    plateau="" if gain is None else ("yes" if gain < PLATEAU_GAIN else "no"))
     per_subject: Dict[str, dict] = {}
