@@ -195,6 +195,29 @@ def test_lv_only_withholds_the_numbers_a_volumes_only_model_never_learned(traine
     assert report["lv_edv_ml"] > 0 and report["lv_mass_g"] is None and report["rv_edv_ml"] is None
 
 
+def test_training_validates_on_the_validation_split_each_epoch(datalist, tmp_path):
+    """With a ``validation`` split the U-Net's training logs the mean Dice of its labelled frames after every epoch
+    (``val_interval``), in the segmentation bundle's log line, the one the study reads its plateau from; without one
+    it says so and trains on."""
+    from cmrssl.study.report import validation_curve
+
+    result = _bundle_run("configs/train.json", datalist=str(datalist), num_labelled_subjects="1", max_epochs="2",
+                         output_dir=str(tmp_path / "validated"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = tmp_path / "train.log"
+    log.write_text(result.stdout + result.stderr)
+    curve = validation_curve(log)
+    assert len(curve) == 2 and all(0.0 <= v <= 1.0 for v in curve)
+    content = json.loads(Path(datalist).read_text())
+    bare = tmp_path / "no_validation.json"
+    bare.write_text(json.dumps({"training": content["training"]}))
+    result = _bundle_run("configs/train.json", datalist=str(bare), num_labelled_subjects="1",
+                         output_dir=str(tmp_path / "unvalidated"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    assert "training without a validation curve" in output and "val_mean_dice" not in output
+
+
 def test_a_stack_without_geometry_is_refused_before_training(tmp_path):
     image = tmp_path / "single.nii.gz"
     nib.save(nib.Nifti1Image(np.random.rand(16, 16, 1).astype(np.float32), np.diag([1.5, 1.5, 8.0, 1.0])), str(image))

@@ -455,3 +455,24 @@ def test_volume_writer_scores_the_masks_on_each_labels_own_grid(phantom_datalist
         assert {r["phase"] for r in rows} <= {"ED", "ES", "other"}
     assert dice[0] == pytest.approx({name: 1.0 for name in dice[0]}), dice[0]
     assert all(dice[3][name] < dice[0][name] - 0.05 for name in dice[0]), dice
+
+
+def test_the_validation_dice_scores_the_labelled_frames_only():
+    """StudyMeanDice: a frame whose label draws nothing is unlabelled and left out; a perfect prediction scores 1,
+    one that draws the RV as LV loses both."""
+    import torch.nn.functional as F
+
+    from cmrssl.engines.study_volumes import StudyMeanDice
+
+    label = torch.zeros(1, 3, 2, 16, 16, dtype=torch.long)  # [B, F, Z, S, S]: frames 0 and 2 labelled
+    for t in (0, 2):
+        label[0, t, :, 4:8, 4:8], label[0, t, :, 3:9, 3:4], label[0, t, :, 10:14, 10:14] = 1, 2, 3
+    perfect = F.one_hot(label, 4).movedim(-1, 3).float()  # [B, F, Z, C, S, S]
+    metric = StudyMeanDice()
+    metric.update((perfect, label))
+    assert metric.compute() == pytest.approx(1.0) and len(metric._scores) == 2
+    wrong = label.clone()
+    wrong[wrong == 3] = 1  # the RV drawn as LV cavity
+    metric.reset()
+    metric.update((F.one_hot(wrong, 4).movedim(-1, 3).float(), label))
+    assert metric.compute() < 0.8

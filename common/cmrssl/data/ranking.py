@@ -61,7 +61,7 @@ from cmrssl.data.subsets import (
 )
 from cmrssl.labels import LV_CAVITY
 
-__all__ = ["ranking_studies", "check_study_label"]
+__all__ = ["ranking_studies", "check_study_label", "validation_studies"]
 
 logger = logging.getLogger(__name__)
 
@@ -278,3 +278,15 @@ def ranking_studies(
                 len(result["unlabelled"]))
     result["all"] = result["labelled"] + result["unlabelled"]
     return result
+
+
+def validation_studies(datalist: Union[str, os.PathLike], split: str = "validation",
+                       dataset_dir: str = "") -> List[dict]:
+    """The labelled studies of ``split`` that validate a training (its curve); ``[]``, said in the log, when the
+    datalist has no such split or it is empty. The training's pools read ``train_split`` alone, so these
+    studies stay out of them unless ``train_split`` names this split too."""
+    if not split or not json.loads(Path(datalist).expanduser().read_text()).get(split):
+        logger.info("%s: no '%s' studies: training without a validation curve", datalist, split)
+        return []
+    return ranking_studies(datalist, split, dataset_dir)["labelled"]
+

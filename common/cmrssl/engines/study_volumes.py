@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ignite.engine import Events
+from ignite.metrics import Metric
 from monai.inferers import Inferer
 from monai.utils import CommonKeys
 
@@ -53,15 +54,15 @@ from cmrssl.io.atomic import (
 from cmrssl.io.nifti import segmentation_nifti
 from cmrssl.io.reader import read_cine
 from cmrssl.labels import LV_CAVITY
-from cmrssl.metrics.segmentation import structure_scores
+from cmrssl.metrics.segmentation import structure_dice, structure_scores
 from cmrssl.metrics.function import agreement, cardiac_function_from_lv_curve, cardiac_function_from_volume_curves
 from cmrssl.metrics.plots import plot_bland_altman, plot_volume_curve
 from cmrssl.metrics.report import FUNCTION_CSV, FUNCTION_JSON, VOLUME_CURVE_PNG, write_function_report
 from cmrssl.transforms.labels import keep_study_heart
 from cmrssl.transforms.ranking import labels_on_source, probabilities_on_source
 
-__all__ = ["study_areas", "StudyAreaInferer", "StudyVolumeWriter", "inference_studies", "study_inputs", "QUANTITIES",
-           "VOLUMES_FROM"]
+__all__ = ["study_areas", "StudyAreaInferer", "StudyMeanDice", "StudyVolumeWriter", "inference_studies", "study_inputs",
+           "QUANTITIES", "VOLUMES_FROM"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,38 @@ class StudyAreaInferer(Inferer):
         inputs = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
         segments = hasattr(network, "probabilities") and not self.lv_only
         return torch.stack([study_areas(network, study, self.chunk_size, segments) for study in inputs])
+
+
+class StudyMeanDice(Metric):
+    """Ignite metric of a segmenting network's validation: the mean 3D Dice of LV cavity, myocardium and RV over the
+    labelled frames of each study, on the crop (a frame is labelled when its label map draws anything: a
+    label without LV is refused at loading). A training curve, cheap and comparable between epochs; the
+    evaluation scores on each label's own grid (:class:`StudyVolumeWriter`).
+
+    ``output_transform`` gives ``(pred, label)``: class probabilities ``[B, F, Z, C, S, S]`` and labels
+    ``[B, F, Z, S, S]`` (the evaluator's ``decollate=False`` output, the default transform).
+    """
+
+    def __init__(self, output_transform=lambda output: (output[CommonKeys.PRED], output[CommonKeys.LABEL]),
+                 device: Union[str, torch.device] = "cpu") -> None:
+        self._scores: List[float] = []
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._scores = []
+
+    def update(self, output) -> None:
+        pred, label = output
+        if pred.ndim != 6:
+            raise ValueError(f"StudyMeanDice needs class probabilities [B, F, Z, C, S, S], got {tuple(pred.shape)}")
+        masks = pred.detach().argmax(dim=3).cpu().numpy()
+        labels = torch.as_tensor(label).detach().cpu().numpy()
+        for mask, reference in zip(masks.reshape((-1,) + masks.shape[2:]), labels.reshape((-1,) + labels.shape[2:])):
+            if reference.any():
+                self._scores.append(float(np.nanmean(list(structure_dice(mask, reference).values()))))
+
+    def compute(self) -> float:
+        return float(np.mean(self._scores)) if self._scores else 0.0
 
 
 def _lv_reference(edv: float, esv: float) -> dict:
