@@ -58,6 +58,7 @@ from cmrssl.data.subsets import (
     frame_number,
     record_name,
     record_volumes,
+    split_has_records,
 )
 from cmrssl.labels import LV_CAVITY
 
@@ -285,7 +286,7 @@ def validation_studies(datalist: Union[str, os.PathLike], split: str = "validati
     """The labelled studies of ``split`` that validate a training (its curve); ``[]``, said in the log, when the
     datalist has no such split or it is empty. The training's pools read ``train_split`` alone, so these
     studies stay out of them unless ``train_split`` names this split too."""
-    if not split or not json.loads(Path(datalist).expanduser().read_text()).get(split):
+    if not split_has_records(datalist, split):
         logger.info("%s: no '%s' studies: training without a validation curve", datalist, split)
         return []
     return ranking_studies(datalist, split, dataset_dir)["labelled"]

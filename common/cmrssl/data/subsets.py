@@ -36,6 +36,7 @@ from cmrssl.io.nifti import check_label_grid, record_spacing_from
 
 __all__ = [
     "datalist_records",
+    "split_has_records",
     "choose_subjects",
     "labelled_training_records",
     "check_disjoint_subjects",
@@ -297,6 +298,12 @@ def choose_subjects(subjects: Sequence[str], num_subjects: int, seed: int = 0) -
     return sorted(unique[i] for i in order[:num_subjects])
 
 
+def split_has_records(datalist: Union[str, os.PathLike], split: str) -> bool:
+    """Whether the datalist names ``split`` and holds records under it (a validation split a few-label run may
+    not afford is absent or empty; the caller says what it does without one)."""
+    return bool(split) and bool(json.loads(Path(datalist).expanduser().read_text()).get(split))
+
+
 def labelled_training_records(
     datalist: Union[str, os.PathLike],
     split: str = "training",
@@ -324,7 +331,7 @@ def labelled_training_records(
             f"num_labelled_subjects must be >= 0 (0: every subject of the split), got {num_labelled_subjects}"
         )
     if allow_empty:
-        if not split or not json.loads(Path(datalist).expanduser().read_text()).get(split):
+        if not split_has_records(datalist, split):
             logger.warning("%s: no '%s' records: training without validation, the last epoch's model is kept",
                            datalist, split)
             return []

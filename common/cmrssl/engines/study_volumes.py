@@ -207,11 +207,11 @@ class StudyVolumeWriter:
         if pred is None or not isinstance(batch, dict):
             raise ValueError("StudyVolumeWriter needs the evaluator's decollate=False and a 'pred' output")
         pred = pred.detach().float()
-        labels = labelled_probabilities = None
+        labels = labelled = None
         if pred.ndim == 6:  # class probabilities [B, F, Z, C, S, S]: soft areas and argmax masks
             if self.score and "label_source" in batch:  # the labelled frames' probabilities, scored on their grid
                 labelled = torch.as_tensor(batch["labelled"]).bool().cpu()
-                labelled_probabilities = [pred[b][labelled[b]].cpu().numpy() for b in range(pred.shape[0])]
+                probabilities = pred.cpu()
             labels = pred.argmax(dim=3).to(torch.uint8).cpu().numpy()
             if self.volumes_from == "masks":  # each study's heart kept; its one-hot masks stand for the probabilities
                 labels = np.stack([keep_study_heart(study, slice_axis=0)[0] for study in labels])
@@ -241,9 +241,10 @@ class StudyVolumeWriter:
                 "labels": None if labels is None else labels[b],
                 "crop_geometry": numpy("crop_geometry")[b] if "crop_geometry" in batch else None,
                 "from_cine": bool(numpy("from_cine")[b]) if "from_cine" in batch else False,
-                "labelled_probabilities": None if labelled_probabilities is None else labelled_probabilities[b],
-                "label_source": None if labelled_probabilities is None else numpy("label_source")[b],
-                "source_spacing_mm": None if labelled_probabilities is None else numpy("source_spacing_mm")[b],
+                "labelled_positions": None if labelled is None else np.flatnonzero(labelled[b].numpy()),
+                "labelled_probabilities": None if labelled is None else probabilities[b][labelled[b]].numpy(),
+                "label_source": None if labelled is None else numpy("label_source")[b],
+                "source_spacing_mm": None if labelled is None else numpy("source_spacing_mm")[b],
             })
 
     # ------------------------------------------------------------------ per study
@@ -332,11 +333,10 @@ class StudyVolumeWriter:
         kept over its labelled frames (``keep_study_heart``, its ``heart`` clean-up); none without source labels."""
         if study.get("labelled_probabilities") is None or study["crop_geometry"] is None:
             return []
-        positions = np.flatnonzero(np.isfinite(study["reference_volumes_ml"][:, LV_CAVITY]))
         back = probabilities_on_source(study["labelled_probabilities"], study["crop_geometry"])  # [n, Z, C, H, W]
         masks, _ = keep_study_heart(back.argmax(axis=2).astype(np.uint8), slice_axis=0)
         rows = []
-        for mask, t in zip(masks, positions):
+        for mask, t in zip(masks, study["labelled_positions"]):
             phase = "ED" if t == study["ed_position"] else "ES" if t == study["es_position"] else "other"
             rows.append({"subject": study["subject"], "frame_index": study["frame_index"][t], "phase": phase,
                          **structure_scores(mask, study["label_source"][t], study["source_spacing_mm"])})

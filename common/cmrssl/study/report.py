@@ -149,7 +149,7 @@ def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step,
     volumes = {name: summary["function"][name] for name in CLINICAL if name in summary.get("function", {})}
     function_csv = step.done_file.parent / "function.csv"
     if function_csv.exists():
-        for subject, errors in _signed_errors(_function_rows(function_csv), CLINICAL).items():
+        for subject, errors in _signed_errors(_csv_rows(function_csv), CLINICAL).items():
             per_subject.setdefault(subject, {}).update({f"error_{name}": e for name, e in errors.items()})
     for name, stats in volumes.items():
         row[f"{name}_mae"] = stats.get("mean_absolute_error", "")
@@ -187,7 +187,7 @@ def comparison(rows: Sequence[dict], arm: str, n, name: str) -> Optional[dict]:
 def function_errors(path: Path, names: Sequence[str] = CLINICAL) -> Dict[str, Dict[str, float]]:
     """``{name: {subject: absolute error}}`` from an evaluation's ``function.csv`` (either bundle's: ``subject`` and
     ``error_<name>`` columns); a subject without a value for ``name`` is left out of it."""
-    rows = _function_rows(path)
+    rows = _csv_rows(path)
     if not rows or "subject" not in rows[0]:
         raise ValueError(f"{path}: not an evaluation's function.csv (no 'subject' column)")
     for name in names:
@@ -197,7 +197,7 @@ def function_errors(path: Path, names: Sequence[str] = CLINICAL) -> Dict[str, Di
     return {name: {subject: abs(e[name]) for subject, e in signed.items() if name in e} for name in names}
 
 
-def _function_rows(path: Path) -> List[dict]:
+def _csv_rows(path: Path) -> List[dict]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
@@ -216,7 +216,7 @@ def _signed_errors(rows: Sequence[dict], names: Sequence[str]) -> Dict[str, Dict
 def frame_scores(path: Path, names: Sequence[str]) -> Dict[str, Dict[str, float]]:
     """``{name: {subject: mean over its frames}}`` from an evaluation's ``metrics.csv`` (either bundle's: ``subject``
     and per-frame columns such as ``dice_lv_cavity``); a frame without a value is left out of its subject's mean."""
-    rows = _function_rows(path)
+    rows = _csv_rows(path)
     if not rows or "subject" not in rows[0]:
         raise ValueError(f"{path}: not an evaluation's metrics.csv (no 'subject' column)")
     missing = [name for name in names if name not in rows[0]]

@@ -265,14 +265,15 @@ class LoadStudyStack(Transform):
                 continue
             t = cycle.index(int(f["frame_index"]))
             labels = _label_frame(f["label"], pixels.shape[1:], self.spacing_from)
-            counts = np.bincount(np.clip(labels, 0, NUM_LABELS - 1).astype(np.int64).ravel(), minlength=NUM_LABELS)
+            clipped = np.clip(labels, 0, NUM_LABELS - 1)
+            counts = np.bincount(clipped.astype(np.int64).ravel(), minlength=NUM_LABELS)
             reference[t] = counts[:NUM_LABELS] * dz * dy * dx / 1000.0
             label_maps[t] = _crop(_zoom(labels[None].astype(np.float32), factors, "nearest")[0], centre, self.roi_size, 0.0)
             lv_zoomed = label_maps[t] == LV_CAVITY
             area[t] = lv_zoomed.reshape(lv_zoomed.shape[0], -1).sum(axis=1) * self.pixdim_mm ** 2
             labelled[t] = True
             if source_maps is not None:
-                source_maps[t] = np.clip(labels, 0, NUM_LABELS - 1)
+                source_maps[t] = clipped
 
         def position(key: str) -> int:
             value = record.get(key)
