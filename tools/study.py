@@ -28,7 +28,8 @@ Steps:
    labelled count N and seed (``--num_labelled_subjects N --seed S``: the seed draws the subjects, and
    the draw is nested, the 1 among the 2 among the 5 ...), then its ``configs/evaluate.json`` on the
    evaluation set (``OUT/runs/<arm>/n<N>_seed<S>/{train,eval}``). The ``ranking`` arm trains and
-   evaluates ``cmr_ranking_ssl`` (LV volumes regressed directly): volume columns only.
+   evaluates ``cmr_ranking_ssl`` (its segmentation U-Net with the ranking terms on the unlabelled
+   studies), scored as the segmentation bundle scores its masks.
 4. **Ledger** (``--ledger CSV``, e.g. the committed ``docs/study/ledger.csv``): a row per finished
    fine-tune (budget and its config hash, arm, count, seed, subjects drawn, commit, iterations, wall
    times, scores, and each held-out subject's values). A run whose row the ledger already holds for
@@ -247,8 +248,8 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
                                   "unlabelled": str(out_path / "data" / "unlabelled.json")}
         print(f"split: {split['rule']}: evaluation {', '.join(split['evaluation'])}")
         steps = plan(REPO, out_path, split, budget, arms, counts, seed_list, recorded=done)
-        print_plan(steps, budget, len({r for r in done if r[0] in arms and r[1] in map(str, counts)
-                                     and r[2] in seed_list}))
+        print_plan(steps, budget, len({r for r in done
+                                       if r[0] in arms and r[1] in map(str, counts) and r[2] in seed_list}))
         return
     if not record.exists() and out_path.is_dir() and any(out_path.iterdir()):
         # the study replaces its own data/ folder when it restarts: never in a folder it did not make

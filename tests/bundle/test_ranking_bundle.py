@@ -198,8 +198,9 @@ def test_lv_only_withholds_the_numbers_a_volumes_only_model_never_learned(traine
 def test_training_validates_on_the_validation_split_each_epoch(datalist, tmp_path):
     """With a ``validation`` split the U-Net's training logs the mean Dice of its labelled frames after every epoch
     (``val_interval``), in the segmentation bundle's log line, the one the study reads its plateau from; without one
-    it says so and trains on."""
-    from cmrssl.study.report import validation_curve
+    it says so and trains on. The study reads the subjects it drew from the same log, as it reads the segmentation
+    bundle's."""
+    from cmrssl.study.report import drawn_subjects, validation_curve
 
     result = _bundle_run("configs/train.json", datalist=str(datalist), num_labelled_subjects="1", max_epochs="2",
                          output_dir=str(tmp_path / "validated"))
@@ -208,6 +209,8 @@ def test_training_validates_on_the_validation_split_each_epoch(datalist, tmp_pat
     log.write_text(result.stdout + result.stderr)
     curve = validation_curve(log)
     assert len(curve) == 2 and all(0.0 <= v <= 1.0 for v in curve)
+    training = {r["subject"] for r in json.loads(Path(datalist).read_text())["training"] if r.get("label")}
+    assert drawn_subjects(log) in training  # one subject, by name
     content = json.loads(Path(datalist).read_text())
     bare = tmp_path / "no_validation.json"
     bare.write_text(json.dumps({"training": content["training"]}))

@@ -242,3 +242,28 @@ def test_the_subjects_a_training_drew_are_read_from_its_log(tmp_path):
                    "(seed 0): patient006, patient024\nx - INFO - Epoch: 1/30, Iter: 1/5 -- train_loss: 2.5\n")
     assert drawn_subjects(log) == "patient006 patient024"
     assert drawn_subjects(tmp_path / "missing.log") == ""
+
+
+def test_the_ranking_arm_has_a_dice_column_and_is_compared_with_scratch(tmp_path):
+    """The ranking bundle's evaluation scores its masks as the segmentation bundle's does, so its arm stands in the
+    Dice table and the plot beside the others, against scratch on the same subjects."""
+    from cmrssl.study.arms import STRUCTURE_ROWS
+    from cmrssl.study.report import table, write_results
+
+    subjects = [f"patient{n:03d}" for n in range(1, 11)]
+    rows = []
+    for arm, level in (("scratch", 0.70), ("ranking", 0.75)):
+        for seed in (0, 1):
+            row = {"arm": arm, "labelled": "5", "seed": seed, "lv_ef_percent_mae": 6.0,
+                   "per_subject": {s: {f"dice_{k}": level + 0.01 * i for k, _ in STRUCTURE_ROWS}
+                                   for i, s in enumerate(subjects)}}
+            row.update({f"dice_{k}": level for k, _ in STRUCTURE_ROWS})
+            rows.append(row)
+    text = table(rows, ["scratch", "ranking"], [5])
+    assert "| structure | labelled subjects | Scratch | Ranking |" in text
+    line = next(x for x in text.splitlines() if x.startswith("| LV cavity | 5 |"))
+    assert line.endswith("| **0.750 ± 0.000 [2]** Δ +0.050 [+0.050, +0.050] p 0.002 |")
+    assert "| Ranking | 5 | 2 |" in text
+    split = {"evaluation": subjects, "rule": "fake", "labelled_pool": ["patient011"] * 70}
+    write_results(tmp_path, rows, ["scratch", "ranking"], [5], {"budget": "cpu"}, split)
+    assert (tmp_path / "dice_vs_labelled.png").read_bytes()[:4] == b"\x89PNG"

@@ -54,6 +54,7 @@ from cmrssl.data.datalist import load_nifti
 from cmrssl.data.subsets import (
     VOLUME_FIELDS,
     choose_subjects,
+    log_drawn_subjects,
     datalist_records,
     frame_number,
     record_name,
@@ -248,7 +249,7 @@ def ranking_studies(
     labelled = [s for s in studies.values() if _is_labelled(s)]
     if int(num_labelled_subjects) > 0:
         kept = set(choose_subjects([s["subject"] for s in labelled], num_labelled_subjects, seed))
-        logger.info("%d labelled subjects (seed %d): %s", len(kept), seed, ", ".join(sorted(kept)))
+        log_drawn_subjects(kept, seed, logger)
     else:
         kept = {s["subject"] for s in labelled}
     result: Dict[str, List[dict]] = {"labelled": [], "unlabelled": []}

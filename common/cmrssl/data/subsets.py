@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -38,6 +39,8 @@ __all__ = [
     "datalist_records",
     "split_has_records",
     "choose_subjects",
+    "drawn_subjects_in",
+    "log_drawn_subjects",
     "labelled_training_records",
     "check_disjoint_subjects",
     "check_record_contents",
@@ -298,6 +301,24 @@ def choose_subjects(subjects: Sequence[str], num_subjects: int, seed: int = 0) -
     return sorted(unique[i] for i in order[:num_subjects])
 
 
+#: how a few-label training states the subjects it drew (:func:`log_drawn_subjects`), so that a study reads them
+#: back from its log (:func:`drawn_subjects_in`) whichever bundle trained
+_DRAWN = re.compile(r"few-label training on \d+ subjects \(seed \d+\): (.+?)\s*$", re.MULTILINE)
+
+
+def log_drawn_subjects(subjects: Sequence[str], seed: int, log: Optional[logging.Logger] = None) -> None:
+    """States the labelled subjects a few-label training drew (:func:`choose_subjects`), one line in its log."""
+    (log or logger).info("few-label training on %d subjects (seed %d): %s", len(subjects), int(seed),
+                         ", ".join(sorted(str(s) for s in subjects)))
+
+
+def drawn_subjects_in(text: str) -> List[str]:
+    """The subjects of the last draw a training log's ``text`` states (:func:`log_drawn_subjects`); ``[]`` when it
+    states none (a training on every subject)."""
+    found = _DRAWN.findall(text)
+    return [name.strip() for name in found[-1].split(",")] if found else []
+
+
 def split_has_records(datalist: Union[str, os.PathLike], split: str) -> bool:
     """Whether the datalist names ``split`` and holds records under it (a validation split a few-label run may
     not afford is absent or empty; the caller says what it does without one)."""
@@ -352,7 +373,7 @@ def labelled_training_records(
     if int(num_labelled_subjects) > 0:
         kept = set(choose_subjects([r["subject"] for r in labelled], num_labelled_subjects, seed))
         labelled = [r for r in labelled if str(r["subject"]) in kept]
-        logger.info("few-label training on %d subjects (seed %d): %s", len(kept), seed, ", ".join(sorted(kept)))
+        log_drawn_subjects(kept, seed)
     return labelled
 
 

@@ -82,6 +82,6 @@ def arm_label(arm: str, repo: Optional[Repository] = None) -> str:
     """Bai et al.'s names: Scratch, SSL(MIM)+All, SSL(MIM)+Decoder, SSL(MIM)+MultiTask."""
     method, mode = arm_parts(arm)
     if method is None:
-        return {"scratch": "Scratch", "ranking": "Ranking (volumes)"}[arm]
+        return {"scratch": "Scratch", "ranking": "Ranking"}[arm]
     label = pretraining_methods(repo).get(method, {}).get("label", method) if repo is not None else method.upper()
     return f"SSL({label})+{ {'all': 'All', 'decoder': 'Decoder', 'multitask': 'MultiTask'}[mode]}"

@@ -30,7 +30,7 @@ BUDGET_OVERLAYS = Path(__file__).resolve().parent / "budgets"
 BUDGETS: Dict[str, dict] = {
     "cpu": {  # every fine-tune at its plateau on 2 CPU cores (docs/study.md, "The cpu budget")
         # the best +All method also runs +Decoder and +MultiTask once the +All rows say which it is
-        "arms": ["scratch", "simclr_all", "pcl_all", "dino_all", "mim_all"],
+        "arms": ["scratch", "simclr_all", "pcl_all", "dino_all", "mim_all", "ranking"],
         "labelled": [1, 5, "all"],
         "seeds": [0, 1, 2],
         "overlay": "cpu",  # the overlay: widths 8-128, 64 px patches of 2 mm, 6000 iterations, last epoch kept

@@ -15,7 +15,7 @@ from cmrssl.bundle_configs import config_files
 from .arms import Repository, arm_parts, pretraining_methods
 from .budgets import BUDGETS, budget_overlay
 
-__all__ = ["Step", "bundle_command", "iterations", "option", "plan", "run_configs", "run_key", "setting"]
+__all__ = ["Step", "bundle_command", "iterations", "option", "plan", "ranking_iterations", "run_configs", "run_key", "setting"]
 
 
 @dataclass
@@ -90,6 +90,17 @@ def iterations(bundle: Path, configs: Sequence[str], options: Sequence[str], rec
     length = setting(bundle, configs, options, "epoch_length")
     per_batch = int(setting(bundle, configs, options, "frames_per_batch"))
     return epochs * (int(length) if length else math.ceil(records / per_batch))
+
+
+def ranking_iterations(bundle: Path, configs: Sequence[str], options: Sequence[str]) -> int:
+    """A ranking training's ``max_epochs`` x ``rounds_per_epoch`` rounds of ``supervised_steps`` and ``ranking_steps``
+    iterations; 0 (unknown until run) when the rounds per epoch follow the labelled count (the bundle's default)."""
+    rounds = setting(bundle, configs, options, "rounds_per_epoch")
+    if not isinstance(rounds, int):
+        return 0
+    steps = int(setting(bundle, configs, options, "supervised_steps")) + int(
+        setting(bundle, configs, options, "ranking_steps"))
+    return int(setting(bundle, configs, options, "max_epochs")) * rounds * steps
 
 
 def plan(repo: Repository, out: Path, split: dict, budget_name: str, arms: Sequence[str], labelled: Sequence,
@@ -178,16 +189,20 @@ def position_data_steps(repo: Repository, out: Path, budget: dict) -> List[Step]
 
 def ranking_steps(repo: Repository, folder: Path, datalist: str, unlabelled: str, count: str, seed: int,
                   budget_name: str, meta: dict) -> List[Step]:
-    """The ranking arm: ``cmr_ranking_ssl`` trained and evaluated (volume columns only)."""
+    """The ranking arm: ``cmr_ranking_ssl`` (its segmentation U-Net, the labelled frames with the ranking terms on
+    the pool's other studies and the extra cines) trained and evaluated; its evaluation scores the masks as the
+    segmentation bundle's does, so the arm has every column of the tables."""
     ranking = repo.ranking
     checkpoint = folder / "train" / "model.pt"
     options = ["--datalist", datalist, "--unlabelled_datalists", json.dumps([unlabelled] if unlabelled else []),
                "--seed", str(seed), "--num_labelled_subjects", count]
+    train_configs = run_configs(budget_name, ranking, config_files("train"))
     return [
         Step(f"train ranking n={meta['labelled']} seed {seed}", folder,
-             [bundle_command(run_configs(budget_name, ranking, config_files("train")))
+             [bundle_command(train_configs)
               + ["--bundle_root", str(ranking), *options, "--output_dir", str(folder / "train")]],
-             checkpoint, ranking, "train", checkpoint=checkpoint, meta={**meta, "overrides": options}),
+             checkpoint, ranking, "train", checkpoint=checkpoint,
+             iterations=ranking_iterations(ranking, train_configs, options), meta={**meta, "overrides": options}),
         Step(f"evaluate ranking n={meta['labelled']} seed {seed}", folder,
              [bundle_command(run_configs(budget_name, ranking, config_files("train", "evaluate")))
               + ["--bundle_root", str(ranking), "--datalist", datalist, "--checkpoint", str(checkpoint),

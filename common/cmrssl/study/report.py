@@ -11,6 +11,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from cmrssl.data.subsets import drawn_subjects_in
 from cmrssl.io.atomic import atomic_file
 
 from .arms import STRUCTURE_ROWS, Repository, arm_label, arm_parts
@@ -79,14 +80,10 @@ _VALIDATION = re.compile(r"Epoch\[(\d+)\] Metrics -- val_mean_dice: ([0-9.]+)")
 _TRAIN_LOSS = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/\d+ -- train_loss: ([-0-9.eE+]+|nan|inf)")
 
 
-_DRAWN = re.compile(r"few-label training on \d+ subjects \(seed \d+\): (.+?)\s*$", re.MULTILINE)
-
-
 def drawn_subjects(log: Path) -> str:
-    """The labelled subjects a training drew, as its log states them (``cmrssl.data.subsets``), space-separated;
-    ``""`` when the log names none (every subject, or no log)."""
-    found = _DRAWN.findall(log.read_text(errors="replace")) if log.exists() else []
-    return " ".join(name.strip() for name in found[-1].split(",")) if found else ""
+    """The labelled subjects a training drew, as its log states them (``cmrssl.data.subsets.log_drawn_subjects``),
+    space-separated; ``""`` when the log names none (every subject, or no log)."""
+    return " ".join(drawn_subjects_in(log.read_text(errors="replace"))) if log.exists() else ""
 
 
 def validation_curve(log: Path) -> List[float]:
@@ -282,20 +279,19 @@ def table(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, repo: O
         return sorted({int(r["seed"]) for r in rows if r["arm"] == arm and str(r["labelled"]) == str(n)})
 
     subjects = sorted({s for r in rows for s in r.get("per_subject", {})})
-    seg_arms = [a for a in arms if a != "ranking"]
     lines = ["## Dice on the held-out subjects", "",
              f"Mean ± SD over seeds of each run's mean Dice; against scratch: the mean difference over the "
              f"{len(subjects)} held-out subjects (each subject's mean over the seeds both arms ran), its 95 % "
              f"bootstrap interval and the paired Wilcoxon p. Seeds per cell in brackets.", "",
-             "| structure | labelled subjects | " + " | ".join(arm_label(a, repo) for a in seg_arms) + " |",
-             "|---|---|" + "---|" * len(seg_arms)]
+             "| structure | labelled subjects | " + " | ".join(arm_label(a, repo) for a in arms) + " |",
+             "|---|---|" + "---|" * len(arms)]
     for key, name in STRUCTURE_ROWS:
         for n in labelled:
             means = {a: np.mean([float(v) for v in cell_values(a, n, f"dice_{key}")])
-                     for a in seg_arms if cell_values(a, n, f"dice_{key}")}
+                     for a in arms if cell_values(a, n, f"dice_{key}")}
             best = max(means, key=means.get) if means else None
             cells = []
-            for arm in seg_arms:
+            for arm in arms:
                 text = _mean_sd(cell_values(arm, n, f"dice_{key}"), 3)
                 if text != "-":
                     text += f" [{len(seeds_of(arm, n))}]"
@@ -342,7 +338,7 @@ def plot(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, pool: in
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
     x_of = {n: (pool if n == "all" else int(n)) for n in labelled}
     for axis, (key, name) in zip(axes, STRUCTURE_ROWS):
-        for arm in [a for a in arms if a != "ranking"]:
+        for arm in arms:
             xs, means, sds = [], [], []
             for n in labelled:
                 values = [float(r[f"dice_{key}"]) for r in rows if r["arm"] == arm and str(r["labelled"]) == str(n)
@@ -404,12 +400,11 @@ def write_results(out: Path, rows: Sequence[dict], arms: Sequence[str], labelled
             writer.writerows(rows)
     header = (f"# What self-supervision buys with N labelled subjects (budget `{settings['budget']}`)\n\n"
               f"Evaluation: {len(split['evaluation'])} held-out ACDC subjects ({split['rule']}), ED and ES frames, "
-              f"segmentation bundle's `configs/evaluate.json`. Labelled pool: {len(split['labelled_pool'])} "
-              f"subjects.\n\n{convergence_note(rows)}")
+              f"each arm's bundle's `configs/evaluate.json` (the masks on each label's grid). Labelled pool: "
+              f"{len(split['labelled_pool'])} subjects.\n\n{convergence_note(rows)}")
     with atomic_file(out / "table.md", overwrite=True) as tmp:
         tmp.write_text(header + table(rows, arms, labelled, repo))
-    if any(a != "ranking" for a in arms):
-        plot(rows, arms, labelled, len(split["labelled_pool"]), out / "dice_vs_labelled.png", repo)
+    plot(rows, arms, labelled, len(split["labelled_pool"]), out / "dice_vs_labelled.png", repo)
 
 
 def rows_from_steps(out: Path, steps: Sequence[Step], split: dict, budget: str) -> List[dict]:

@@ -64,8 +64,10 @@ def timings(out: Path) -> dict:
 
 
 def estimate(step: Step, known: dict, budget_name: str) -> float:
-    """Seconds a step will take: the mean of finished steps of its kind (per iteration for trainings)."""
+    """Seconds a step will take: the mean of finished steps of its kind, of its bundle where one has run (per
+    iteration for trainings)."""
     same = [t for t in known.values() if t["kind"] == step.kind]
+    same = [t for t in same if t.get("bundle") == step.cwd.name] or same
     if step.kind in ("train", "pretrain"):
         rates = [t["seconds"] / t["iterations"] for t in same if t.get("iterations")]
         if rates and step.iterations:
@@ -109,7 +111,8 @@ def execute(out: Path, steps: Sequence[Step], budget_name: str,
         if step.kind == "train" and provenance is not None:
             record_provenance(step, provenance(step))
         seconds = run_step(step)
-        known[step.name] = {"kind": step.kind, "seconds": round(seconds, 1), "iterations": step.iterations}
+        known[step.name] = {"kind": step.kind, "bundle": step.cwd.name, "seconds": round(seconds, 1),
+                            "iterations": step.iterations}
         with atomic_file(out / "timings.json", overwrite=True) as tmp:
             tmp.write_text(json.dumps(known, indent=1))
         if step.kind == "eval" and after_eval is not None:
