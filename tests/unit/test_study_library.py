@@ -170,6 +170,19 @@ def test_a_run_in_the_ledger_is_not_planned_nor_its_pretraining(tmp_path):
     assert [s.name for s in some] == ["train scratch n=1 seed 0", "evaluate scratch n=1 seed 0"]
 
 
+def test_the_cpu_ranking_arm_trains_the_fine_tunes_supervised_iterations_and_as_many_ranking_ones(tmp_path):
+    """Its overlay fixes the rounds per epoch, so its length does not follow the labelled count and the plan counts
+    it: 60 epochs x 100 rounds of one supervised and one ranking step; without the overlay the rounds follow the
+    labelled count and the plan says it cannot count them (0)."""
+    split = {"datalists": {"acdc": "d.json", "unlabelled": "u.json", "extra_cines": "e.json"},
+             "labelled_pool": [f"patient{i:03d}" for i in range(1, 71)], "unlabelled_pool": {"records": 16}}
+    steps = plan(REPO, tmp_path, split, "cpu", ["ranking"], [1, "all"], [0])
+    assert [(s.kind, s.iterations) for s in steps] == [("train", 12000), ("eval", 0)] * 2
+    scratch = plan(REPO, tmp_path, split, "cpu", ["scratch"], [1], [0])
+    assert scratch[0].iterations == 6000  # the fine-tunes' 6000 iterations of 2 frames: one supervised step each
+    assert plan(REPO, tmp_path, split, "small", ["ranking"], [1], [0])[0].iterations == 0
+
+
 def test_one_rule_continues_an_interrupted_training(tmp_path):
     checkpoint = tmp_path / "model.pt"
     assert restart_options(checkpoint) == ([], "")
