@@ -54,9 +54,9 @@ from cmrssl.data.datalist import load_nifti
 from cmrssl.data.subsets import (
     VOLUME_FIELDS,
     choose_subjects,
-    log_drawn_subjects,
     datalist_records,
     frame_number,
+    log_drawn_subjects,
     record_name,
     record_volumes,
     split_has_records,

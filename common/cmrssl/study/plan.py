@@ -15,7 +15,8 @@ from cmrssl.bundle_configs import config_files
 from .arms import Repository, arm_parts, pretraining_methods
 from .budgets import BUDGETS, budget_overlay
 
-__all__ = ["Step", "bundle_command", "iterations", "option", "plan", "ranking_iterations", "run_configs", "run_key", "setting"]
+__all__ = ["Step", "bundle_command", "iterations", "option", "plan", "ranking_iterations", "run_configs", "run_key",
+           "setting"]
 
 
 @dataclass
