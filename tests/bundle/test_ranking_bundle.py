@@ -118,6 +118,9 @@ def test_evaluate_scores_volumes_against_the_references(trained, datalist, tmp_p
     assert len(frames) == summary["frames_scored"] >= 2 and {"ED", "ES"} <= {f["phase"] for f in frames}
     assert set(summary["segmentation"]) == {"lv_cavity", "lv_myocardium", "rv_cavity"}
     assert 0.0 <= summary["segmentation"]["lv_cavity"]["dice"]["mean"] <= 1.0
+    # and the quality count both U-Net bundles' summaries hold: the frames that lost their LV cavity
+    lost = sum(f["dice_lv_cavity"] not in ("", "nan") and float(f["dice_lv_cavity"]) < 0.05 for f in frames)
+    assert summary["quality"]["frames_with_lv_cavity_dice_below_0.05"] == lost
 
 
 def test_inference_on_a_dicom_cine_gives_the_function_report(trained, phantom_cohort, tmp_path):

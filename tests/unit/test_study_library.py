@@ -50,18 +50,19 @@ def test_a_lost_structure_counts_at_the_image_diagonal():
     assert hd95_counting_lost(float("nan"), False, 400.0) is None  # no reference structure, none predicted
 
 
-def _finished(folder: Path, lost_rv: bool) -> Step:
-    """A finished evaluation: two frames of one subject, the second with its RV lost when ``lost_rv``."""
+def _finished(folder: Path, lost_rv: bool, lost: str = "rv_cavity") -> Step:
+    """A finished evaluation: two frames of one subject, the second with structure ``lost`` lost when ``lost_rv``;
+    its summary has no ``quality`` section (as an evaluation that writes only the shared schema)."""
     (folder / "eval").mkdir(parents=True)
     fields = ["subject", "frame_index"] + [f"{m}_{k}" for k in ("lv_cavity", "lv_myocardium", "rv_cavity")
                                            for m in ("dice", "hd95_mm", "volume_ml", "reference_volume_ml")]
     with open(folder / "eval" / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        for frame, lost in ((0, False), (1, lost_rv)):
+        for frame, lost_frame in ((0, False), (1, lost_rv)):
             row = {"subject": "patient017", "frame_index": frame}
             for key in ("lv_cavity", "lv_myocardium", "rv_cavity"):
-                gone = lost and key == "rv_cavity"
+                gone = lost_frame and key == lost
                 row.update({f"dice_{key}": 0.0 if gone else 0.9, f"hd95_mm_{key}": "" if gone else 5.0,
                             f"volume_ml_{key}": 0.0 if gone else 100.0, f"reference_volume_ml_{key}": 100.0})
             writer.writerow(row)
@@ -88,6 +89,16 @@ def test_a_run_row_counts_the_lost_structure_in_hd95_and_beside_it(tmp_path):
     # the validation curve, whole (any later plateau rule can be applied to it), and the plateau by today's rule
     assert kept["val_curve"] == "0.5000 0.7000 0.7500 0.7400" and kept["validations"] == 4
     assert kept["val_gain_last_quarter"] == pytest.approx(0.74 - 0.75) and kept["plateau"] == "yes"
+
+
+def test_a_run_row_counts_the_frames_that_lost_their_lv_cavity_from_the_per_frame_scores(tmp_path):
+    train = Step("train ranking n=1 seed 0", tmp_path, [], tmp_path / "model.pt", tmp_path, "train", meta={"overrides": []})
+    diagonals = {("patient017", 0): 400.0, ("patient017", 1): 400.0}
+    rows = [run_row(_finished(tmp_path / str(lost), lost, "lv_cavity"), "cpu", "abc", "c0ffee", train, {}, diagonals, "")
+            for lost in (False, True)]
+    # read from metrics.csv, so a bundle whose summary.json has no quality section still fills the column
+    assert [r["frames_lv_cavity_lost"] for r in rows] == [0, 1]
+    assert [r["lost_lv_cavity"] for r in rows] == [0, 1]
 
 
 def _row(arm, seed, dice, budget="cpu", config_hash="abc"):

@@ -49,7 +49,8 @@ from cmrssl.io.atomic import atomic_folder, check_output_dir
 from cmrssl.io.cine import swap_layout
 from cmrssl.labels import STRUCTURES
 from cmrssl.metrics.function import agreement, cardiac_function_from_ed_es
-from cmrssl.metrics.quality import frame_quality_flags, function_quality_flags, heart_shift_flags, verdict
+from cmrssl.metrics.quality import (frame_quality_flags, frames_lv_cavity_lost, function_quality_flags,
+                                    heart_shift_flags, verdict)
 from cmrssl.metrics.segmentation import CONFUSION_KEYS, confusion_volumes_ml, structure_dice, structure_scores
 from cmrssl.transforms.labels import keep_study_heart
 
@@ -131,7 +132,7 @@ def summarise(frame_rows: List[dict], function_rows: List[dict]) -> dict:
     low, high = _lv_dice(frame_rows, below=0.5), _lv_dice(frame_rows, above=0.8)
     summary["quality"] = {
         "frames_with_a_structure_lost_to_postprocessing": sum(bool(r.get("lost_to_postprocessing")) for r in frame_rows),
-        "frames_with_lv_cavity_dice_below_0.05": len(_lv_dice(frame_rows, below=0.05)),
+        "frames_with_lv_cavity_dice_below_0.05": frames_lv_cavity_lost(r.get("dice_lv_cavity") for r in frame_rows),
         "frames_with_quality_flags": len(flagged),
         "frames_without_lv_cavity": sum("no LV cavity" in r["quality_flags"].split("; ") for r in flagged),
         "subjects_with_implausible_function": sum(bool(r.get("predicted_quality_flags")) for r in function_rows),

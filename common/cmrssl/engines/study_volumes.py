@@ -57,6 +57,7 @@ from cmrssl.labels import LV_CAVITY
 from cmrssl.metrics.segmentation import structure_dice, structure_scores
 from cmrssl.metrics.function import agreement, cardiac_function_from_lv_curve, cardiac_function_from_volume_curves
 from cmrssl.metrics.plots import plot_bland_altman, plot_volume_curve
+from cmrssl.metrics.quality import frames_lv_cavity_lost
 from cmrssl.metrics.report import FUNCTION_CSV, FUNCTION_JSON, VOLUME_CURVE_PNG, write_function_report
 from cmrssl.transforms.labels import keep_study_heart
 from cmrssl.transforms.ranking import labels_on_source, probabilities_on_source
@@ -391,6 +392,8 @@ class StudyVolumeWriter:
         if frame_rows:
             write_rows_csv(folder / METRICS_CSV, frame_rows)
             summary.update(frames_scored=len(frame_rows), segmentation=structure_summary(frame_rows),
+                           quality={"frames_with_lv_cavity_dice_below_0.05": frames_lv_cavity_lost(
+                               r.get("dice_lv_cavity") for r in frame_rows)},
                            segmentation_note="the class probabilities put back on each label's grid (bilinear), their "
                                              "argmax, each study's heart kept (keep_study_heart), scored there")
         for name, unit in QUANTITIES:

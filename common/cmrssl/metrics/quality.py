@@ -35,21 +35,25 @@ frame departing from both neighbours, the same way, by more than
 ESV above EDV, a volume or mass outside :data:`PLAUSIBLE_RANGES`).
 
 :func:`verdict`: ``ok`` when nothing was flagged, else ``review`` with the reasons.
+
+Against a reference, one count the evaluations share (:func:`frames_lv_cavity_lost`): the
+frames whose LV cavity Dice is below :data:`LV_CAVITY_LOST_DICE`, the cavity missed or drawn elsewhere.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+import math
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, STRUCTURE_NAMES, STRUCTURES
 
-__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "MIN_ENCLOSED_FRACTION", "MAX_LV_ELONGATION", "MIN_GAP_SHARE", "MIN_LV_SOLIDITY",
+__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "LV_CAVITY_LOST_DICE", "MIN_ENCLOSED_FRACTION", "MAX_LV_ELONGATION", "MIN_GAP_SHARE", "MIN_LV_SOLIDITY",
            "PLAUSIBLE_RANGES",
            "SEPTUM_GAP_MM",
-           "SPIKE_FRACTION", "frame_quality_flags", "function_quality_flags", "heart_shift_flags",
+           "SPIKE_FRACTION", "frame_quality_flags", "frames_lv_cavity_lost", "function_quality_flags", "heart_shift_flags",
            "study_quality_flags", "verdict", "volume_curve_flags"]
 
 #: EF outside this range (percent) is flagged as implausible.
@@ -94,6 +98,17 @@ MIN_CURVE_FRAMES = 6
 
 #: Smallest share of a slice's LV-cavity border that must be myocardium.
 MIN_ENCLOSED_FRACTION = 0.5
+
+
+#: An LV cavity Dice (against the reference) below this: the frame lost its cavity.
+LV_CAVITY_LOST_DICE = 0.05
+
+
+def frames_lv_cavity_lost(lv_cavity_dice: Iterable[Optional[float]]) -> int:
+    """How many of the frames' LV cavity Dice values are below :data:`LV_CAVITY_LOST_DICE` (``None`` and NaN, a
+    frame without a reference cavity, do not count): ``summary.json``'s ``quality`` count in the evaluations of both
+    U-Net bundles, and the few-label study's ``frames_lv_cavity_lost``."""
+    return sum(d is not None and not math.isnan(d) and d < LV_CAVITY_LOST_DICE for d in lv_cavity_dice)
 
 
 def _slices_with(labels_zhw: np.ndarray, value: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 
 from cmrssl.data.subsets import drawn_subjects_in
 from cmrssl.io.atomic import atomic_file
+from cmrssl.metrics.quality import frames_lv_cavity_lost
 
 from .arms import STRUCTURE_ROWS, Repository, arm_label, arm_parts
 from .ledger import add_rows, current, read_ledger
@@ -51,28 +52,31 @@ def image_diagonals(datalist: Path) -> Dict[tuple, float]:
 
 
 def _segmentation_values(eval_dir: Path, diagonals: Dict[tuple, float]) -> tuple:
-    """Run-level HD95 (a lost structure at the image diagonal) and lost counts, and per subject these and Dice
-    (a run's Dice is its evaluation's summary)."""
+    """Run-level HD95 (a lost structure at the image diagonal), lost counts and the frames that lost their LV
+    cavity (:func:`cmrssl.metrics.quality.frames_lv_cavity_lost`, from ``metrics.csv``, which every bundle's
+    evaluation writes), and per subject these and Dice (a run's Dice is its evaluation's summary)."""
     frames: Dict[str, Dict[str, list]] = {}
     run: Dict[str, list] = {}
     with open(eval_dir / "metrics.csv") as handle:
-        for row in csv.DictReader(handle):
-            subject = frames.setdefault(row["subject"], {})
-            for key, _ in STRUCTURE_ROWS:
-                predicted, reference = _number(row.get(f"volume_ml_{key}")), _number(row.get(f"reference_volume_ml_{key}"))
-                lost = bool(reference) and not predicted
-                diagonal = diagonals.get((row["subject"], int(row["frame_index"])), float("nan"))
-                values = {f"dice_{key}": _number(row.get(f"dice_{key}")),
-                          f"hd95_mm_{key}": hd95_counting_lost(_number(row.get(f"hd95_mm_{key}")), lost, diagonal),
-                          f"lost_{key}": float(lost)}
-                for name, value in values.items():
-                    if value is not None:
-                        subject.setdefault(name, []).append(value)
-                        if not name.startswith("dice_"):
-                            run.setdefault(name, []).append(value)
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        subject = frames.setdefault(row["subject"], {})
+        for key, _ in STRUCTURE_ROWS:
+            predicted, reference = _number(row.get(f"volume_ml_{key}")), _number(row.get(f"reference_volume_ml_{key}"))
+            lost = bool(reference) and not predicted
+            diagonal = diagonals.get((row["subject"], int(row["frame_index"])), float("nan"))
+            values = {f"dice_{key}": _number(row.get(f"dice_{key}")),
+                      f"hd95_mm_{key}": hd95_counting_lost(_number(row.get(f"hd95_mm_{key}")), lost, diagonal),
+                      f"lost_{key}": float(lost)}
+            for name, value in values.items():
+                if value is not None:
+                    subject.setdefault(name, []).append(value)
+                    if not name.startswith("dice_"):
+                        run.setdefault(name, []).append(value)
     per_subject = {s: {name: (float(np.sum(v)) if name.startswith("lost_") else float(np.mean(v)))
                        for name, v in values.items()} for s, values in frames.items()}
     summary = {name: (int(np.sum(v)) if name.startswith("lost_") else float(np.mean(v))) for name, v in run.items()}
+    summary["frames_lv_cavity_lost"] = frames_lv_cavity_lost(_number(r.get("dice_lv_cavity")) for r in rows)
     return summary, per_subject
 
 
@@ -141,7 +145,6 @@ def run_row(step: Step, budget: str, config_hash: str, commit: str, train: Step,
         for key, _ in STRUCTURE_ROWS:  # the run's Dice as its evaluation states it
             row[f"dice_{key}"] = summary["segmentation"][key]["dice"]["mean"]
         row.update(values)
-        row["frames_lv_cavity_lost"] = summary.get("quality", {}).get("frames_with_lv_cavity_dice_below_0.05", "")
     # both bundles' evaluations share the function schema: summary["function"] and function.csv's error columns
     volumes = {name: summary["function"][name] for name in CLINICAL if name in summary.get("function", {})}
     function_csv = step.done_file.parent / "function.csv"
