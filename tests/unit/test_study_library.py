@@ -92,10 +92,11 @@ def test_a_run_row_counts_the_lost_structure_in_hd95_and_beside_it(tmp_path):
 
 
 def test_a_run_row_counts_the_frames_that_lost_their_lv_cavity_from_the_per_frame_scores(tmp_path):
-    train = Step("train ranking n=1 seed 0", tmp_path, [], tmp_path / "model.pt", tmp_path, "train", meta={"overrides": []})
+    train = Step("train ranking n=1 seed 0", tmp_path, [], tmp_path / "model.pt", tmp_path, "train",
+                 meta={"overrides": []})
     diagonals = {("patient017", 0): 400.0, ("patient017", 1): 400.0}
-    rows = [run_row(_finished(tmp_path / str(lost), lost, "lv_cavity"), "cpu", "abc", "c0ffee", train, {}, diagonals, "")
-            for lost in (False, True)]
+    rows = [run_row(_finished(tmp_path / str(lost), lost, "lv_cavity"), "cpu", "abc", "c0ffee", train, {},
+                    diagonals, "") for lost in (False, True)]
     # read from metrics.csv, so a bundle whose summary.json has no quality section still fills the column
     assert [r["frames_lv_cavity_lost"] for r in rows] == [0, 1]
     assert [r["lost_lv_cavity"] for r in rows] == [0, 1]
@@ -291,3 +292,25 @@ def test_the_ranking_arm_has_a_dice_column_and_is_compared_with_scratch(tmp_path
     split = {"evaluation": subjects, "rule": "fake", "labelled_pool": ["patient011"] * 70}
     write_results(tmp_path, rows, ["scratch", "ranking"], [5], {"budget": "cpu"}, split)
     assert (tmp_path / "dice_vs_labelled.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_clinical_errors_are_compared_with_scratch_by_their_size_one_pair_per_subject():
+    """A signed error's size is what is compared: an arm whose errors are smaller but of the other sign is closer."""
+    from cmrssl.study.report import table
+
+    subjects = [f"patient{n:03d}" for n in range(1, 11)]
+    rows = []
+    for arm, error in (("scratch", 8.0), ("ranking", -3.0)):  # ranking underestimates, by less than scratch over
+        for seed in (0, 1, 2):
+            rows.append({"arm": arm, "labelled": "5", "seed": seed, "per_subject": {
+                s: {"error_lv_edv_ml": error + 0.1 * i + seed, "error_lv_esv_ml": 2.0, "error_lv_ef_percent": None}
+                for i, s in enumerate(subjects)}})
+    edv = comparison(rows, "ranking", 5, "error_lv_edv_ml", absolute=True)
+    assert edv["seeds"] == 3 and edv["subjects"] == 10 and edv["lower"] == 10 and edv["p"] < 0.01
+    assert edv["base"] == pytest.approx(8.0 + 0.45 + 1.0) and edv["ours"] == pytest.approx(3.0 - 0.45 - 1.0)
+    text = table(rows, ["scratch", "ranking"], [5])
+    assert "## Clinical errors against scratch" in text
+    line = next(x for x in text.splitlines() if x.startswith("| Ranking | 5 | 3 | LV EDV (ml) |"))
+    assert "| 9.4 | 1.5 | 10 of 10 | -7.9 (" in line
+    # equal errors: no subject closer, no difference; a quantity no subject has is left out
+    assert "| Ranking | 5 | 3 | LV ESV (ml) | 2.0 | 2.0 | 0 of 10 | +0.0" in text and "LV EF (%)" not in text

@@ -22,9 +22,10 @@ from .runner import PROVENANCE, timings
 from .statistics import (PLATEAU_GAIN, PRETEXT_FLAT, bootstrap_interval, hd95_counting_lost, paired_differences,
                          plateau_gain, pretext_drop, subject_means, wilcoxon_p)
 
-__all__ = ["collect", "comparison", "convergence_note", "drawn_subjects", "epoch_losses", "frame_scores",
-           "function_errors", "image_diagonals", "paired_function_table", "pretext_columns", "rows_from_steps", "run_row",
-           "table", "plot", "validation_curve", "write_results"]
+__all__ = ["CLINICAL_COMPARED", "clinical_comparison_lines", "collect", "comparison", "convergence_note",
+           "drawn_subjects", "epoch_losses", "frame_scores", "function_errors", "image_diagonals",
+           "paired_function_table", "plot", "pretext_columns", "rows_from_steps", "run_row", "table",
+           "validation_curve", "write_results"]
 
 #: per-subject clinical errors, from an evaluation's function.csv
 CLINICAL = ("lv_edv_ml", "lv_esv_ml", "lv_ef_percent", "lv_mass_g")
@@ -167,21 +168,61 @@ def _mean_sd(values: Sequence, digits: int) -> str:
     return f"{np.mean(numbers):.{digits}f} ± {np.std(numbers, ddof=1):.{digits}f}"
 
 
-def _per_seed(rows: Sequence[dict], arm: str, n, name: str) -> Dict[int, Dict[str, float]]:
-    """``{seed: {subject: value}}`` of ``name`` in the per-subject values of an arm's runs at count ``n``."""
-    return {int(r["seed"]): {s: v[name] for s, v in r.get("per_subject", {}).items() if name in v}
+def _per_seed(rows: Sequence[dict], arm: str, n, name: str,
+              absolute: bool = False) -> Dict[int, Dict[str, float]]:
+    """``{seed: {subject: value}}`` of ``name`` in the per-subject values of an arm's runs at count ``n`` (its
+    absolute value when ``absolute``: a signed error's size)."""
+    return {int(r["seed"]): {s: (abs(v[name]) if absolute else v[name]) for s, v in r.get("per_subject", {}).items()
+                             if v.get(name) is not None}
             for r in rows if r["arm"] == arm and str(r["labelled"]) == str(n)}
 
 
-def comparison(rows: Sequence[dict], arm: str, n, name: str) -> Optional[dict]:
-    """An arm against scratch at count ``n`` on per-subject ``name``: subjects, mean difference, 95 % bootstrap
-    interval and Wilcoxon p (one pair per subject, its mean over the seeds both ran)."""
-    differences = paired_differences(_per_seed(rows, arm, n, name), _per_seed(rows, "scratch", n, name))
+def comparison(rows: Sequence[dict], arm: str, n, name: str, absolute: bool = False) -> Optional[dict]:
+    """An arm against scratch at count ``n`` on per-subject ``name`` (its absolute value when ``absolute``): subjects,
+    each arm's mean over them, mean difference, how many subjects the arm has the higher and the lower value, 95 %
+    bootstrap interval and Wilcoxon p (one pair per subject, its mean over the seeds both ran)."""
+    ours, base = _per_seed(rows, arm, n, name, absolute), _per_seed(rows, "scratch", n, name, absolute)
+    differences = paired_differences(ours, base)
     if not differences:
         return None
     values = list(differences.values())
-    return {"subjects": len(values), "difference": float(np.mean(values)), "interval": bootstrap_interval(values),
-            "p": wilcoxon_p(values)}
+    seeds = sorted(set(ours) & set(base))
+    means = [float(np.mean([m[s] for s in differences]))
+             for m in (subject_means(ours, seeds), subject_means(base, seeds))]
+    return {"subjects": len(values), "seeds": len(seeds), "ours": means[0], "base": means[1],
+            "difference": float(np.mean(values)),
+            "higher": sum(v > 0 for v in values), "lower": sum(v < 0 for v in values),
+            "interval": bootstrap_interval(values), "p": wilcoxon_p(values)}
+
+
+#: the clinical errors the study compares against scratch, subject by subject: (per-subject name, label, digits)
+CLINICAL_COMPARED = (("error_lv_edv_ml", "LV EDV (ml)", 1), ("error_lv_esv_ml", "LV ESV (ml)", 1),
+                     ("error_lv_ef_percent", "LV EF (%)", 1))
+
+
+def _p_text(p: Optional[float]) -> str:
+    return "-" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def clinical_comparison_lines(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence,
+                              repo: Optional[Repository] = None) -> List[str]:
+    """Markdown rows: each arm against scratch on the LV EDV, ESV and EF absolute errors (:data:`CLINICAL_COMPARED`),
+    one pair per held-out subject (its absolute error averaged over the seeds both arms ran)."""
+    lines = []
+    for arm in arms:
+        for n in labelled:
+            for name, label, digits in CLINICAL_COMPARED if arm != "scratch" else ():
+                found = comparison(rows, arm, n, name, absolute=True)
+                if found is None:
+                    continue
+                interval = found["interval"]
+                lines.append(
+                    f"| {arm_label(arm, repo)} | {n} | {found['seeds']} | {label} | {found['base']:.{digits}f} "
+                    f"| {found['ours']:.{digits}f} | {found['lower']} of {found['subjects']} "
+                    f"| {found['difference']:+.{digits}f}"
+                    + (f" ({interval[0]:+.{digits}f} to {interval[1]:+.{digits}f})" if interval else "")
+                    + f" | {_p_text(found['p'])} |")
+    return lines
 
 
 def function_errors(path: Path, names: Sequence[str] = CLINICAL) -> Dict[str, Dict[str, float]]:
@@ -267,7 +308,7 @@ def paired_function_table(base: Sequence[Path], ours: Sequence[Path], names: Seq
             f"| {np.mean(list(subject_means(b).values())):.{digits}f} "
             f"| {better} of {len(values)} | {np.mean(values):+.{digits}f}"
             + (f" ({interval[0]:+.{digits}f} to {interval[1]:+.{digits}f})" if interval else "")
-            + f" | {'-' if p is None else '<0.001' if p < 0.001 else f'{p:.3f}'} |")
+            + f" | {_p_text(p)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -324,6 +365,14 @@ def table(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, repo: O
                 continue
             lines.append(f"| {arm_label(arm, repo)} | {n} | {len(seeds_of(arm, n))} | "
                          + " | ".join(_mean_sd(cell_values(arm, n, c), d) for c, _, d in columns) + " |")
+    compared = clinical_comparison_lines(rows, arms, labelled, repo)
+    if compared:
+        lines += ["", "## Clinical errors against scratch", "",
+                  "Each held-out subject's absolute error, averaged over the seeds both arms ran (the seeds column), "
+                  "paired with scratch's; the subjects the arm got closer (a tie is not closer), the mean difference "
+                  "(negative: the arm is closer) with its 95 % bootstrap interval, and the paired Wilcoxon p.", "",
+                  "| arm | labelled subjects | seeds | quantity | Scratch MAE | arm MAE | subjects closer "
+                  "| difference (95 % interval) | p |", "|---|---|---|---|---|---|---|---|---|"] + compared
     seeds_done = sorted({int(r["seed"]) for r in rows})
     lines += ["", f"Seeds: {', '.join(map(str, seeds_done))} (each seed also draws the labelled subjects). "
               f"'all' = the whole labelled pool. Runs: {len(rows)}; held-out subjects: {len(subjects)}."]
