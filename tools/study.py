@@ -40,7 +40,8 @@ Steps:
    layout of Bai et al. 2019 Table 1: mean +- SD over seeds, best per row in bold, and against scratch
    the mean difference over held-out subjects with its 95 % bootstrap interval and paired Wilcoxon p,
    one pair per subject; then HD95 counting a lost structure at the image diagonal, lost counts and the
-   clinical numbers; then each arm's LV EDV / ESV / EF absolute errors paired against scratch's) and ``OUT/dice_vs_labelled.png`` (one line per arm, SD band). With ``--ledger``
+   clinical numbers; then each arm's LV EDV / ESV / EF absolute errors paired against scratch's) and
+   ``OUT/dice_vs_labelled.png`` (one line per arm, SD band). With ``--ledger``
    they hold every row of the ledger for this budget, arms, counts and seeds at the arms' hashes.
    ``--tables_only --ledger CSV`` writes these three files into ``--out`` from the ledger alone, running
    nothing (``docs/study/cpu/`` is made so).

@@ -50,11 +50,10 @@ from scipy import ndimage
 
 from cmrssl.labels import LV_CAVITY, LV_MYOCARDIUM, RV_CAVITY, STRUCTURE_NAMES, STRUCTURES
 
-__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "LV_CAVITY_LOST_DICE", "MIN_ENCLOSED_FRACTION", "MAX_LV_ELONGATION", "MIN_GAP_SHARE", "MIN_LV_SOLIDITY",
-           "PLAUSIBLE_RANGES",
-           "SEPTUM_GAP_MM",
-           "SPIKE_FRACTION", "frame_quality_flags", "frames_lv_cavity_lost", "function_quality_flags", "heart_shift_flags",
-           "study_quality_flags", "verdict", "volume_curve_flags"]
+__all__ = ["EF_PLAUSIBLE_PERCENT", "HEART_SHIFT_MM", "LV_CAVITY_LOST_DICE", "MIN_ENCLOSED_FRACTION",
+           "MAX_LV_ELONGATION", "MIN_GAP_SHARE", "MIN_LV_SOLIDITY", "PLAUSIBLE_RANGES", "SEPTUM_GAP_MM",
+           "SPIKE_FRACTION", "frame_quality_flags", "frames_lv_cavity_lost", "function_quality_flags",
+           "heart_shift_flags", "study_quality_flags", "verdict", "volume_curve_flags"]
 
 #: EF outside this range (percent) is flagged as implausible.
 EF_PLAUSIBLE_PERCENT = (5.0, 90.0)

@@ -204,24 +204,30 @@ def _p_text(p: Optional[float]) -> str:
     return "-" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _difference_cells(difference: float, interval: Optional[tuple], p: Optional[float], digits: int) -> str:
+    """The paired tables' last two cells: the mean difference with its 95 % interval, and the p."""
+    text = f"{difference:+.{digits}f}"
+    if interval:
+        text += f" ({interval[0]:+.{digits}f} to {interval[1]:+.{digits}f})"
+    return f"{text} | {_p_text(p)}"
+
+
 def clinical_comparison_lines(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence,
                               repo: Optional[Repository] = None) -> List[str]:
     """Markdown rows: each arm against scratch on the LV EDV, ESV and EF absolute errors (:data:`CLINICAL_COMPARED`),
     one pair per held-out subject (its absolute error averaged over the seeds both arms ran)."""
     lines = []
     for arm in arms:
+        if arm == "scratch":
+            continue
         for n in labelled:
-            for name, label, digits in CLINICAL_COMPARED if arm != "scratch" else ():
+            for name, label, digits in CLINICAL_COMPARED:
                 found = comparison(rows, arm, n, name, absolute=True)
-                if found is None:
-                    continue
-                interval = found["interval"]
-                lines.append(
-                    f"| {arm_label(arm, repo)} | {n} | {found['seeds']} | {label} | {found['base']:.{digits}f} "
-                    f"| {found['ours']:.{digits}f} | {found['lower']} of {found['subjects']} "
-                    f"| {found['difference']:+.{digits}f}"
-                    + (f" ({interval[0]:+.{digits}f} to {interval[1]:+.{digits}f})" if interval else "")
-                    + f" | {_p_text(found['p'])} |")
+                if found is not None:
+                    lines.append(
+                        f"| {arm_label(arm, repo)} | {n} | {found['seeds']} | {label} | {found['base']:.{digits}f} "
+                        f"| {found['ours']:.{digits}f} | {found['lower']} of {found['subjects']} "
+                        f"| {_difference_cells(found['difference'], found['interval'], found['p'], digits)} |")
     return lines
 
 
@@ -300,15 +306,12 @@ def paired_function_table(base: Sequence[Path], ours: Sequence[Path], names: Seq
         b = {seed: values[name] for seed, values in enumerate(ours_values)}
         differences = paired_differences(b, a)
         values = list(differences.values())
-        interval = bootstrap_interval(values)
-        p = wilcoxon_p(values)
         better = sum((v > 0) if higher else (v < 0) for v in values)
+        cells = _difference_cells(float(np.mean(values)), bootstrap_interval(values), wilcoxon_p(values), digits)
         lines.append(
             f"| {name} | {np.mean(list(subject_means(a).values())):.{digits}f} "
             f"| {np.mean(list(subject_means(b).values())):.{digits}f} "
-            f"| {better} of {len(values)} | {np.mean(values):+.{digits}f}"
-            + (f" ({interval[0]:+.{digits}f} to {interval[1]:+.{digits}f})" if interval else "")
-            + f" | {_p_text(p)} |")
+            f"| {better} of {len(values)} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
