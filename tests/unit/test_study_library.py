@@ -314,3 +314,30 @@ def test_clinical_errors_are_compared_with_scratch_by_their_size_one_pair_per_su
     assert "| 9.4 | 1.5 | 10 of 10 | -7.9 (" in line
     # equal errors: no subject closer, no difference; a quantity no subject has is left out
     assert "| Ranking | 5 | 3 | LV ESV (ml) | 2.0 | 2.0 | 0 of 10 | +0.0" in text and "LV EF (%)" not in text
+
+
+def test_a_one_seed_cell_is_not_bolded_over_three_and_misplaced_cavities_are_counted():
+    """Bold ranks only the cells with the row's most seeds; the clinical table counts the frames whose LV cavity
+    was missed (Dice below 0.05), which the lost columns (nothing drawn) do not when it is drawn elsewhere."""
+    from cmrssl.study.arms import STRUCTURE_ROWS
+    from cmrssl.study.report import table
+
+    subjects = [f"patient{n:03d}" for n in range(1, 11)]
+    rows = []
+    for arm, level, seeds in (("scratch", 0.70, (0, 1, 2)), ("simclr_all", 0.80, (0,)), ("ranking", 0.72, (0, 1, 2))):
+        for seed in seeds:
+            row = {"arm": arm, "labelled": "5", "seed": seed, "frames_lv_cavity_lost": 16 if arm == "simclr_all" else 0,
+                   "lost_lv_cavity": 0, "per_subject": {s: {f"dice_{k}": level for k, _ in STRUCTURE_ROWS}
+                                                        for s in subjects}}
+            row.update({f"dice_{k}": level for k, _ in STRUCTURE_ROWS})
+            rows.append(row)
+    text = table(rows, ["scratch", "simclr_all", "ranking"], [5])
+    line = next(x for x in text.splitlines() if x.startswith("| LV cavity | 5 |"))
+    cells = [c.strip() for c in line.split("|")[3:-1]]
+    assert cells[0] == "0.700 ± 0.000 [3]" and cells[1].startswith("0.800 [1]")  # higher, but one seed: not bold
+    assert cells[2].startswith("**0.720 ± 0.000 [3]**")
+    header = next(x for x in text.splitlines() if x.startswith("| arm | labelled subjects | seeds | HD95"))
+    column = [c.strip() for c in header.split("|")].index("LV cavity Dice < 0.05 (frames)")
+    simclr = next(x for x in text.splitlines() if x.startswith("| SSL(") and "| 5 | 1 |" in x)
+    assert [c.strip() for c in simclr.split("|")][column] == "16.0"
+    assert [c.strip() for c in simclr.split("|")][column - 3] == "0.0"  # nothing drawn: never

@@ -13,7 +13,7 @@ import numpy as np
 
 from cmrssl.data.subsets import drawn_subjects_in
 from cmrssl.io.atomic import atomic_file
-from cmrssl.metrics.quality import frames_lv_cavity_lost
+from cmrssl.metrics.quality import LV_CAVITY_LOST_DICE, frames_lv_cavity_lost
 
 from .arms import STRUCTURE_ROWS, Repository, arm_label, arm_parts
 from .ledger import add_rows, current, read_ledger
@@ -329,20 +329,23 @@ def table(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, repo: O
     lines = ["## Dice on the held-out subjects", "",
              f"Mean ± SD over seeds of each run's mean Dice; against scratch: the mean difference over the "
              f"{len(subjects)} held-out subjects (each subject's mean over the seeds both arms ran), its 95 % "
-             f"bootstrap interval and the paired Wilcoxon p. Seeds per cell in brackets.", "",
+             f"bootstrap interval and the paired Wilcoxon p. Seeds per cell in brackets; bold: the best mean among the "
+             f"cells with the row's most seeds (a one-seed cell is not ranked against three).", "",
              "| structure | labelled subjects | " + " | ".join(arm_label(a, repo) for a in arms) + " |",
              "|---|---|" + "---|" * len(arms)]
     for key, name in STRUCTURE_ROWS:
         for n in labelled:
             means = {a: np.mean([float(v) for v in cell_values(a, n, f"dice_{key}")])
                      for a in arms if cell_values(a, n, f"dice_{key}")}
-            best = max(means, key=means.get) if means else None
+            most = max((len(seeds_of(a, n)) for a in means), default=0)
+            eligible = {a: m for a, m in means.items() if len(seeds_of(a, n)) == most}
+            best = max(eligible, key=eligible.get) if len(eligible) > 1 else None
             cells = []
             for arm in arms:
                 text = _mean_sd(cell_values(arm, n, f"dice_{key}"), 3)
                 if text != "-":
                     text += f" [{len(seeds_of(arm, n))}]"
-                if arm == best and len(means) > 1:
+                if arm == best:
                     text = f"**{text}**"
                 found = comparison(rows, arm, n, f"dice_{key}") if arm != "scratch" and text != "-" else None
                 if found is not None:
@@ -355,11 +358,14 @@ def table(rows: Sequence[dict], arms: Sequence[str], labelled: Sequence, repo: O
             lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     columns = [(f"hd95_mm_{key}", f"HD95 {name} (mm)", 1) for key, name in STRUCTURE_ROWS]
     columns += [(f"lost_{key}", f"{name} lost (frames)", 1) for key, name in STRUCTURE_ROWS]
+    columns += [("frames_lv_cavity_lost", f"LV cavity Dice < {LV_CAVITY_LOST_DICE:g} (frames)", 1)]
     columns += [("lv_edv_ml_mae", "LV EDV MAE (ml)", 1), ("lv_esv_ml_mae", "LV ESV MAE (ml)", 1),
                 ("lv_ef_percent_mae", "LV EF MAE (%)", 1), ("lv_mass_g_bias", "LV mass bias (g)", 1)]
     lines += ["", "## Distances and clinical numbers (mean ± SD over seeds)", "",
               "HD95 counts a lost structure (none predicted where the reference has one) at the image's "
-              "diagonal; the lost columns count such frames per run.", "",
+              "diagonal; the lost columns count such frames per run. A cavity drawn in the wrong place is not "
+              f"lost by that count; the LV cavity Dice < {LV_CAVITY_LOST_DICE:g} column counts the frames whose "
+              "LV cavity was missed either way (the volumes and EF of such frames are not the heart's).", "",
               "| arm | labelled subjects | seeds | " + " | ".join(c[1] for c in columns) + " |",
               "|---|---|---|" + "---|" * len(columns)]
     for arm in arms:
