@@ -94,6 +94,7 @@ from cmrssl.study import (  # noqa: E402
     recorded,
     restart,
     run_key,
+    set_aside_stale,
 )
 from cmrssl.study.split import cine_frames, say  # noqa: E402
 
@@ -261,6 +262,7 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
             tmp.write_text(json.dumps(settings, indent=2))
     split = prepare_data(out_path, data_path, int(eval_per_group), extra, validation_per_group)
     steps = plan(REPO, out_path, split, budget, arms, counts, seed_list, recorded=done)
+    set_aside_stale(steps, config_hashes)  # a run made under another recipe of its arm is not taken as done
     commit = commit_of(REPO_ROOT, ignore=ledger_path)  # the ledger changes as the study goes
 
     def provenance(step) -> dict:  # what a training runs under, recorded when it starts

@@ -162,6 +162,11 @@ def test_the_budget_hash_changes_with_a_config_the_arm_loads_and_not_with_metada
     (ssp / "mim.json").write_text('{"method_name": "mim", "mask_ratio": 0.5}')  # a pretraining changes: its arms
     assert budget_hash(repo, "small", "scratch") == scratch and budget_hash(repo, "small", "mim_all") != mim
     mim = budget_hash(repo, "small", "mim_all")
+    # the rule a pretrained start is fine-tuned by is code, not config: it changes the pretrained arms only
+    monkeypatch.setattr("cmrssl.networks.checkpoint.INITIAL_SCALE_RULE", "kept as pretrained")
+    assert budget_hash(repo, "small", "scratch") == scratch and budget_hash(repo, "small", "mim_all") != mim
+    monkeypatch.undo()
+    assert budget_hash(repo, "small", "mim_all") == mim
     (tmp_path / "bundles" / "cmr_ranking_ssl" / "configs" / "train.json").write_text('{"max_epochs": 9}')
     assert (budget_hash(repo, "small", "scratch"), budget_hash(repo, "small", "mim_all")) == (scratch, mim)
     # more seeds, counts or arms in a budget keep its rows; what a run does changes them
@@ -341,3 +346,30 @@ def test_a_one_seed_cell_is_not_bolded_over_three_and_misplaced_cavities_are_cou
     simclr = next(x for x in text.splitlines() if x.startswith("| SSL(") and "| 5 | 1 |" in x)
     assert [c.strip() for c in simclr.split("|")][column] == "16.0"
     assert [c.strip() for c in simclr.split("|")][column - 3] == "0.0"  # nothing drawn: never
+
+
+def test_a_run_made_under_another_recipe_of_its_arm_is_set_aside_and_run_again(tmp_path):
+    """A finished run folder whose provenance names another config hash is not taken as done (its row would be
+    written under the old hash and the table would never fill): it is renamed, kept, and the step runs again."""
+    import json
+
+    from cmrssl.study.plan import Step
+    from cmrssl.study.runner import StepFailed, set_aside_stale
+
+    def step(name, arm):
+        folder = tmp_path / "runs" / arm / name
+        return Step(name, folder, [], folder / "train" / "model.pt", tmp_path, "train", meta={"arm": arm})
+
+    old, current, unknown = step("n5_seed0", "simclr_all"), step("n5_seed1", "simclr_all"), step("n1_seed0", "scratch")
+    for s, made in ((old, "aaaa"), (current, "bbbb"), (unknown, "")):
+        s.done_file.parent.mkdir(parents=True)
+        s.done_file.write_text("weights")
+        (s.folder / "provenance.json").write_text(json.dumps({"config_hash": made, "commit": "c"}))
+    moved = set_aside_stale([old, current, unknown], {"simclr_all": "bbbb", "scratch": "cccc"})
+    assert moved == [tmp_path / "runs" / "simclr_all" / "n5_seed0.hash-aaaa"]
+    assert not old.done_file.exists() and (moved[0] / "train" / "model.pt").read_text() == "weights"
+    assert current.done_file.exists() and unknown.done_file.exists()  # the same hash, or none recorded: kept
+    old.done_file.parent.mkdir(parents=True)
+    (old.folder / "provenance.json").write_text(json.dumps({"config_hash": "aaaa"}))
+    with pytest.raises(StepFailed, match="n5_seed0.hash-aaaa exists already"):
+        set_aside_stale([old], {"simclr_all": "bbbb"})

@@ -10,7 +10,8 @@
   weight must be there, nothing may have the wrong shape or belong to another
   architecture.
 - :func:`prepare_finetuning`: the segmentation bundle's ``--finetune_mode``
-  (scratch / decoder / all / multitask) applied to a freshly built network.
+  (scratch / decoder / all / multitask) applied to a freshly built network; a pretrained
+  start has its scale-free weights brought to the fresh network's scale (:func:`match_initial_scale`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ __all__ = [
     "load_network_checkpoint",
     "load_pretrained",
     "freeze_parts",
+    "scale_free_weights",
+    "match_initial_scale",
+    "INITIAL_SCALE_RULE",
     "prepare_finetuning",
     "check_schedule",
 ]
@@ -281,6 +285,49 @@ def freeze_parts(network: nn.Module, parts: Sequence[str]) -> List[str]:
     return frozen
 
 
+#: what :func:`prepare_finetuning` does to a pretrained start's scale; part of a pretrained arm's study hash
+#: (``cmrssl.study.budgets.budget_hash``), so that changing it re-runs those arms and no other
+INITIAL_SCALE_RULE = "conv weights that feed a normalisation: each at its fresh initialisation's norm (v1)"
+
+
+def scale_free_weights(network: nn.Module) -> List[str]:
+    """Names of the convolution weights whose scale the network's output does not see: the ``convK`` of a block
+    whose ``normK`` (instance, batch, group or layer norm) follows it directly, as in MONAI's ``UnetBasicBlock``
+    and ``UnetResBlock`` (the shared U-Net's every 3x3 convolution). Transposed convolutions and heads feed no
+    normalisation, so they are not listed."""
+    norms = (nn.modules.instancenorm._InstanceNorm, nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    names = []
+    for prefix, module in network.named_modules():
+        for k in (1, 2, 3):
+            conv, norm = getattr(module, f"conv{k}", None), getattr(module, f"norm{k}", None)
+            layer = getattr(conv, "conv", conv)
+            if isinstance(norm, norms) and isinstance(layer, nn.modules.conv._ConvNd) and layer.bias is None:
+                names.append(f"{prefix}.conv{k}{'.conv' if layer is not conv else ''}.weight".lstrip("."))
+    return names
+
+
+def match_initial_scale(network: nn.Module, initial_norms: Mapping[str, float], names: Sequence[str]) -> Dict[str, float]:
+    """Rescale each named weight of ``network`` in place to its norm in ``initial_norms``; returns the factors.
+
+    A weight listed by :func:`scale_free_weights` can be scaled without changing what the network computes (the
+    normalisation after it divides the scale out), but its size sets how fast an optimiser turns it: Adam moves
+    every element by about the learning rate, so a weight 20x its initial norm turns about 20x more slowly.
+    Pretraining with SGD at a high learning rate grows these weights (SimCLR on the study's 192 frames: 7-22x its
+    initial norm), and fine-tuned as they are, the pretrained encoder barely moves (docs/study.md). Brought back
+    to the fresh network's norms, a pretrained start is fine-tuned at the same effective learning rate as a
+    scratch one."""
+    factors = {}
+    with torch.no_grad():
+        parameters = dict(network.named_parameters())
+        for name in names:
+            weight = parameters[name]
+            norm = float(weight.norm())
+            if norm > 0 and initial_norms.get(name, 0) > 0:
+                factors[name] = initial_norms[name] / norm
+                weight.mul_(factors[name])
+    return factors
+
+
 def _with_pretext_head(network: nn.Module, checkpoint: str, mask_patch_size, mask_ratio, schedule: str) -> nn.Module:
     """``network`` wrapped with the checkpoint's pixel-wise pretext head (multi-task fine-tuning)."""
     prefix = f"{PRETEXT_HEAD}."
@@ -336,6 +383,11 @@ def prepare_finetuning(
     - ``decoder``: encoder (and decoder when the checkpoint has one) loaded, encoder frozen;
     - ``all``: loaded, every weight trained;
 
+    A checkpoint that brings no trained head (a pretraining's) is a start: its scale-free weights
+    (:func:`scale_free_weights`) are brought to this fresh network's norms (:func:`match_initial_scale`,
+    :data:`INITIAL_SCALE_RULE`), which changes nothing the network computes, only how fast fine-tuning turns them.
+    A whole trained network with the same heads is continued as it is.
+
     In the pretrained modes the output heads (``head``, ``aux_heads``) are loaded as well when the checkpoint is a
     whole segmentation network with the same heads (continuing a trained model); a pretraining checkpoint
     leaves them new.
@@ -366,7 +418,16 @@ def prepare_finetuning(
         return network
     if not checkpoint:
         raise ValueError(f"finetune_mode '{mode}' needs --pretrained_checkpoint PATH (a pretraining bundle's model)")
-    load_pretrained(network, checkpoint, optional_parts=SEGMENTATION_HEADS)
+    scale_free = scale_free_weights(network)
+    initial = {name: float(weight.detach().norm()) for name, weight in network.named_parameters() if name in scale_free}
+    report = load_pretrained(network, checkpoint, optional_parts=SEGMENTATION_HEADS)
+    if not any(k.startswith(tuple(f"{h}." for h in SEGMENTATION_HEADS)) for k in report.loaded_keys):
+        # a start, not a model to continue (no trained head came with it): INITIAL_SCALE_RULE
+        factors = match_initial_scale(network, initial, [n for n in scale_free if n in report.loaded_keys])
+        if factors:
+            values = sorted(factors.values())
+            logger.info("%s: %d scale-free pretrained weights brought to their initial norm (factors %.3g to %.3g); "
+                        "what the network computes is unchanged", checkpoint, len(values), values[0], values[-1])
     if mode == "decoder":
         frozen = freeze_parts(network, ["encoder"])
         logger.info("finetune_mode decoder: %d encoder tensors frozen", len(frozen))

@@ -95,9 +95,15 @@ def budget_hash(repo: Repository, name: str, arm: str) -> str:
     settings but which runs it lists (:data:`NOT_HASHED`), its overlays for the arm's bundles and every config file
     that the arm's runs load (``configs/*.json`` of :func:`arm_bundles` but ``metadata.json``, which holds versions
     and changelogs, and ``inference.json``, which the study does not run). A ledger row counts for a budget only
-    with its hash, so adding a seed, a count or an arm to a budget, or changing another bundle, keeps the rows."""
+    with its hash, so adding a seed, a count or an arm to a budget, or changing another bundle, keeps the rows.
+    A pretrained arm's hash also holds the rule its fine-tuning starts by
+    (``cmrssl.networks.checkpoint.INITIAL_SCALE_RULE``), code that changes what such a run does and no other."""
     settings = {k: v for k, v in BUDGETS[name].items() if k not in NOT_HASHED}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    if arm_parts(arm)[0] is not None:
+        from cmrssl.networks.checkpoint import INITIAL_SCALE_RULE  # torch: only where a pretrained arm is hashed
+
+        digest.update(f"start {INITIAL_SCALE_RULE}".encode() + b"\0")
     for bundle in arm_bundles(repo, arm):
         overlay = budget_overlay(name, bundle)
         if overlay is not None:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .budgets import BUDGETS
 from .plan import Step, run_configs, setting
 from .split import say
 
-__all__ = ["PROVENANCE", "StepFailed", "estimate", "execute", "hms", "measure_rates", "record_provenance", "restart", "run_step", "timings"]
+__all__ = ["PROVENANCE", "StepFailed", "estimate", "execute", "hms", "measure_rates", "record_provenance", "restart", "set_aside_stale", "run_step", "timings"]
 
 
 #: beside a training's outputs (``OUT/runs/<arm>/n<N>_seed<S>/``): what it ran under
@@ -92,6 +92,30 @@ def record_provenance(step: Step, provenance: dict) -> None:
     step.folder.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(known, indent=1))
+
+
+def set_aside_stale(steps: Sequence[Step], config_hashes: Dict[str, str]) -> List[Path]:
+    """Rename the run folder of every training whose ``provenance.json`` records another config hash than its
+    arm's present one (``config_hashes``: arm -> hash), to ``<folder>.hash-<old>``, so that it is trained again
+    rather than taken as done under a recipe it did not run; returns the new names. Nothing is deleted: the old
+    run stays beside the new one."""
+    moved = []
+    for step in steps:
+        made = step.folder / PROVENANCE
+        if step.kind != "train" or not made.exists():
+            continue
+        old = json.loads(made.read_text()).get("config_hash", "")
+        new = config_hashes.get(step.meta.get("arm"), "")
+        if old and new and old != new:
+            target = step.folder.with_name(f"{step.folder.name}.hash-{old}")
+            if target.exists():
+                raise StepFailed(f"{step.folder} was run under config hash {old}, its arm's is now {new}, and "
+                                 f"{target} exists already: move one of them away")
+            step.folder.rename(target)
+            say(f"[study] {step.folder} was run under config hash {old}; its arm's is now {new}: kept as "
+                f"{target.name}, run again")
+            moved.append(target)
+    return moved
 
 
 def execute(out: Path, steps: Sequence[Step], budget_name: str,
