@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cmrssl.networks.checkpoint import (freeze_parts, load_pretrained, prepare_finetuning, read_state_dict,
-                                       scale_free_weights)
+from cmrssl.networks.checkpoint import (
+    freeze_parts,
+    load_pretrained,
+    prepare_finetuning,
+    read_state_dict,
+    scale_free_weights,
+)
 from cmrssl.networks.unet import CMRUNet
 
 torch.set_num_threads(1)
@@ -270,7 +275,8 @@ def test_a_pretrained_start_is_fine_tuned_at_a_fresh_networks_scale_computing_th
                            source.state_dict()["decoder.stages.0.transp_conv.conv.weight"])
     as_grown = _unet(seed=2)
     as_grown.load_state_dict({k: v for k, v in grown.items() if not k.startswith("head.")}, strict=False)
-    started.eval(), as_grown.eval()
+    started.eval()
+    as_grown.eval()
     image = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(started(image), as_grown(image), atol=1e-3)  # but the norms' epsilon

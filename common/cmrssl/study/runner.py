@@ -112,7 +112,7 @@ def set_aside_stale(steps: Sequence[Step], config_hashes: Dict[str, str]) -> Lis
                 raise StepFailed(f"{step.folder} was run under config hash {old}, its arm's is now {new}, and "
                                  f"{target} exists already: move one of them away")
             step.folder.rename(target)
-            say(f"[study] {step.folder} was run under config hash {old}; its arm's is now {new}: kept as "
+            say(f"{step.folder} was run under config hash {old}; its arm's is now {new}: kept as "
                 f"{target.name}, run again")
             moved.append(target)
     return moved
