@@ -149,9 +149,22 @@ def test_finetuning_from_a_pretrained_checkpoint(cohort, tmp_path, mode):
     assert result.returncode == 0, result.stderr[-4000:]
     trained = torch.load(out / "model.pt", weights_only=True)
     encoder = [k for k in pretrained if k.startswith("encoder.")]
-    unchanged = [torch.equal(trained[k], pretrained[k]) for k in encoder]
+    # a pretrained start's convolutions that feed a norm begin at the fresh network's norms, in the same direction
+    # (cmrssl.networks.checkpoint.match_initial_scale): frozen, they keep that direction; the rest stays as loaded
+    from cmrssl.networks.checkpoint import scale_free_weights
+
+    scale_free = set(scale_free_weights(_tiny_network()))
+
+    def kept(key):
+        if key in scale_free:
+            return torch.allclose(trained[key] / trained[key].norm(), pretrained[key] / pretrained[key].norm(),
+                                  atol=1e-6)
+        return torch.equal(trained[key], pretrained[key])
+
+    unchanged = [kept(k) for k in encoder]
     if mode == "decoder":
         assert all(unchanged), "the encoder must stay frozen"
+        assert any(k in scale_free for k in encoder)
         assert any(not torch.equal(trained[k], pretrained[k]) for k in pretrained if k.startswith("decoder."))
     else:
         assert not all(unchanged), f"every weight trains in '{mode}' mode"
