@@ -256,7 +256,7 @@ def test_class_map_pretext_runs_only_on_the_alternate_schedule():
 
 
 def test_a_pretrained_start_is_fine_tuned_at_a_fresh_networks_scale_computing_the_same(tmp_path):
-    """SGD pretraining grows the convolutions that feed an instance norm (SimCLR in the study: 7-22x), which the
+    """SGD pretraining grows the convolutions that feed an instance norm (SimCLR in the study: 6-22x), which the
     output does not see but which slows every Adam step on them as much. A pretraining checkpoint is loaded with
     those weights at the fresh network's norms, the same function; a trained model (with its heads) is continued
     as it is; transposed convolutions, which feed no norm, keep their size."""

@@ -312,7 +312,7 @@ def match_initial_scale(network: nn.Module, initial_norms: Mapping[str, float], 
     A weight listed by :func:`scale_free_weights` can be scaled without changing what the network computes (the
     normalisation after it divides the scale out), but its size sets how fast an optimiser turns it: Adam moves
     every element by about the learning rate, so a weight 20x its initial norm turns about 20x more slowly.
-    Pretraining with SGD at a high learning rate grows these weights (SimCLR on the study's 192 frames: 7-22x its
+    Pretraining with SGD at a high learning rate grows these weights (SimCLR on the study's 192 frames: 6-22x its
     initial norm), and fine-tuned as they are, the pretrained encoder barely moves (docs/study.md). Brought back
     to the fresh network's norms, a pretrained start is fine-tuned at the same effective learning rate as a
     scratch one."""
