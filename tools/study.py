@@ -95,6 +95,7 @@ from cmrssl.study import (  # noqa: E402
     restart,
     run_key,
     set_aside_stale,
+    stale_runs,
 )
 from cmrssl.study.split import cine_frames, say  # noqa: E402
 
@@ -146,16 +147,24 @@ def _labelled(value) -> List:
     return counts
 
 
-def print_plan(steps, budget_name: str, skipped: int) -> None:
+def print_plan(steps, budget_name: str, skipped: int, stale: dict) -> None:
+    """The steps with their commands; ``stale``: run folders a real run sets aside (:func:`stale_runs`)."""
+    def to_run(step) -> bool:
+        return step.folder in stale or not step.done_file.exists()
+
     for step in steps:
-        status = "# done: " if step.done_file.exists() else ""
-        flags, note = restart(step)
+        status = "" if to_run(step) else "# done: "
+        flags, note = ("", None) if step.folder in stale else restart(step)
+        if step.folder in stale and step.kind == "train":
+            old, new = stale[step.folder]
+            note = f"run again: made under config hash {old}, its arm's is now {new}; set aside as " \
+                   f"{step.folder.name}.hash-{old}"
         print(f"{status}[{step.kind}] {step.name}" + (f" ({note})" if note else ""))
         for command in step.commands[:-1] + [step.commands[-1] + flags]:
             print("    " + " ".join(command[1:]))
     rate = measure_rates(REPO, budget_name)
-    iterations = sum(s.iterations for s in steps if s.kind in ("train", "pretrain") and not s.done_file.exists())
-    evals = sum(1 for s in steps if s.kind == "eval" and not s.done_file.exists())
+    iterations = sum(s.iterations for s in steps if s.kind in ("train", "pretrain") and to_run(s))
+    evals = sum(1 for s in steps if s.kind == "eval" and to_run(s))
     seconds = iterations * rate["seconds_per_iteration"]
     if skipped:
         print(f"\n{skipped} runs are in the ledger for this budget at their arms' config hashes: not planned.")
@@ -251,7 +260,8 @@ def main(data: str, out: str, *stray, budget: str = "small", methods=None, label
         print(f"split: {split['rule']}: evaluation {', '.join(split['evaluation'])}")
         steps = plan(REPO, out_path, split, budget, arms, counts, seed_list, recorded=done)
         print_plan(steps, budget, len({r for r in done
-                                       if r[0] in arms and r[1] in map(str, counts) and r[2] in seed_list}))
+                                       if r[0] in arms and r[1] in map(str, counts) and r[2] in seed_list}),
+                   stale_runs(steps, config_hashes))
         return
     if not record.exists() and out_path.is_dir() and any(out_path.iterdir()):
         # the study replaces its own data/ folder when it restarts: never in a folder it did not make

@@ -97,6 +97,15 @@ def test_dry_run_shows_how_an_interrupted_training_continues(fake_acdc, tmp_path
     assert "train scratch n=1 seed 0 (resumes the interrupted training from its last epoch)" in text
     assert "train scratch n=all seed 0 (starts over (interrupted before its first checkpoint))" in text
     assert "--resume true" in text and "--overwrite true" in text
+    # a finished run made under another recipe of its arm: a real run sets it aside and trains again, and says so
+    (out / "runs" / "scratch" / "n1_seed0" / "provenance.json").write_text(json.dumps({"config_hash": "0123abcd"}))
+    (out / "runs" / "scratch" / "n1_seed0" / "train" / "model.pt").write_bytes(b"")
+    text = _study(fake_acdc, out, "--budget", "tiny", "--methods", "scratch", "--labelled", "1,all",
+                  "--dry_run").stdout
+    line = next(x for x in text.splitlines() if x.startswith("[train] train scratch n=1 seed 0"))
+    assert "run again: made under config hash 0123abcd" in line and "n1_seed0.hash-0123abcd" in line
+    assert "--resume true" not in text.split(line)[1].split("[")[0]  # started afresh in the emptied folder
+    assert (out / "runs" / "scratch" / "n1_seed0" / "train" / "model.pt").exists()  # the plan moves nothing
 
 
 @pytest.mark.slow
@@ -216,12 +225,12 @@ def test_runs_in_the_ledger_are_not_run_again_from_another_folder(tmp_path):
         ("mim_all", "1", "0"), ("mim_all", "1", "1"), ("scratch", "1", "0"), ("scratch", "1", "1")]
     assert {r["budget"] for r in rows} == {"tiny"}
     assert len({r["config_hash"] for r in rows if r["arm"] == "scratch"}) == 1  # one hash per arm
-    assert {r["config_hash"] for r in rows if r["arm"] == "scratch"} != {r["config_hash"] for r in rows
-                                                                        if r["arm"] == "mim_all"}
+    hashes = {arm: {r["config_hash"] for r in rows if r["arm"] == arm} for arm in ("scratch", "mim_all")}
+    assert hashes["scratch"] != hashes["mim_all"]
     assert {r["commit"] for r in rows} == {"0123abcd"}  # the commit each training started under
     # whether the pretraining each run started from had flattened: recorded beside it (MIM's loss still fell)
-    assert {(r["arm"], r["pretext_epochs"], r["pretext_flat"]) for r in rows} == {("scratch", "", ""),
-                                                                                 ("mim_all", "8", "no")}
+    pretexts = {(r["arm"], r["pretext_epochs"], r["pretext_flat"]) for r in rows}
+    assert pretexts == {("scratch", "", ""), ("mim_all", "8", "no")}
     assert "Pretext loss flattened (its last quarter of epochs lowered it by under 2%): 0 of 1 arms; still " \
            "falling: mim_all." in (out / "table.md").read_text()
     assert all(json.loads(r["per_subject"]) for r in rows)  # 10 held-out subjects each, for the paired test

@@ -11,10 +11,10 @@ from .budgets import BUDGETS, budget_hash
 from .ledger import add_rows, commit_of, current, read_ledger, recorded
 from .plan import Step, plan, run_key
 from .report import collect, comparison, table
-from .runner import StepFailed, execute, measure_rates, restart, set_aside_stale
+from .runner import StepFailed, execute, measure_rates, restart, set_aside_stale, stale_runs
 from .split import make_split, prepare_data
 
 __all__ = ["BUDGETS", "STRUCTURE_ROWS", "Repository", "Step", "StepFailed", "add_rows", "all_arms", "arm_label",
            "arm_parts", "budget_hash", "collect", "commit_of", "comparison", "current", "execute", "make_split",
            "measure_rates", "plan", "prepare_data", "pretraining_methods", "read_ledger", "recorded", "restart",
-           "run_key", "set_aside_stale", "table"]
+           "run_key", "set_aside_stale", "stale_runs", "table"]

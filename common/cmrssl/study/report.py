@@ -18,7 +18,7 @@ from cmrssl.metrics.quality import LV_CAVITY_LOST_DICE, frames_lv_cavity_lost
 from .arms import STRUCTURE_ROWS, Repository, arm_label, arm_parts
 from .ledger import add_rows, current, read_ledger
 from .plan import Step, run_key
-from .runner import PROVENANCE, timings
+from .runner import read_provenance, timings
 from .statistics import (PLATEAU_GAIN, PRETEXT_FLAT, bootstrap_interval, hd95_counting_lost, paired_differences,
                          plateau_gain, pretext_drop, subject_means, wilcoxon_p)
 
@@ -479,9 +479,9 @@ def rows_from_steps(out: Path, steps: Sequence[Step], split: dict, budget: str) 
     for step in finished:
         train = trains[step.folder]  # the subjects the training drew, as it logged them
         drawn = "all" if step.meta["labelled"] == "all" else drawn_subjects(train.folder / f"{train.kind}.log")
-        made = step.folder / PROVENANCE  # what the training ran under; unknown ("") for one run without it
-        provenance = json.loads(made.read_text()) if made.exists() else {"commit": "", "config_hash": ""}
-        row = run_row(step, budget, provenance["config_hash"], provenance["commit"], train, known, diagonals, drawn)
+        provenance = read_provenance(step.folder)  # what the training ran under; unknown ("") for one without it
+        row = run_row(step, budget, provenance.get("config_hash", ""), provenance.get("commit", ""), train, known,
+                      diagonals, drawn)
         method, _ = arm_parts(step.meta["arm"])
         if method is not None:  # the pretraining it started from: did its pretext loss flatten?
             row.update(pretext_columns(out / "pretrain" / method / "pretrain.log"))

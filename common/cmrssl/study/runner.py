@@ -6,7 +6,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from .budgets import BUDGETS
 from .plan import Step, run_configs, setting
 from .split import say
 
-__all__ = ["PROVENANCE", "StepFailed", "estimate", "execute", "hms", "measure_rates", "record_provenance", "restart", "set_aside_stale", "run_step", "timings"]
+__all__ = ["PROVENANCE", "StepFailed", "estimate", "execute", "hms", "measure_rates", "read_provenance",
+           "record_provenance", "restart", "set_aside_stale", "run_step", "stale_runs", "timings"]
 
 
 #: beside a training's outputs (``OUT/runs/<arm>/n<N>_seed<S>/``): what it ran under
@@ -82,11 +83,17 @@ def hms(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
+def read_provenance(folder: Path) -> dict:
+    """What the training in ``folder`` recorded when it started (:func:`record_provenance`); ``{}`` when nothing."""
+    path = folder / PROVENANCE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def record_provenance(step: Step, provenance: dict) -> None:
     """``FOLDER/provenance.json`` of a training about to start: the commit, budget and config hash it runs under.
     A training resumed under another commit keeps its first and lists the others (``resumed_under``)."""
     path = step.folder / PROVENANCE
-    known = json.loads(path.read_text()) if path.exists() else dict(provenance)
+    known = read_provenance(step.folder) or dict(provenance)
     if known.get("commit") != provenance.get("commit") and provenance.get("commit") not in known.get("resumed_under", []):
         known.setdefault("resumed_under", []).append(provenance.get("commit"))
     step.folder.mkdir(parents=True, exist_ok=True)
@@ -94,27 +101,34 @@ def record_provenance(step: Step, provenance: dict) -> None:
         tmp.write_text(json.dumps(known, indent=1))
 
 
-def set_aside_stale(steps: Sequence[Step], config_hashes: Dict[str, str]) -> List[Path]:
-    """Rename the run folder of every training whose ``provenance.json`` records another config hash than its
-    arm's present one (``config_hashes``: arm -> hash), to ``<folder>.hash-<old>``, so that it is trained again
-    rather than taken as done under a recipe it did not run; returns the new names. Nothing is deleted: the old
-    run stays beside the new one."""
-    moved = []
+def stale_runs(steps: Sequence[Step], config_hashes: Dict[str, str]) -> Dict[Path, Tuple[str, str]]:
+    """Run folder -> (the config hash it recorded, its arm's present one) for every training whose
+    ``provenance.json`` records another hash than its arm's (``config_hashes``: arm -> hash); a folder with no
+    record is not stale."""
+    stale = {}
     for step in steps:
-        made = step.folder / PROVENANCE
-        if step.kind != "train" or not made.exists():
+        if step.kind != "train":
             continue
-        old = json.loads(made.read_text()).get("config_hash", "")
+        old = read_provenance(step.folder).get("config_hash", "")
         new = config_hashes.get(step.meta.get("arm"), "")
         if old and new and old != new:
-            target = step.folder.with_name(f"{step.folder.name}.hash-{old}")
-            if target.exists():
-                raise StepFailed(f"{step.folder} was run under config hash {old}, its arm's is now {new}, and "
-                                 f"{target} exists already: move one of them away")
-            step.folder.rename(target)
-            say(f"{step.folder} was run under config hash {old}; its arm's is now {new}: kept as "
-                f"{target.name}, run again")
-            moved.append(target)
+            stale[step.folder] = (old, new)
+    return stale
+
+
+def set_aside_stale(steps: Sequence[Step], config_hashes: Dict[str, str]) -> List[Path]:
+    """Rename the run folder of every training of :func:`stale_runs` to ``<folder>.hash-<old>``, so that it is
+    trained again rather than taken as done under a recipe it did not run; returns the new names. Nothing is
+    deleted: the old run stays beside the new one."""
+    moved = []
+    for folder, (old, new) in stale_runs(steps, config_hashes).items():
+        target = folder.with_name(f"{folder.name}.hash-{old}")
+        if target.exists():
+            raise StepFailed(f"{folder} was run under config hash {old}, its arm's is now {new}, and {target} "
+                             "exists already: move one of them away")
+        folder.rename(target)
+        say(f"{folder} was run under config hash {old}; its arm's is now {new}: kept as {target.name}, run again")
+        moved.append(target)
     return moved
 
 
