@@ -27,7 +27,7 @@ from cmrssl.io.reader import read_cine
 from cmrssl.labels import LV_CAVITY
 from cmrssl.networks.regression import AreaRegressor, SegmentationAreas, area_network
 from cmrssl.networks.unet import CMRUNet
-from cmrssl.transforms.ranking import LoadStudyStack, mask_outside, nested_boxes
+from cmrssl.transforms.ranking import LoadStudyStack, mask_outside, nested_boxes, random_similarity_grids, warp
 
 
 # --------------------------------------------------------------------------- losses
@@ -207,6 +207,79 @@ def test_invariance_on_the_segmentation_compares_every_pixel():
         RankingMethod(unet, invariance_on="pixels")
     assert RankingMethod(unet).invariance_on == "segmentation"  # the default follows the network
     assert RankingMethod(MeanArea()).invariance_on == "area"
+
+
+class PointwiseSegmenter(nn.Module):
+    """Class probabilities from each pixel alone (a 1x1 convolution): moving the image moves them, up to
+    interpolation."""
+
+    pixel_area_mm2 = 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 1)
+        with torch.no_grad():  # probabilities that follow the intensity closely
+            self.conv.weight.copy_(torch.tensor([-4.0, 4.0, 1.0, 0.0])[:, None, None, None])
+
+    def segment(self, x):
+        return self.conv(x)
+
+    def probabilities(self, x):
+        return torch.softmax(self.segment(x), dim=1)
+
+    def forward(self, x):
+        return self.probabilities(x)[:, 1].flatten(1).sum(dim=1, keepdim=True)
+
+
+def test_similarity_grids_rotate_and_zoom_about_the_centre():
+    rng = np.random.RandomState(0)
+    yy, xx = torch.meshgrid(torch.arange(64.0) - 31.5, torch.arange(64.0) - 31.5, indexing="ij")
+    disk = ((yy ** 2 + xx ** 2) < 8.0 ** 2).float()[None, None].expand(3, 1, 64, 64)
+    identity = random_similarity_grids(3, (64, 64), rng)
+    assert torch.allclose(warp(disk, identity), disk, atol=1e-5)
+    doubled = warp(disk, random_similarity_grids(3, (64, 64), rng, rotate_deg=180.0, zoom=(2.0, 2.0)))
+    assert doubled.sum(dim=(1, 2, 3)).tolist() == pytest.approx([4 * disk[0].sum().item()] * 3, rel=0.05)
+    with pytest.raises(ValueError, match="zoom"):
+        random_similarity_grids(1, (8, 8), rng, zoom=(1.2, 0.8))
+
+
+def test_the_invariance_term_can_cover_every_slice_and_ask_for_equivariance_to_rotation_and_zoom():
+    torch.manual_seed(0)
+    net = PointwiseSegmenter()
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    blob = 3.0 * torch.exp(-((xx - 0.3) ** 2 + (yy + 0.2) ** 2) / 0.1) - 1.0  # off centre: a rotation moves it
+    inputs = {"step": "ranking", "image": blob.expand(2, 3, 32, 32).clone(), "ed_position": torch.tensor(0),
+              "es_position": torch.tensor(1)}
+    weights = {"temporal": 0, "spatial": 0, "nested": 0}
+    seen = []
+
+    def identity(x):
+        seen.append(x.shape[0])
+        return x
+
+    RankingMethod(net, ranking_weights=weights, nested_slices=2, intensity_augment=identity)(inputs)
+    RankingMethod(net, ranking_weights=weights, invariance_slices=0, intensity_augment=identity)(inputs)
+    RankingMethod(net, ranking_weights=weights, invariance_slices=4, intensity_augment=identity)(inputs)
+    assert seen == [2, 6, 4]  # the nested picks (the default), every slice of both frames, 4 of them
+    # the same slice moved must give the probabilities moved, compared where the moved slice covers the image
+    moved = RankingMethod(net, ranking_weights=weights, invariance_slices=0, invariance_rotate_deg=60.0,
+                          invariance_zoom=(0.7, 1.4), intensity_augment=identity)
+    assert float(moved(inputs)["ranking_invariance"]) < 1e-4
+    with torch.no_grad():
+        unmoved_target = torch.nn.functional.mse_loss(
+            net.probabilities(warp(blob[None, None], random_similarity_grids(1, (32, 32), np.random.RandomState(1),
+                                                                             60.0, (0.7, 1.4)))),
+            net.probabilities(blob[None, None]))
+    assert float(unmoved_target) > 100 * 1e-4  # what a term that did not move its target would ask
+    brighter = RankingMethod(net, ranking_weights=weights, invariance_slices=0, invariance_rotate_deg=60.0,
+                             intensity_augment=lambda x: x * 3.0)
+    out = brighter(inputs)
+    out["loss"].backward()
+    assert float(out["ranking_invariance"]) > 1e-3 and net.conv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="invariance_slices"):
+        RankingMethod(net, invariance_slices=-1)
+    with pytest.raises(ValueError, match="invariance_zoom"):
+        RankingMethod(net, invariance_zoom=(0.0, 1.0))
 
 
 def test_labelled_frames_supervise_every_pixel_through_the_segmentation_loss():

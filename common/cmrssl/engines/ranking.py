@@ -33,7 +33,7 @@ from cmrssl.losses.ranking import (
     spatial_pairs,
     temporal_pairs,
 )
-from cmrssl.transforms.ranking import frame_positions, mask_outside, nested_boxes
+from cmrssl.transforms.ranking import frame_positions, mask_outside, nested_boxes, random_similarity_grids, warp
 
 __all__ = ["RANKING_TERMS", "RankingMethod"]
 
@@ -85,6 +85,14 @@ class RankingMethod(nn.Module):
             L1) or, for a segmenting network, ``"segmentation"`` (every pixel's class
             probabilities, mean squared difference to the un-augmented slice's, which give no gradient);
             None: ``"segmentation"`` when the network segments, else ``"area"``.
+        invariance_slices: slices per ranking step given an intensity-augmented copy when
+            ``invariance_on`` is ``"segmentation"``: None, the ``nested_slices`` picks; 0, every slice
+            the step scores (all its frames' slices); K > 0, K of those drawn at random.
+        invariance_rotate_deg, invariance_zoom: with ``"segmentation"``, the augmented copy is also
+            rotated (angle drawn from +-``invariance_rotate_deg``) and zoomed (factor drawn from
+            ``invariance_zoom``), and its probabilities must equal the un-augmented slice's moved the
+            same way (equivariance), compared where the moved slice covers the image; 0 and (1, 1):
+            intensity only.
         nested_fraction: side of a window relative to the window holding it.
         intensity_augment: callable on a ``[K, H, W]`` tensor (a MONAI Compose of
             intensity transforms) giving the augmented copies of the invariance term.
@@ -105,6 +113,9 @@ class RankingMethod(nn.Module):
         nested_slices: int = 4,
         nested_fraction: Sequence[float] = (0.5, 0.9),
         invariance_on: Optional[str] = None,
+        invariance_slices: Optional[int] = None,
+        invariance_rotate_deg: float = 0.0,
+        invariance_zoom: Sequence[float] = (1.0, 1.0),
         intensity_augment: Optional[Any] = None,
         chunk_size: int = 64,
         seed: int = 0,
@@ -133,6 +144,14 @@ class RankingMethod(nn.Module):
         if invariance_on == "segmentation" and not hasattr(network, "probabilities"):
             raise ValueError("invariance_on 'segmentation' needs a segmenting network (backbone 'unet')")
         self.invariance_on = invariance_on
+        if invariance_slices is not None and int(invariance_slices) < 0:
+            raise ValueError(f"invariance_slices must be None, 0 (every slice) or a count, got {invariance_slices}")
+        self.invariance_slices = None if invariance_slices is None else int(invariance_slices)
+        self.invariance_rotate_deg = float(invariance_rotate_deg)
+        self.invariance_zoom = (float(invariance_zoom[0]), float(invariance_zoom[1]))
+        if not (self.invariance_rotate_deg >= 0 and 0 < self.invariance_zoom[0] <= self.invariance_zoom[1]):
+            raise ValueError(f"invariance_rotate_deg must be >= 0 and invariance_zoom a range 0 < low <= high, got "
+                             f"{invariance_rotate_deg}, {list(invariance_zoom)}")
         self.intensity_augment = intensity_augment
         self.chunk_size = int(chunk_size)
         self.rng = np.random.RandomState(int(seed))
@@ -238,6 +257,7 @@ class RankingMethod(nn.Module):
                 areas[:, [a for a, _ in pairs]], areas[:, [b for _, b in pairs]], self.margin_mm2, scale)
         picks = [(int(self.rng.randint(len(positions))), int(mid[self.rng.randint(len(mid))]))
                  for _ in range(self.nested_slices)]
+        slices = image.new_zeros((0, *image.shape[-2:]))
         if picks and (self.weights["nested"] > 0 or self.weights["invariance"] > 0):
             slices = torch.stack([image[positions[t], z] for t, z in picks])  # [K, H, W]
             full = torch.stack([areas[t, z] for t, z in picks])
@@ -252,18 +272,38 @@ class RankingMethod(nn.Module):
                 k = len(picks)
                 terms["nested"] = pairwise_ranking_loss(
                     torch.cat([full, windows[:k]]), torch.cat([windows[:k], windows[k:]]), self.margin_mm2, scale)
-            if self.weights["invariance"] > 0 and self.intensity_augment is not None:
-                augmented = torch.as_tensor(self.intensity_augment(slices.detach().clone()))
-                augmented = augmented.as_tensor() if hasattr(augmented, "as_tensor") else augmented
-                augmented = augmented.to(slices.device).float()[:, None]
-                if self.invariance_on == "segmentation":
-                    with torch.no_grad():
-                        target = self.network.probabilities(slices[:, None])
-                    terms["invariance"] = F.mse_loss(self.network.probabilities(augmented), target)
-                else:
-                    predicted = self.network(augmented).reshape(-1)
-                    terms["invariance"] = invariance_loss(full.detach(), predicted, scale)
+            if self.weights["invariance"] > 0 and self.intensity_augment is not None and self.invariance_on == "area":
+                predicted = self.network(self._intensity_augmented(slices)[:, None]).reshape(-1)
+                terms["invariance"] = invariance_loss(full.detach(), predicted, scale)
+        if self.weights["invariance"] > 0 and self.intensity_augment is not None and self.invariance_on == "segmentation":
+            if self.invariance_slices is not None:  # else the nested picks above
+                slices = image[positions].reshape(-1, *image.shape[-2:])
+                if 0 < self.invariance_slices < slices.shape[0]:
+                    slices = slices[torch.as_tensor(self.rng.choice(slices.shape[0], self.invariance_slices,
+                                                                    replace=False), device=slices.device)]
+            if slices.shape[0]:
+                terms["invariance"] = self._segmentation_consistency(slices)
         loss = zero + sum(self.weights[name] * value for name, value in terms.items())
         out = {"loss": loss}
         out.update({f"ranking_{name}": value.detach() for name, value in terms.items()})
         return out
+
+    def _intensity_augmented(self, slices: torch.Tensor) -> torch.Tensor:
+        """``intensity_augment`` of ``slices [K, H, W]`` (a copy; no gradient to the originals)."""
+        augmented = torch.as_tensor(self.intensity_augment(slices.detach().clone()))
+        augmented = augmented.as_tensor() if hasattr(augmented, "as_tensor") else augmented
+        return augmented.to(slices.device).float()
+
+    def _segmentation_consistency(self, slices: torch.Tensor) -> torch.Tensor:
+        """Mean squared difference between the class probabilities of the augmented slices and those of the
+        slices themselves (no gradient through these), moved by the same rotation and zoom when drawn."""
+        augmented = self._intensity_augmented(slices)[:, None]
+        with torch.no_grad():
+            target = self.network.probabilities(slices[:, None])
+        if self.invariance_rotate_deg == 0 and self.invariance_zoom == (1.0, 1.0):
+            return F.mse_loss(self.network.probabilities(augmented), target)
+        grids = random_similarity_grids(slices.shape[0], slices.shape[-2:], self.rng, self.invariance_rotate_deg,
+                                        self.invariance_zoom, device=slices.device)
+        inside = (warp(torch.ones_like(augmented), grids) > 0.999).to(target.dtype)  # the moved slice covers it
+        difference = (self.network.probabilities(warp(augmented, grids)) - warp(target, grids)) ** 2
+        return (difference * inside).sum() / (inside.sum() * target.shape[1]).clamp_min(1.0)

@@ -55,7 +55,7 @@ from cmrssl.io.reader import CineStudyCache, read_cine
 from cmrssl.labels import LV_CAVITY, NUM_LABELS
 
 __all__ = ["LoadStudyStack", "RandZoomStackd", "heart_centre", "labels_on_source", "nested_boxes", "probabilities_on_source",
-           "mask_outside", "frame_positions"]
+           "mask_outside", "frame_positions", "random_similarity_grids", "warp"]
 
 #: smoothing of the motion map that finds the heart, mm: the heart's scale. At 15 mm the peak fell 44 mm
 #: from the LV centre on the Sunnybrook cine (30 mm: 27 mm); on ACDC both keep >= 0.93 of every LV in an
@@ -353,3 +353,30 @@ def frame_positions(num_frames: int, keep: int, must: Sequence[int] = ()) -> Lis
         return list(range(num_frames))
     chosen = {int(round(i * num_frames / keep)) % num_frames for i in range(keep)} | {int(m) for m in must if m >= 0}
     return sorted(chosen)
+
+
+def random_similarity_grids(
+    count: int, shape: Sequence[int], rng: np.random.RandomState, rotate_deg: float = 0.0,
+    zoom: Sequence[float] = (1.0, 1.0), device=None,
+) -> torch.Tensor:
+    """``count`` sampling grids ``[K, H, W, 2]`` (for :func:`warp`), each a rotation about the image centre by an
+    angle drawn from ``[-rotate_deg, rotate_deg]`` and a zoom drawn from ``zoom`` (> 1 magnifies), one draw per
+    image from ``rng`` so that an image and its class probabilities can be moved by the same one."""
+    low, high = float(zoom[0]), float(zoom[1])
+    if not 0.0 < low <= high:
+        raise ValueError(f"zoom must be a range 0 < low <= high, got {zoom}")
+    angles = np.deg2rad(rng.uniform(-float(rotate_deg), float(rotate_deg), size=count))
+    factors = rng.uniform(low, high, size=count)
+    theta = np.zeros((count, 2, 3), dtype=np.float32)  # output -> input coordinates, normalised to [-1, 1]
+    theta[:, 0, 0] = np.cos(angles) / factors
+    theta[:, 0, 1] = -np.sin(angles) / factors
+    theta[:, 1, 0] = np.sin(angles) / factors
+    theta[:, 1, 1] = np.cos(angles) / factors
+    size = (int(count), 1, int(shape[0]), int(shape[1]))
+    return torch.nn.functional.affine_grid(torch.as_tensor(theta, device=device), size, align_corners=False)
+
+
+def warp(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+    """``images [K, C, H, W]`` resampled on ``grids`` (:func:`random_similarity_grids`), bilinear, 0 outside."""
+    return torch.nn.functional.grid_sample(images, grids.to(images.dtype), mode="bilinear", padding_mode="zeros",
+                                           align_corners=False)
