@@ -154,7 +154,7 @@ def print_plan(steps, budget_name: str, skipped: int, stale: dict) -> None:
 
     for step in steps:
         status = "" if to_run(step) else "# done: "
-        flags, note = ("", None) if step.folder in stale else restart(step)
+        flags, note = ([], "") if step.folder in stale else restart(step)  # set aside: starts afresh
         if step.folder in stale and step.kind == "train":
             old, new = stale[step.folder]
             note = f"run again: made under config hash {old}, its arm's is now {new}; set aside as " \

@@ -100,11 +100,14 @@ def test_dry_run_shows_how_an_interrupted_training_continues(fake_acdc, tmp_path
     # a finished run made under another recipe of its arm: a real run sets it aside and trains again, and says so
     (out / "runs" / "scratch" / "n1_seed0" / "provenance.json").write_text(json.dumps({"config_hash": "0123abcd"}))
     (out / "runs" / "scratch" / "n1_seed0" / "train" / "model.pt").write_bytes(b"")
-    text = _study(fake_acdc, out, "--budget", "tiny", "--methods", "scratch", "--labelled", "1,all",
-                  "--dry_run").stdout
-    line = next(x for x in text.splitlines() if x.startswith("[train] train scratch n=1 seed 0"))
-    assert "run again: made under config hash 0123abcd" in line and "n1_seed0.hash-0123abcd" in line
-    assert "--resume true" not in text.split(line)[1].split("[")[0]  # started afresh in the emptied folder
+    result = _study(fake_acdc, out, "--budget", "tiny", "--methods", "scratch", "--labelled", "1,all", "--dry_run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = next(i for i, x in enumerate(lines) if x.startswith("[train] train scratch n=1 seed 0"))
+    assert "run again: made under config hash 0123abcd" in lines[header]
+    assert "n1_seed0.hash-0123abcd" in lines[header]
+    commands = [x for x in lines[header + 1:header + 4] if x.startswith("    ")]  # its commands, indented
+    assert commands and not any("--resume true" in x for x in commands)  # started afresh in the emptied folder
     assert (out / "runs" / "scratch" / "n1_seed0" / "train" / "model.pt").exists()  # the plan moves nothing
 
 
