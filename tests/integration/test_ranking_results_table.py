@@ -93,9 +93,10 @@ def test_each_paired_row_is_what_the_compare_tool_prints(count):
         if len(cells) == 7 and cells[0].startswith(f"{count} (") and cells[1].startswith(("LV ", "Dice ")):
             stated[cells[1]] = cells[2:]
     assert set(stated) == set(ROWS)
+    ours = _ours(tag)
     for folder, quantities in ((HELDOUT, QUANTITIES), (HELDOUT / "frames", DICE)):
-        files = {arm: ",".join(str(p) for p in _seed_files(arm, tag, folder)) for arm in ("sup", _ours(tag))}
-        result = run_tool("compare", "--base", files["sup"], "--ours", files[_ours(tag)], "--labels", "supervised,ranking",
+        files = {arm: ",".join(str(p) for p in _seed_files(arm, tag, folder)) for arm in ("sup", ours)}
+        result = run_tool("compare", "--base", files["sup"], "--ours", files[ours], "--labels", "supervised,ranking",
                           "--quantities", ",".join(quantities))
         assert result.returncode == 0, result.stderr
         printed = {}
