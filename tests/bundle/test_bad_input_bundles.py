@@ -256,6 +256,18 @@ RANKING_TINY = {"train_split": "['training','validation']", "num_labelled_subjec
 
 
 @pytest.mark.slow
+def test_bad_consistency_options_are_refused_before_any_work_each_named(cohort, tmp_path):
+    out = tmp_path / "ranking"
+    result = _run(RANKING, "configs/train.json", datalist=cohort, output_dir=out,
+                  **{**RANKING_TINY, "invariance_slices": -1, "invariance_rotate_deg": -5, "invariance_zoom": "[0.8]"})
+    assert result.returncode != 0
+    assert _last_line(result) == (
+        "error: ValueError: bad options: --invariance_slices must be >= 0, got -1; "
+        "--invariance_rotate_deg must be >= 0, got -5; --invariance_zoom must be a list of 2 numbers, got [0.8]")
+    assert "Epoch[" not in result.stdout + result.stderr and not out.exists()
+
+
+@pytest.mark.slow
 def test_resuming_with_another_backbone_names_the_option_and_the_file(cohort, tmp_path):
     out = tmp_path / "ranking"
     _train_and_kill_after_first_saved_epoch(RANKING, datalist=cohort, output_dir=out, max_epochs=200,
