@@ -130,19 +130,6 @@ def test_interrupted_pretraining_leaves_no_checkpoint(cohort, tmp_path):
     assert "holds an unfinished training run (stopped, last saved after epoch" in _last_line(again)
 
 
-@pytest.mark.slow
-def test_bad_options_are_refused_before_any_work_each_named(cohort, tmp_path):
-    out = tmp_path / "models"
-    result = _run(SEGMENTATION, "configs/train.json", datalist=cohort, output_dir=out,
-                  **{**TINY, "max_epochs": "abc", "learning_rate": "abc", "num_labelled_subjects": -1})
-    assert result.returncode != 0
-    # one run names every bad option (before: a TypeError after data caching, or training on everyone for -1)
-    assert _last_line(result) == (
-        "error: ValueError: bad options: --num_labelled_subjects must be >= 0, got -1; "
-        "--max_epochs must be a whole number, got 'abc'; --learning_rate must be a number, got 'abc'")
-    assert "Epoch[" not in result.stdout + result.stderr and not out.exists()
-
-
 def _datalist_variant(cohort: Path, folder: Path, change) -> Path:
     content = json.loads(cohort.read_text())
     change(content)
@@ -255,15 +242,28 @@ RANKING_TINY = {"train_split": "['training','validation']", "num_labelled_subjec
                 "nested_slices": 2}
 
 
+#: (bundle, tiny options, bad options, the one error line that names them all); before, the segmentation bundle's
+#: failed with a TypeError after data caching, or trained on everyone for -1
+BAD_OPTIONS = {
+    "segmentation": (SEGMENTATION, TINY, {"max_epochs": "abc", "learning_rate": "abc", "num_labelled_subjects": -1},
+                     "error: ValueError: bad options: --num_labelled_subjects must be >= 0, got -1; "
+                     "--max_epochs must be a whole number, got 'abc'; --learning_rate must be a number, got 'abc'"),
+    "ranking consistency": (RANKING, RANKING_TINY,
+                            {"invariance_slices": -1, "invariance_rotate_deg": -5, "invariance_zoom": "[0.8]"},
+                            "error: ValueError: bad options: --invariance_slices must be >= 0, got -1; "
+                            "--invariance_rotate_deg must be >= 0, got -5; "
+                            "--invariance_zoom must be a list of 2 numbers, got [0.8]"),
+}
+
+
 @pytest.mark.slow
-def test_bad_consistency_options_are_refused_before_any_work_each_named(cohort, tmp_path):
-    out = tmp_path / "ranking"
-    result = _run(RANKING, "configs/train.json", datalist=cohort, output_dir=out,
-                  **{**RANKING_TINY, "invariance_slices": -1, "invariance_rotate_deg": -5, "invariance_zoom": "[0.8]"})
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_bad_options_are_refused_before_any_work_each_named(case, cohort, tmp_path):
+    bundle, tiny, bad, message = BAD_OPTIONS[case]
+    out = tmp_path / "out"
+    result = _run(bundle, "configs/train.json", datalist=cohort, output_dir=out, **{**tiny, **bad})
     assert result.returncode != 0
-    assert _last_line(result) == (
-        "error: ValueError: bad options: --invariance_slices must be >= 0, got -1; "
-        "--invariance_rotate_deg must be >= 0, got -5; --invariance_zoom must be a list of 2 numbers, got [0.8]")
+    assert _last_line(result) == message  # one run names every bad option
     assert "Epoch[" not in result.stdout + result.stderr and not out.exists()
 
 
