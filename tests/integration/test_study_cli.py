@@ -260,19 +260,13 @@ def test_runs_in_the_ledger_are_not_run_again_from_another_folder(tmp_path):
 
 
 @pytest.mark.parametrize("args, named", [
+    # each option's own refusals are cmrssl.study.options' (tests/unit/test_study_library.py); here what reaches
+    # the command line: exit 2 with the option named, nothing written
     (["--labelled", "0"], "--labelled takes positive counts"),
-    (["--methods", "scratch,byol_all"], "unknown ['byol_all']"),
-    (["--budget", "huge"], "--budget must be one of"),
-    (["--extra_unlabelled", "/nonexistent/cine.nii.gz"], "/nonexistent/cine.nii.gz"),
-    # before: run twice and counted twice in the tables
-    (["--seeds", "0,0", "--dry_run"], "--seeds gives 0 more than once (0,0)"),
     (["--seeds", "0", "0", "--dry_run"], "unexpected argument(s) 0: a list option takes its values separated by"),
-    (["--labelled", "1,1", "--dry_run"], "--labelled gives 1 more than once"),
     # before: planned by the dry run, refused by the bundle after the data were indexed
     (["--labelled", "1,6", "--dry_run"], "--labelled 6: the labelled pool holds 5 subjects"),
     (["--labelled", "6", "--budget", "tiny"], "--labelled 6: the labelled pool holds 5 subjects"),
-    # the ledger is a CSV the study rewrites whole: never a folder or another kind of file of the user's
-    (["--ledger", "/tmp/notes.txt", "--dry_run"], "give a .csv file (it is made when absent)"),
 ])
 def test_bad_options_are_refused_before_any_work(fake_acdc, tmp_path, args, named):
     out = tmp_path / "study"

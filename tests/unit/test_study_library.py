@@ -373,3 +373,71 @@ def test_a_run_made_under_another_recipe_of_its_arm_is_set_aside_and_run_again(t
     (old.folder / "provenance.json").write_text(json.dumps({"config_hash": "aaaa"}))
     with pytest.raises(StepFailed, match="n5_seed0.hash-aaaa exists already"):
         set_aside_stale([old], {"simclr_all": "bbbb"})
+
+
+@pytest.mark.parametrize("given, named", [
+    ({"labelled": "0"}, "--labelled takes positive counts"),
+    ({"methods": "scratch,byol_all"}, "unknown ['byol_all']"),
+    ({"methods": ""}, "--methods names no arm"),
+    ({"budget": "huge"}, "--budget must be one of"),
+    ({"extra_unlabelled": "/nonexistent/cine.nii.gz"}, "/nonexistent/cine.nii.gz"),
+    # before: run twice and counted twice in the tables
+    ({"seeds": "0,0"}, "--seeds gives 0 more than once (0,0)"),
+    ({"seeds": "0,x"}, "--seeds takes whole numbers separated by commas"),
+    ({"seeds": -1}, "--seeds must be whole numbers >= 0"),
+    ({"labelled": "1,1"}, "--labelled gives 1 more than once"),
+    ({"stray": ("0",)}, "unexpected argument(s) 0: a list option takes its values separated by"),
+    # the ledger is a CSV the study rewrites whole: never a folder or another kind of file of the user's
+    ({"ledger": "/tmp/notes.txt"}, "give a .csv file (it is made when absent)"),
+])
+def test_each_bad_study_option_is_refused_by_name_before_anything_is_read_or_written(tmp_path, given, named):
+    from cmrssl.study import study_options
+
+    with pytest.raises((ValueError, FileNotFoundError)) as refused:
+        study_options(REPO, str(tmp_path / "acdc"), str(tmp_path / "study"), **given)
+    assert named in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_study_options_complete_the_arms_with_scratch_and_take_the_budgets_lists(tmp_path):
+    from cmrssl.study import study_options
+
+    data, out = tmp_path / "acdc", tmp_path / "study"
+    options = study_options(REPO, str(data), str(out), budget="cpu", methods="simclr_all", labelled="1,all",
+                            seeds=(0, 2))
+    assert (options.arms, options.counts, options.seeds) == (["scratch", "simclr_all"], [1, "all"], [0, 2])
+    assert options.ledger is None and options.settings == {"budget": "cpu", "data": str(data), "eval_per_group": 4,
+                                                           "extra_unlabelled": []}
+    assert study_options(REPO, str(data), str(out), budget="cpu", methods="ranking").arms == ["ranking"]
+    default = study_options(REPO, str(data), str(out), budget="cpu")
+    assert (default.counts, default.seeds) == (list(BUDGETS["cpu"]["labelled"]), list(BUDGETS["cpu"]["seeds"]))
+    for inside in ({"ledger": str(data / "ledger.csv")}, {"out": str(data / "study")}):  # never into the data
+        with pytest.raises(ValueError, match="lies inside --data"):
+            study_options(REPO, str(data), **{"out": str(out), **inside})
+    out.mkdir()
+    (out / "study.json").write_text(json.dumps(dict(options.settings, budget="small")))
+    with pytest.raises(ValueError, match="holds a study with .*'small'.* use another --out"):
+        study_options(REPO, str(data), str(out), budget="cpu")
+
+
+def test_the_dry_run_counts_every_cine_frame_and_shows_what_is_done_and_skipped(tmp_path):
+    from acdc_fake import write_acdc
+    from cmrssl.data.phantom import generate_subject
+    from cmrssl.study import describe_plan, planned_split, study_split
+
+    data = write_acdc(tmp_path / "training", generate_subject(3, num_frames=4, image_size=24),
+                      {n: "NOR" for n in range(1, 5)}, with_4d=(1, 2, 4))
+    out = tmp_path / "study"
+    split = planned_split(study_split(out, data, 1), out, data, [])
+    assert len(split["labelled_pool"]) == 3 and not out.exists()
+    # ED and ES of each pool patient, and each frame of the 4-frame cines of the two that have one (4 is held out)
+    assert split["unlabelled_pool"]["records"] == 3 * 2 + 2 * 4
+    assert split["datalists"]["acdc"] == str(out / "data" / "acdc" / "datalist.json")
+    assert planned_split(split, out, data, []) is split  # a split the study made is kept as it is
+    steps = plan(REPO, out, split, "tiny", ["scratch"], [1, 2], [0])
+    steps[0].done_file.parent.mkdir(parents=True)
+    steps[0].done_file.write_bytes(b"weights")
+    lines = describe_plan(steps, 3, {}, {"device": "cpu", "seconds_per_iteration": 0.5, "batch": [2, 1, 8, 8]})
+    assert lines[0] == "# done: [train] train scratch n=1 seed 0" and "[train] train scratch n=2 seed 0" in lines
+    assert "\n3 runs are in the ledger for this budget at their arms' config hashes: not planned." in lines
+    assert f"{steps[2].iterations} training iterations." in lines[-2] and "Measured on cpu: 0.500 s" in lines[-1]

@@ -23,7 +23,7 @@ from .statistics import (PLATEAU_GAIN, PRETEXT_FLAT, bootstrap_interval, hd95_co
                          plateau_gain, pretext_drop, subject_means, wilcoxon_p)
 
 __all__ = ["CLINICAL_COMPARED", "clinical_comparison_lines", "collect", "comparison", "convergence_note",
-           "drawn_subjects", "epoch_losses", "frame_scores", "function_errors", "image_diagonals",
+           "drawn_subjects", "epoch_losses", "frame_scores", "function_errors", "image_diagonals", "ledger_tables",
            "paired_function_table", "plot", "pretext_columns", "rows_from_steps", "run_row", "table",
            "validation_curve", "write_results"]
 
@@ -506,3 +506,24 @@ def collect(out: Path, steps: Sequence[Step], split: dict, settings: dict, arms:
     rows = [r for r in rows if run_key(r["arm"], r["labelled"], r["seed"]) in wanted]
     write_results(out, rows, arms, labelled, settings, split, repo)
     return rows
+
+
+def ledger_tables(out: Path, split: dict, settings: dict, arms: Sequence[str], labelled: Sequence, seeds: Sequence[int],
+                  config_hashes: Mapping[str, str], ledger: Optional[Path], repo: Optional[Repository] = None
+                  ) -> List[dict]:
+    """``--tables_only``: the tables of what ``ledger`` holds for these arms, counts and seeds at their present config
+    hashes, into ``out`` (:func:`collect` of no steps); nothing is run, and ``out`` holds no study.
+
+    Raises:
+        ValueError: no ledger, or one that holds none of these runs.
+    """
+    if ledger is None or not ledger.exists():
+        raise ValueError("--tables_only tabulates a ledger: give --ledger, an existing .csv file")
+    budget = settings["budget"]
+    wanted = {run_key(a, n, s) for a in arms for n in labelled for s in seeds}
+    if not any(run_key(r["arm"], r["labelled"], r["seed"]) in wanted
+               for r in current(read_ledger(ledger), budget, config_hashes)):
+        raise ValueError(f"--ledger {ledger} holds no run of budget {budget} for these arms, counts and "
+                         "seeds at their present config hashes")
+    out.mkdir(parents=True, exist_ok=True)
+    return collect(out, [], split, settings, arms, labelled, seeds, config_hashes, ledger=ledger, repo=repo)

@@ -19,7 +19,7 @@ from .budgets import BUDGETS
 from .plan import Step, run_configs, setting
 from .split import say
 
-__all__ = ["PROVENANCE", "StepFailed", "estimate", "execute", "hms", "measure_rates", "read_provenance",
+__all__ = ["PROVENANCE", "StepFailed", "describe_plan", "estimate", "execute", "hms", "measure_rates", "read_provenance",
            "record_provenance", "restart", "set_aside_stale", "run_step", "stale_runs", "timings"]
 
 
@@ -156,6 +156,41 @@ def execute(out: Path, steps: Sequence[Step], budget_name: str,
         if step.kind == "eval" and after_eval is not None:
             after_eval(step)
     say(f"all {len(steps)} steps done in {hms(time.perf_counter() - started)}")
+
+
+def describe_plan(steps: Sequence[Step], skipped: int, stale: Dict[Path, Tuple[str, str]],
+                  rate: Optional[dict] = None) -> List[str]:
+    """``--dry_run``'s lines: each step with its commands (``# done:`` before those done; how an interrupted
+    training continues; why a ``stale`` one, :func:`stale_runs`, runs again), what ``skipped`` runs the ledger
+    holds, and the training time at ``rate`` (:func:`measure_rates`), when given."""
+    def to_run(step: Step) -> bool:
+        return step.folder in stale or not step.done_file.exists()
+
+    lines = []
+    for step in steps:
+        status = "" if to_run(step) else "# done: "
+        flags, note = ([], "") if step.folder in stale else restart(step)  # set aside: starts afresh
+        if step.folder in stale and step.kind == "train":
+            old, new = stale[step.folder]
+            note = f"run again: made under config hash {old}, its arm's is now {new}; set aside as " \
+                   f"{step.folder.name}.hash-{old}"
+        lines.append(f"{status}[{step.kind}] {step.name}" + (f" ({note})" if note else ""))
+        lines += ["    " + " ".join(command[1:]) for command in step.commands[:-1] + [step.commands[-1] + flags]]
+    iterations = sum(s.iterations for s in steps if s.kind in ("train", "pretrain") and to_run(s))
+    evals = sum(1 for s in steps if s.kind == "eval" and to_run(s))
+    if skipped:
+        lines.append(f"\n{skipped} runs are in the ledger for this budget at their arms' config hashes: not planned.")
+    lines.append(f"\n{len(steps)} steps: {sum(s.kind == 'pretrain' for s in steps)} pretrainings, "
+                 f"{sum(s.kind == 'train' for s in steps)} trainings, {evals} evaluations to run; "
+                 f"{iterations} training iterations.")
+    if rate is not None:
+        seconds = iterations * rate["seconds_per_iteration"]
+        lines.append(f"Measured on {rate['device']}: {rate['seconds_per_iteration']:.3f} s per iteration of the U-Net "
+                     f"(batch {rate['batch']}, forward + backward + step) -> about {seconds / 3600.0:.1f} hours of "
+                     "training on this device, plus the evaluations (about 1-2 min each on a CPU). Pretraining "
+                     "iterations are counted as U-Net iterations; two-view methods (SimCLR, PCL, DINO) cost about "
+                     "twice that.")
+    return lines
 
 
 def measure_rates(repo: Repository, budget_name: str, repeats: int = 3) -> dict:

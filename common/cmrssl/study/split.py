@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from cmrssl.data.acdc import find_acdc_patients, index_acdc, read_info_cfg
+from cmrssl.data.acdc import find_acdc_patients, index_acdc, read_acdc_patient, read_info_cfg
 from cmrssl.io.atomic import atomic_file
 from cmrssl.io.reader import read_cine
 
-__all__ = ["cine_frames", "make_split", "prepare_data", "say"]
+__all__ = ["cine_frames", "make_split", "planned_split", "prepare_data", "say", "study_split"]
 
 
 def say(message: str) -> None:
@@ -49,6 +49,28 @@ def make_split(data: Path, eval_per_group: int, validation_per_group: int = 0) -
 def cine_frames(path: str) -> int:
     """The number of cardiac phases of a cine (every frame of a 4D cine is a pretraining record)."""
     return int(read_cine(path).pixels.shape[0])
+
+
+def study_split(out: Path, data: Path, eval_per_group: int, validation_per_group: int = 0) -> dict:
+    """The split the study in ``out`` holds (its ``split.json``, when ``out`` holds a study), else the one it would
+    make of ``data`` (:func:`make_split`, which reads ``Info.cfg`` files only and writes nothing)."""
+    earlier = out / "split.json"
+    if (out / "study.json").exists() and earlier.exists():
+        return json.loads(earlier.read_text())
+    return make_split(data, eval_per_group, validation_per_group)
+
+
+def planned_split(split: dict, out: Path, data: Path, extra_unlabelled: Sequence[str]) -> dict:
+    """``split`` as :func:`prepare_data` completes it, writing nothing (``--dry_run``): its unlabelled pool's size
+    counts every frame of every cine as a pretraining record, and its datalists are named under ``out``."""
+    if "datalists" in split:  # made already
+        return split
+    patients = split["labelled_pool"] + split.get("validation", [])
+    cines = [str(cine) for cine in (read_acdc_patient(data / patient).cine for patient in patients) if cine]
+    return dict(split, unlabelled_pool={"records": 2 * len(patients)
+                                        + sum(cine_frames(c) for c in cines + list(extra_unlabelled))},
+                datalists={"acdc": str(out / "data" / "acdc" / "datalist.json"),
+                           "unlabelled": str(out / "data" / "unlabelled.json")})
 
 
 def prepare_data(out: Path, data: Path, eval_per_group: int, extra_unlabelled: Sequence[str],
