@@ -54,7 +54,8 @@ methods, labelled counts or seeds may be added later. ``--dry_run`` prints the p
 and the time they take at iteration rates measured on this machine's device) and writes nothing.
 
 Budgets (:data:`cmrssl.study.BUDGETS`): ``cpu`` trains every fine-tune to its plateau at a small network
-and grid (about 20 min a fine-tune on the 2-core CPU; its table takes more than one session, which the ledger allows);
+and grid (11-14 min a fine-tune alone on the 2-core CPU; its table takes more than one session, which the ledger
+allows);
 ``small`` fits the 2-core CPU this project is developed on in about 90 minutes (two arms, N in {1, 5, all},
 two seeds, CPU-sized network and short schedules: see ``docs/study.md``); ``full`` runs the bundles at the
 papers' sizes (``configs/gpu.json``) and schedules, every arm, N in {1, 2, 5, 10, all} and three seeds: a GPU

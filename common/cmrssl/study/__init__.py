@@ -1,9 +1,9 @@
 """The few-label study: split, pools, plan, budgets, run ledger, statistics, tables and plot.
 
-``tools/study.py`` is its command line (:mod:`.options` checks what it is given). The study composes bundle runs (``python -m monai.bundle run``
-of this repository's bundles, as a user would type them), runs them one after another, records each
-finished fine-tune in a ledger (:mod:`.ledger`) and tabulates with one pair per held-out subject
-(:mod:`.statistics`).
+``tools/study.py`` is its command line (:mod:`.options` checks what it is given). The study composes bundle
+runs (``python -m monai.bundle run`` of this repository's bundles, as a user would type them), runs them one
+after another, records each finished fine-tune in a ledger (:mod:`.ledger`) and tabulates with one pair per
+held-out subject (:mod:`.statistics`).
 """
 
 from .arms import STRUCTURE_ROWS, Repository, all_arms, arm_label, arm_parts, pretraining_methods

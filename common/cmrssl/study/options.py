@@ -14,13 +14,10 @@ from cmrssl.io.atomic import check_not_input
 
 from .arms import Repository, all_arms
 from .budgets import BUDGETS
+from .split import RECORD
 
 __all__ = ["StudyOptions", "check_labelled_counts", "check_study_record", "labelled_counts", "no_repeats",
            "split_list", "study_options"]
-
-#: what ``OUT/study.json`` records: fixed per output folder
-RECORD = "study.json"
-
 
 def split_list(value, cast=str, option: str = "", spaces: bool = True) -> List:
     """``"a,b"``, ``"a b"`` (unless not ``spaces``: paths), ``("a", "b")`` or ``7`` (as fire hands them over) -> a list.

@@ -19,8 +19,8 @@ from .budgets import BUDGETS
 from .plan import Step, run_configs, setting
 from .split import say
 
-__all__ = ["PROVENANCE", "StepFailed", "describe_plan", "estimate", "execute", "hms", "measure_rates", "read_provenance",
-           "record_provenance", "restart", "set_aside_stale", "run_step", "stale_runs", "timings"]
+__all__ = ["PROVENANCE", "StepFailed", "describe_plan", "estimate", "execute", "hms", "measure_rates",
+           "read_provenance", "record_provenance", "restart", "set_aside_stale", "run_step", "stale_runs", "timings"]
 
 
 #: beside a training's outputs (``OUT/runs/<arm>/n<N>_seed<S>/``): what it ran under

@@ -11,7 +11,10 @@ from cmrssl.data.acdc import find_acdc_patients, index_acdc, read_acdc_patient, 
 from cmrssl.io.atomic import atomic_file
 from cmrssl.io.reader import read_cine
 
-__all__ = ["cine_frames", "make_split", "planned_split", "prepare_data", "say", "study_split"]
+__all__ = ["RECORD", "cine_frames", "make_split", "planned_split", "prepare_data", "say", "study_split"]
+
+#: what ``OUT/study.json`` records (budget, data, pools): fixed per output folder; a folder with it holds a study
+RECORD = "study.json"
 
 
 def say(message: str) -> None:
@@ -55,7 +58,7 @@ def study_split(out: Path, data: Path, eval_per_group: int, validation_per_group
     """The split the study in ``out`` holds (its ``split.json``, when ``out`` holds a study), else the one it would
     make of ``data`` (:func:`make_split`, which reads ``Info.cfg`` files only and writes nothing)."""
     earlier = out / "split.json"
-    if (out / "study.json").exists() and earlier.exists():
+    if (out / RECORD).exists() and earlier.exists():
         return json.loads(earlier.read_text())
     return make_split(data, eval_per_group, validation_per_group)
 
